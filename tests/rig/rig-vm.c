@@ -1,0 +1,419 @@
+/* The rig's QEMU processes: launch a source or destination QEMU with a usb-storage CD-ROM,
+ * a QMP socket and a qtest socket, and drive plain QMP migrations between them. */
+#include "rig.h"
+
+#include <errno.h>
+#include <fcntl.h>
+#include <signal.h>
+#include <sys/prctl.h>
+#include <sys/resource.h>
+#include <sys/stat.h>
+#include <sys/wait.h>
+#include <unistd.h>
+
+#include <glib/gstdio.h>
+
+G_DEFINE_QUARK(rig - error - quark, rig_error)
+
+struct RigVm {
+    char *name;
+    char *dir;
+    char *qmp_path;
+    char *qtest_path;
+    char *log_path;
+    GPid pid;
+    gboolean reaped;
+    int wait_status;
+    QmpClient *qmp;
+};
+
+static char *tmpdir;
+static char *default_iso;
+static guint vm_counter;
+
+static void remove_tree(const char *path)
+{
+    g_autoptr(GDir) dir = g_dir_open(path, 0, NULL);
+    const char *entry;
+    while (dir && (entry = g_dir_read_name(dir))) {
+        g_autofree char *child = g_build_filename(path, entry, NULL);
+        if (g_file_test(child, G_FILE_TEST_IS_DIR) && !g_file_test(child, G_FILE_TEST_IS_SYMLINK))
+            remove_tree(child);
+        else
+            unlink(child);
+    }
+    rmdir(path);
+}
+
+static void remove_tmpdir(void)
+{
+    if (tmpdir && !g_getenv("SM_KEEP_TMP"))
+        remove_tree(tmpdir);
+}
+
+const char *rig_tmpdir(void)
+{
+    if (!tmpdir) {
+        /* Short paths: unix socket names are limited to 108 bytes. */
+        tmpdir = g_dir_make_tmp("smrig-XXXXXX", NULL);
+        g_assert(tmpdir);
+        atexit(remove_tmpdir);
+    }
+    return tmpdir;
+}
+
+/* Bytes of the data file on the default ISO: a pattern that differs in every sector, so a
+ * READ(10) of the wrong sector or a zero-filled buffer can never pass for the right one. */
+static void fill_pattern(guint8 *buf, gsize len)
+{
+    guint32 x = 0x9e3779b9u;
+    for (gsize i = 0; i < len; i++) {
+        x ^= x << 13;
+        x ^= x >> 17;
+        x ^= x << 5;
+        buf[i] = (guint8)(x >> 24);
+    }
+}
+
+const char *rig_default_iso(GError **error)
+{
+    if (default_iso)
+        return default_iso;
+    g_autofree char *content = g_build_filename(rig_tmpdir(), "iso-root", NULL);
+    g_autofree char *iso = g_build_filename(rig_tmpdir(), "cd.iso", NULL);
+    g_mkdir_with_parents(content, 0700);
+    gsize len = 256 * 1024;
+    g_autofree guint8 *data = g_malloc(len);
+    fill_pattern(data, len);
+    g_autofree char *data_path = g_build_filename(content, "DATA.BIN", NULL);
+    g_autofree char *hello_path = g_build_filename(content, "HELLO.TXT", NULL);
+    if (!g_file_set_contents(data_path, (const char *)data, (gssize)len, error) ||
+        !g_file_set_contents(hello_path, "hello from the safe-migrate rig\n", -1, error))
+        return NULL;
+    const char *argv[] = {"genisoimage", "-quiet", "-V", "SMRIG", "-R", "-J", "-o", iso, content,
+                          NULL};
+    int status = 0;
+    g_autofree char *err_out = NULL;
+    if (!g_spawn_sync(NULL, (char **)argv, NULL, G_SPAWN_SEARCH_PATH | G_SPAWN_STDOUT_TO_DEV_NULL,
+                      NULL, NULL, NULL, &err_out, &status, error))
+        return NULL;
+    if (!g_spawn_check_wait_status(status, NULL)) {
+        g_set_error(error, RIG_ERROR, RIG_ERROR_SETUP, "genisoimage failed: %s", err_out);
+        return NULL;
+    }
+    default_iso = g_steal_pointer(&iso);
+    return default_iso;
+}
+
+gboolean rig_iso_sector(guint32 lba, guint8 out[2048])
+{
+    if (!rig_default_iso(NULL))
+        return FALSE;
+    int fd = open(default_iso, O_RDONLY | O_CLOEXEC);
+    if (fd < 0)
+        return FALSE;
+    ssize_t n = pread(fd, out, 2048, (off_t)lba * 2048);
+    close(fd);
+    return n == 2048;
+}
+
+void rig_expected_read_capacity(guint8 out[8])
+{
+    GStatBuf st;
+    g_assert(rig_default_iso(NULL) && g_stat(default_iso, &st) == 0);
+    guint32 last_lba = GUINT32_TO_BE((guint32)(st.st_size / 2048) - 1);
+    guint32 block = GUINT32_TO_BE(2048);
+    memcpy(out, &last_lba, 4);
+    memcpy(out + 4, &block, 4);
+}
+
+/* 64 KiB of HLT: the CPU starts at the reset vector, halts with interrupts off and stays
+ * there, so the qtest side is the only "guest software" touching the hardware. */
+static const char *hlt_bios(GError **error)
+{
+    static char *path;
+    if (path)
+        return path;
+    g_autofree char *p = g_build_filename(rig_tmpdir(), "hlt.bin", NULL);
+    g_autofree char *bytes = g_malloc(65536);
+    memset(bytes, 0xf4, 65536);
+    if (!g_file_set_contents(p, bytes, 65536, error))
+        return NULL;
+    path = g_steal_pointer(&p);
+    return path;
+}
+
+const char *rig_qemu_name(RigQemu qemu)
+{
+    return qemu == RIG_QEMU_72 ? "7.2" : "10.0";
+}
+
+static gboolean qemu_command(RigQemu qemu, GPtrArray *argv, GError **error)
+{
+    const char *bin = g_getenv(qemu == RIG_QEMU_72 ? "SM_QEMU72" : "SM_QEMU10");
+    if (!bin || !g_file_test(bin, G_FILE_TEST_IS_EXECUTABLE)) {
+        g_set_error(error, RIG_ERROR, RIG_ERROR_SETUP,
+                    "QEMU %s not found (set %s; run tests/setup-qemu.sh)", rig_qemu_name(qemu),
+                    qemu == RIG_QEMU_72 ? "SM_QEMU72" : "SM_QEMU10");
+        return FALSE;
+    }
+    g_ptr_array_add(argv, g_strdup(bin));
+    if (qemu == RIG_QEMU_10) {
+        const char *datadir = g_getenv("SM_QEMU10_DATADIR");
+        if (datadir) {
+            g_ptr_array_add(argv, g_strdup("-L"));
+            g_ptr_array_add(argv, g_strdup(datadir));
+        }
+    }
+    return TRUE;
+}
+
+static void child_setup(gpointer data)
+{
+    (void)data;
+    /* No core files from the crashes the tests provoke on purpose, and no QEMU left behind
+     * if the test process dies. */
+    struct rlimit no_core = {0, 0};
+    setrlimit(RLIMIT_CORE, &no_core);
+    prctl(PR_SET_PDEATHSIG, SIGKILL);
+}
+
+static gboolean wait_for_socket(RigVm *vm, const char *path, GError **error)
+{
+    for (int i = 0; i < 2000; i++) {
+        if (g_file_test(path, G_FILE_TEST_EXISTS))
+            return TRUE;
+        if (!rig_vm_alive(vm)) {
+            g_autofree char *err = rig_vm_stderr(vm);
+            g_set_error(error, RIG_ERROR, RIG_ERROR_VM_DIED, "QEMU %s exited at start: %s",
+                        vm->name, err);
+            return FALSE;
+        }
+        g_usleep(5000);
+    }
+    g_set_error(error, RIG_ERROR, RIG_ERROR_TIMEOUT, "QEMU %s did not create %s", vm->name, path);
+    return FALSE;
+}
+
+RigVm *rig_vm_start(const RigVmConfig *config, GError **error)
+{
+    const char *iso = config->iso ? config->iso : rig_default_iso(error);
+    const char *bios = hlt_bios(error);
+    if (!iso || !bios)
+        return NULL;
+    guint n_disks = config->n_disks ? config->n_disks : 1;
+
+    g_autoptr(RigVm) vm = g_new0(RigVm, 1);
+    vm->name = g_strdup_printf("%s%u", config->name ? config->name : "vm", ++vm_counter);
+    vm->dir = g_build_filename(rig_tmpdir(), vm->name, NULL);
+    g_mkdir_with_parents(vm->dir, 0700);
+    vm->qmp_path = g_build_filename(vm->dir, "qmp", NULL);
+    vm->qtest_path = g_build_filename(vm->dir, "qtest", NULL);
+    vm->log_path = g_build_filename(vm->dir, "log", NULL);
+
+    g_autoptr(GPtrArray) argv = g_ptr_array_new_with_free_func(g_free);
+    if (!qemu_command(config->qemu, argv, error))
+        return NULL;
+    const char *fixed[] = {"-nodefaults", "-display", "none", "-accel", "tcg", "-m", "16",
+                           "-serial", "none", "-monitor", "none", "-device",
+                           "piix3-usb-uhci,id=uhci,addr=0x2"};
+    for (guint i = 0; i < G_N_ELEMENTS(fixed); i++)
+        g_ptr_array_add(argv, g_strdup(fixed[i]));
+    g_ptr_array_add(argv, g_strdup("-machine"));
+    g_ptr_array_add(argv, g_strdup(config->machine ? config->machine : "pc"));
+    g_ptr_array_add(argv, g_strdup("-bios"));
+    g_ptr_array_add(argv, g_strdup(bios));
+    g_ptr_array_add(argv, g_strdup("-qmp"));
+    g_ptr_array_add(argv, g_strdup_printf("unix:%s,server=on,wait=off", vm->qmp_path));
+    g_ptr_array_add(argv, g_strdup("-qtest"));
+    g_ptr_array_add(argv, g_strdup_printf("unix:%s,server=on,wait=off", vm->qtest_path));
+    for (guint i = 0; i < n_disks; i++) {
+        g_ptr_array_add(argv, g_strdup("-drive"));
+        g_ptr_array_add(argv,
+                        g_strdup_printf("if=none,id=cd%u,media=cdrom,readonly=on,format=raw,file=%s",
+                                        i, iso));
+        g_ptr_array_add(argv, g_strdup("-device"));
+        g_ptr_array_add(argv, g_strdup_printf("usb-storage,bus=uhci.0,port=%u,drive=cd%u,id=usbcd%u",
+                                              i + 1, i, i));
+    }
+    if (config->incoming) {
+        g_ptr_array_add(argv, g_strdup("-incoming"));
+        g_ptr_array_add(argv, g_strdup("defer"));
+    }
+    g_ptr_array_add(argv, NULL);
+
+    int log_fd = open(vm->log_path, O_WRONLY | O_CREAT | O_TRUNC | O_CLOEXEC, 0600);
+    if (log_fd < 0) {
+        g_set_error(error, RIG_ERROR, RIG_ERROR_SETUP, "%s: %s", vm->log_path, g_strerror(errno));
+        return NULL;
+    }
+    gboolean spawned = g_spawn_async_with_pipes_and_fds(
+        NULL, (const char *const *)argv->pdata, NULL, G_SPAWN_DO_NOT_REAP_CHILD, child_setup, NULL,
+        -1, log_fd, log_fd, NULL, NULL, 0, &vm->pid, NULL, NULL, NULL, error);
+    close(log_fd);
+    if (!spawned)
+        return NULL;
+    if (!wait_for_socket(vm, vm->qmp_path, error) || !wait_for_socket(vm, vm->qtest_path, error))
+        return NULL;
+    vm->qmp = qmp_client_connect(vm->qmp_path, 10000, error);
+    if (!vm->qmp)
+        return NULL;
+    return g_steal_pointer(&vm);
+}
+
+void rig_vm_free(RigVm *vm)
+{
+    if (!vm)
+        return;
+    if (vm->qmp) {
+        qmp_client_close(vm->qmp);
+        qmp_client_unref(vm->qmp);
+    }
+    if (vm->pid > 0 && !vm->reaped) {
+        kill(vm->pid, SIGKILL);
+        waitpid(vm->pid, NULL, 0);
+    }
+    if (!g_getenv("SM_KEEP_TMP") && vm->dir)
+        remove_tree(vm->dir);
+    g_free(vm->name);
+    g_free(vm->dir);
+    g_free(vm->qmp_path);
+    g_free(vm->qtest_path);
+    g_free(vm->log_path);
+    g_free(vm);
+}
+
+QmpClient *rig_vm_qmp(RigVm *vm)
+{
+    return vm->qmp;
+}
+const char *rig_vm_qmp_path(RigVm *vm)
+{
+    return vm->qmp_path;
+}
+const char *rig_vm_qtest_path(RigVm *vm)
+{
+    return vm->qtest_path;
+}
+const char *rig_vm_name(RigVm *vm)
+{
+    return vm->name;
+}
+GPid rig_vm_pid(RigVm *vm)
+{
+    return vm->pid;
+}
+
+gboolean rig_vm_alive(RigVm *vm)
+{
+    if (vm->reaped)
+        return FALSE;
+    pid_t r = waitpid(vm->pid, &vm->wait_status, WNOHANG);
+    if (r == vm->pid) {
+        vm->reaped = TRUE;
+        return FALSE;
+    }
+    return TRUE;
+}
+
+gboolean rig_vm_wait_exit(RigVm *vm, guint timeout_ms, int *term_signal, int *exit_status)
+{
+    gint64 deadline = g_get_monotonic_time() + (gint64)timeout_ms * 1000;
+    while (rig_vm_alive(vm)) {
+        if (g_get_monotonic_time() > deadline)
+            return FALSE;
+        g_usleep(2000);
+    }
+    if (term_signal)
+        *term_signal = WIFSIGNALED(vm->wait_status) ? WTERMSIG(vm->wait_status) : 0;
+    if (exit_status)
+        *exit_status = WIFEXITED(vm->wait_status) ? WEXITSTATUS(vm->wait_status) : -1;
+    return TRUE;
+}
+
+char *rig_vm_stderr(RigVm *vm)
+{
+    char *text = NULL;
+    if (!g_file_get_contents(vm->log_path, &text, NULL, NULL))
+        return g_strdup("");
+    return text;
+}
+
+char *rig_vm_runstate(RigVm *vm, GError **error)
+{
+    g_autoptr(json_object) ret = qmp_client_execute(vm->qmp, "query-status", NULL, error);
+    json_object *status;
+    if (!ret)
+        return NULL;
+    if (!json_object_object_get_ex(ret, "status", &status)) {
+        g_set_error(error, RIG_ERROR, RIG_ERROR_PROTOCOL, "query-status without status");
+        return NULL;
+    }
+    return g_strdup(json_object_get_string(status));
+}
+
+char *rig_migration_uri(void)
+{
+    static guint counter;
+    return g_strdup_printf("unix:%s/mig%u.sock", rig_tmpdir(), ++counter);
+}
+
+char *rig_wait_migration_status(RigVm *vm, const char *const *statuses, guint timeout_ms,
+                                GError **error)
+{
+    gint64 deadline = g_get_monotonic_time() + (gint64)timeout_ms * 1000;
+    for (;;) {
+        g_autoptr(json_object) ret = qmp_client_execute(vm->qmp, "query-migrate", NULL, error);
+        if (!ret)
+            return NULL;
+        json_object *status;
+        const char *s =
+            json_object_object_get_ex(ret, "status", &status) ? json_object_get_string(status) : "";
+        if (g_strv_contains(statuses, s))
+            return g_strdup(s);
+        if (g_get_monotonic_time() > deadline) {
+            g_set_error(error, RIG_ERROR, RIG_ERROR_TIMEOUT,
+                        "migration on %s still '%s' after %u ms", vm->name, s, timeout_ms);
+            return NULL;
+        }
+        g_usleep(5000);
+    }
+}
+
+static gboolean set_capabilities(RigVm *vm, const char *const *caps, GError **error)
+{
+    if (!caps || !caps[0])
+        return TRUE;
+    g_autoptr(json_object) args = json_object_new_object();
+    json_object *list = json_object_new_array();
+    for (guint i = 0; caps[i]; i++) {
+        json_object *cap = json_object_new_object();
+        json_object_object_add(cap, "capability", json_object_new_string(caps[i]));
+        json_object_object_add(cap, "state", json_object_new_boolean(TRUE));
+        json_object_array_add(list, cap);
+    }
+    json_object_object_add(args, "capabilities", list);
+    g_autoptr(json_object) ret =
+        qmp_client_execute(vm->qmp, "migrate-set-capabilities", args, error);
+    return ret != NULL;
+}
+
+static gboolean execute_with_uri(RigVm *vm, const char *command, const char *uri, GError **error)
+{
+    g_autoptr(json_object) args = json_object_new_object();
+    json_object_object_add(args, "uri", json_object_new_string(uri));
+    g_autoptr(json_object) ret = qmp_client_execute(vm->qmp, command, args, error);
+    return ret != NULL;
+}
+
+char *rig_migrate(RigVm *src, RigVm *dst, const char *const *caps, GError **error)
+{
+    g_autofree char *uri = rig_migration_uri();
+    if (!set_capabilities(src, caps, error) || !set_capabilities(dst, caps, error) ||
+        !execute_with_uri(dst, "migrate-incoming", uri, error) ||
+        !execute_with_uri(src, "migrate", uri, error))
+        return NULL;
+    static const char *const final[] = {"completed", "failed", "cancelled", "pre-switchover",
+                                        NULL};
+    return rig_wait_migration_status(src, final, 60000, error);
+}

@@ -1,0 +1,119 @@
+/* The two-QEMU test rig: real QEMU processes with a usb-storage CD-ROM, and a guest-side
+ * driver that plays the guest's UHCI + USB + Bulk-Only Transport stack over qtest. */
+#pragma once
+
+#include <glib.h>
+#include "qmp.h"
+
+G_BEGIN_DECLS
+
+#define RIG_ERROR (rig_error_quark())
+GQuark rig_error_quark(void);
+typedef enum {
+    RIG_ERROR_SETUP,    /* the rig itself could not be set up */
+    RIG_ERROR_VM_DIED,  /* the QEMU process went away */
+    RIG_ERROR_TIMEOUT,  /* the guest-side transfer never completed */
+    RIG_ERROR_USB,      /* a TD ended with an error (stall, babble, CRC/timeout) */
+    RIG_ERROR_PROTOCOL, /* the device answered something BOT does not allow */
+} RigErrorCode;
+
+typedef enum { RIG_QEMU_72, RIG_QEMU_10 } RigQemu;
+
+/* The whole guest-visible hardware is fixed: UHCI at PCI 00:02.0 (so sections are named
+ * "0000:00:02.0/N/usb-storage"), one usb-storage CD-ROM per entry of `n_disks` on ports 1.. */
+typedef struct {
+    RigQemu qemu;
+    const char *machine; /* NULL = "pc" */
+    gboolean incoming;   /* start with -incoming defer */
+    const char *iso;     /* NULL = the rig's default ISO (rig_default_iso()) */
+    guint n_disks;       /* 0 = 1 */
+    const char *name;    /* used in file names and logs; NULL = "vm" */
+} RigVmConfig;
+
+typedef struct RigVm RigVm;
+
+/* Directory for sockets, ISO and logs of this test process (removed at exit unless
+ * SM_KEEP_TMP is set). */
+const char *rig_tmpdir(void);
+/* Path of a small ISO 9660 image made once per process; its content is predictable:
+ * rig_iso_sector() gives the expected bytes of any 2048-byte sector. */
+const char *rig_default_iso(GError **error);
+gboolean rig_iso_sector(guint32 lba, guint8 out[2048]);
+/* The READ CAPACITY(10) answer for the default ISO: last LBA and block size, big-endian. */
+void rig_expected_read_capacity(guint8 out[8]);
+
+/* The QEMU binary and its extra arguments for a version ("7.2" / "10.0" from SM_QEMU72 /
+ * SM_QEMU10 + SM_QEMU10_DATADIR). */
+const char *rig_qemu_name(RigQemu qemu);
+
+RigVm *rig_vm_start(const RigVmConfig *config, GError **error);
+/* Kills (SIGKILL) if still running, removes its files. */
+void rig_vm_free(RigVm *vm);
+G_DEFINE_AUTOPTR_CLEANUP_FUNC(RigVm, rig_vm_free)
+
+QmpClient *rig_vm_qmp(RigVm *vm);
+const char *rig_vm_qmp_path(RigVm *vm);
+const char *rig_vm_qtest_path(RigVm *vm);
+const char *rig_vm_name(RigVm *vm);
+GPid rig_vm_pid(RigVm *vm);
+/* Whether the process is still alive (reaps it if it died). */
+gboolean rig_vm_alive(RigVm *vm);
+/* Waits up to timeout_ms for the process to exit; returns TRUE if it exited, and how. */
+gboolean rig_vm_wait_exit(RigVm *vm, guint timeout_ms, int *term_signal, int *exit_status);
+/* QEMU's stderr so far (for diagnostics). */
+char *rig_vm_stderr(RigVm *vm);
+
+/* Plain migration with QMP: migrate-incoming on dest, migrate on source, wait for
+ * "completed" (or failure) on the source. Capabilities in `caps` ("events", ...) are set on
+ * both sides first. Returns the final source status string. */
+char *rig_migrate(RigVm *src, RigVm *dst, const char *const *caps, GError **error);
+/* A fresh unix migration URI in the rig's tmpdir. */
+char *rig_migration_uri(void);
+/* Polls query-migrate on vm until status is one of `statuses` (NULL-terminated). */
+char *rig_wait_migration_status(RigVm *vm, const char *const *statuses, guint timeout_ms,
+                                GError **error);
+/* query-status "status" of the VM. */
+char *rig_vm_runstate(RigVm *vm, GError **error);
+
+/* ---- Guest-side driver ---------------------------------------------------------------- */
+
+typedef struct RigGuest RigGuest;
+
+/* Programs the UHCI of `vm` through qtest (PCI BAR, frame list, QH), resets and enables the
+ * ports, enumerates every usb-storage device (SET_ADDRESS, SET_CONFIGURATION). Device N
+ * (0-based) gets USB address N+1. */
+RigGuest *rig_guest_new(RigVm *vm, GError **error);
+void rig_guest_free(RigGuest *guest);
+G_DEFINE_AUTOPTR_CLEANUP_FUNC(RigGuest, rig_guest_free)
+/* After a migration: continue on whichever VM now holds the guest. Guest memory and the
+ * controller state travelled with the migration; only the qtest connection changes. */
+gboolean rig_guest_attach(RigGuest *guest, RigVm *vm, GError **error);
+
+/* Bulk-Only Transport, split in the three phases so a test can stop between them. */
+typedef struct {
+    guint8 cdb[16];
+    guint8 cdb_len;
+    guint32 data_len; /* expected transfer length */
+    gboolean data_in; /* direction (device to host) */
+} RigCommand;
+
+gboolean rig_guest_send_cbw(RigGuest *guest, guint disk, const RigCommand *cmd, guint32 *tag,
+                            GError **error);
+/* Reads up to `len` bytes of DATA-IN; returns the count read, -1 on error. A short
+ * transfer ends the phase. */
+gssize rig_guest_data_in(RigGuest *guest, guint disk, guint8 *buf, gsize len, GError **error);
+/* Reads the CSW and checks its signature and tag against the last CBW of that disk. */
+gboolean rig_guest_read_csw(RigGuest *guest, guint disk, guint8 *status, guint32 *residue,
+                            GError **error);
+/* The three phases in one go; `buf` receives the DATA-IN bytes. */
+gboolean rig_guest_transact(RigGuest *guest, guint disk, const RigCommand *cmd, guint8 *buf,
+                            gsize *len, guint8 *status, GError **error);
+
+/* Ready-made commands. */
+RigCommand rig_cmd_gesn(void);          /* GET EVENT STATUS NOTIFICATION, media class, 8 bytes */
+RigCommand rig_cmd_read_capacity(void); /* READ CAPACITY(10), 8 bytes */
+RigCommand rig_cmd_inquiry(void);       /* INQUIRY, 36 bytes */
+RigCommand rig_cmd_test_unit_ready(void);
+RigCommand rig_cmd_read10(guint32 lba, guint16 blocks); /* 2048-byte blocks */
+
+G_END_DECLS
