@@ -62,8 +62,8 @@ void qmp_client_set_max_line(QmpClient *client, gsize max_line);
 
 /* Called once when the connection goes away for any reason other than qmp_client_close(). */
 typedef void (*QmpDisconnectFunc)(QmpClient *client, const GError *reason, gpointer user_data);
-void qmp_client_set_disconnect_handler(QmpClient *client, QmpDisconnectFunc func, gpointer user_data,
-                                       GDestroyNotify destroy);
+void qmp_client_set_disconnect_handler(QmpClient *client, QmpDisconnectFunc func,
+                                       gpointer user_data, GDestroyNotify destroy);
 
 /* Commands. args may be NULL; it is not consumed (the caller keeps its reference). fds are
  * sent with SCM_RIGHTS together with the command (they are duplicated by the kernel; the
@@ -94,7 +94,8 @@ void qmp_client_unsubscribe(QmpClient *client, guint subscription);
 /* Synchronous event consumption: every event is also kept in a bounded per-client queue
  * (oldest dropped past 4096) so that events arriving while a synchronous call waits are not
  * lost. Returns and removes the first queued event named `name` (NULL = any); events of
- * other names stay queued. Blocks up to timeout_ms (0 = do not block). Returns the whole event object
+ * other names stay queued. Blocks up to timeout_ms (0 = do not block). Returns the whole event
+ * object
  * {"event","data","timestamp"} (new reference) or NULL with an error. */
 json_object *qmp_client_wait_event(QmpClient *client, const char *name, guint timeout_ms,
                                    GError **error);

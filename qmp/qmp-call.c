@@ -1,0 +1,100 @@
+/* qmp-call: runs one QMP command against a QEMU monitor socket and prints the reply.
+ * Exit status: 0 success, 1 QMP or runtime error, 2 usage, 3 cannot connect. */
+#include "qmp.h"
+
+#include <stdio.h>
+#include <stdlib.h>
+
+enum { EXIT_QMP = 1, EXIT_USAGE = 2, EXIT_CONNECT = 3 };
+
+static void print_json(json_object *obj)
+{
+    puts(json_object_to_json_string_ext(obj, JSON_C_TO_STRING_PRETTY | JSON_C_TO_STRING_SPACED |
+                                                 JSON_C_TO_STRING_NOSLASHESCAPE));
+}
+
+int main(int argc, char **argv)
+{
+    gint timeout_ms = 30000;
+    g_auto(GStrv) fd_strs = NULL;
+    g_autofree char *wait_event = NULL;
+    g_autoptr(GOptionContext) ctx = NULL;
+    g_autoptr(GError) error = NULL;
+    g_autoptr(json_object) args = NULL;
+    g_autoptr(json_object) reply = NULL;
+    g_autoptr(QmpClient) client = NULL;
+    g_autoptr(GArray) fds = g_array_new(FALSE, FALSE, sizeof(int));
+    const GOptionEntry entries[] = {
+        {"timeout", 't', 0, G_OPTION_ARG_INT, &timeout_ms,
+         "Timeout in ms for connecting and for the command (default 30000, 0 = none)", "MS"},
+        {"fd", 0, 0, G_OPTION_ARG_STRING_ARRAY, &fd_strs,
+         "Pass inherited file descriptor N with the command (repeatable)", "N"},
+        {"wait-event", 0, 0, G_OPTION_ARG_STRING, &wait_event,
+         "After the command succeeds, wait for event NAME and print it too", "NAME"},
+        G_OPTION_ENTRY_NULL,
+    };
+
+    ctx = g_option_context_new("ADDRESS COMMAND [JSON-ARGS] - run one QMP command");
+    g_option_context_set_description(ctx,
+                                     "ADDRESS is unix:PATH, tcp:HOST:PORT or a socket path.\n"
+                                     "Exit status: 0 ok, 1 QMP error, 2 usage, 3 cannot connect.");
+    g_option_context_add_main_entries(ctx, entries, NULL);
+    if (!g_option_context_parse(ctx, &argc, &argv, &error)) {
+        g_printerr("qmp-call: %s\n", error->message);
+        return EXIT_USAGE;
+    }
+    if (argc < 3 || argc > 4 || timeout_ms < 0) {
+        g_autofree char *help = g_option_context_get_help(ctx, TRUE, NULL);
+
+        g_printerr("%s", help);
+        return EXIT_USAGE;
+    }
+    for (guint i = 0; fd_strs && fd_strs[i]; i++) {
+        guint64 fd;
+
+        if (!g_ascii_string_to_unsigned(fd_strs[i], 10, 0, G_MAXINT, &fd, &error)) {
+            g_printerr("qmp-call: --fd %s: %s\n", fd_strs[i], error->message);
+            return EXIT_USAGE;
+        }
+        g_array_append_val(fds, fd);
+    }
+    if (argc == 4) {
+        enum json_tokener_error jerr = json_tokener_success;
+
+        args = json_tokener_parse_verbose(argv[3], &jerr);
+        if (!args || !json_object_is_type(args, json_type_object)) {
+            g_printerr("qmp-call: JSON-ARGS must be a JSON object (%s)\n",
+                       args ? "wrong type" : json_tokener_error_desc(jerr));
+            return EXIT_USAGE;
+        }
+    }
+
+    client = qmp_client_connect(argv[1], (guint)timeout_ms, &error);
+    if (!client) {
+        g_printerr("qmp-call: %s\n", error->message);
+        return g_error_matches(error, QMP_ERROR, QMP_ERROR_ADDRESS) ? EXIT_USAGE : EXIT_CONNECT;
+    }
+    reply = qmp_client_execute_full(client, argv[2], args, (const int *)(void *)fds->data, fds->len,
+                                    timeout_ms ? (guint)timeout_ms : G_MAXUINT, &error);
+    if (!reply) {
+        const char *klass = qmp_error_get_class(error);
+
+        if (klass)
+            g_printerr("qmp-call: %s: %s\n", klass, error->message);
+        else
+            g_printerr("qmp-call: %s\n", error->message);
+        return EXIT_QMP;
+    }
+    print_json(reply);
+    if (wait_event) {
+        g_autoptr(json_object) ev = qmp_client_wait_event(
+            client, wait_event, timeout_ms ? (guint)timeout_ms : G_MAXUINT, &error);
+
+        if (!ev) {
+            g_printerr("qmp-call: %s\n", error->message);
+            return EXIT_QMP;
+        }
+        print_json(ev);
+    }
+    return EXIT_SUCCESS;
+}
