@@ -1,0 +1,104 @@
+/* The sidecar layer's one public header: migration policy and the gate engine, shared by the
+ * safe-migrate CLI and the safe-migrated daemon. */
+#pragma once
+
+#include <glib.h>
+#include <json-c/json.h>
+
+G_BEGIN_DECLS
+
+#define SM_POLICY_ERROR (sm_policy_error_quark())
+GQuark sm_policy_error_quark(void);
+typedef enum {
+    SM_POLICY_ERROR_FILE,        /* cannot read the file */
+    SM_POLICY_ERROR_SYNTAX,      /* not a key file */
+    SM_POLICY_ERROR_UNKNOWN_KEY, /* unknown group or key */
+    SM_POLICY_ERROR_VALUE,       /* a value that does not parse */
+    SM_POLICY_ERROR_MISSING,     /* a required key is missing */
+} SmPolicyError;
+
+/* What to do when a device stays busy past the hold budget. */
+typedef enum {
+    SM_FALLBACK_ABORT,             /* give up; the VM keeps running on the source */
+    SM_FALLBACK_USE_FIX,           /* continue if the in-tree fix is on at both ends */
+    SM_FALLBACK_USE_FIX_IF_BENIGN, /* as use-fix, only for commands whose loss is harmless */
+} SmFallback;
+
+typedef struct {
+    char *name; /* VM name (--vm), or NULL */
+    char *file; /* the vms.d file it came from, or NULL */
+    char *source_qmp, *dest_qmp, *uri, *dest_prepare;
+    guint max_attempts;
+    gint64 max_hold_ms;
+    gint64 backoff_ms;
+    SmFallback on_unquiesceable;
+    gint64 probe_timeout_ms;
+    gint64 downtime_limit_ms;    /* -1: leave QEMU's */
+    gint64 max_bandwidth;        /* bytes/s; -1: leave QEMU's */
+    gboolean multifd, auto_converge;
+    gint64 migration_timeout_ms; /* 0: none */
+    char *plugin_dir;            /* extra probe modules, or NULL */
+} SmPolicy;
+
+void sm_policy_init(SmPolicy *policy);
+void sm_policy_clear(SmPolicy *policy);
+/* Loads CONFIG_DIR/defaults.conf (if present) then CONFIG_DIR/vms.d/VM_NAME.conf (required
+ * when vm_name is not NULL) on top of what `policy` holds. Errors name file, line and key. */
+gboolean sm_policy_load(SmPolicy *policy, const char *config_dir, const char *vm_name,
+                        GError **error);
+gboolean sm_policy_load_file(SmPolicy *policy, const char *path, GError **error);
+/* Source, destination and URI must be known before a migration starts. */
+gboolean sm_policy_check_complete(const SmPolicy *policy, GError **error);
+
+gboolean sm_parse_duration(const char *text, gint64 *out_ms);
+gboolean sm_parse_bytes(const char *text, gint64 *out);
+gboolean sm_parse_fallback(const char *text, SmFallback *out);
+const char *sm_fallback_to_string(SmFallback fallback);
+
+/* ---- The gate engine -------------------------------------------------------------------- */
+
+/* Exit codes of `safe-migrate migrate`, a contract orchestrators rely on. */
+enum {
+    SM_EXIT_OK = 0,          /* migrated */
+    SM_EXIT_USAGE = 2,       /* usage or policy error */
+    SM_EXIT_UNREACHABLE = 3, /* could not connect, or preflight refused: nothing started */
+    SM_EXIT_HELD_OUT = 4,    /* a device never became idle and policy forbade the fix */
+    SM_EXIT_FAILED = 5,      /* migration failed otherwise; VM running on the source */
+    SM_EXIT_UNCERTAIN = 6,   /* VM state uncertain: the operator must check */
+    SM_EXIT_SIGINT = 130,
+    SM_EXIT_SIGTERM = 143,
+};
+
+#define SM_ENGINE_ERROR (sm_engine_error_quark())
+GQuark sm_engine_error_quark(void);
+typedef enum {
+    SM_ENGINE_ERROR_PREFLIGHT,
+    SM_ENGINE_ERROR_FAILED,
+    SM_ENGINE_ERROR_HELD_OUT,
+    SM_ENGINE_ERROR_DEST_PREPARE,
+    SM_ENGINE_ERROR_UNCERTAIN,
+    SM_ENGINE_ERROR_COMPLETED_ANYWAY,
+} SmEngineError;
+
+/* Every step is reported as an event object {"event": NAME, "t_ms": N, ...}: start,
+ * preflight, attempt, progress, pre-switchover, hold, dest-prepare, retry, fix-fallback,
+ * completed, aborted, and last "result" {"result","exit_code","path","attempts","holds",
+ * "downtime_ms","total_ms","error"}. The object is only valid during the call. */
+typedef void (*SmEventFunc)(json_object *event, gpointer user_data);
+
+typedef struct SmMigration SmMigration;
+SmMigration *sm_migration_new(const SmPolicy *policy, SmEventFunc func, gpointer user_data);
+void sm_migration_free(SmMigration *migration);
+G_DEFINE_AUTOPTR_CLEANUP_FUNC(SmMigration, sm_migration_free)
+/* Runs the whole migration on the thread-default main context; returns the exit code. */
+int sm_migration_run(SmMigration *migration);
+/* Thread-safe, async-signal-unsafe: asks the run to call the migration off (the VM stays on
+ * the source). signum (SIGINT/SIGTERM) picks the exit code; 0 for a plain cancel. */
+void sm_migration_request_cancel(SmMigration *migration, int signum);
+
+/* Brings a VM left behind by a dead gate back to a clean state: cancels a migration that is
+ * in progress or paused at pre-switchover and checks that the VM runs. Returns an exit
+ * code and a one-line account in *summary. */
+int sm_recover(const char *source_qmp, char **summary, GError **error);
+
+G_END_DECLS
