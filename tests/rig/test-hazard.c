@@ -6,7 +6,8 @@
 
 typedef enum {
     EXPECT_CRASH,    /* the destination dies with SIGSEGV when the guest fetches the data */
-    EXPECT_DELIVERS, /* the destination survives and hands the guest `delivered` with GOOD */
+    EXPECT_GARBAGE,  /* it survives, but hands the guest wrong bytes with GOOD status */
+    EXPECT_CORRECT,  /* it survives and the guest gets the right bytes */
 } Expectation;
 
 typedef struct {
@@ -16,12 +17,7 @@ typedef struct {
     RigCommand (*command)(void);
     gboolean pending;
     Expectation expect;
-    /* For EXPECT_DELIVERS with a pending result: NULL means "the right bytes", otherwise the
-     * exact bytes today's QEMU hands over instead. */
-    const guint8 *delivered;
 } HazardCase;
-
-static const guint8 zero8[8];
 
 /* The steady answer to `cmd`: a CD-ROM reports a one-off media event after power-on, so ask
  * until two answers agree. */
@@ -116,7 +112,14 @@ static void test_hazard(gconstpointer data)
     g_assert_true(rig_guest_read_csw(guest, 0, &st, NULL, &error));
     g_assert_no_error(error);
     g_assert_cmpuint(st, ==, 0);
-    g_assert_cmpmem(buf, (gsize)got, c->delivered ? c->delivered : reference, ref_len);
+    g_assert_cmpuint((gsize)got, ==, ref_len);
+    if (c->expect == EXPECT_CORRECT)
+        g_assert_cmpmem(buf, (gsize)got, reference, ref_len);
+    else
+        /* QEMU >= 9.1 carries the request but not the bytes of a device-to-host emulated
+         * command: the destination hands over a freshly allocated, uninitialized buffer
+         * (seen: zeros, and runs like 33003300...), so only "not the answer" is certain. */
+        g_assert_true(memcmp(buf, reference, ref_len) != 0);
     g_assert_true(rig_vm_alive(dst));
 
     /* The device is usable afterwards: the next transaction is byte-correct. */
@@ -129,31 +132,30 @@ static void test_hazard(gconstpointer data)
 
 static const HazardCase cases[] = {
     /* QEMU 7.2 knows nothing of emulated requests in flight. */
-    {"/hazard/7.2/pc/gesn/pending", RIG_QEMU_72, "pc", rig_cmd_gesn, TRUE, EXPECT_CRASH, NULL},
+    {"/hazard/7.2/pc/gesn/pending", RIG_QEMU_72, "pc", rig_cmd_gesn, TRUE, EXPECT_CRASH},
     {"/hazard/7.2/pc/read-capacity/pending", RIG_QEMU_72, "pc", rig_cmd_read_capacity, TRUE,
-     EXPECT_CRASH, NULL},
+     EXPECT_CRASH},
     /* QEMU 10.0 with a <= 9.0 machine type: the fix is off. */
     {"/hazard/10.0/pc-i440fx-9.0/gesn/pending", RIG_QEMU_10, "pc-i440fx-9.0", rig_cmd_gesn, TRUE,
-     EXPECT_CRASH, NULL},
+     EXPECT_CRASH},
     {"/hazard/10.0/pc-i440fx-9.0/read-capacity/pending", RIG_QEMU_10, "pc-i440fx-9.0",
-     rig_cmd_read_capacity, TRUE, EXPECT_CRASH, NULL},
-    /* QEMU 10.0, current machine type: the fix is on; no crash, but a pending GESN arrives
-     * zero-filled with GOOD status. */
-    {"/hazard/10.0/pc/gesn/pending", RIG_QEMU_10, "pc", rig_cmd_gesn, TRUE, EXPECT_DELIVERS,
-     zero8},
+     rig_cmd_read_capacity, TRUE, EXPECT_CRASH},
+    /* QEMU 10.0, current machine type: the fix is on; no crash, but the guest gets bytes that
+     * are not the answer, with GOOD status. */
+    {"/hazard/10.0/pc/gesn/pending", RIG_QEMU_10, "pc", rig_cmd_gesn, TRUE, EXPECT_GARBAGE},
     {"/hazard/10.0/pc/read-capacity/pending", RIG_QEMU_10, "pc", rig_cmd_read_capacity, TRUE,
-     EXPECT_DELIVERS, NULL},
+     EXPECT_GARBAGE},
     /* No pending result: every combination migrates and the next transaction is right. */
-    {"/hazard/7.2/pc/gesn/idle", RIG_QEMU_72, "pc", rig_cmd_gesn, FALSE, EXPECT_DELIVERS, NULL},
+    {"/hazard/7.2/pc/gesn/idle", RIG_QEMU_72, "pc", rig_cmd_gesn, FALSE, EXPECT_CORRECT},
     {"/hazard/7.2/pc/read-capacity/idle", RIG_QEMU_72, "pc", rig_cmd_read_capacity, FALSE,
-     EXPECT_DELIVERS, NULL},
+     EXPECT_CORRECT},
     {"/hazard/10.0/pc-i440fx-9.0/gesn/idle", RIG_QEMU_10, "pc-i440fx-9.0", rig_cmd_gesn, FALSE,
-     EXPECT_DELIVERS, NULL},
+     EXPECT_CORRECT},
     {"/hazard/10.0/pc-i440fx-9.0/read-capacity/idle", RIG_QEMU_10, "pc-i440fx-9.0",
-     rig_cmd_read_capacity, FALSE, EXPECT_DELIVERS, NULL},
-    {"/hazard/10.0/pc/gesn/idle", RIG_QEMU_10, "pc", rig_cmd_gesn, FALSE, EXPECT_DELIVERS, NULL},
+     rig_cmd_read_capacity, FALSE, EXPECT_CORRECT},
+    {"/hazard/10.0/pc/gesn/idle", RIG_QEMU_10, "pc", rig_cmd_gesn, FALSE, EXPECT_CORRECT},
     {"/hazard/10.0/pc/read-capacity/idle", RIG_QEMU_10, "pc", rig_cmd_read_capacity, FALSE,
-     EXPECT_DELIVERS, NULL},
+     EXPECT_CORRECT},
 };
 
 int main(int argc, char **argv)

@@ -16,6 +16,14 @@ static void test_enumerate_and_read(gconstpointer data)
         gsize len = 0;
         guint8 status = 0xff;
 
+        /* As a guest does: the power-on UNIT ATTENTION answers the first TEST UNIT READY. */
+        RigCommand tur = rig_cmd_test_unit_ready();
+        g_assert_true(rig_guest_transact(guest, disk, &tur, NULL, NULL, &status, &error));
+        g_assert_no_error(error);
+        g_assert_cmpuint(status, ==, 1);
+        g_assert_true(rig_guest_transact(guest, disk, &tur, NULL, NULL, &status, &error));
+        g_assert_cmpuint(status, ==, 0);
+
         RigCommand inquiry = rig_cmd_inquiry();
         g_assert_true(rig_guest_transact(guest, disk, &inquiry, buf, &len, &status, &error));
         g_assert_no_error(error);
