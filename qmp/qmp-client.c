@@ -2,7 +2,6 @@
  * by id, timeouts, events (subscribers and a bounded queue), and the synchronous wrappers. */
 #include "qmp-private.h"
 
-#include <errno.h>
 #include <string.h>
 
 #define DEFAULT_COMMAND_TIMEOUT_MS 30000
@@ -415,16 +414,14 @@ static void handle_event(QmpClient *client, json_object *msg)
     }
 }
 
-static void on_line(QmpTransport *transport, const char *line, gsize len, gpointer user_data)
+static void handle_line(QmpClient *client, const char *line, gsize len)
 {
-    QmpClient *client = user_data;
     json_tokener *tok = client->tokener;
     g_autoptr(json_object) msg = NULL;
     g_autoptr(GError) error = NULL;
     json_object *ev;
     gsize start = 0;
 
-    (void)transport;
     while (start < len && g_ascii_isspace(line[start]))
         start++;
     if (start == len)
@@ -459,8 +456,6 @@ static void on_line(QmpTransport *transport, const char *line, gsize len, gpoint
     }
     g_debug("<- %.1000s", line);
 
-    /* Callbacks below may drop the caller's last reference. */
-    qmp_client_ref(client);
     if (!client->greeted) {
         if (!client->connect) {
             /* The handshake already failed (timeout); nothing is waiting for this. */
@@ -482,6 +477,16 @@ static void on_line(QmpTransport *transport, const char *line, gsize len, gpoint
         protocol_error(client, g_error_new(QMP_ERROR, QMP_ERROR_PROTOCOL,
                                            "Unexpected message from QEMU: %.80s", line));
     }
+}
+
+static void on_line(QmpTransport *transport, const char *line, gsize len, gpointer user_data)
+{
+    QmpClient *client = user_data;
+
+    (void)transport;
+    /* Callbacks (and a failed handshake) may drop the last reference meanwhile. */
+    qmp_client_ref(client);
+    handle_line(client, line, len);
     qmp_client_unref(client);
 }
 
@@ -804,8 +809,8 @@ void qmp_client_execute_async(QmpClient *client, const char *command, json_objec
         fd_list = g_unix_fd_list_new();
         for (guint i = 0; i < n_fds; i++) {
             if (g_unix_fd_list_append(fd_list, fds[i], &error) < 0) {
-                g_task_return_new_error(task, G_IO_ERROR, g_io_error_from_errno(errno),
-                                        "Cannot pass fd %d: %s", fds[i], error->message);
+                g_task_return_new_error(task, error->domain, error->code, "Cannot pass fd %d: %s",
+                                        fds[i], error->message);
                 g_object_unref(task);
                 return;
             }
