@@ -1,0 +1,479 @@
+/* Talking to QEMU: captures the device state over QMP (add-fd + xen-save-devices-state),
+ * finds devices in the QOM tree and maps them to their state sections, builds reports. */
+#define G_LOG_DOMAIN "sm-capture"
+
+#include "probe.h"
+
+#include <errno.h>
+#include <fcntl.h>
+#include <string.h>
+#include <sys/mman.h>
+#include <unistd.h>
+
+#define FACT_USB_CONTROLLER "usb.controller_dev_path"
+#define FACT_USB_PORT_KNOWN "usb.port_known"
+
+static json_object *qmp_call(QmpClient *qmp, const char *cmd, GError **error,
+                             ...) G_GNUC_NULL_TERMINATED;
+
+/* qmp_call(qmp, "qom-get", &err, "path", "/x", "property", "y", NULL): string arguments. */
+static json_object *qmp_call(QmpClient *qmp, const char *cmd, GError **error, ...)
+{
+    g_autoptr(json_object) args = json_object_new_object();
+    va_list ap;
+    va_start(ap, error);
+    const char *k;
+    while ((k = va_arg(ap, const char *))) {
+        const char *v = va_arg(ap, const char *);
+        json_object_object_add(args, k, json_object_new_string(v));
+    }
+    va_end(ap);
+    return qmp_client_execute(qmp, cmd, args, error);
+}
+
+/* A QEMU-side refusal (error reply) is an answer; anything else means the VM is gone. */
+static gboolean is_command_error(const GError *e)
+{
+    return g_error_matches(e, QMP_ERROR, QMP_ERROR_COMMAND);
+}
+
+static void to_unreachable(GError **error, GError *e)
+{
+    g_set_error(error, SM_PROBE_ERROR,
+                is_command_error(e) ? SM_PROBE_ERROR_CAPTURE : SM_PROBE_ERROR_UNREACHABLE, "%s",
+                e->message);
+    g_error_free(e);
+}
+
+GBytes *sm_capture_device_state(QmpClient *qmp, GError **error)
+{
+    g_autoptr(GError) e = NULL;
+    int mfd = memfd_create("sm-device-state", MFD_CLOEXEC);
+    if (mfd < 0) {
+        g_set_error(error, SM_PROBE_ERROR, SM_PROBE_ERROR_CAPTURE, "memfd_create: %s",
+                    g_strerror(errno));
+        return NULL;
+    }
+    /* QEMU picks an fd from the set whose access mode matches its open flags (write-only);
+     * reopening gives a write-only description of the same memory file. */
+    g_autofree char *proc = g_strdup_printf("/proc/self/fd/%d", mfd);
+    int wfd = open(proc, O_WRONLY | O_CLOEXEC);
+    if (wfd < 0) {
+        g_set_error(error, SM_PROBE_ERROR, SM_PROBE_ERROR_CAPTURE, "reopen memfd: %s",
+                    g_strerror(errno));
+        close(mfd);
+        return NULL;
+    }
+    g_autoptr(json_object) add_args = json_object_new_object();
+    json_object_object_add(add_args, "opaque", json_object_new_string("safe-migrate probe"));
+    g_autoptr(json_object) added = qmp_client_execute_full(qmp, "add-fd", add_args, &wfd, 1, 0, &e);
+    close(wfd);
+    if (!added) {
+        close(mfd);
+        to_unreachable(error, g_steal_pointer(&e));
+        return NULL;
+    }
+    gint64 fdset = json_object_get_int64(json_object_object_get(added, "fdset-id"));
+    g_autofree char *fname = g_strdup_printf("/dev/fdset/%" G_GINT64_FORMAT, fdset);
+
+    g_autoptr(json_object) save_args = json_object_new_object();
+    json_object_object_add(save_args, "filename", json_object_new_string(fname));
+    json_object_object_add(save_args, "live", json_object_new_boolean(FALSE));
+    gint64 t0 = g_get_monotonic_time();
+    g_autoptr(json_object) saved = qmp_client_execute(qmp, "xen-save-devices-state", save_args, &e);
+    gint64 t1 = g_get_monotonic_time();
+
+    /* Always give the fd back, even when the save failed. */
+    g_autoptr(GError) e2 = NULL;
+    g_autoptr(json_object) rm_args = json_object_new_object();
+    json_object_object_add(rm_args, "fdset-id", json_object_new_int64(fdset));
+    g_autoptr(json_object) removed = qmp_client_execute(qmp, "remove-fd", rm_args, &e2);
+    if (!saved) {
+        close(mfd);
+        to_unreachable(error, g_steal_pointer(&e));
+        return NULL;
+    }
+    if (!removed) {
+        g_log_structured(G_LOG_DOMAIN, G_LOG_LEVEL_WARNING, "MESSAGE",
+                         "remove-fd %" G_GINT64_FORMAT ": %s", fdset, e2->message);
+    }
+    g_log_structured(G_LOG_DOMAIN, G_LOG_LEVEL_DEBUG, "MESSAGE",
+                     "xen-save-devices-state took %" G_GINT64_FORMAT " us", t1 - t0);
+
+    off_t size = lseek(mfd, 0, SEEK_END);
+    if (size < 0 || size > 1024 * 1024 * 1024) {
+        g_set_error(error, SM_PROBE_ERROR, SM_PROBE_ERROR_CAPTURE, "bad state size");
+        close(mfd);
+        return NULL;
+    }
+    guint8 *buf = g_malloc((gsize)size + 1);
+    gsize got = 0;
+    while (got < (gsize)size) {
+        ssize_t n = pread(mfd, buf + got, (gsize)size - got, (off_t)got);
+        if (n < 0 && errno == EINTR) {
+            continue;
+        }
+        if (n <= 0) {
+            g_set_error(error, SM_PROBE_ERROR, SM_PROBE_ERROR_CAPTURE, "read state: %s",
+                        n < 0 ? g_strerror(errno) : "short read");
+            g_free(buf);
+            close(mfd);
+            return NULL;
+        }
+        got += (gsize)n;
+    }
+    close(mfd);
+    return g_bytes_new_take(buf, got);
+}
+
+/* ---- Discovery -------------------------------------------------------------------------- */
+
+static char *qom_get_string(QmpClient *qmp, const char *path, const char *prop, GError **error)
+{
+    g_autoptr(json_object) v =
+        qmp_call(qmp, "qom-get", error, "path", path, "property", prop, NULL);
+    if (!v) {
+        return NULL;
+    }
+    return g_strdup(json_object_get_string(v));
+}
+
+/* A command error (no such property) is "no answer" (FALSE, no error); a transport error
+ * is an error. */
+static gboolean qom_get_int(QmpClient *qmp, const char *path, const char *prop, gint64 *out,
+                            gboolean *found, GError **error)
+{
+    g_autoptr(GError) e = NULL;
+    g_autoptr(json_object) v = qmp_call(qmp, "qom-get", &e, "path", path, "property", prop, NULL);
+    *found = FALSE;
+    if (!v) {
+        if (is_command_error(e)) {
+            return TRUE;
+        }
+        g_propagate_error(error, g_steal_pointer(&e));
+        return FALSE;
+    }
+    if (!json_object_is_type(v, json_type_int)) {
+        return TRUE;
+    }
+    *out = json_object_get_int64(v);
+    *found = TRUE;
+    return TRUE;
+}
+
+/* pcibus_get_dev_path(): "0000:00" + ":SS.F" for every PCI device from the root bus down.
+ * Host bridges have no "addr" property, which ends the walk. Returns NULL (no error) when
+ * the device is not a PCI device on an i440fx/q35-style root bus. */
+static char *pci_dev_path(QmpClient *qmp, const char *path, int depth, GError **error)
+{
+    gint64 devfn;
+    gboolean found;
+    if (depth > 8 || !qom_get_int(qmp, path, "addr", &devfn, &found, error) || !found ||
+        devfn < 0 || devfn > 255) {
+        return NULL;
+    }
+    g_autoptr(GError) e = NULL;
+    g_autofree char *bus = qom_get_string(qmp, path, "parent_bus", &e);
+    if (!bus) {
+        if (!is_command_error(e)) {
+            g_propagate_error(error, g_steal_pointer(&e));
+        }
+        return NULL;
+    }
+    g_autofree char *parent = g_path_get_dirname(bus);
+    gint64 pdevfn;
+    if (!qom_get_int(qmp, parent, "addr", &pdevfn, &found, error)) {
+        return NULL;
+    }
+    g_autofree char *prefix =
+        found ? pci_dev_path(qmp, parent, depth + 1, error) : g_strdup("0000:00");
+    if (!prefix) {
+        return NULL;
+    }
+    return g_strdup_printf("%s:%02x.%x", prefix, (int)(devfn >> 3), (int)(devfn & 7));
+}
+
+/* "info usb" lines: "  Device 0.2, Port 1, Speed 12 Mb/s, Product QEMU USB MSD, ID: usbcd". */
+static GHashTable *usb_ports_by_id(QmpClient *qmp)
+{
+    GHashTable *map = g_hash_table_new_full(g_str_hash, g_str_equal, g_free, g_free);
+    g_autoptr(GError) e = NULL;
+    g_autoptr(json_object) out =
+        qmp_call(qmp, "human-monitor-command", &e, "command-line", "info usb", NULL);
+    if (!out) {
+        return map;
+    }
+    g_auto(GStrv) lines = g_strsplit(json_object_get_string(out), "\n", -1);
+    for (char **l = lines; *l; l++) {
+        const char *port = strstr(*l, ", Port ");
+        const char *id = strstr(*l, ", ID: ");
+        if (!port || !id) {
+            continue;
+        }
+        port += strlen(", Port ");
+        const char *pend = strchr(port, ',');
+        if (!pend) {
+            continue;
+        }
+        g_autofree char *idv = g_strstrip(g_strdup(id + strlen(", ID: ")));
+        g_hash_table_replace(map, g_steal_pointer(&idv), g_strndup(port, pend - port));
+    }
+    return map;
+}
+
+/* Fills device->dev_path for USB devices: usb_get_dev_path() is "<controller dev path>/<port
+ * path>". The port comes from the "port" property, else from "info usb" by id; devices
+ * with neither are resolved by elimination once the stream is known. */
+static gboolean resolve_usb_path(QmpClient *qmp, SmDevice *dev, GHashTable **ports, GError **error)
+{
+    g_autoptr(GError) e = NULL;
+    g_autofree char *bus = qom_get_string(qmp, dev->qom_path, "parent_bus", &e);
+    if (!bus) {
+        if (is_command_error(e)) {
+            return TRUE;
+        }
+        g_propagate_error(error, g_steal_pointer(&e));
+        return FALSE;
+    }
+    g_autofree char *ctrl = g_path_get_dirname(bus);
+    g_autofree char *ctrl_path = pci_dev_path(qmp, ctrl, 0, error);
+    if (!ctrl_path) {
+        return error == NULL || *error == NULL;
+    }
+    sm_device_set_fact(dev, FACT_USB_CONTROLLER, ctrl_path);
+    g_autofree char *port = qom_get_string(qmp, dev->qom_path, "port", &e);
+    if (!port && !is_command_error(e)) {
+        g_propagate_error(error, g_steal_pointer(&e));
+        return FALSE;
+    }
+    if ((!port || !*port) && dev->id) {
+        if (!*ports) {
+            *ports = usb_ports_by_id(qmp);
+        }
+        g_free(port);
+        port = g_strdup(g_hash_table_lookup(*ports, dev->id));
+    }
+    if (port && *port) {
+        dev->dev_path = g_strdup_printf("%s/%s", ctrl_path, port);
+    }
+    return TRUE;
+}
+
+static const char *const containers[] = {"/machine/peripheral", "/machine/peripheral-anon",
+                                         "/machine/unattached"};
+
+GPtrArray *sm_discover_devices(QmpClient *qmp, const SmRegistry *registry, GError **error)
+{
+    g_autoptr(GPtrArray) devices = g_ptr_array_new_with_free_func((GDestroyNotify)sm_device_free);
+    g_autoptr(GHashTable) ports = NULL;
+    for (guint c = 0; c < G_N_ELEMENTS(containers); c++) {
+        g_autoptr(GError) e = NULL;
+        g_autoptr(json_object) list = qmp_call(qmp, "qom-list", &e, "path", containers[c], NULL);
+        if (!list) {
+            if (is_command_error(e)) {
+                continue; /* e.g. no /machine/peripheral-anon */
+            }
+            to_unreachable(error, g_steal_pointer(&e));
+            return NULL;
+        }
+        for (size_t i = 0; i < json_object_array_length(list); i++) {
+            json_object *p = json_object_array_get_idx(list, i);
+            const char *name = json_object_get_string(json_object_object_get(p, "name"));
+            const char *ty = json_object_get_string(json_object_object_get(p, "type"));
+            if (!name || !ty || !g_str_has_prefix(ty, "child<") || !g_str_has_suffix(ty, ">")) {
+                continue;
+            }
+            g_autofree char *type = g_strndup(ty + 6, strlen(ty) - 7);
+            if (!sm_registry_find_for_type(registry, type)) {
+                continue;
+            }
+            g_autofree char *path = g_strdup_printf("%s/%s", containers[c], name);
+            SmDevice *dev = sm_device_new(path, c == 0 ? name : NULL, type, NULL);
+            g_ptr_array_add(devices, dev);
+            if (!resolve_usb_path(qmp, dev, &ports, &e)) {
+                to_unreachable(error, g_steal_pointer(&e));
+                return NULL;
+            }
+        }
+    }
+    return g_steal_pointer(&devices);
+}
+
+/* Devices whose USB port could not be read: when exactly one such device sits on a
+ * controller and exactly one section of its probe's main vmsd on that controller is not
+ * claimed by a device with a known port, that section is its. Otherwise it stays unmapped
+ * (and is reported unknown). */
+static void resolve_by_elimination(GPtrArray *devices, const SmStream *stream,
+                                   const SmRegistry *registry)
+{
+    for (guint i = 0; i < devices->len; i++) {
+        SmDevice *d = devices->pdata[i];
+        const char *ctrl = sm_device_get_fact(d, FACT_USB_CONTROLLER);
+        const SmProbe *probe = sm_registry_find_for_type(registry, d->type);
+        if (d->dev_path || !ctrl || !probe || !probe->section_names || !probe->section_names[0]) {
+            continue;
+        }
+        guint unresolved = 0;
+        for (guint j = 0; j < devices->len; j++) {
+            SmDevice *o = devices->pdata[j];
+            if (!o->dev_path && g_strcmp0(sm_device_get_fact(o, FACT_USB_CONTROLLER), ctrl) == 0) {
+                unresolved++;
+            }
+        }
+        if (unresolved != 1) {
+            continue;
+        }
+        g_autofree char *prefix = g_strdup_printf("%s/", ctrl);
+        g_autofree char *suffix = g_strdup_printf("/%s", probe->section_names[0]);
+        char *found = NULL;
+        guint candidates = 0;
+        for (guint s = 0; s < sm_stream_get_n_sections(stream); s++) {
+            const char *id = sm_stream_get_section(stream, s)->idstr;
+            if (!id || !g_str_has_prefix(id, prefix) || !g_str_has_suffix(id, suffix)) {
+                continue;
+            }
+            gsize plen = strlen(id) - strlen(suffix);
+            if (plen <= strlen(prefix) || memchr(id + strlen(prefix), '/', plen - strlen(prefix))) {
+                continue;
+            }
+            g_autofree char *path = g_strndup(id, plen);
+            gboolean claimed = FALSE;
+            for (guint j = 0; j < devices->len; j++) {
+                SmDevice *o = devices->pdata[j];
+                claimed = claimed || g_strcmp0(o->dev_path, path) == 0;
+            }
+            if (!claimed) {
+                candidates++;
+                g_free(found);
+                found = g_steal_pointer(&path);
+            }
+        }
+        if (candidates == 1) {
+            d->dev_path = found;
+            sm_device_set_fact(d, "usb.port_by_elimination", "true");
+        } else {
+            g_free(found);
+        }
+    }
+}
+
+/* ---- Reports ---------------------------------------------------------------------------- */
+
+SmReport *sm_report_from_stream(GBytes *state, GPtrArray *devices, const SmRegistry *registry,
+                                const char *qemu_version)
+{
+    SmReport *rep = g_new0(SmReport, 1);
+    rep->qemu_version = g_strdup(qemu_version);
+    rep->devices = g_ptr_array_new_with_free_func((GDestroyNotify)sm_verdict_free);
+    rep->stream_bytes = g_bytes_get_size(state);
+    g_autoptr(SmStream) stream = sm_stream_parse(state);
+    rep->stream_error = g_strdup(sm_stream_get_error(stream));
+    resolve_by_elimination(devices, stream, registry);
+    for (guint i = 0; i < devices->len; i++) {
+        const SmDevice *d = devices->pdata[i];
+        const SmProbe *probe = sm_registry_find_for_type(registry, d->type);
+        SmDeviceVerdict *v = probe ? probe->analyse(probe, stream, d) : NULL;
+        if (!v) {
+            v = sm_verdict_set_unknown(sm_verdict_new(d, probe ? probe->name : NULL),
+                                       "no probe judged this device");
+        }
+        if (v->state == SM_STATE_UNKNOWN) {
+            v->safe = FALSE; /* whatever a plugin said */
+        }
+        g_ptr_array_add(rep->devices, v);
+    }
+    return rep;
+}
+
+SmReport *sm_probe_vm(QmpClient *qmp, const SmRegistry *registry, GError **error)
+{
+    g_autoptr(GPtrArray) devices = sm_discover_devices(qmp, registry, error);
+    if (!devices) {
+        return NULL;
+    }
+    for (guint i = 0; i < devices->len; i++) {
+        SmDevice *d = devices->pdata[i];
+        const SmProbe *probe = sm_registry_find_for_type(registry, d->type);
+        g_autoptr(GError) e = NULL;
+        if (probe && probe->inspect && !probe->inspect(probe, qmp, d, &e)) {
+            if (!is_command_error(e)) {
+                to_unreachable(error, g_steal_pointer(&e));
+                return NULL;
+            }
+            g_log_structured(G_LOG_DOMAIN, G_LOG_LEVEL_WARNING, "MESSAGE", "inspect %s: %s",
+                             d->qom_path, e->message);
+        }
+    }
+    gint64 t0 = g_get_monotonic_time();
+    g_autoptr(GBytes) state = sm_capture_device_state(qmp, error);
+    gint64 t1 = g_get_monotonic_time();
+    if (!state) {
+        return NULL;
+    }
+    SmReport *rep = sm_report_from_stream(state, devices, registry, qmp_client_get_version(qmp));
+    rep->capture_us = t1 - t0;
+    return rep;
+}
+
+void sm_report_free(SmReport *report)
+{
+    if (!report) {
+        return;
+    }
+    g_free(report->qemu_version);
+    g_ptr_array_unref(report->devices);
+    g_free(report->stream_error);
+    g_free(report);
+}
+
+json_object *sm_report_to_json(const SmReport *report)
+{
+    json_object *o = json_object_new_object();
+    json_object_object_add(
+        o, "qemu", report->qemu_version ? json_object_new_string(report->qemu_version) : NULL);
+    json_object *devs = json_object_new_array();
+    for (guint i = 0; i < report->devices->len; i++) {
+        json_object_array_add(devs, sm_verdict_to_json(report->devices->pdata[i]));
+    }
+    json_object_object_add(o, "devices", devs);
+    json_object_object_add(o, "stream_bytes", json_object_new_int64((gint64)report->stream_bytes));
+    json_object_object_add(o, "stream_error",
+                           report->stream_error ? json_object_new_string(report->stream_error)
+                                                : NULL);
+    json_object_object_add(o, "capture_us", json_object_new_int64(report->capture_us));
+    return o;
+}
+
+char *sm_report_to_table(const SmReport *report)
+{
+    GString *s = g_string_new(NULL);
+    g_string_append_printf(s, "QEMU %s, device state %" G_GSIZE_FORMAT " bytes",
+                           report->qemu_version ? report->qemu_version : "?", report->stream_bytes);
+    if (report->capture_us) {
+        g_string_append_printf(s, ", captured in %.1f ms", report->capture_us / 1000.0);
+    }
+    g_string_append_c(s, '\n');
+    if (report->stream_error) {
+        g_string_append_printf(s, "stream: %s\n", report->stream_error);
+    }
+    if (report->devices->len == 0) {
+        g_string_append(s, "no probed devices\n");
+        return g_string_free(s, FALSE);
+    }
+    g_string_append_printf(s, "%-28s %-8s %-5s %-8s %-38s %-9s %s\n", "DEVICE", "STATE", "SAFE",
+                           "MODE", "PENDING", "FIX", "WHY");
+    for (guint i = 0; i < report->devices->len; i++) {
+        const SmDeviceVerdict *v = report->devices->pdata[i];
+        g_autofree char *pending = NULL;
+        if (v->pending->len) {
+            const SmPendingRequest *p = v->pending->pdata[0];
+            pending = g_strdup_printf("0x%02x %s%s", p->cdb[0], sm_scsi_opcode_name(p->cdb[0]),
+                                      p->emulated ? "" : " (DMA)");
+        }
+        g_string_append_printf(
+            s, "%-28s %-8s %-5s %-8s %-38s %-9s %s\n", v->id ? v->id : v->qom_path,
+            sm_state_to_string(v->state), v->safe ? "yes" : "no", v->mode ? v->mode : "-",
+            pending ? pending : "-", sm_fix_to_string(v->fix), v->reason ? v->reason : "");
+    }
+    return g_string_free(s, FALSE);
+}

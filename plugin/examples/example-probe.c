@@ -1,0 +1,42 @@
+/* Example plugin: a probe for usb-tablet that only locates the device's state section and
+ * reports it as unknown — the smallest complete use of the plugin interface. */
+#include "probe.h"
+
+#include <gmodule.h>
+
+static SmDeviceVerdict *analyse(const SmProbe *probe, const SmStream *stream,
+                                const SmDevice *device)
+{
+    SmDeviceVerdict *v = sm_verdict_new(device, probe->name);
+    if (!device->dev_path) {
+        return sm_verdict_set_unknown(v, "example: device path unknown");
+    }
+    g_autofree char *idstr = g_strdup_printf("%s/usb-ptr", device->dev_path);
+    const SmSection *s = sm_stream_find_section(stream, idstr, 0);
+    if (!s) {
+        return sm_verdict_set_unknown(v, "example: no section %s", idstr);
+    }
+    v->section = g_strdup(idstr);
+    /* Not decoded, so never "idle": the example only says where the state is. */
+    return sm_verdict_set_unknown(v, "example: section %s has %" G_GSIZE_FORMAT " bytes", idstr,
+                                  s->footer_offset - s->body_offset);
+}
+
+static const char *const types[] = {"usb-tablet", NULL};
+static const char *const sections[] = {"usb-ptr", NULL};
+
+static const SmProbe example_probe = {
+    .abi_version = SM_PROBE_ABI_VERSION,
+    .name = "example-usb-tablet",
+    .description = "Example plugin: locates usb-tablet state, judges nothing",
+    .device_types = types,
+    .section_names = sections,
+    .analyse = analyse,
+};
+
+G_MODULE_EXPORT const SmProbe *sm_probe_module_get(void);
+
+G_MODULE_EXPORT const SmProbe *sm_probe_module_get(void)
+{
+    return &example_probe;
+}

@@ -1,0 +1,51 @@
+/* safe-migrate: the sidecar CLI. A subcommand dispatcher; each subcommand parses its own
+ * options (GOptionContext) in its own file. */
+#include <glib.h>
+#include <stdio.h>
+#include <string.h>
+
+#include "commands.h"
+
+typedef struct {
+    const char *name;
+    int (*run)(int argc, char **argv);
+    const char *summary;
+} Subcommand;
+
+/* Add `migrate`, `recover`, ... here. */
+static const Subcommand subcommands[] = {
+    {"status", sm_cmd_status, "Show the migration-relevant state of the VM's USB storage"},
+};
+
+static void usage(FILE *out)
+{
+    fprintf(out, "Usage: safe-migrate SUBCOMMAND [OPTION...]\n\nSubcommands:\n");
+    for (gsize i = 0; i < G_N_ELEMENTS(subcommands); i++) {
+        fprintf(out, "  %-10s %s\n", subcommands[i].name, subcommands[i].summary);
+    }
+    fprintf(out, "\nRun 'safe-migrate SUBCOMMAND --help' for its options.\n");
+}
+
+int main(int argc, char **argv)
+{
+    if (argc < 2) {
+        usage(stderr);
+        return SM_EXIT_USAGE;
+    }
+    if (strcmp(argv[1], "--help") == 0 || strcmp(argv[1], "-h") == 0 ||
+        strcmp(argv[1], "help") == 0) {
+        usage(stdout);
+        return SM_EXIT_OK;
+    }
+    for (gsize i = 0; i < G_N_ELEMENTS(subcommands); i++) {
+        if (strcmp(argv[1], subcommands[i].name) == 0) {
+            /* The subcommand sees "safe-migrate status" as its program name. */
+            g_autofree char *prog = g_strdup_printf("%s %s", argv[0], argv[1]);
+            argv[1] = prog;
+            return subcommands[i].run(argc - 1, argv + 1);
+        }
+    }
+    fprintf(stderr, "safe-migrate: unknown subcommand '%s'\n", argv[1]);
+    usage(stderr);
+    return SM_EXIT_USAGE;
+}
