@@ -286,7 +286,8 @@ gboolean sm_policy_load(SmPolicy *policy, const char *config_dir, const char *vm
                         GError **error)
 {
     g_autofree char *defaults = g_build_filename(config_dir, "defaults.conf", NULL);
-    if (g_file_test(defaults, G_FILE_TEST_EXISTS) && !sm_policy_load_file(policy, defaults, error))
+    if (g_file_test(defaults, G_FILE_TEST_EXISTS) &&
+        !sm_policy_load_file(policy, defaults, error))
         return FALSE;
     if (!vm_name)
         return TRUE;
@@ -310,18 +311,19 @@ gboolean sm_policy_check_complete(const SmPolicy *policy, GError **error)
     static const struct {
         const char *key;
         gsize offset;
-    } required[] = {
-        {"source-qmp", FIELD(source_qmp)}, {"dest-qmp", FIELD(dest_qmp)}, {"uri", FIELD(uri)}};
+    } required[] = {{"source-qmp", FIELD(source_qmp)}, {"dest-qmp", FIELD(dest_qmp)},
+                    {"uri", FIELD(uri)}};
     for (guint i = 0; i < G_N_ELEMENTS(required); i++) {
         if (!G_STRUCT_MEMBER(char *, policy, required[i].offset)) {
             if (policy->file)
-                return fail(error, SM_POLICY_ERROR_MISSING, policy->file, 0, "vm", required[i].key,
-                            "missing (required; or give --%s)", required[i].key);
+                return fail(error, SM_POLICY_ERROR_MISSING, policy->file, 0, "vm",
+                            required[i].key, "missing (required; or give --%s)",
+                            required[i].key);
             g_set_error(error, SM_POLICY_ERROR, SM_POLICY_ERROR_MISSING,
                         "missing --%s (or give --vm NAME with a policy file)",
                         g_str_equal(required[i].key, "source-qmp") ? "source"
                         : g_str_equal(required[i].key, "dest-qmp") ? "dest"
-                                                                   : "uri");
+                                                                    : "uri");
             return FALSE;
         }
     }

@@ -33,8 +33,8 @@ typedef struct {
     gint64 backoff_ms;
     SmFallback on_unquiesceable;
     gint64 probe_timeout_ms;
-    gint64 downtime_limit_ms; /* -1: leave QEMU's */
-    gint64 max_bandwidth;     /* bytes/s; -1: leave QEMU's */
+    gint64 downtime_limit_ms;    /* -1: leave QEMU's */
+    gint64 max_bandwidth;        /* bytes/s; -1: leave QEMU's */
     gboolean multifd, auto_converge;
     gint64 migration_timeout_ms; /* 0: none */
     char *plugin_dir;            /* extra probe modules, or NULL */
