@@ -11,23 +11,16 @@
 #include <unistd.h>
 
 #define FACT_USB_CONTROLLER "usb.controller_dev_path"
-#define FACT_USB_PORT_KNOWN "usb.port_known"
 
-static json_object *qmp_call(QmpClient *qmp, const char *cmd, GError **error,
-                             ...) G_GNUC_NULL_TERMINATED;
-
-/* qmp_call(qmp, "qom-get", &err, "path", "/x", "property", "y", NULL): string arguments. */
-static json_object *qmp_call(QmpClient *qmp, const char *cmd, GError **error, ...)
+/* A command with one or two string arguments (k2 may be NULL). */
+static json_object *qmp_call(QmpClient *qmp, const char *cmd, const char *k1, const char *v1,
+                             const char *k2, const char *v2, GError **error)
 {
     g_autoptr(json_object) args = json_object_new_object();
-    va_list ap;
-    va_start(ap, error);
-    const char *k;
-    while ((k = va_arg(ap, const char *))) {
-        const char *v = va_arg(ap, const char *);
-        json_object_object_add(args, k, json_object_new_string(v));
+    json_object_object_add(args, k1, json_object_new_string(v1));
+    if (k2) {
+        json_object_object_add(args, k2, json_object_new_string(v2));
     }
-    va_end(ap);
     return qmp_client_execute(qmp, cmd, args, error);
 }
 
@@ -130,8 +123,7 @@ GBytes *sm_capture_device_state(QmpClient *qmp, GError **error)
 
 static char *qom_get_string(QmpClient *qmp, const char *path, const char *prop, GError **error)
 {
-    g_autoptr(json_object) v =
-        qmp_call(qmp, "qom-get", error, "path", path, "property", prop, NULL);
+    g_autoptr(json_object) v = qmp_call(qmp, "qom-get", "path", path, "property", prop, error);
     if (!v) {
         return NULL;
     }
@@ -144,7 +136,7 @@ static gboolean qom_get_int(QmpClient *qmp, const char *path, const char *prop, 
                             gboolean *found, GError **error)
 {
     g_autoptr(GError) e = NULL;
-    g_autoptr(json_object) v = qmp_call(qmp, "qom-get", &e, "path", path, "property", prop, NULL);
+    g_autoptr(json_object) v = qmp_call(qmp, "qom-get", "path", path, "property", prop, &e);
     *found = FALSE;
     if (!v) {
         if (is_command_error(e)) {
@@ -199,7 +191,7 @@ static GHashTable *usb_ports_by_id(QmpClient *qmp)
     GHashTable *map = g_hash_table_new_full(g_str_hash, g_str_equal, g_free, g_free);
     g_autoptr(GError) e = NULL;
     g_autoptr(json_object) out =
-        qmp_call(qmp, "human-monitor-command", &e, "command-line", "info usb", NULL);
+        qmp_call(qmp, "human-monitor-command", "command-line", "info usb", NULL, NULL, &e);
     if (!out) {
         return map;
     }
@@ -268,7 +260,8 @@ GPtrArray *sm_discover_devices(QmpClient *qmp, const SmRegistry *registry, GErro
     g_autoptr(GHashTable) ports = NULL;
     for (guint c = 0; c < G_N_ELEMENTS(containers); c++) {
         g_autoptr(GError) e = NULL;
-        g_autoptr(json_object) list = qmp_call(qmp, "qom-list", &e, "path", containers[c], NULL);
+        g_autoptr(json_object) list =
+            qmp_call(qmp, "qom-list", "path", containers[c], NULL, NULL, &e);
         if (!list) {
             if (is_command_error(e)) {
                 continue; /* e.g. no /machine/peripheral-anon */

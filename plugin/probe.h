@@ -57,7 +57,6 @@ typedef struct SmStream SmStream;
  * sections and says why. The bytes are referenced, not copied. */
 SmStream *sm_stream_parse(GBytes *bytes);
 void sm_stream_free(SmStream *stream);
-G_DEFINE_AUTOPTR_CLEANUP_FUNC(SmStream, sm_stream_free)
 
 gboolean sm_stream_is_complete(const SmStream *stream);
 const char *sm_stream_get_error(const SmStream *stream); /* NULL when complete */
@@ -118,7 +117,6 @@ SmDevice *sm_device_new(const char *qom_path, const char *id, const char *type,
 void sm_device_free(SmDevice *device);
 void sm_device_set_fact(SmDevice *device, const char *key, const char *value);
 const char *sm_device_get_fact(const SmDevice *device, const char *key);
-G_DEFINE_AUTOPTR_CLEANUP_FUNC(SmDevice, sm_device_free)
 
 /* A SCSI request the device holds in its state. */
 typedef struct {
@@ -153,10 +151,9 @@ typedef struct {
 
 SmDeviceVerdict *sm_verdict_new(const SmDevice *device, const char *probe);
 /* Marks the verdict unknown (not safe) with a reason. Returns the verdict. */
-SmDeviceVerdict *sm_verdict_set_unknown(SmDeviceVerdict *verdict, const char *fmt, ...)
-    G_GNUC_PRINTF(2, 3);
+__attribute__((format(printf, 2, 3))) SmDeviceVerdict *
+sm_verdict_set_unknown(SmDeviceVerdict *verdict, const char *fmt, ...);
 void sm_verdict_free(SmDeviceVerdict *verdict);
-G_DEFINE_AUTOPTR_CLEANUP_FUNC(SmDeviceVerdict, sm_verdict_free)
 json_object *sm_verdict_to_json(const SmDeviceVerdict *verdict);
 
 /* SCSI opcode names ("GET EVENT STATUS NOTIFICATION"); "UNKNOWN" for others. */
@@ -192,7 +189,6 @@ const SmProbe *sm_usb_storage_probe(void);
 typedef struct SmRegistry SmRegistry;
 SmRegistry *sm_registry_new(void); /* holds the built-in probes */
 void sm_registry_free(SmRegistry *registry);
-G_DEFINE_AUTOPTR_CLEANUP_FUNC(SmRegistry, sm_registry_free)
 /* Adds a probe (not copied; must outlive the registry). Later additions win for a type. */
 gboolean sm_registry_add(SmRegistry *registry, const SmProbe *probe, GError **error);
 gboolean sm_registry_load_module(SmRegistry *registry, const char *path, GError **error);
@@ -229,8 +225,15 @@ SmReport *sm_report_from_stream(GBytes *state, GPtrArray *devices, const SmRegis
  * refuses the capture; per-device doubt is an UNKNOWN verdict instead. */
 SmReport *sm_probe_vm(QmpClient *qmp, const SmRegistry *registry, GError **error);
 void sm_report_free(SmReport *report);
-G_DEFINE_AUTOPTR_CLEANUP_FUNC(SmReport, sm_report_free)
 json_object *sm_report_to_json(const SmReport *report);
 char *sm_report_to_table(const SmReport *report);
+
+/* Autoptr support (the trailing semicolons let cppcheck, which does not expand GLib's
+ * macro, parse the header). */
+G_DEFINE_AUTOPTR_CLEANUP_FUNC(SmStream, sm_stream_free);
+G_DEFINE_AUTOPTR_CLEANUP_FUNC(SmDevice, sm_device_free);
+G_DEFINE_AUTOPTR_CLEANUP_FUNC(SmDeviceVerdict, sm_verdict_free);
+G_DEFINE_AUTOPTR_CLEANUP_FUNC(SmRegistry, sm_registry_free);
+G_DEFINE_AUTOPTR_CLEANUP_FUNC(SmReport, sm_report_free);
 
 G_END_DECLS

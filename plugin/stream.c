@@ -14,7 +14,10 @@ struct SmStream {
     char *error;
 };
 
-G_DEFINE_QUARK(sm - probe - error - quark, sm_probe_error)
+GQuark sm_probe_error_quark(void)
+{
+    return g_quark_from_static_string("sm-probe-error-quark");
+}
 
 static guint32 rd_be32(const guint8 *p)
 {
