@@ -1,0 +1,93 @@
+/* QEMU launcher for the libqmp integration tests (see qemu-launch.h). */
+#include "qemu-launch.h"
+
+#include <signal.h>
+#include <sys/wait.h>
+#include <unistd.h>
+
+const QemuVariant qemu_variants[2] = {
+    {"qemu72", "SM_QEMU72", NULL, "/usr/bin/qemu-system-x86_64", 7, 2},
+    {"qemu10", "SM_QEMU10", "SM_QEMU10_DATADIR", NULL, 10, 0},
+};
+
+static char *variant_path(const char *env, const char *fallback, const char *suffix)
+{
+    const char *value = g_getenv(env);
+    const char *root = g_getenv("SM_SOURCE_ROOT");
+
+    if (value && *value)
+        return g_strdup(value);
+    if (fallback)
+        return g_strdup(fallback);
+    return g_build_filename(root ? root : ".", ".qemu10", suffix, NULL);
+}
+
+Qemu *qemu_start(const QemuVariant *variant)
+{
+    g_autofree char *binary =
+        variant_path(variant->binary_env, variant->fallback, "usr/bin/qemu-system-x86_64");
+    g_autofree char *qmp_arg = NULL;
+    g_autoptr(GPtrArray) argv = g_ptr_array_new();
+    g_autoptr(GError) error = NULL;
+    Qemu *qemu = g_new0(Qemu, 1);
+    gint64 deadline;
+
+    if (!g_file_test(binary, G_FILE_TEST_IS_EXECUTABLE))
+        g_error("QEMU for %s not found at %s (set %s)", variant->label, binary,
+                variant->binary_env);
+    qemu->dir = g_dir_make_tmp("qmp-qemu-XXXXXX", &error);
+    g_assert_no_error(error);
+    qemu->socket_path = g_build_filename(qemu->dir, "qmp.sock", NULL);
+    qemu->address = g_strconcat("unix:", qemu->socket_path, NULL);
+    qmp_arg = g_strdup_printf("unix:%s,server=on,wait=off", qemu->socket_path);
+
+    g_ptr_array_add(argv, binary);
+    if (variant->datadir_env) {
+        g_ptr_array_add(argv, "-L");
+        g_ptr_array_add(argv, variant_path(variant->datadir_env, NULL, "usr/share/qemu"));
+    }
+    for (const char *const *a =
+             (const char *const[]){"-nodefaults", "-display", "none", "-machine", "pc", "-m", "16",
+                                   "-name", "testvm", "-S", "-qmp", NULL};
+         *a; a++)
+        g_ptr_array_add(argv, (gpointer)*a);
+    g_ptr_array_add(argv, qmp_arg);
+    g_ptr_array_add(argv, NULL);
+
+    g_spawn_async(NULL, (char **)argv->pdata, NULL,
+                  G_SPAWN_DO_NOT_REAP_CHILD | G_SPAWN_STDOUT_TO_DEV_NULL, NULL, NULL, &qemu->pid,
+                  &error);
+    g_assert_no_error(error);
+    if (variant->datadir_env)
+        g_free(argv->pdata[2]);
+
+    /* wait=off: QEMU creates the socket once it is ready to accept. */
+    deadline = g_get_monotonic_time() + 20 * G_USEC_PER_SEC;
+    while (!g_file_test(qemu->socket_path, G_FILE_TEST_EXISTS)) {
+        int status;
+
+        if (waitpid(qemu->pid, &status, WNOHANG) == qemu->pid)
+            g_error("QEMU (%s) exited early with status %d", binary, status);
+        if (g_get_monotonic_time() > deadline)
+            g_error("QEMU (%s) did not create its QMP socket", binary);
+        g_usleep(10 * 1000);
+    }
+    return qemu;
+}
+
+void qemu_stop(Qemu *qemu)
+{
+    if (!qemu)
+        return;
+    if (qemu->pid > 0) {
+        kill(qemu->pid, SIGKILL);
+        waitpid(qemu->pid, NULL, 0);
+        g_spawn_close_pid(qemu->pid);
+    }
+    unlink(qemu->socket_path);
+    rmdir(qemu->dir);
+    g_free(qemu->socket_path);
+    g_free(qemu->address);
+    g_free(qemu->dir);
+    g_free(qemu);
+}
