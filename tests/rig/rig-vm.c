@@ -19,8 +19,12 @@ struct RigVm {
     char *name;
     char *dir;
     char *qmp_path;
+    char *sidecar_qmp_path;
     char *qtest_path;
     char *log_path;
+    char *pid_path;
+    GStrv argv;       /* how it was started, for rig_vm_prepare_script() */
+    gboolean adopted; /* a daemonized process started by the prepare script: not our child */
     GPid pid;
     gboolean reaped;
     int wait_status;
@@ -208,8 +212,10 @@ RigVm *rig_vm_start(const RigVmConfig *config, GError **error)
     vm->dir = g_build_filename(rig_tmpdir(), vm->name, NULL);
     g_mkdir_with_parents(vm->dir, 0700);
     vm->qmp_path = g_build_filename(vm->dir, "qmp", NULL);
+    vm->sidecar_qmp_path = g_build_filename(vm->dir, "qmp-sidecar", NULL);
     vm->qtest_path = g_build_filename(vm->dir, "qtest", NULL);
     vm->log_path = g_build_filename(vm->dir, "log", NULL);
+    vm->pid_path = g_build_filename(vm->dir, "pid", NULL);
 
     g_autoptr(GPtrArray) argv = g_ptr_array_new_with_free_func(g_free);
     if (!qemu_command(config->qemu, argv, error))
@@ -225,6 +231,14 @@ RigVm *rig_vm_start(const RigVmConfig *config, GError **error)
     g_ptr_array_add(argv, g_strdup(bios));
     g_ptr_array_add(argv, g_strdup("-qmp"));
     g_ptr_array_add(argv, g_strdup_printf("unix:%s,server=on,wait=off", vm->qmp_path));
+    /* A second monitor for the sidecar, as a management stack gives it one of its own. */
+    g_ptr_array_add(argv, g_strdup("-chardev"));
+    g_ptr_array_add(argv, g_strdup_printf("socket,id=sidecar,path=%s,server=on,wait=off",
+                                          vm->sidecar_qmp_path));
+    g_ptr_array_add(argv, g_strdup("-mon"));
+    g_ptr_array_add(argv, g_strdup("chardev=sidecar,mode=control"));
+    g_ptr_array_add(argv, g_strdup("-pidfile"));
+    g_ptr_array_add(argv, g_strdup(vm->pid_path));
     g_ptr_array_add(argv, g_strdup("-qtest"));
     g_ptr_array_add(argv, g_strdup_printf("unix:%s,server=on,wait=off", vm->qtest_path));
     for (guint i = 0; i < n_disks; i++) {
@@ -241,6 +255,7 @@ RigVm *rig_vm_start(const RigVmConfig *config, GError **error)
         g_ptr_array_add(argv, g_strdup("defer"));
     }
     g_ptr_array_add(argv, NULL);
+    vm->argv = g_strdupv((char **)argv->pdata);
 
     int log_fd = open(vm->log_path, O_WRONLY | O_CREAT | O_TRUNC | O_CLOEXEC, 0600);
     if (log_fd < 0) {
@@ -253,12 +268,86 @@ RigVm *rig_vm_start(const RigVmConfig *config, GError **error)
     close(log_fd);
     if (!spawned)
         return NULL;
-    if (!wait_for_socket(vm, vm->qmp_path, error) || !wait_for_socket(vm, vm->qtest_path, error))
+    if (!wait_for_socket(vm, vm->qmp_path, error) || !wait_for_socket(vm, vm->qtest_path, error) ||
+        !wait_for_socket(vm, vm->sidecar_qmp_path, error))
         return NULL;
     vm->qmp = qmp_client_connect(vm->qmp_path, 10000, error);
     if (!vm->qmp)
         return NULL;
     return g_steal_pointer(&vm);
+}
+
+static void kill_process(RigVm *vm)
+{
+    if (vm->pid <= 0 || vm->reaped)
+        return;
+    kill(vm->pid, SIGKILL);
+    if (vm->adopted) {
+        /* Not our child: wait until it is gone so its sockets can be reused. */
+        for (int i = 0; i < 500 && kill(vm->pid, 0) == 0; i++)
+            g_usleep(2000);
+    } else {
+        waitpid(vm->pid, NULL, 0);
+    }
+    vm->reaped = TRUE;
+}
+
+char *rig_vm_prepare_script(RigVm *vm, gboolean incoming, GError **error)
+{
+    GString *cmd = g_string_new(NULL);
+    for (guint i = 0; vm->argv[i]; i++) {
+        if (g_str_equal(vm->argv[i], "-incoming") || g_str_equal(vm->argv[i], "-pidfile")) {
+            i++; /* the script decides these */
+            continue;
+        }
+        g_autofree char *q = g_shell_quote(vm->argv[i]);
+        g_string_append_printf(cmd, "%s ", q);
+    }
+    g_autofree char *q_pid = g_shell_quote(vm->pid_path);
+    g_autofree char *q_log = g_shell_quote(vm->log_path);
+    g_autofree char *q_dir = g_shell_quote(vm->dir);
+    g_autofree char *script_path = g_build_filename(vm->dir, "prepare.sh", NULL);
+    /* Kill whatever QEMU this directory held (it failed its incoming migration, or is the
+     * old destination), then start a fresh one in the background: -daemonize returns once
+     * the sockets exist. */
+    g_autofree char *script = g_strdup_printf(
+        "#!/bin/sh\n"
+        "cd %s || exit 1\n"
+        "old=$(cat pid 2>/dev/null)\n"
+        "if [ -n \"$old\" ]; then\n"
+        "  kill -9 \"$old\" 2>/dev/null\n"
+        "  for i in $(seq 200); do\n" /* gone, or a zombie of the test's */
+        "    grep -qs '^State:[[:space:]]*[^Z]' /proc/$old/status || break; sleep 0.02\n"
+        "  done\n"
+        "fi\n"
+        "rm -f qmp qmp-sidecar qtest pid\n"
+        "exec %s%s -daemonize -pidfile %s 2>>%s\n",
+        q_dir, cmd->str, incoming ? "-incoming defer" : "", q_pid, q_log);
+    g_string_free(cmd, TRUE);
+    if (!g_file_set_contents(script_path, script, -1, error) || g_chmod(script_path, 0700) < 0)
+        return NULL;
+    return g_steal_pointer(&script_path);
+}
+
+gboolean rig_vm_reload(RigVm *vm, GError **error)
+{
+    /* The previous process, if it was ours, is gone or about to be. */
+    if (!vm->adopted && !vm->reaped) {
+        kill(vm->pid, SIGKILL);
+        waitpid(vm->pid, &vm->wait_status, 0);
+    }
+    g_autofree char *text = NULL;
+    if (!g_file_get_contents(vm->pid_path, &text, NULL, error))
+        return FALSE;
+    vm->pid = (GPid)g_ascii_strtoll(text, NULL, 10);
+    vm->adopted = TRUE;
+    vm->reaped = FALSE;
+    if (vm->qmp) {
+        qmp_client_close(vm->qmp);
+        g_clear_pointer(&vm->qmp, qmp_client_unref);
+    }
+    vm->qmp = qmp_client_connect(vm->qmp_path, 10000, error);
+    return vm->qmp != NULL;
 }
 
 void rig_vm_free(RigVm *vm)
@@ -269,17 +358,17 @@ void rig_vm_free(RigVm *vm)
         qmp_client_close(vm->qmp);
         qmp_client_unref(vm->qmp);
     }
-    if (vm->pid > 0 && !vm->reaped) {
-        kill(vm->pid, SIGKILL);
-        waitpid(vm->pid, NULL, 0);
-    }
+    kill_process(vm);
     if (!g_getenv("SM_KEEP_TMP") && vm->dir)
         remove_tree(vm->dir);
     g_free(vm->name);
     g_free(vm->dir);
     g_free(vm->qmp_path);
     g_free(vm->qtest_path);
+    g_free(vm->sidecar_qmp_path);
     g_free(vm->log_path);
+    g_free(vm->pid_path);
+    g_strfreev(vm->argv);
     g_free(vm);
 }
 
@@ -290,6 +379,10 @@ QmpClient *rig_vm_qmp(RigVm *vm)
 const char *rig_vm_qmp_path(RigVm *vm)
 {
     return vm->qmp_path;
+}
+const char *rig_vm_sidecar_qmp_path(RigVm *vm)
+{
+    return vm->sidecar_qmp_path;
 }
 const char *rig_vm_qtest_path(RigVm *vm)
 {
@@ -308,6 +401,8 @@ gboolean rig_vm_alive(RigVm *vm)
 {
     if (vm->reaped)
         return FALSE;
+    if (vm->adopted)
+        return kill(vm->pid, 0) == 0;
     pid_t r = waitpid(vm->pid, &vm->wait_status, WNOHANG);
     if (r == vm->pid) {
         vm->reaped = TRUE;

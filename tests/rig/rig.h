@@ -54,6 +54,14 @@ G_DEFINE_AUTOPTR_CLEANUP_FUNC(RigVm, rig_vm_free)
 QmpClient *rig_vm_qmp(RigVm *vm);
 const char *rig_vm_qmp_path(RigVm *vm);
 const char *rig_vm_qtest_path(RigVm *vm);
+/* A second QMP monitor, for the sidecar under test (QEMU serves one client per monitor). */
+const char *rig_vm_sidecar_qmp_path(RigVm *vm);
+/* Writes a shell script that replaces this VM's process by a fresh QEMU with the same
+ * configuration and socket paths (daemonized; with -incoming defer if `incoming`): what a
+ * --dest-prepare command does. Returns its path. */
+char *rig_vm_prepare_script(RigVm *vm, gboolean incoming, GError **error);
+/* After the script ran: adopt the new process and reconnect QMP. */
+gboolean rig_vm_reload(RigVm *vm, GError **error);
 const char *rig_vm_name(RigVm *vm);
 GPid rig_vm_pid(RigVm *vm);
 /* Whether the process is still alive (reaps it if it died). */
