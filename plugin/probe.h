@@ -117,6 +117,10 @@ SmDevice *sm_device_new(const char *qom_path, const char *id, const char *type,
 void sm_device_free(SmDevice *device);
 void sm_device_set_fact(SmDevice *device, const char *key, const char *value);
 const char *sm_device_get_fact(const SmDevice *device, const char *key);
+/* The fact every probe's inspect() sets when the device has a migration fix of its own:
+ * "absent" / "disabled" / "enabled". The sidecar compares it across both ends. */
+#define SM_FACT_FIX "fix"
+SmFix sm_device_get_fix(const SmDevice *device); /* SM_FIX_UNKNOWN when not set */
 
 /* A SCSI request the device holds in its state. */
 typedef struct {

@@ -11,7 +11,7 @@
 #define FACT_SCSI_PATH "usb-storage.scsi_qom_path"
 #define FACT_SCSI_TYPE "usb-storage.scsi_type"
 #define FACT_SCSI_ADDR "usb-storage.scsi_addr" /* "channel:id:lun", default "0:0:0" */
-#define FACT_FIX "usb-storage.fix"             /* "absent" / "disabled" / "enabled" */
+#define FACT_FIX SM_FACT_FIX
 
 /* enum USBMSDMode of hw/usb/dev-storage.c (later QEMUs call CBW "NONE"; same values). */
 static const char *const bot_modes[] = {"CBW", "DATAOUT", "DATAIN", "CSW"};
@@ -411,8 +411,21 @@ static SmDeviceVerdict *analyse(const SmProbe *probe, const SmStream *stream,
     add_int(v->details, "sense_len", disk.sense_len);
     add_int(v->details, "unit_attention_key", disk.ua_key);
 
+    const char *short_buffer = NULL;
     if (reqs->len > 0 && m.mode == BOT_DATAIN) {
         SmPendingRequest *first = reqs->pdata[0];
+        /* usb-storage copies from the request's buffer at scsi_off; a saved buffer shorter
+         * than that does not carry the data. This is what QEMU 10.0 does for emulated
+         * requests even with migrate-emulated-scsi-request on: emulate_read_data() has set
+         * iov_len to 0 before the save, so the destination gets a fresh, uninitialised
+         * buffer instead of the result (no crash, wrong bytes). */
+        guint64 needed = (guint64)m.scsi_off + m.scsi_len;
+        if (first->migrates && !first->retry && m.scsi_len > 0 &&
+            (first->bytes < 0 || (guint64)first->bytes < needed)) {
+            first->migrates = FALSE;
+            short_buffer = "its saved buffer is shorter than the data the guest has to fetch";
+        }
+        json_object_object_add(v->details, "saved_bytes", json_object_new_int64(first->bytes));
         first->bytes = m.scsi_len; /* what the device holds for the guest right now */
     }
     gboolean all_migrate = TRUE;
@@ -450,10 +463,11 @@ static SmDeviceVerdict *analyse(const SmProbe *probe, const SmStream *stream,
     v->safe = all_migrate;
     v->reason = g_strdup_printf(
         "%s (0x%02x) pending in BOT %s: %s", sm_scsi_opcode_name(p->cdb[0]), p->cdb[0], v->mode,
-        all_migrate ? (p->emulated ? "emulated, its buffer migrates (migrate-emulated-scsi-"
-                                     "request on)"
-                                   : "DMA request, its data migrates")
-                    : "emulated request whose buffer does not migrate");
+        all_migrate
+            ? (p->emulated ? "emulated, its buffer migrates" : "DMA request, its data migrates")
+        : short_buffer ? short_buffer
+        : p->emulated  ? "emulated request whose buffer does not migrate"
+                       : "request whose data does not migrate");
     return v;
 }
 

@@ -247,3 +247,15 @@ const char *sm_scsi_opcode_name(guint8 opcode)
         return "UNKNOWN";
     }
 }
+
+SmFix sm_device_get_fix(const SmDevice *device)
+{
+    const char *fix = sm_device_get_fact(device, SM_FACT_FIX);
+    if (g_strcmp0(fix, "absent") == 0)
+        return SM_FIX_ABSENT;
+    if (g_strcmp0(fix, "disabled") == 0)
+        return SM_FIX_DISABLED;
+    if (g_strcmp0(fix, "enabled") == 0)
+        return SM_FIX_ENABLED;
+    return SM_FIX_UNKNOWN;
+}
