@@ -2,12 +2,10 @@
  * (argv[0] is "safe-migrate SUBCOMMAND") and returns the process exit code. */
 #pragma once
 
-/* Exit codes shared by all subcommands. */
-enum {
-    SM_EXIT_OK = 0,
-    SM_EXIT_FAILURE = 1,     /* the command ran but failed */
-    SM_EXIT_USAGE = 2,       /* bad command line */
-    SM_EXIT_UNREACHABLE = 3, /* the VM (its QMP socket) cannot be reached */
-};
+#include "sidecar.h" /* exit codes */
+
+#define SM_DEFAULT_CONFIG_DIR "/etc/safe-migrate"
 
 int sm_cmd_status(int argc, char **argv);
+int sm_cmd_migrate(int argc, char **argv);
+int sm_cmd_recover(int argc, char **argv);

@@ -157,8 +157,8 @@ static char *migration_status(QmpClient *qmp, json_object **info, GError **error
 
 static char *machine_type(QmpClient *qmp, GError **error)
 {
-    g_autoptr(json_object) args = fields_new("path", jstr("/machine"), "property", jstr("type"),
-                                             NULL);
+    g_autoptr(json_object) args =
+        fields_new("path", jstr("/machine"), "property", jstr("type"), NULL);
     g_autoptr(json_object) r = qmp_client_execute(qmp, "qom-get", args, error);
     if (!r)
         return NULL;
@@ -172,8 +172,7 @@ static gboolean set_capabilities(QmpClient *qmp, const char *const *caps, GError
     g_autoptr(json_object) list = json_object_new_array();
     for (guint i = 0; caps[i]; i += 2)
         json_object_array_add(list, fields_new("capability", jstr(caps[i]), "state",
-                                               json_object_new_boolean(caps[i + 1] != NULL),
-                                               NULL));
+                                               json_object_new_boolean(caps[i + 1] != NULL), NULL));
     g_autoptr(json_object) args = fields_new("capabilities", json_object_get(list), NULL);
     g_autoptr(json_object) r = qmp_client_execute(qmp, "migrate-set-capabilities", args, error);
     return r != NULL;
@@ -184,9 +183,15 @@ static gboolean configure(SmMigration *m, GError **error)
     const SmPolicy *p = &m->policy;
     const char *on = "on";
     /* name, non-NULL for on */
-    const char *src_caps[] = {"events", on, "pause-before-switchover", on, "multifd",
-                              p->multifd ? on : NULL, "auto-converge",
-                              p->auto_converge ? on : NULL, NULL};
+    const char *src_caps[] = {"events",
+                              on,
+                              "pause-before-switchover",
+                              on,
+                              "multifd",
+                              p->multifd ? on : NULL,
+                              "auto-converge",
+                              p->auto_converge ? on : NULL,
+                              NULL};
     const char *dst_caps[] = {"events", on, "multifd", p->multifd ? on : NULL, NULL};
     if (!set_capabilities(m->src, src_caps, error) || !set_capabilities(m->dst, dst_caps, error))
         return FALSE;
@@ -205,8 +210,7 @@ static gboolean configure(SmMigration *m, GError **error)
     return TRUE;
 }
 
-static gboolean execute_uri(QmpClient *qmp, const char *command, const char *uri,
-                            GError **error)
+static gboolean execute_uri(QmpClient *qmp, const char *command, const char *uri, GError **error)
 {
     g_autoptr(json_object) args = fields_new("uri", jstr(uri), NULL);
     g_autoptr(json_object) r = qmp_client_execute(qmp, command, args, error);
@@ -247,9 +251,9 @@ static void emit_progress(SmMigration *m)
     if (!status)
         return;
     json_object *ram = member(info, "ram");
-    json_object *f = fields_new("status", jstr(status), "attempt", json_object_new_int(m->attempts),
-                                "max_attempts", json_object_new_int((int)m->policy.max_attempts),
-                                NULL);
+    json_object *f =
+        fields_new("status", jstr(status), "attempt", json_object_new_int(m->attempts),
+                   "max_attempts", json_object_new_int((int)m->policy.max_attempts), NULL);
     if (ram) {
         json_object *v;
         if ((v = member(ram, "total")))
@@ -370,8 +374,7 @@ static gboolean benign_opcode(guint8 opcode)
 }
 
 /* Whether the in-tree fix may carry every unsafe device across. Fills *why otherwise. */
-static gboolean fix_covers(SmMigration *m, const SmReport *report, gboolean benign_only,
-                           char **why)
+static gboolean fix_covers(SmMigration *m, const SmReport *report, gboolean benign_only, char **why)
 {
     for (guint i = 0; i < report->devices->len; i++) {
         const SmDeviceVerdict *v = g_ptr_array_index(report->devices, i);
@@ -418,8 +421,7 @@ static const SmDeviceVerdict *first_unsafe(const SmReport *report)
 /* ------------------------------------------------------------------------------------- */
 /* Steps */
 
-static QmpClient *connect_vm(SmMigration *m, const char *address, guint timeout_ms,
-                             GError **error)
+static QmpClient *connect_vm(SmMigration *m, const char *address, guint timeout_ms, GError **error)
 {
     (void)m;
     QmpClient *c = qmp_client_connect(address, timeout_ms, error);
@@ -494,8 +496,7 @@ static gboolean preflight(SmMigration *m, SmReport **paused_report, GError **err
     if (!mig)
         return FALSE;
     if (g_str_equal(mig, "active") || g_str_equal(mig, "pre-switchover") ||
-        g_str_equal(mig, "setup") || g_str_equal(mig, "device") ||
-        g_str_equal(mig, "cancelling")) {
+        g_str_equal(mig, "setup") || g_str_equal(mig, "device") || g_str_equal(mig, "cancelling")) {
         g_set_error(error, SM_ENGINE_ERROR, SM_ENGINE_ERROR_PREFLIGHT,
                     "source already has a migration '%s' (see: safe-migrate recover)", mig);
         return FALSE;
@@ -519,8 +520,8 @@ static gboolean preflight(SmMigration *m, SmReport **paused_report, GError **err
     emit(m, "preflight",
          fields_new("source_qemu", jstr(qmp_client_get_version(m->src)), "dest_qemu",
                     jstr(qmp_client_get_version(m->dst)), "machine", jstr(m->src_machine),
-                    "source_state", jstr(src_state), "devices", verdicts_json(report),
-                    "dest_fix", dest_devices, NULL));
+                    "source_state", jstr(src_state), "devices", verdicts_json(report), "dest_fix",
+                    dest_devices, NULL));
     if (!m->src_was_running)
         *paused_report = g_steal_pointer(&report);
     return TRUE;
@@ -547,7 +548,7 @@ static gboolean cancel_attempt(SmMigration *m, GError **error)
         return FALSE;
     static const char *const ends[] = {"cancelled", "failed", "completed", NULL};
     /* Not interruptible: a second Ctrl-C must not leave the source half-cancelled. */
-    gint sig = g_atomic_int_exchange_and_add(&m->cancel_signal, 0);
+    gint sig = g_atomic_int_get(&m->cancel_signal);
     g_atomic_int_set(&m->cancel_signal, 0);
     g_autofree char *end = wait_status(m, ends, 30000, FALSE, error);
     if (sig)
@@ -705,11 +706,10 @@ void sm_migration_free(SmMigration *m)
 static int finish(SmMigration *m, int code, const char *result, const char *path,
                   gint64 downtime_ms, gint64 total_ms, const GError *error)
 {
-    json_object *f = fields_new("result", jstr(result), "exit_code", json_object_new_int(code),
-                                "attempts", json_object_new_int((int)m->attempts), "holds",
-                                json_object_new_int((int)m->holds), "total_ms",
-                                json_object_new_int64(total_ms >= 0 ? total_ms : elapsed_ms(m)),
-                                NULL);
+    json_object *f = fields_new(
+        "result", jstr(result), "exit_code", json_object_new_int(code), "attempts",
+        json_object_new_int((int)m->attempts), "holds", json_object_new_int((int)m->holds),
+        "total_ms", json_object_new_int64(total_ms >= 0 ? total_ms : elapsed_ms(m)), NULL);
     if (path)
         json_object_object_add(f, "path", jstr(path));
     if (downtime_ms >= 0)
@@ -819,8 +819,7 @@ int sm_migration_run(SmMigration *m)
             return call_off(m, SM_EXIT_FAILED, "failed", error);
         static const char *const stops[] = {"pre-switchover", "completed", "failed", "cancelled",
                                             NULL};
-        g_autofree char *status =
-            wait_status(m, stops, p->migration_timeout_ms, TRUE, &error);
+        g_autofree char *status = wait_status(m, stops, p->migration_timeout_ms, TRUE, &error);
         if (!status) {
             if (cancel_requested(m))
                 return call_off(m, interrupted_code(m), "interrupted", NULL);
@@ -862,13 +861,12 @@ int sm_migration_run(SmMigration *m)
             if (can_hold) {
                 m->holds++;
                 g_autofree char *waiting = g_strdup_printf(
-                    "%s has %s pending", device_key(busy->id, busy->qom_path),
-                    pending_name(busy));
+                    "%s has %s pending", device_key(busy->id, busy->qom_path), pending_name(busy));
                 emit(m, "hold",
                      fields_new("device", jstr(device_key(busy->id, busy->qom_path)), "state",
                                 jstr(sm_state_to_string(busy->state)), "pending",
-                                jstr(pending_name(busy)), "waiting_for", jstr(waiting),
-                                "held_ms", json_object_new_int64(held_ms), NULL));
+                                jstr(pending_name(busy)), "waiting_for", jstr(waiting), "held_ms",
+                                json_object_new_int64(held_ms), NULL));
                 if (!cancel_attempt(m, &error) || !source_resumed(m, &error))
                     return call_off(m, SM_EXIT_UNCERTAIN, "uncertain", error);
                 /* Exponential backoff from `backoff`, capped so it never overshoots the
@@ -883,8 +881,8 @@ int sm_migration_run(SmMigration *m)
                     emit(m, "aborted", fields_new("reason", jstr(error->message), NULL));
                     return finish(m, SM_EXIT_FAILED, "failed", NULL, -1, -1, error);
                 }
-                emit(m, "retry", fields_new("attempt", json_object_new_int((int)m->attempts + 1),
-                                            NULL));
+                emit(m, "retry",
+                     fields_new("attempt", json_object_new_int((int)m->attempts + 1), NULL));
                 path = "held";
                 continue;
             }
@@ -896,9 +894,8 @@ int sm_migration_run(SmMigration *m)
                     SM_ENGINE_ERROR, SM_ENGINE_ERROR_HELD_OUT,
                     "%s stayed busy (%s pending) after %u attempt(s) and %" G_GINT64_FORMAT
                     " ms; policy %s%s%s",
-                    device_key(busy->id, busy->qom_path), pending_name(busy), m->attempts,
-                    held_ms, sm_fallback_to_string(p->on_unquiesceable), why ? ": " : "",
-                    why ? why : "");
+                    device_key(busy->id, busy->qom_path), pending_name(busy), m->attempts, held_ms,
+                    sm_fallback_to_string(p->on_unquiesceable), why ? ": " : "", why ? why : "");
                 return call_off(m, SM_EXIT_HELD_OUT, "aborted", e);
             }
             emit(m, "fix-fallback",
@@ -929,8 +926,7 @@ int sm_migration_run(SmMigration *m)
         if (!verify_completed(m, &downtime, &total, &error))
             return finish(m, SM_EXIT_UNCERTAIN, "uncertain", path, -1, -1, error);
         emit(m, "completed",
-             fields_new("path", jstr(path), "downtime_ms", json_object_new_int64(downtime),
-                        NULL));
+             fields_new("path", jstr(path), "downtime_ms", json_object_new_int64(downtime), NULL));
         return finish(m, SM_EXIT_OK, "migrated", path, downtime, elapsed_ms(m), NULL);
     }
 }
@@ -981,10 +977,9 @@ int sm_recover(const char *source_qmp, char **summary, GError **error)
     g_autofree char *state = runstate(src, error);
     if (!state)
         return SM_EXIT_UNCERTAIN;
-    *summary = g_strdup_printf("%s; the source is '%s'",
-                               in_progress ? "cancelled the migration in progress"
-                                           : "no migration in progress",
-                               state);
+    *summary = g_strdup_printf(
+        "%s; the source is '%s'",
+        in_progress ? "cancelled the migration in progress" : "no migration in progress", state);
     if (!g_str_equal(state, "running") && !g_str_equal(state, "paused")) {
         g_set_error(error, SM_ENGINE_ERROR, SM_ENGINE_ERROR_UNCERTAIN,
                     "source is '%s' after recovery; inspect it by hand", state);

@@ -140,11 +140,12 @@ gboolean sm_parse_bytes(const char *text, gint64 *out)
 }
 
 /* GKeyFile keeps no line numbers, so find them in the text: the first "key =" line inside
- * "[group]". Returns 0 when not found (a key can only be missing, then). */
+ * "[group]", or the "[group]" line when key is NULL. Returns 0 when not found (a key can
+ * only be missing, then). */
 static guint line_of(const char *text, const char *group, const char *key)
 {
     g_auto(GStrv) lines = g_strsplit(text, "\n", -1);
-    gboolean in_group = group == NULL;
+    gboolean in_group = FALSE;
     for (guint i = 0; lines[i]; i++) {
         const char *l = lines[i];
         while (*l == ' ' || *l == '\t')
@@ -153,8 +154,8 @@ static guint line_of(const char *text, const char *group, const char *key)
             const char *close = strchr(l, ']');
             in_group = close && group && (gsize)(close - l - 1) == strlen(group) &&
                        strncmp(l + 1, group, strlen(group)) == 0;
-            if (!group && !key)
-                return i + 1;
+            if (in_group && !key)
+                return i + 1; /* the group header itself */
             continue;
         }
         if (in_group && key && g_str_has_prefix(l, key)) {
@@ -178,7 +179,9 @@ static gboolean fail(GError **error, SmPolicyError code, const char *file, guint
     g_autofree char *what = g_strdup_vprintf(fmt, ap);
     va_end(ap);
     g_autofree char *where = line ? g_strdup_printf("%s:%u", file, line) : g_strdup(file);
-    if (key)
+    if (g_str_has_prefix(file, "--")) /* a command-line flag: it names the key itself */
+        g_set_error(error, SM_POLICY_ERROR, code, "%s: %s", file, what);
+    else if (key)
         g_set_error(error, SM_POLICY_ERROR, code, "%s: [%s] %s: %s", where, group, key, what);
     else
         g_set_error(error, SM_POLICY_ERROR, code, "%s: %s", where, what);
@@ -245,6 +248,19 @@ static gboolean apply_value(SmPolicy *policy, const KeySpec *spec, const char *v
     return FALSE;
 }
 
+gboolean sm_policy_apply(SmPolicy *policy, const char *key, const char *value, GError **error)
+{
+    for (guint i = 0; i < G_N_ELEMENTS(keys); i++) {
+        if (g_str_equal(keys[i].key, key)) {
+            g_autofree char *origin = g_strdup_printf("--%s", key);
+            g_autofree char *v = g_strstrip(g_strdup(value));
+            return apply_value(policy, &keys[i], v, origin, 0, error);
+        }
+    }
+    g_set_error(error, SM_POLICY_ERROR, SM_POLICY_ERROR_UNKNOWN_KEY, "unknown setting '%s'", key);
+    return FALSE;
+}
+
 gboolean sm_policy_load_file(SmPolicy *policy, const char *path, GError **error)
 {
     g_autofree char *text = NULL;
@@ -286,8 +302,7 @@ gboolean sm_policy_load(SmPolicy *policy, const char *config_dir, const char *vm
                         GError **error)
 {
     g_autofree char *defaults = g_build_filename(config_dir, "defaults.conf", NULL);
-    if (g_file_test(defaults, G_FILE_TEST_EXISTS) &&
-        !sm_policy_load_file(policy, defaults, error))
+    if (g_file_test(defaults, G_FILE_TEST_EXISTS) && !sm_policy_load_file(policy, defaults, error))
         return FALSE;
     if (!vm_name)
         return TRUE;
@@ -311,19 +326,18 @@ gboolean sm_policy_check_complete(const SmPolicy *policy, GError **error)
     static const struct {
         const char *key;
         gsize offset;
-    } required[] = {{"source-qmp", FIELD(source_qmp)}, {"dest-qmp", FIELD(dest_qmp)},
-                    {"uri", FIELD(uri)}};
+    } required[] = {
+        {"source-qmp", FIELD(source_qmp)}, {"dest-qmp", FIELD(dest_qmp)}, {"uri", FIELD(uri)}};
     for (guint i = 0; i < G_N_ELEMENTS(required); i++) {
         if (!G_STRUCT_MEMBER(char *, policy, required[i].offset)) {
             if (policy->file)
-                return fail(error, SM_POLICY_ERROR_MISSING, policy->file, 0, "vm",
-                            required[i].key, "missing (required; or give --%s)",
-                            required[i].key);
+                return fail(error, SM_POLICY_ERROR_MISSING, policy->file, 0, "vm", required[i].key,
+                            "missing (required; or give --%s)", required[i].key);
             g_set_error(error, SM_POLICY_ERROR, SM_POLICY_ERROR_MISSING,
                         "missing --%s (or give --vm NAME with a policy file)",
                         g_str_equal(required[i].key, "source-qmp") ? "source"
                         : g_str_equal(required[i].key, "dest-qmp") ? "dest"
-                                                                    : "uri");
+                                                                   : "uri");
             return FALSE;
         }
     }

@@ -12,8 +12,9 @@ typedef struct {
     const char *summary;
 } Subcommand;
 
-/* Add `migrate`, `recover`, ... here. */
 static const Subcommand subcommands[] = {
+    {"migrate", sm_cmd_migrate, "Migrate a VM, holding the switchover while a device is busy"},
+    {"recover", sm_cmd_recover, "Release a VM left mid-migration by a gate that died"},
     {"status", sm_cmd_status, "Show the migration-relevant state of the VM's USB storage"},
 };
 

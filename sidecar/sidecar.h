@@ -33,8 +33,8 @@ typedef struct {
     gint64 backoff_ms;
     SmFallback on_unquiesceable;
     gint64 probe_timeout_ms;
-    gint64 downtime_limit_ms;    /* -1: leave QEMU's */
-    gint64 max_bandwidth;        /* bytes/s; -1: leave QEMU's */
+    gint64 downtime_limit_ms; /* -1: leave QEMU's */
+    gint64 max_bandwidth;     /* bytes/s; -1: leave QEMU's */
     gboolean multifd, auto_converge;
     gint64 migration_timeout_ms; /* 0: none */
     char *plugin_dir;            /* extra probe modules, or NULL */
@@ -47,6 +47,8 @@ void sm_policy_clear(SmPolicy *policy);
 gboolean sm_policy_load(SmPolicy *policy, const char *config_dir, const char *vm_name,
                         GError **error);
 gboolean sm_policy_load_file(SmPolicy *policy, const char *path, GError **error);
+/* Sets one key (as named in the files, e.g. "max-hold") from a command-line value. */
+gboolean sm_policy_apply(SmPolicy *policy, const char *key, const char *value, GError **error);
 /* Source, destination and URI must be known before a migration starts. */
 gboolean sm_policy_check_complete(const SmPolicy *policy, GError **error);
 
@@ -60,6 +62,7 @@ const char *sm_fallback_to_string(SmFallback fallback);
 /* Exit codes of `safe-migrate migrate`, a contract orchestrators rely on. */
 enum {
     SM_EXIT_OK = 0,          /* migrated */
+    SM_EXIT_FAILURE = 1,     /* a query subcommand (status) ran but failed */
     SM_EXIT_USAGE = 2,       /* usage or policy error */
     SM_EXIT_UNREACHABLE = 3, /* could not connect, or preflight refused: nothing started */
     SM_EXIT_HELD_OUT = 4,    /* a device never became idle and policy forbade the fix */

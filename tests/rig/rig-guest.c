@@ -436,6 +436,13 @@ gboolean rig_guest_attach(RigGuest *g, RigVm *vm, GError **error)
     return TRUE;
 }
 
+gboolean rig_guest_fill_ram(RigGuest *g, guint64 addr, gsize size, guint8 value, GError **error)
+{
+    g_autofree char *r = qtest(g, error, "memset 0x%" G_GINT64_MODIFIER "x %" G_GSIZE_FORMAT " 0x%02x",
+                               addr, size, value);
+    return r != NULL;
+}
+
 /* ---- Bulk-Only Transport ------------------------------------------------------------------ */
 
 static RigDisk *disk_get(RigGuest *g, guint disk, GError **error)

@@ -97,6 +97,11 @@ G_DEFINE_AUTOPTR_CLEANUP_FUNC(RigGuest, rig_guest_free)
  * controller state travelled with the migration; only the qtest connection changes. */
 gboolean rig_guest_attach(RigGuest *guest, RigVm *vm, GError **error);
 
+/* Fills guest RAM with a byte, so that a migration has real pages to carry (zero pages cost
+ * nothing and would make every migration instant). */
+gboolean rig_guest_fill_ram(RigGuest *guest, guint64 addr, gsize size, guint8 value,
+                            GError **error);
+
 /* Bulk-Only Transport, split in the three phases so a test can stop between them. */
 typedef struct {
     guint8 cdb[16];

@@ -1,0 +1,265 @@
+/* `safe-migrate migrate` and `safe-migrate recover`: the drop-in for `virsh migrate`, with
+ * its option and exit-code contract, human progress line or JSON lines. */
+#include "sidecar.h"
+#include "commands.h"
+#include "qmp.h" /* json_object autoptr */
+
+#include <glib-unix.h>
+#include <signal.h>
+#include <stdio.h>
+#include <unistd.h>
+
+typedef struct {
+    gboolean json, quiet, tty;
+    gboolean line_open; /* a progress line without its newline is on screen */
+} Output;
+
+static void end_line(Output *out)
+{
+    if (out->line_open) {
+        fputc('\n', stderr);
+        out->line_open = FALSE;
+    }
+}
+
+static const char *str_field(json_object *event, const char *key)
+{
+    json_object *v;
+    return json_object_object_get_ex(event, key, &v) ? json_object_get_string(v) : NULL;
+}
+
+static gint64 int_field(json_object *event, const char *key, gint64 fallback)
+{
+    json_object *v;
+    return json_object_object_get_ex(event, key, &v) ? json_object_get_int64(v) : fallback;
+}
+
+/* The progress line: phase, percent of RAM, throughput, attempt n of N, what it waits for. */
+static void show_progress(Output *out, const char *text)
+{
+    if (out->quiet)
+        return;
+    if (out->tty) {
+        fprintf(stderr, "\r\033[K%s", text);
+        out->line_open = TRUE;
+    } else {
+        fprintf(stderr, "%s\n", text);
+    }
+    fflush(stderr);
+}
+
+static void show_line(Output *out, const char *text)
+{
+    if (out->quiet)
+        return;
+    end_line(out);
+    fprintf(stderr, "%s\n", text);
+}
+
+static void on_event(json_object *event, gpointer data)
+{
+    Output *out = data;
+    if (out->json) {
+        printf("%s\n", json_object_to_json_string_ext(event, JSON_C_TO_STRING_PLAIN));
+        fflush(stdout);
+        return;
+    }
+    const char *name = str_field(event, "event");
+    g_autofree char *text = NULL;
+    if (g_str_equal(name, "progress")) {
+        gint64 total = int_field(event, "ram_total", 0), done = int_field(event, "ram_transferred", 0);
+        json_object *mbps;
+        double rate = json_object_object_get_ex(event, "mbps", &mbps) ? json_object_get_double(mbps)
+                                                                        : 0.0;
+        text = g_strdup_printf("%s: RAM %3d%%, %.1f Mbit/s, attempt %" G_GINT64_FORMAT " of %" G_GINT64_FORMAT,
+                               str_field(event, "status"),
+                               total > 0 ? (int)MIN(100, done * 100 / total) : 0, rate,
+                               int_field(event, "attempt", 1), int_field(event, "max_attempts", 1));
+        show_progress(out, text);
+    } else if (g_str_equal(name, "attempt")) {
+        text = g_strdup_printf("migrating: attempt %" G_GINT64_FORMAT " of %" G_GINT64_FORMAT,
+                               int_field(event, "attempt", 1), int_field(event, "max_attempts", 1));
+        show_progress(out, text);
+    } else if (g_str_equal(name, "pre-switchover")) {
+        text = g_strdup_printf("pre-switchover: probing devices (attempt %" G_GINT64_FORMAT ")",
+                               int_field(event, "attempt", 1));
+        show_progress(out, text);
+    } else if (g_str_equal(name, "hold")) {
+        text = g_strdup_printf("holding: %s", str_field(event, "waiting_for"));
+        show_progress(out, text);
+    } else if (g_str_equal(name, "dest-prepare")) {
+        show_progress(out, "preparing a fresh destination");
+    } else if (g_str_equal(name, "fix-fallback")) {
+        text = g_strdup_printf("continuing through QEMU's fix: %s has %s pending",
+                               str_field(event, "device"), str_field(event, "pending"));
+        show_line(out, text);
+    } else if (g_str_equal(name, "result")) {
+        const char *result = str_field(event, "result");
+        const char *error = str_field(event, "error");
+        if (g_str_equal(result, "migrated"))
+            text = g_strdup_printf("migrated (path %s) in %" G_GINT64_FORMAT " ms, downtime %" G_GINT64_FORMAT
+                                   " ms, %" G_GINT64_FORMAT " attempt(s)",
+                                   str_field(event, "path"), int_field(event, "total_ms", 0),
+                                   int_field(event, "downtime_ms", -1),
+                                   int_field(event, "attempts", 0));
+        else
+            text = g_strdup_printf("%s after %" G_GINT64_FORMAT " attempt(s)%s%s", result,
+                                   int_field(event, "attempts", 0), error ? ": " : "",
+                                   error ? error : "");
+        if (!out->quiet || !g_str_equal(result, "migrated")) {
+            end_line(out);
+            fprintf(stderr, "%s\n", text);
+        }
+    }
+}
+
+static gboolean on_signal(gpointer data)
+{
+    SmMigration *m = ((gpointer *)data)[0];
+    int signum = GPOINTER_TO_INT(((gpointer *)data)[1]);
+    sm_migration_request_cancel(m, signum);
+    return G_SOURCE_CONTINUE;
+}
+
+/* Option values are strings so that "not given" is visible and the file's value stays. */
+static char *opt_source, *opt_dest, *opt_uri, *opt_dest_prepare, *opt_policy, *opt_vm,
+    *opt_config_dir, *opt_max_attempts, *opt_max_hold, *opt_backoff, *opt_fallback,
+    *opt_downtime, *opt_bandwidth, *opt_plugin_dir;
+static gboolean opt_json, opt_quiet;
+
+static const GOptionEntry migrate_entries[] = {
+    {"source", 0, 0, G_OPTION_ARG_STRING, &opt_source, "Source QMP address", "ADDR"},
+    {"dest", 0, 0, G_OPTION_ARG_STRING, &opt_dest, "Destination QMP address", "ADDR"},
+    {"uri", 0, 0, G_OPTION_ARG_STRING, &opt_uri, "Migration URI (unix:PATH, tcp:HOST:PORT)",
+     "URI"},
+    {"dest-prepare", 0, 0, G_OPTION_ARG_STRING, &opt_dest_prepare,
+     "Shell command that starts a fresh destination before each retry", "CMD"},
+    {"policy", 0, 0, G_OPTION_ARG_FILENAME, &opt_policy, "Policy file", "FILE"},
+    {"vm", 0, 0, G_OPTION_ARG_STRING, &opt_vm, "Take everything from vms.d/NAME.conf", "NAME"},
+    {"config-dir", 0, 0, G_OPTION_ARG_FILENAME, &opt_config_dir,
+     "Configuration directory (default /etc/safe-migrate)", "DIR"},
+    {"max-attempts", 0, 0, G_OPTION_ARG_STRING, &opt_max_attempts, "Attempts in all", "N"},
+    {"max-hold", 0, 0, G_OPTION_ARG_STRING, &opt_max_hold, "Hold budget (e.g. 30s)", "DURATION"},
+    {"backoff", 0, 0, G_OPTION_ARG_STRING, &opt_backoff, "First wait between attempts",
+     "DURATION"},
+    {"on-unquiesceable", 0, 0, G_OPTION_ARG_STRING, &opt_fallback,
+     "When the budget is spent: abort, use-fix, use-fix-if-benign", "POLICY"},
+    {"downtime-limit", 0, 0, G_OPTION_ARG_STRING, &opt_downtime, "QEMU downtime-limit", "MS"},
+    {"max-bandwidth", 0, 0, G_OPTION_ARG_STRING, &opt_bandwidth, "QEMU max-bandwidth",
+     "BYTES"},
+    {"plugin-dir", 0, 0, G_OPTION_ARG_FILENAME, &opt_plugin_dir, "Extra probe modules", "DIR"},
+    {"json", 0, 0, G_OPTION_ARG_NONE, &opt_json, "JSON lines on stdout, one per event", NULL},
+    {"quiet", 'q', 0, G_OPTION_ARG_NONE, &opt_quiet, "Only errors", NULL},
+    {NULL},
+};
+
+/* Flags go through the same validation as the files' keys: one definition of what a value
+ * may be. --downtime-limit takes plain milliseconds, as QEMU's parameter does. */
+static gboolean apply_flag(SmPolicy *p, const char *flag, const char *value, GError **error)
+{
+    g_autofree char *ms = NULL;
+    if (g_str_equal(flag, "downtime-limit") && *value && value[strspn(value, "0123456789")] == 0)
+        value = ms = g_strconcat(value, "ms", NULL);
+    return sm_policy_apply(p, flag, value, error);
+}
+
+int sm_cmd_migrate(int argc, char **argv)
+{
+    g_autoptr(GOptionContext) ctx = g_option_context_new("- migrate a VM, gated on its USB devices");
+    g_option_context_add_main_entries(ctx, migrate_entries, NULL);
+    g_option_context_set_summary(
+        ctx, "Exit codes: 0 migrated, 2 usage/policy error, 3 unreachable or refused,\n"
+             "4 held out (VM on source), 5 failed (VM on source), 6 VM state uncertain,\n"
+             "130/143 interrupted (VM on source).");
+    g_autoptr(GError) error = NULL;
+    if (!g_option_context_parse(ctx, &argc, &argv, &error)) {
+        g_printerr("safe-migrate migrate: %s\n", error->message);
+        return SM_EXIT_USAGE;
+    }
+    if (argc > 1) {
+        g_printerr("safe-migrate migrate: unexpected argument '%s'\n", argv[1]);
+        return SM_EXIT_USAGE;
+    }
+
+    SmPolicy policy;
+    sm_policy_init(&policy);
+    const char *config_dir = opt_config_dir ? opt_config_dir : SM_DEFAULT_CONFIG_DIR;
+    gboolean ok = TRUE;
+    if (opt_vm || opt_config_dir)
+        ok = sm_policy_load(&policy, config_dir, opt_vm, &error);
+    if (ok && opt_policy)
+        ok = sm_policy_load_file(&policy, opt_policy, &error);
+    const struct {
+        const char *flag;
+        const char *value;
+    } flags[] = {{"source-qmp", opt_source},
+                 {"dest-qmp", opt_dest},
+                 {"uri", opt_uri},
+                 {"dest-prepare", opt_dest_prepare},
+                 {"max-attempts", opt_max_attempts},
+                 {"max-hold", opt_max_hold},
+                 {"backoff", opt_backoff},
+                 {"on-unquiesceable", opt_fallback},
+                 {"downtime-limit", opt_downtime},
+                 {"max-bandwidth", opt_bandwidth},
+                 {"plugin-dir", opt_plugin_dir}};
+    for (guint i = 0; ok && i < G_N_ELEMENTS(flags); i++)
+        if (flags[i].value)
+            ok = apply_flag(&policy, flags[i].flag, flags[i].value, &error);
+    if (ok)
+        ok = sm_policy_check_complete(&policy, &error);
+    if (!ok) {
+        g_printerr("safe-migrate migrate: %s\n", error->message);
+        sm_policy_clear(&policy);
+        return SM_EXIT_USAGE;
+    }
+
+    Output out = {.json = opt_json, .quiet = opt_quiet, .tty = isatty(STDERR_FILENO)};
+    g_autoptr(SmMigration) m = sm_migration_new(&policy, on_event, &out);
+    sm_policy_clear(&policy);
+    gpointer int_data[2] = {m, GINT_TO_POINTER(SIGINT)};
+    gpointer term_data[2] = {m, GINT_TO_POINTER(SIGTERM)};
+    guint sigint = g_unix_signal_add(SIGINT, on_signal, int_data);
+    guint sigterm = g_unix_signal_add(SIGTERM, on_signal, term_data);
+    int code = sm_migration_run(m);
+    g_source_remove(sigint);
+    g_source_remove(sigterm);
+    end_line(&out);
+    return code;
+}
+
+static char *opt_recover_source;
+static gboolean opt_recover_json;
+static const GOptionEntry recover_entries[] = {
+    {"source", 0, 0, G_OPTION_ARG_STRING, &opt_recover_source, "Source QMP address", "ADDR"},
+    {"json", 0, 0, G_OPTION_ARG_NONE, &opt_recover_json, "Print one JSON object", NULL},
+    {NULL},
+};
+
+int sm_cmd_recover(int argc, char **argv)
+{
+    g_autoptr(GOptionContext) ctx =
+        g_option_context_new("- release a VM left mid-migration by a gate that died");
+    g_option_context_add_main_entries(ctx, recover_entries, NULL);
+    g_autoptr(GError) error = NULL;
+    if (!g_option_context_parse(ctx, &argc, &argv, &error) || !opt_recover_source) {
+        g_printerr("safe-migrate recover: %s\n", error ? error->message : "--source is required");
+        return SM_EXIT_USAGE;
+    }
+    g_autofree char *summary = NULL;
+    int code = sm_recover(opt_recover_source, &summary, &error);
+    if (opt_recover_json) {
+        g_autoptr(json_object) obj = json_object_new_object();
+        json_object_object_add(obj, "exit_code", json_object_new_int(code));
+        if (summary)
+            json_object_object_add(obj, "summary", json_object_new_string(summary));
+        if (error)
+            json_object_object_add(obj, "error", json_object_new_string(error->message));
+        printf("%s\n", json_object_to_json_string_ext(obj, JSON_C_TO_STRING_PLAIN));
+    } else if (error) {
+        g_printerr("safe-migrate recover: %s\n", error->message);
+    } else {
+        printf("%s\n", summary);
+    }
+    return code;
+}

@@ -1,0 +1,596 @@
+/* Integration tests of `safe-migrate migrate` and `recover`: the real CLI against real QEMU
+ * pairs from the rig, with the guest played over qtest on whichever side holds it. */
+#include "rig.h"
+
+#include <gio/gio.h>
+#include <signal.h>
+#include <string.h>
+
+/* ---- Running the CLI ------------------------------------------------------------------- */
+
+typedef struct {
+    GSubprocess *proc;
+    GDataInputStream *out;
+    json_object *result;
+    GPtrArray *names; /* every event name seen, in order */
+} Gate;
+
+static void gate_free(Gate *g)
+{
+    if (!g)
+        return;
+    if (g->proc && g_subprocess_get_identifier(g->proc)) {
+        g_subprocess_force_exit(g->proc);
+        g_subprocess_wait(g->proc, NULL, NULL);
+    }
+    g_clear_object(&g->out);
+    g_clear_object(&g->proc);
+    if (g->result)
+        json_object_put(g->result);
+    g_ptr_array_unref(g->names);
+    g_free(g);
+}
+G_DEFINE_AUTOPTR_CLEANUP_FUNC(Gate, gate_free)
+
+static char *safe_migrate_path(void)
+{
+    return g_build_filename(g_getenv("SM_BUILD_ROOT"), "sidecar", "safe-migrate", NULL);
+}
+
+static Gate *gate_start(const char *first, ...) G_GNUC_NULL_TERMINATED;
+static Gate *gate_start(const char *first, ...)
+{
+    g_autoptr(GPtrArray) argv = g_ptr_array_new_with_free_func(g_free);
+    g_ptr_array_add(argv, safe_migrate_path());
+    va_list ap;
+    va_start(ap, first);
+    for (const char *a = first; a; a = va_arg(ap, const char *))
+        g_ptr_array_add(argv, g_strdup(a));
+    va_end(ap);
+    g_ptr_array_add(argv, NULL);
+    g_autofree char *line = g_strjoinv(" ", (char **)argv->pdata);
+    g_test_message("running %s", line);
+    g_autoptr(GError) error = NULL;
+    Gate *g = g_new0(Gate, 1);
+    g->names = g_ptr_array_new_with_free_func(g_free);
+    g->proc = g_subprocess_newv((const char *const *)argv->pdata,
+                                G_SUBPROCESS_FLAGS_STDOUT_PIPE, &error);
+    g_assert_no_error(error);
+    g->out = g_data_input_stream_new(g_subprocess_get_stdout_pipe(g->proc));
+    return g;
+}
+
+/* Reads events until one named `name` (or the result, or EOF). Returns a new reference or
+ * NULL. */
+static json_object *gate_until(Gate *g, const char *name)
+{
+    for (;;) {
+        gsize len;
+        g_autofree char *line = g_data_input_stream_read_line(g->out, &len, NULL, NULL);
+        if (!line)
+            return NULL;
+        json_object *ev = json_tokener_parse(line);
+        g_assert_nonnull(ev);
+        json_object *v;
+        g_assert_true(json_object_object_get_ex(ev, "event", &v));
+        const char *ev_name = json_object_get_string(v);
+        g_ptr_array_add(g->names, g_strdup(ev_name));
+        if (g_str_equal(ev_name, "result") && !g->result)
+            g->result = json_object_get(ev);
+        if (name && g_str_equal(ev_name, name))
+            return ev;
+        json_object_put(ev);
+    }
+}
+
+/* Drains the output and waits for the exit code (128+N for a signal). */
+static int gate_wait(Gate *g)
+{
+    json_object *rest = gate_until(g, NULL);
+    g_assert_null(rest);
+    g_autoptr(GError) error = NULL;
+    g_assert_true(g_subprocess_wait(g->proc, NULL, &error));
+    g_assert_no_error(error);
+    if (g_subprocess_get_if_signaled(g->proc))
+        return 128 + g_subprocess_get_term_sig(g->proc);
+    return g_subprocess_get_exit_status(g->proc);
+}
+
+static const char *result_str(Gate *g, const char *key)
+{
+    json_object *v;
+    g_assert_nonnull(g->result);
+    return json_object_object_get_ex(g->result, key, &v) ? json_object_get_string(v) : NULL;
+}
+
+static gint64 result_int(Gate *g, const char *key)
+{
+    json_object *v;
+    g_assert_nonnull(g->result);
+    return json_object_object_get_ex(g->result, key, &v) ? json_object_get_int64(v) : -1;
+}
+
+static gboolean saw(Gate *g, const char *name)
+{
+    for (guint i = 0; i < g->names->len; i++)
+        if (g_str_equal(g_ptr_array_index(g->names, i), name))
+            return TRUE;
+    return FALSE;
+}
+
+/* ---- A source/destination pair with a guest -------------------------------------------- */
+
+typedef struct {
+    RigVm *src, *dst;
+    RigGuest *guest;
+    guint8 gesn[8];   /* the steady GESN answer */
+    guint8 rdcap[8];  /* READ CAPACITY */
+    char *src_addr, *dst_addr, *uri, *prepare;
+} Pair;
+
+static void answer(RigGuest *guest, RigCommand cmd, guint8 out[8])
+{
+    g_autoptr(GError) error = NULL;
+    gsize len = 0;
+    guint8 status = 0xff;
+    g_assert_true(rig_guest_transact(guest, 0, &cmd, out, &len, &status, &error));
+    g_assert_no_error(error);
+    g_assert_cmpuint(status, ==, 0);
+    g_assert_cmpuint(len, ==, 8);
+}
+
+static void pair_start(Pair *p, RigQemu src_qemu, RigQemu dst_qemu, const char *machine)
+{
+    g_autoptr(GError) error = NULL;
+    p->src = rig_vm_start(&(RigVmConfig){.qemu = src_qemu, .machine = machine, .name = "src"},
+                          &error);
+    g_assert_no_error(error);
+    p->dst = rig_vm_start(
+        &(RigVmConfig){.qemu = dst_qemu, .machine = machine, .name = "dst", .incoming = TRUE},
+        &error);
+    g_assert_no_error(error);
+    p->guest = rig_guest_new(p->src, &error);
+    g_assert_no_error(error);
+    /* The power-on unit attention and media event, as a guest would clear them. */
+    RigCommand tur = rig_cmd_test_unit_ready();
+    for (int i = 0; i < 2; i++)
+        g_assert_true(rig_guest_transact(p->guest, 0, &tur, NULL, NULL, NULL, &error));
+    for (int i = 0; i < 2; i++)
+        answer(p->guest, rig_cmd_gesn(), p->gesn);
+    answer(p->guest, rig_cmd_read_capacity(), p->rdcap);
+    p->src_addr = g_strdup_printf("unix:%s", rig_vm_sidecar_qmp_path(p->src));
+    p->dst_addr = g_strdup_printf("unix:%s", rig_vm_sidecar_qmp_path(p->dst));
+    p->uri = rig_migration_uri();
+    p->prepare = rig_vm_prepare_script(p->dst, TRUE, &error);
+    g_assert_no_error(error);
+}
+
+static void pair_clear(Pair *p)
+{
+    rig_guest_free(p->guest);
+    rig_vm_free(p->src);
+    rig_vm_free(p->dst);
+    g_free(p->src_addr);
+    g_free(p->dst_addr);
+    g_free(p->uri);
+    g_free(p->prepare);
+}
+
+static void assert_runstate(RigVm *vm, const char *want)
+{
+    g_autoptr(GError) error = NULL;
+    g_autofree char *state = rig_vm_runstate(vm, &error);
+    g_assert_no_error(error);
+    g_assert_cmpstr(state, ==, want);
+}
+
+/* Finishes the pending transaction left by send_cbw on the VM holding the guest now, and
+ * checks the guest gets exactly `expected`. */
+static void finish_pending(Pair *p, const guint8 expected[8])
+{
+    g_autoptr(GError) error = NULL;
+    guint8 buf[8];
+    gssize got = rig_guest_data_in(p->guest, 0, buf, 8, &error);
+    g_assert_no_error(error);
+    g_assert_cmpint(got, ==, 8);
+    g_assert_cmpmem(buf, 8, expected, 8);
+    guint8 status = 0xff;
+    g_assert_true(rig_guest_read_csw(p->guest, 0, &status, NULL, &error));
+    g_assert_no_error(error);
+    g_assert_cmpuint(status, ==, 0);
+}
+
+/* The guest is healthy on `vm`: GESN, READ CAPACITY and a READ(10) all byte-correct. */
+static void assert_guest_healthy(Pair *p)
+{
+    guint8 buf[8];
+    answer(p->guest, rig_cmd_gesn(), buf);
+    g_assert_cmpmem(buf, 8, p->gesn, 8);
+    answer(p->guest, rig_cmd_read_capacity(), buf);
+    g_assert_cmpmem(buf, 8, p->rdcap, 8);
+    g_autoptr(GError) error = NULL;
+    guint8 sector[2048], expected[2048];
+    gsize len = 0;
+    guint8 status = 0xff;
+    RigCommand read = rig_cmd_read10(20, 1);
+    g_assert_true(rig_guest_transact(p->guest, 0, &read, sector, &len, &status, &error));
+    g_assert_no_error(error);
+    g_assert_true(rig_iso_sector(20, expected));
+    g_assert_cmpmem(sector, len, expected, 2048);
+}
+
+static void leave_pending(Pair *p, RigCommand cmd)
+{
+    g_autoptr(GError) error = NULL;
+    g_assert_true(rig_guest_send_cbw(p->guest, 0, &cmd, NULL, &error));
+    g_assert_no_error(error);
+}
+
+/* Slows migration down: real (non-zero) pages and a low bandwidth cap keep it iterating for
+ * seconds, so a test can act while it runs. */
+static void make_ram_heavy(Pair *p)
+{
+    g_autoptr(GError) error = NULL;
+    g_assert_true(rig_guest_fill_ram(p->guest, 0x200000, 8 << 20, 0x5a, &error));
+    g_assert_no_error(error);
+}
+
+/* ---- Cases ------------------------------------------------------------------------------ */
+
+typedef struct {
+    RigQemu src, dst;
+    const char *machine;
+} Setup;
+
+static void test_idle(gconstpointer data)
+{
+    const Setup *s = data;
+    Pair p = {0};
+    pair_start(&p, s->src, s->dst, s->machine);
+    g_autoptr(Gate) g = gate_start("migrate", "--source", p.src_addr, "--dest", p.dst_addr,
+                                   "--uri", p.uri, "--json", NULL);
+    g_assert_cmpint(gate_wait(g), ==, 0);
+    g_assert_cmpstr(result_str(g, "result"), ==, "migrated");
+    g_assert_cmpstr(result_str(g, "path"), ==, "idle");
+    g_assert_cmpint(result_int(g, "attempts"), ==, 1);
+    g_assert_cmpint(result_int(g, "downtime_ms"), >=, 0);
+    g_assert_true(saw(g, "pre-switchover"));
+    assert_runstate(p.src, "postmigrate");
+    assert_runstate(p.dst, "running");
+    g_autoptr(GError) error = NULL;
+    g_assert_true(rig_guest_attach(p.guest, p.dst, &error));
+    g_assert_no_error(error);
+    assert_guest_healthy(&p);
+    pair_clear(&p);
+}
+
+static void test_held_then_migrates(gconstpointer data)
+{
+    const Setup *s = data;
+    Pair p = {0};
+    pair_start(&p, s->src, s->dst, s->machine);
+    leave_pending(&p, rig_cmd_gesn());
+    g_autoptr(Gate) g =
+        gate_start("migrate", "--source", p.src_addr, "--dest", p.dst_addr, "--uri", p.uri,
+                   "--dest-prepare", p.prepare, "--backoff", "100ms", "--max-attempts", "5",
+                   "--json", NULL);
+    json_object *hold = gate_until(g, "hold");
+    g_assert_nonnull(hold);
+    json_object_put(hold);
+    /* The attempt is called off and the source resumes: the guest completes its read there,
+     * with the right bytes. */
+    finish_pending(&p, p.gesn);
+    g_assert_cmpint(gate_wait(g), ==, 0);
+    g_assert_cmpstr(result_str(g, "result"), ==, "migrated");
+    g_assert_cmpstr(result_str(g, "path"), ==, "held");
+    g_assert_cmpint(result_int(g, "attempts"), >=, 2);
+    g_assert_true(saw(g, "retry"));
+    assert_runstate(p.src, "postmigrate");
+    g_autoptr(GError) error = NULL;
+    g_assert_true(rig_vm_reload(p.dst, &error));
+    g_assert_no_error(error);
+    assert_runstate(p.dst, "running");
+    g_assert_true(rig_guest_attach(p.guest, p.dst, &error));
+    g_assert_no_error(error);
+    assert_guest_healthy(&p);
+    pair_clear(&p);
+}
+
+static void test_never_fetched(gconstpointer data)
+{
+    const Setup *s = data;
+    Pair p = {0};
+    pair_start(&p, s->src, s->dst, s->machine);
+    leave_pending(&p, rig_cmd_gesn());
+    g_autoptr(Gate) g =
+        gate_start("migrate", "--source", p.src_addr, "--dest", p.dst_addr, "--uri", p.uri,
+                   "--dest-prepare", p.prepare, "--backoff", "50ms", "--max-attempts", "3",
+                   "--json", NULL);
+    g_assert_cmpint(gate_wait(g), ==, 4);
+    g_assert_cmpstr(result_str(g, "result"), ==, "aborted");
+    g_assert_cmpint(result_int(g, "attempts"), ==, 3);
+    assert_runstate(p.src, "running");
+    finish_pending(&p, p.gesn);
+    assert_guest_healthy(&p);
+    pair_clear(&p);
+}
+
+typedef struct {
+    Setup setup;
+    const char *policy;
+    RigCommand (*command)(void);
+    int exit_code;
+} FixCase;
+
+static void test_fix_policy(gconstpointer data)
+{
+    const FixCase *c = data;
+    Pair p = {0};
+    pair_start(&p, c->setup.src, c->setup.dst, c->setup.machine);
+    RigCommand cmd = c->command();
+    leave_pending(&p, cmd);
+    g_autoptr(Gate) g = gate_start("migrate", "--source", p.src_addr, "--dest", p.dst_addr,
+                                   "--uri", p.uri, "--max-attempts", "1", "--on-unquiesceable",
+                                   c->policy, "--json", NULL);
+    g_assert_cmpint(gate_wait(g), ==, c->exit_code);
+    g_autoptr(GError) error = NULL;
+    if (c->exit_code == 0) {
+        g_assert_cmpstr(result_str(g, "path"), ==, "fix");
+        g_assert_true(saw(g, "fix-fallback"));
+        assert_runstate(p.src, "postmigrate");
+        assert_runstate(p.dst, "running");
+        /* What the guest then gets is QEMU's business (see test-hazard); the device must
+         * keep working. */
+        g_assert_true(rig_guest_attach(p.guest, p.dst, &error));
+        guint8 buf[8];
+        g_assert_cmpint(rig_guest_data_in(p.guest, 0, buf, 8, &error), ==, 8);
+        g_assert_true(rig_guest_read_csw(p.guest, 0, NULL, NULL, &error));
+        g_assert_no_error(error);
+        assert_guest_healthy(&p);
+    } else {
+        g_assert_cmpstr(result_str(g, "result"), ==, "aborted");
+        g_assert_false(saw(g, "fix-fallback"));
+        assert_runstate(p.src, "running");
+        finish_pending(&p, cmd.cdb[0] == 0x4a ? p.gesn : p.rdcap);
+    }
+    pair_clear(&p);
+}
+
+typedef struct {
+    Setup setup;
+    int signum;
+    const char *after_event;
+    gboolean pending;
+    const char *prepare; /* NULL: the rig's script */
+} InterruptCase;
+
+static void test_interrupt(gconstpointer data)
+{
+    const InterruptCase *c = data;
+    Pair p = {0};
+    pair_start(&p, c->setup.src, c->setup.dst, c->setup.machine);
+    make_ram_heavy(&p);
+    if (c->pending)
+        leave_pending(&p, rig_cmd_gesn());
+    g_autoptr(Gate) g = gate_start(
+        "migrate", "--source", p.src_addr, "--dest", p.dst_addr, "--uri", p.uri, "--dest-prepare",
+        c->prepare ? c->prepare : p.prepare, "--backoff", "5s", "--max-bandwidth",
+        c->pending ? "1G" : "2M", "--json", NULL);
+    json_object *ev = gate_until(g, c->after_event);
+    g_assert_nonnull(ev);
+    json_object_put(ev);
+    kill((pid_t)g_ascii_strtoll(g_subprocess_get_identifier(g->proc), NULL, 10), c->signum);
+    g_assert_cmpint(gate_wait(g), ==, 128 + c->signum);
+    g_assert_cmpstr(result_str(g, "result"), ==, "interrupted");
+    assert_runstate(p.src, "running");
+    if (c->pending)
+        finish_pending(&p, p.gesn);
+    assert_guest_healthy(&p);
+    pair_clear(&p);
+}
+
+static void test_dest_prepare_fails(void)
+{
+    Pair p = {0};
+    pair_start(&p, RIG_QEMU_72, RIG_QEMU_72, "pc");
+    leave_pending(&p, rig_cmd_gesn());
+    g_autoptr(Gate) g =
+        gate_start("migrate", "--source", p.src_addr, "--dest", p.dst_addr, "--uri", p.uri,
+                   "--dest-prepare", "exit 7", "--backoff", "10ms", "--json", NULL);
+    g_assert_cmpint(gate_wait(g), ==, 5);
+    g_assert_cmpstr(result_str(g, "result"), ==, "failed");
+    g_assert_nonnull(strstr(result_str(g, "error"), "exit status 7"));
+    assert_runstate(p.src, "running");
+    finish_pending(&p, p.gesn);
+    pair_clear(&p);
+}
+
+static void test_dest_dies_mid_stream(void)
+{
+    Pair p = {0};
+    pair_start(&p, RIG_QEMU_72, RIG_QEMU_72, "pc");
+    make_ram_heavy(&p);
+    g_autoptr(Gate) g = gate_start("migrate", "--source", p.src_addr, "--dest", p.dst_addr,
+                                   "--uri", p.uri, "--max-bandwidth", "2M", "--json", NULL);
+    json_object *ev = gate_until(g, "attempt");
+    g_assert_nonnull(ev);
+    json_object_put(ev);
+    g_usleep(300 * 1000);
+    kill(rig_vm_pid(p.dst), SIGKILL);
+    g_assert_cmpint(gate_wait(g), ==, 5);
+    g_assert_cmpstr(result_str(g, "result"), ==, "failed");
+    assert_runstate(p.src, "running");
+    assert_guest_healthy(&p);
+    pair_clear(&p);
+}
+
+/* What a gate killed at pre-switchover leaves behind: the source stopped there, waiting for
+ * a migrate-continue that will never come. recover releases it and the guest's pending read
+ * completes intact. */
+static void test_recover_after_dead_gate(void)
+{
+    Pair p = {0};
+    pair_start(&p, RIG_QEMU_72, RIG_QEMU_72, "pc");
+    leave_pending(&p, rig_cmd_gesn());
+    static const char *const caps[] = {"events", "pause-before-switchover", NULL};
+    g_autoptr(GError) error = NULL;
+    g_autofree char *status = rig_migrate(p.src, p.dst, caps, &error);
+    g_assert_no_error(error);
+    g_assert_cmpstr(status, ==, "pre-switchover");
+    assert_runstate(p.src, "finish-migrate");
+
+    g_autofree char *bin = safe_migrate_path();
+    const char *argv[] = {bin, "recover", "--source", p.src_addr, NULL};
+    g_autofree char *out = NULL, *err = NULL;
+    int wait_status = 0;
+    g_assert_true(g_spawn_sync(NULL, (char **)argv, NULL, G_SPAWN_DEFAULT, NULL, NULL, &out, &err,
+                               &wait_status, &error));
+    g_assert_no_error(error);
+    g_test_message("recover: %s%s", out, err);
+    g_assert_true(g_spawn_check_wait_status(wait_status, NULL));
+    g_assert_nonnull(strstr(out, "cancelled"));
+    assert_runstate(p.src, "running");
+    finish_pending(&p, p.gesn);
+
+    /* A second run finds nothing to do and says so. */
+    g_clear_pointer(&out, g_free);
+    g_clear_pointer(&err, g_free);
+    g_assert_true(g_spawn_sync(NULL, (char **)argv, NULL, G_SPAWN_DEFAULT, NULL, NULL, &out, &err,
+                               &wait_status, &error));
+    g_assert_true(g_spawn_check_wait_status(wait_status, NULL));
+    g_assert_nonnull(strstr(out, "no migration in progress"));
+    pair_clear(&p);
+}
+
+static void run_cli(const char *const *args, int *exit_code, char **err_text)
+{
+    g_autoptr(GPtrArray) argv = g_ptr_array_new_with_free_func(g_free);
+    g_ptr_array_add(argv, safe_migrate_path());
+    for (guint i = 0; args[i]; i++)
+        g_ptr_array_add(argv, g_strdup(args[i]));
+    g_ptr_array_add(argv, NULL);
+    int status = 0;
+    g_autoptr(GError) error = NULL;
+    g_assert_true(g_spawn_sync(NULL, (char **)argv->pdata, NULL, G_SPAWN_STDOUT_TO_DEV_NULL, NULL,
+                               NULL, NULL, err_text, &status, &error));
+    g_assert_no_error(error);
+    *exit_code = WIFEXITED(status) ? WEXITSTATUS(status) : 128 + WTERMSIG(status);
+}
+
+static void test_bad_policy(void)
+{
+    g_autofree char *dir = g_build_filename(rig_tmpdir(), "config", NULL);
+    g_autofree char *vms = g_build_filename(dir, "vms.d", NULL);
+    g_mkdir_with_parents(vms, 0700);
+    g_autofree char *file = g_build_filename(vms, "web1.conf", NULL);
+    const struct {
+        const char *text;
+        const char *expect;
+    } cases[] = {
+        {"[vm]\nsource-qmp=unix:/x\ndest-qmp=unix:/y\nuri=unix:/z\n\n[gate]\nmax-hold=forever\n",
+         "web1.conf:7: [gate] max-hold"},
+        {"[vm]\nsource-qmp=unix:/x\ndest-qmp=unix:/y\nuri=unix:/z\n[gate]\nbackof=1s\n",
+         "web1.conf:6: [gate] backof: unknown key"},
+        {"[vm]\nsource-qmp=unix:/x\nuri=unix:/z\n", "web1.conf: [vm] dest-qmp: missing"},
+        {"[vm]\nsource-qmp=unix:/x\ndest-qmp=unix:/y\nuri=unix:/z\n[gate]\n"
+         "on-unquiesceable=sometimes\n",
+         "web1.conf:6: [gate] on-unquiesceable"},
+        {"[vm\nsource-qmp=unix:/x\n", "web1.conf"},
+        {"[vmm]\nsource-qmp=unix:/x\n", "web1.conf:1: unknown group [vmm]"},
+    };
+    for (guint i = 0; i < G_N_ELEMENTS(cases); i++) {
+        g_assert_true(g_file_set_contents(file, cases[i].text, -1, NULL));
+        const char *args[] = {"migrate", "--vm", "web1", "--config-dir", dir, NULL};
+        int code = -1;
+        g_autofree char *err = NULL;
+        run_cli(args, &code, &err);
+        g_test_message("case %u: exit %d: %s", i, code, err);
+        g_assert_cmpint(code, ==, 2);
+        g_assert_nonnull(strstr(err, cases[i].expect));
+    }
+    const char *args[] = {"migrate", "--source", "unix:/nonexistent", "--dest", "unix:/x",
+                          "--uri", "unix:/y", "--max-hold", "10", NULL};
+    int code = -1;
+    g_autofree char *err = NULL;
+    run_cli(args, &code, &err);
+    g_assert_cmpint(code, ==, 2);
+    g_assert_nonnull(strstr(err, "--max-hold"));
+}
+
+static void test_unreachable(void)
+{
+    const char *args[] = {"migrate", "--source", "unix:/nonexistent/qmp", "--dest", "unix:/x",
+                          "--uri", "unix:/y", NULL};
+    int code = -1;
+    g_autofree char *err = NULL;
+    run_cli(args, &code, &err);
+    g_assert_cmpint(code, ==, 3);
+}
+
+static const Setup idle_setups[] = {
+    {RIG_QEMU_72, RIG_QEMU_72, "pc"},
+    {RIG_QEMU_10, RIG_QEMU_10, "pc"},
+    {RIG_QEMU_10, RIG_QEMU_10, "pc-i440fx-9.0"},
+    {RIG_QEMU_72, RIG_QEMU_10, "pc-i440fx-7.2"},
+};
+
+static const FixCase fix_cases[] = {
+    {{RIG_QEMU_10, RIG_QEMU_10, "pc"}, "use-fix", rig_cmd_gesn, 0},
+    {{RIG_QEMU_10, RIG_QEMU_10, "pc"}, "use-fix-if-benign", rig_cmd_gesn, 0},
+    {{RIG_QEMU_10, RIG_QEMU_10, "pc"}, "use-fix-if-benign", rig_cmd_read_capacity, 4},
+    {{RIG_QEMU_10, RIG_QEMU_10, "pc"}, "abort", rig_cmd_gesn, 4},
+    {{RIG_QEMU_72, RIG_QEMU_72, "pc"}, "use-fix", rig_cmd_gesn, 4},
+    {{RIG_QEMU_10, RIG_QEMU_10, "pc-i440fx-9.0"}, "use-fix", rig_cmd_gesn, 4},
+    {{RIG_QEMU_72, RIG_QEMU_10, "pc-i440fx-7.2"}, "use-fix", rig_cmd_gesn, 4},
+};
+
+static const InterruptCase interrupt_cases[] = {
+    {{RIG_QEMU_72, RIG_QEMU_72, "pc"}, SIGINT, "attempt", FALSE, NULL},
+    {{RIG_QEMU_72, RIG_QEMU_72, "pc"}, SIGTERM, "attempt", FALSE, NULL},
+    {{RIG_QEMU_10, RIG_QEMU_10, "pc"}, SIGINT, "progress", FALSE, NULL},
+    {{RIG_QEMU_72, RIG_QEMU_72, "pc"}, SIGINT, "hold", TRUE, NULL},
+    {{RIG_QEMU_72, RIG_QEMU_72, "pc"}, SIGTERM, "dest-prepare", TRUE, "sleep 30"},
+    {{RIG_QEMU_10, RIG_QEMU_10, "pc"}, SIGINT, "preflight", FALSE, NULL},
+};
+
+static char *setup_name(const Setup *s)
+{
+    return g_strdup_printf("%s-%s/%s", rig_qemu_name(s->src), rig_qemu_name(s->dst), s->machine);
+}
+
+int main(int argc, char **argv)
+{
+    g_test_init(&argc, &argv, NULL);
+    for (guint i = 0; i < G_N_ELEMENTS(idle_setups); i++) {
+        g_autofree char *n = setup_name(&idle_setups[i]);
+        g_autofree char *p1 = g_strdup_printf("/gate/idle/%s", n);
+        g_test_add_data_func(p1, &idle_setups[i], test_idle);
+        if (idle_setups[i].src == idle_setups[i].dst) {
+            g_autofree char *p2 = g_strdup_printf("/gate/held-then-migrates/%s", n);
+            g_autofree char *p3 = g_strdup_printf("/gate/never-fetched/%s", n);
+            g_test_add_data_func(p2, &idle_setups[i], test_held_then_migrates);
+            g_test_add_data_func(p3, &idle_setups[i], test_never_fetched);
+        }
+    }
+    for (guint i = 0; i < G_N_ELEMENTS(fix_cases); i++) {
+        g_autofree char *n = setup_name(&fix_cases[i].setup);
+        RigCommand cmd = fix_cases[i].command();
+        g_autofree char *path = g_strdup_printf("/gate/policy/%s/%s/%02x", fix_cases[i].policy, n,
+                                                cmd.cdb[0]);
+        g_test_add_data_func(path, &fix_cases[i], test_fix_policy);
+    }
+    for (guint i = 0; i < G_N_ELEMENTS(interrupt_cases); i++) {
+        const InterruptCase *c = &interrupt_cases[i];
+        g_autofree char *n = setup_name(&c->setup);
+        g_autofree char *path = g_strdup_printf("/gate/interrupt/%s/%s/after-%s", n,
+                                                c->signum == SIGINT ? "SIGINT" : "SIGTERM",
+                                                c->after_event);
+        g_test_add_data_func(path, c, test_interrupt);
+    }
+    g_test_add_func("/gate/dest-prepare-fails", test_dest_prepare_fails);
+    g_test_add_func("/gate/dest-dies-mid-stream", test_dest_dies_mid_stream);
+    g_test_add_func("/gate/recover-after-dead-gate", test_recover_after_dead_gate);
+    g_test_add_func("/gate/bad-policy", test_bad_policy);
+    g_test_add_func("/gate/unreachable", test_unreachable);
+    return g_test_run();
+}
