@@ -589,6 +589,9 @@ void qmp_client_connect_async(const char *address, guint timeout_ms, GCancellabl
     data->cancel_source = attach_cancel(ctx, cancellable, on_connect_cancelled, data);
 
     sc = g_socket_client_new();
+    /* A QEMU monitor is never reached through an HTTP/SOCKS proxy (and libproxy lookups are
+     * slow and spawn threads). */
+    g_socket_client_set_enable_proxy(sc, FALSE);
     /* One reference for the handshake (released by connect_complete), one for the socket
      * client callback. */
     g_socket_client_connect_async(sc, connectable, data->socket_cancellable, on_socket_connected,

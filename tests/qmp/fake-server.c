@@ -192,7 +192,7 @@ FakeMsg *fs_recv(FakeServer *fs)
 
     msg->id = -1;
     msg->fds = g_array_new(FALSE, FALSE, sizeof(int));
-    while (!(nl = memchr(fs->rx->data, '\n', fs->rx->len)))
+    while (!fs->rx->len || !(nl = memchr(fs->rx->data, '\n', fs->rx->len)))
         if (!fill(fs))
             return msg;
     len = (gsize)(nl - fs->rx->data);

@@ -2,6 +2,9 @@
 #include "qemu-launch.h"
 
 #include <signal.h>
+#include <sys/prctl.h>
+#include <sys/socket.h>
+#include <sys/un.h>
 #include <sys/wait.h>
 #include <unistd.h>
 
@@ -20,6 +23,27 @@ static char *variant_path(const char *env, const char *fallback, const char *suf
     if (fallback)
         return g_strdup(fallback);
     return g_build_filename(root ? root : ".", ".qemu10", suffix, NULL);
+}
+
+/* A test that aborts must not leave QEMU running: it would hold the test's stdout open and
+ * stall the harness until its timeout. */
+static void child_setup(gpointer data)
+{
+    (void)data;
+    prctl(PR_SET_PDEATHSIG, SIGKILL);
+}
+
+/* The socket file appears at bind(), slightly before listen(): probe until a connect works. */
+static gboolean socket_accepts(const char *path)
+{
+    struct sockaddr_un sun = {.sun_family = AF_UNIX};
+    int fd = socket(AF_UNIX, SOCK_STREAM | SOCK_CLOEXEC, 0);
+    gboolean ok;
+
+    g_strlcpy(sun.sun_path, path, sizeof sun.sun_path);
+    ok = connect(fd, (struct sockaddr *)&sun, sizeof sun) == 0;
+    close(fd);
+    return ok;
 }
 
 Qemu *qemu_start(const QemuVariant *variant)
@@ -55,15 +79,14 @@ Qemu *qemu_start(const QemuVariant *variant)
     g_ptr_array_add(argv, NULL);
 
     g_spawn_async(NULL, (char **)argv->pdata, NULL,
-                  G_SPAWN_DO_NOT_REAP_CHILD | G_SPAWN_STDOUT_TO_DEV_NULL, NULL, NULL, &qemu->pid,
-                  &error);
+                  G_SPAWN_DO_NOT_REAP_CHILD | G_SPAWN_STDOUT_TO_DEV_NULL, child_setup, NULL,
+                  &qemu->pid, &error);
     g_assert_no_error(error);
     if (variant->datadir_env)
         g_free(argv->pdata[2]);
 
-    /* wait=off: QEMU creates the socket once it is ready to accept. */
     deadline = g_get_monotonic_time() + 20 * G_USEC_PER_SEC;
-    while (!g_file_test(qemu->socket_path, G_FILE_TEST_EXISTS)) {
+    while (!socket_accepts(qemu->socket_path)) {
         int status;
 
         if (waitpid(qemu->pid, &status, WNOHANG) == qemu->pid)
