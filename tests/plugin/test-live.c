@@ -1,0 +1,355 @@
+/* Integration tests on live QEMU 7.2 and 10.0: device discovery, fix state per machine type,
+ * idle verdicts, plugin loading, the status CLI, and that probing leaves a pending guest
+ * transaction intact. */
+#include "probe.h"
+#include "rig.h"
+
+#include <glib/gstdio.h>
+#include <signal.h>
+#include <string.h>
+#include <sys/wait.h>
+
+typedef struct {
+    const char *qemu_env; /* SM_QEMU72 / SM_QEMU10 */
+    gboolean q10;
+    const char *machine;
+    const char *fix;
+} Config;
+
+static const Config configs[] = {
+    {"SM_QEMU72", FALSE, "pc", "absent"},
+    {"SM_QEMU10", TRUE, "pc", "enabled"},
+    {"SM_QEMU10", TRUE, "pc-i440fx-9.0", "disabled"},
+};
+
+typedef struct {
+    GPid pid;
+    char *dir;
+    char *sock;
+} Vm;
+
+static char *make_iso(const char *dir)
+{
+    g_autofree char *content = g_build_filename(dir, "iso", NULL);
+    g_assert_cmpint(g_mkdir(content, 0700), ==, 0);
+    g_autofree char *file = g_build_filename(content, "hello.txt", NULL);
+    g_assert_true(g_file_set_contents(file, "hello\n", -1, NULL));
+    char *iso = g_build_filename(dir, "cd.iso", NULL);
+    const char *argv[] = {"genisoimage", "-quiet", "-o", iso, content, NULL};
+    gint status;
+    g_assert_true(g_spawn_sync(NULL, (char **)argv, NULL, G_SPAWN_SEARCH_PATH, NULL, NULL, NULL,
+                               NULL, &status, NULL));
+    g_assert_true(g_spawn_check_wait_status(status, NULL));
+    return iso;
+}
+
+/* The command line of the issue, plus `extra` devices. */
+static Vm *vm_start(const Config *c, const char *const *extra)
+{
+    Vm *vm = g_new0(Vm, 1);
+    vm->dir = g_dir_make_tmp("sm-plugin-XXXXXX", NULL);
+    g_assert_nonnull(vm->dir);
+    g_autofree char *iso = make_iso(vm->dir);
+    vm->sock = g_build_filename(vm->dir, "qmp.sock", NULL);
+    g_autoptr(GPtrArray) argv = g_ptr_array_new_with_free_func(g_free);
+    const char *bin = g_getenv(c->qemu_env);
+    g_assert_nonnull(bin);
+    g_ptr_array_add(argv, g_strdup(bin));
+    if (c->q10) {
+        g_ptr_array_add(argv, g_strdup("-L"));
+        g_ptr_array_add(argv, g_strdup(g_getenv("SM_QEMU10_DATADIR")));
+    }
+    const char *fixed[] = {"-nodefaults", "-display", "none",
+                           "-m",          "16",       "-machine",
+                           c->machine,    "-device",  "piix3-usb-uhci,id=uhci,addr=0x2",
+                           "-drive",      NULL};
+    for (int i = 0; fixed[i]; i++) {
+        g_ptr_array_add(argv, g_strdup(fixed[i]));
+    }
+    g_ptr_array_add(
+        argv, g_strdup_printf("if=none,id=cd0,media=cdrom,readonly=on,format=raw,file=%s", iso));
+    g_ptr_array_add(argv, g_strdup("-device"));
+    g_ptr_array_add(argv, g_strdup("usb-storage,bus=uhci.0,port=1,drive=cd0,id=usbcd"));
+    for (int i = 0; extra && extra[i]; i++) {
+        /* "%s" in an extra argument is the ISO path. */
+        g_ptr_array_add(argv, strstr(extra[i], "%s") ? g_strdup_printf(extra[i], iso)
+                                                     : g_strdup(extra[i]));
+    }
+    g_ptr_array_add(argv, g_strdup("-qmp"));
+    g_ptr_array_add(argv, g_strdup_printf("unix:%s,server=on,wait=off", vm->sock));
+    g_ptr_array_add(argv, NULL);
+    g_autoptr(GError) error = NULL;
+    g_assert_true(g_spawn_async(NULL, (char **)argv->pdata, NULL,
+                                G_SPAWN_DO_NOT_REAP_CHILD | G_SPAWN_STDOUT_TO_DEV_NULL, NULL, NULL,
+                                &vm->pid, &error));
+    for (int i = 0; i < 200 && !g_file_test(vm->sock, G_FILE_TEST_EXISTS); i++) {
+        g_usleep(20000);
+    }
+    return vm;
+}
+
+static void vm_free(Vm *vm)
+{
+    kill(vm->pid, SIGKILL);
+    waitpid(vm->pid, NULL, 0);
+    g_spawn_close_pid(vm->pid);
+    g_autofree char *cmd = g_strdup_printf("rm -rf '%s'", vm->dir);
+    g_assert_cmpint(system(cmd), ==, 0);
+    g_free(vm->dir);
+    g_free(vm->sock);
+    g_free(vm);
+}
+G_DEFINE_AUTOPTR_CLEANUP_FUNC(Vm, vm_free)
+
+static QmpClient *connect_vm(const Vm *vm)
+{
+    g_autoptr(GError) error = NULL;
+    QmpClient *q = qmp_client_connect(vm->sock, 10000, &error);
+    g_assert_no_error(error);
+    return q;
+}
+
+static const SmDeviceVerdict *find(const SmReport *r, const char *qom_path)
+{
+    for (guint i = 0; i < r->devices->len; i++) {
+        const SmDeviceVerdict *v = r->devices->pdata[i];
+        if (g_str_equal(v->qom_path, qom_path)) {
+            return v;
+        }
+    }
+    return NULL;
+}
+
+static void test_idle_and_fix(gconstpointer data)
+{
+    const Config *c = data;
+    g_autoptr(Vm) vm = vm_start(c, NULL);
+    g_autoptr(QmpClient) q = connect_vm(vm);
+    g_autoptr(SmRegistry) reg = sm_registry_new();
+    g_autoptr(GError) error = NULL;
+    g_autoptr(SmReport) r = sm_probe_vm(q, reg, &error);
+    g_assert_no_error(error);
+    g_assert_null(r->stream_error);
+    g_assert_cmpstr(r->qemu_version, ==, qmp_client_get_version(q));
+    g_assert_cmpuint(r->devices->len, ==, 1);
+    const SmDeviceVerdict *v = r->devices->pdata[0];
+    g_assert_cmpstr(v->id, ==, "usbcd");
+    g_assert_cmpstr(v->qom_path, ==, "/machine/peripheral/usbcd");
+    g_assert_cmpstr(v->section, ==, "0000:00:02.0/1/usb-storage");
+    g_assert_cmpint(v->state, ==, SM_STATE_IDLE);
+    g_assert_true(v->safe);
+    g_assert_cmpstr(sm_fix_to_string(v->fix), ==, c->fix);
+    /* The probe leaves the VM running and gives the fd back. */
+    g_autoptr(json_object) st = qmp_client_execute(q, "query-status", NULL, &error);
+    g_assert_no_error(error);
+    g_assert_true(json_object_get_boolean(json_object_object_get(st, "running")));
+    g_autoptr(json_object) fds = qmp_client_execute(q, "query-fdsets", NULL, &error);
+    g_assert_cmpuint(json_object_array_length(fds), ==, 0);
+}
+
+/* Several usb-storage devices: without id, without port, on EHCI and xHCI. */
+static void test_discovery(gconstpointer data)
+{
+    const Config *c = data;
+    const char *extra[] = {"-device", "ich9-usb-ehci1,id=ehci,addr=0x4",
+                           "-device", "qemu-xhci,id=xhci,addr=0x5",
+                           "-drive",  "if=none,id=cd1,media=cdrom,readonly=on,format=raw,file=%s",
+                           "-drive",  "if=none,id=cd2,media=cdrom,readonly=on,format=raw,file=%s",
+                           "-drive",  "if=none,id=cd3,media=cdrom,readonly=on,format=raw,file=%s",
+                           "-device", "usb-storage,bus=ehci.0,drive=cd1",
+                           "-device", "usb-storage,bus=xhci.0,drive=cd2,id=onxhci",
+                           "-device", "usb-storage,bus=uhci.0,drive=cd3,port=2",
+                           NULL};
+    g_autoptr(Vm) vm = vm_start(c, extra);
+    g_autoptr(QmpClient) q = connect_vm(vm);
+    g_autoptr(SmRegistry) reg = sm_registry_new();
+    g_autoptr(GError) error = NULL;
+    g_autoptr(SmReport) r = sm_probe_vm(q, reg, &error);
+    g_assert_no_error(error);
+    g_assert_cmpuint(r->devices->len, ==, 4);
+    static const struct {
+        const char *qom;
+        const char *section;
+    } want[] = {{"/machine/peripheral/usbcd", "0000:00:02.0/1/usb-storage"},
+                {"/machine/peripheral-anon/device[0]", "0000:00:04.0/1/usb-storage"},
+                {"/machine/peripheral/onxhci", "0000:00:05.0/1/usb-storage"},
+                {"/machine/peripheral-anon/device[1]", "0000:00:02.0/2/usb-storage"}};
+    for (gsize i = 0; i < G_N_ELEMENTS(want); i++) {
+        const SmDeviceVerdict *v = find(r, want[i].qom);
+        g_assert_nonnull(v);
+        g_assert_cmpstr(v->section, ==, want[i].section);
+        g_assert_cmpint(v->state, ==, SM_STATE_IDLE);
+        g_assert_cmpstr(sm_fix_to_string(v->fix), ==, c->fix);
+    }
+    g_assert_null(find(r, "/machine/peripheral-anon/device[0]")->id);
+}
+
+static char *build_path(const char *rel)
+{
+    const char *b = g_getenv("SM_BUILD_ROOT");
+    g_assert_nonnull(b);
+    return g_build_filename(b, rel, NULL);
+}
+
+static void test_plugin_dir(void)
+{
+    g_autofree char *dir = build_path("plugin/examples");
+    g_autoptr(SmRegistry) reg = sm_registry_new();
+    g_autoptr(GError) error = NULL;
+    g_assert_true(sm_registry_load_dir(reg, dir, &error));
+    g_assert_no_error(error);
+    g_assert_cmpuint(sm_registry_get_n_probes(reg), ==, 2);
+    const SmProbe *p = sm_registry_find_for_type(reg, "usb-tablet");
+    g_assert_nonnull(p);
+    g_assert_cmpstr(p->name, ==, "example-usb-tablet");
+    g_assert_true(sm_registry_find_for_type(reg, "usb-storage") == sm_usb_storage_probe());
+
+    const char *extra[] = {"-device", "usb-tablet,bus=uhci.0,port=2,id=tab", NULL};
+    g_autoptr(Vm) vm = vm_start(&configs[0], extra);
+    g_autoptr(QmpClient) q = connect_vm(vm);
+    g_autoptr(SmReport) r = sm_probe_vm(q, reg, &error);
+    g_assert_no_error(error);
+    const SmDeviceVerdict *v = find(r, "/machine/peripheral/tab");
+    g_assert_nonnull(v);
+    g_assert_cmpstr(v->probe, ==, "example-usb-tablet");
+    g_assert_cmpstr(v->section, ==, "0000:00:02.0/2/usb-ptr");
+    g_assert_cmpint(v->state, ==, SM_STATE_UNKNOWN);
+    g_assert_cmpint(find(r, "/machine/peripheral/usbcd")->state, ==, SM_STATE_IDLE);
+
+    g_autoptr(SmRegistry) bad = sm_registry_new();
+    g_autofree char *notmod = build_path("plugin");
+    g_assert_false(sm_registry_load_dir(bad, notmod, &error)); /* libsmprobe.so: no symbol */
+    g_assert_error(error, SM_PROBE_ERROR, SM_PROBE_ERROR_PLUGIN);
+}
+
+static int run_cli(const char *const *args, char **out)
+{
+    g_autofree char *exe = build_path("sidecar/safe-migrate");
+    g_autoptr(GPtrArray) argv = g_ptr_array_new();
+    g_ptr_array_add(argv, exe);
+    for (int i = 0; args[i]; i++) {
+        g_ptr_array_add(argv, (gpointer)args[i]);
+    }
+    g_ptr_array_add(argv, NULL);
+    gint status;
+    g_autoptr(GError) error = NULL;
+    g_assert_true(g_spawn_sync(NULL, (char **)argv->pdata, NULL, G_SPAWN_STDERR_TO_DEV_NULL, NULL,
+                               NULL, out, NULL, &status, &error));
+    g_assert_true(WIFEXITED(status));
+    return WEXITSTATUS(status);
+}
+
+static void test_cli(gconstpointer data)
+{
+    const Config *c = data;
+    g_autoptr(Vm) vm = vm_start(c, NULL);
+    g_autofree char *addr = g_strdup_printf("unix:%s", vm->sock);
+    g_autofree char *out = NULL;
+    const char *json_args[] = {"status", "--qmp", addr, "--json", NULL};
+    g_assert_cmpint(run_cli(json_args, &out), ==, 0);
+    g_autoptr(json_object) o = json_tokener_parse(out);
+    g_assert_nonnull(o);
+    g_assert_true(g_str_has_prefix(json_object_get_string(json_object_object_get(o, "qemu")),
+                                   c->q10 ? "10.0." : "7.2."));
+    json_object *devs = json_object_object_get(o, "devices");
+    g_assert_cmpuint(json_object_array_length(devs), ==, 1);
+    json_object *d = json_object_array_get_idx(devs, 0);
+    g_assert_cmpstr(json_object_get_string(json_object_object_get(d, "id")), ==, "usbcd");
+    g_assert_cmpstr(json_object_get_string(json_object_object_get(d, "qom_path")), ==,
+                    "/machine/peripheral/usbcd");
+    g_assert_cmpstr(json_object_get_string(json_object_object_get(d, "section")), ==,
+                    "0000:00:02.0/1/usb-storage");
+    g_assert_cmpstr(json_object_get_string(json_object_object_get(d, "state")), ==, "idle");
+    g_assert_cmpstr(json_object_get_string(json_object_object_get(d, "fix")), ==, c->fix);
+    json_object *pending = NULL;
+    g_assert_true(json_object_object_get_ex(d, "pending", &pending));
+    g_assert_null(pending);
+
+    g_autofree char *table = NULL;
+    const char *bare_args[] = {"status", "--qmp", vm->sock, NULL}; /* a bare path */
+    g_assert_cmpint(run_cli(bare_args, &table), ==, 0);
+    g_assert_nonnull(strstr(table, "usbcd"));
+    g_assert_nonnull(strstr(table, "idle"));
+
+    g_autofree char *none = g_build_filename(vm->dir, "nothing.sock", NULL);
+    g_autofree char *out3 = NULL;
+    const char *gone_args[] = {"status", "--qmp", none, "--json", NULL};
+    g_assert_cmpint(run_cli(gone_args, &out3), ==, 3);
+    g_autofree char *out4 = NULL;
+    const char *tcp_args[] = {"status", "--qmp", "tcp:127.0.0.1:1", NULL};
+    g_assert_cmpint(run_cli(tcp_args, &out4), ==, 3);
+    g_autofree char *out5 = NULL;
+    const char *usage_args[] = {"status", NULL};
+    g_assert_cmpint(run_cli(usage_args, &out5), ==, 2);
+}
+
+/* A transaction left pending before the probe completes with the same bytes after it. */
+static void test_pending_intact(gconstpointer data)
+{
+    const Config *c = data;
+    RigVmConfig cfg = {
+        .qemu = c->q10 ? RIG_QEMU_10 : RIG_QEMU_72, .machine = c->machine, .name = "probe"};
+    g_autoptr(GError) error = NULL;
+    g_autoptr(RigVm) vm = rig_vm_start(&cfg, &error);
+    g_assert_no_error(error);
+    g_autoptr(RigGuest) g = rig_guest_new(vm, &error);
+    g_assert_no_error(error);
+    RigCommand tur = rig_cmd_test_unit_ready();
+    RigCommand cap = rig_cmd_read_capacity();
+    guint8 ref[8], got[2048], st;
+    gsize len;
+    for (int i = 0; i < 2; i++) {
+        g_assert_true(rig_guest_transact(g, 0, &tur, got, &len, &st, &error));
+    }
+    g_assert_true(rig_guest_transact(g, 0, &cap, ref, &len, &st, &error));
+    g_assert_cmpuint(len, ==, 8);
+    g_assert_cmpuint(st, ==, 0);
+
+    g_autoptr(SmRegistry) reg = sm_registry_new();
+    /* Emulated READ CAPACITY pending. */
+    g_assert_true(rig_guest_send_cbw(g, 0, &cap, NULL, &error));
+    g_autoptr(SmReport) r = sm_probe_vm(rig_vm_qmp(vm), reg, &error);
+    g_assert_no_error(error);
+    const SmDeviceVerdict *v = r->devices->pdata[0];
+    g_assert_cmpint(v->state, ==, SM_STATE_BUSY);
+    g_assert_false(v->safe);
+    g_assert_cmpuint(((SmPendingRequest *)v->pending->pdata[0])->cdb[0], ==, 0x25);
+    g_assert_cmpint(rig_guest_data_in(g, 0, got, 8, &error), ==, 8);
+    g_assert_cmpmem(got, 8, ref, 8);
+    g_assert_true(rig_guest_read_csw(g, 0, &st, NULL, &error));
+    g_assert_cmpuint(st, ==, 0);
+
+    /* DMA READ(10) pending. */
+    RigCommand rd = rig_cmd_read10(16, 1);
+    g_assert_true(rig_guest_send_cbw(g, 0, &rd, NULL, &error));
+    g_autoptr(SmReport) r2 = sm_probe_vm(rig_vm_qmp(vm), reg, &error);
+    g_assert_no_error(error);
+    v = r2->devices->pdata[0];
+    g_assert_cmpint(v->state, ==, SM_STATE_BUSY);
+    g_assert_true(v->safe);
+    g_assert_cmpint(rig_guest_data_in(g, 0, got, 2048, &error), ==, 2048);
+    guint8 sector[2048];
+    g_assert_true(rig_iso_sector(16, sector));
+    g_assert_cmpmem(got, 2048, sector, 2048);
+    g_assert_true(rig_guest_read_csw(g, 0, &st, NULL, &error));
+    g_assert_cmpuint(st, ==, 0);
+    g_assert_true(rig_vm_alive(vm));
+}
+
+int main(int argc, char **argv)
+{
+    g_test_init(&argc, &argv, NULL);
+    for (gsize i = 0; i < G_N_ELEMENTS(configs); i++) {
+        const char *v = configs[i].q10 ? "10.0" : "7.2";
+        g_autofree char *p1 = g_strdup_printf("/live/%s/%s/idle-and-fix", v, configs[i].machine);
+        g_autofree char *p2 = g_strdup_printf("/live/%s/%s/discovery", v, configs[i].machine);
+        g_autofree char *p3 = g_strdup_printf("/live/%s/%s/cli", v, configs[i].machine);
+        g_autofree char *p4 = g_strdup_printf("/live/%s/%s/pending-intact", v, configs[i].machine);
+        g_test_add_data_func(p1, &configs[i], test_idle_and_fix);
+        g_test_add_data_func(p2, &configs[i], test_discovery);
+        g_test_add_data_func(p3, &configs[i], test_cli);
+        g_test_add_data_func(p4, &configs[i], test_pending_intact);
+    }
+    g_test_add_func("/live/plugin-dir", test_plugin_dir);
+    return g_test_run();
+}
