@@ -21,6 +21,12 @@ static void qmp_error_private_clear(QmpErrorPrivate *priv)
     priv->klass = NULL;
 }
 
+#ifndef G_DEFINE_EXTENDED_ERROR
+/* Only for static analysers that do not read GLib's headers (cppcheck). */
+#define G_DEFINE_EXTENDED_ERROR(ErrorType, error_type)                                             \
+    static ErrorType##Private *error_type##_get_private(const GError *error);
+#endif
+
 G_DEFINE_EXTENDED_ERROR(QmpError, qmp_error)
 
 GError *qmp_error_new_command(const char *klass, const char *desc)

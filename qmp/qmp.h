@@ -8,6 +8,11 @@
 
 G_BEGIN_DECLS
 
+#ifndef G_DEFINE_AUTOPTR_CLEANUP_FUNC
+/* Only for static analysers that do not read GLib's headers (cppcheck): glib.h defines it. */
+#define G_DEFINE_AUTOPTR_CLEANUP_FUNC(TypeName, func)
+#endif
+
 G_DEFINE_AUTOPTR_CLEANUP_FUNC(json_object, json_object_put)
 
 #define QMP_ERROR (qmp_error_quark())
