@@ -816,8 +816,68 @@ static void test_connect_refused(void)
     rmdir(dir);
 }
 
+static void on_connected(GObject *source, GAsyncResult *result, gpointer user_data)
+{
+    AsyncResult *r = user_data;
+    QmpClient *client;
+
+    (void)source;
+    client = qmp_client_connect_finish(result, &r->error);
+    g_assert_null(client);
+    r->done = TRUE;
+}
+
+static gboolean cancel_later(gpointer data)
+{
+    g_cancellable_cancel(data);
+    return G_SOURCE_REMOVE;
+}
+
+static void test_connect_cancel(void)
+{
+    FakeServer *fs = fake_server_new(FALSE, script_silent, NULL);
+    g_autoptr(GCancellable) cancellable = g_cancellable_new();
+    AsyncResult r = {0};
+
+    qmp_client_connect_async(fake_server_address(fs), 0, cancellable, on_connected, &r);
+    g_timeout_add(100, cancel_later, cancellable);
+    iterate_until(&r.done);
+    g_assert_error(r.error, G_IO_ERROR, G_IO_ERROR_CANCELLED);
+    async_result_clear(&r);
+    fake_server_signal(fs);
+    fake_server_free(fs);
+}
+
 /* ------------------------------------------------------------------------------------ */
 /* Lifetime */
+
+/* The common pattern: the disconnect handler drops the owner's (last) reference. */
+static void on_disconnect_unref(QmpClient *client, const GError *reason, gpointer user_data)
+{
+    (void)reason;
+    *(gboolean *)user_data = TRUE;
+    qmp_client_unref(client);
+}
+
+static void test_unref_in_handler(void)
+{
+    FakeServer *fs = fake_server_new(FALSE, script_peer_close, NULL);
+    QmpClient *client = connect_to(fs, NULL);
+    gboolean called = FALSE;
+    AsyncResult a = {0}, b = {0};
+
+    qmp_client_set_disconnect_handler(client, on_disconnect_unref, &called, NULL);
+    qmp_client_execute_async(client, "a", NULL, NULL, 0, 0, NULL, on_async_done, &a);
+    qmp_client_execute_async(client, "b", NULL, NULL, 0, 0, NULL, on_async_done, &b);
+    iterate_until(&called);
+    iterate_until(&a.done);
+    iterate_until(&b.done);
+    g_assert_error(a.error, QMP_ERROR, QMP_ERROR_DISCONNECTED);
+    g_assert_error(b.error, QMP_ERROR, QMP_ERROR_DISCONNECTED);
+    async_result_clear(&a);
+    async_result_clear(&b);
+    fake_server_free(fs);
+}
 
 static void script_hold(FakeServer *fs, gpointer data)
 {
@@ -1010,7 +1070,9 @@ int main(int argc, char **argv)
     g_test_add_func("/qmp/fake/tcp", test_tcp);
     g_test_add_func("/qmp/fake/connect-timeout", test_connect_timeout);
     g_test_add_func("/qmp/fake/connect-refused", test_connect_refused);
+    g_test_add_func("/qmp/fake/connect-cancel", test_connect_cancel);
     g_test_add_func("/qmp/fake/unref-pending", test_unref_pending);
+    g_test_add_func("/qmp/fake/unref-in-disconnect-handler", test_unref_in_handler);
     g_test_add_func("/qmp/fake/close", test_close);
     g_test_add_func("/qmp/fake/cancel", test_cancel);
     g_test_add_func("/qmp/fake/fd-passing", test_fd_passing);
