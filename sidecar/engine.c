@@ -141,6 +141,24 @@ static char *runstate(QmpClient *qmp, GError **error)
     return r ? g_strdup(member_str(r, "status")) : NULL;
 }
 
+/* The run state once QEMU is done moving between the migration's states: the status
+ * (completed, cancelled) is published by the migration thread a moment before the main loop
+ * sets the run state (postmigrate, running), and a destination stays "inmigrate" until it
+ * has loaded the last section. */
+static char *settled_runstate(QmpClient *qmp, GError **error)
+{
+    static const char *const transitional[] = {"finish-migrate", "inmigrate", "save-vm", NULL};
+    gint64 deadline = g_get_monotonic_time() + 5 * G_USEC_PER_SEC;
+    for (;;) {
+        char *state = runstate(qmp, error);
+        if (!state || !g_strv_contains(transitional, state) ||
+            g_get_monotonic_time() > deadline)
+            return state;
+        g_free(state);
+        g_usleep(10000);
+    }
+}
+
 static char *migration_status(QmpClient *qmp, json_object **info, GError **error)
 {
     json_object *r = qmp_client_execute(qmp, "query-migrate", NULL, error);
@@ -568,7 +586,7 @@ static gboolean cancel_attempt(SmMigration *m, GError **error)
  * was paused to begin with). */
 static gboolean source_resumed(SmMigration *m, GError **error)
 {
-    g_autofree char *state = runstate(m->src, error);
+    g_autofree char *state = settled_runstate(m->src, error);
     if (!state)
         return FALSE;
     const char *want = m->src_was_running ? "running" : "paused";
@@ -633,18 +651,10 @@ static gboolean verify_completed(SmMigration *m, gint64 *downtime_ms, gint64 *to
     json_object *v;
     *downtime_ms = (v = member(info, "downtime")) ? json_object_get_int64(v) : -1;
     *total_ms = (v = member(info, "total-time")) ? json_object_get_int64(v) : -1;
-    g_autofree char *src_state = runstate(m->src, error);
+    g_autofree char *src_state = settled_runstate(m->src, error);
     if (!src_state)
         return FALSE;
-    /* The destination may still be loading the last device state for a moment. */
-    g_autofree char *dst_state = NULL;
-    for (int i = 0; i < 100; i++) {
-        g_free(dst_state);
-        dst_state = runstate(m->dst, error);
-        if (!dst_state || !g_str_equal(dst_state, "inmigrate"))
-            break;
-        sleep_ms(m, 50);
-    }
+    g_autofree char *dst_state = settled_runstate(m->dst, error);
     if (!dst_state)
         return FALSE;
     const char *want = m->src_was_running ? "running" : "paused";
@@ -974,7 +984,7 @@ int sm_recover(const char *source_qmp, char **summary, GError **error)
             return SM_EXIT_OK;
         }
     }
-    g_autofree char *state = runstate(src, error);
+    g_autofree char *state = settled_runstate(src, error);
     if (!state)
         return SM_EXIT_UNCERTAIN;
     *summary = g_strdup_printf(

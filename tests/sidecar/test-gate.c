@@ -91,6 +91,13 @@ static int gate_wait(Gate *g)
     g_autoptr(GError) error = NULL;
     g_assert_true(g_subprocess_wait(g->proc, NULL, &error));
     g_assert_no_error(error);
+    g_autofree char *names = NULL;
+    g_ptr_array_add(g->names, NULL);
+    names = g_strjoinv(" ", (char **)g->names->pdata);
+    g_ptr_array_remove_index(g->names, g->names->len - 1);
+    g_test_message("events: %s", names);
+    if (g->result)
+        g_test_message("result: %s", json_object_to_json_string(g->result));
     if (g_subprocess_get_if_signaled(g->proc))
         return 128 + g_subprocess_get_term_sig(g->proc);
     return g_subprocess_get_exit_status(g->proc);
