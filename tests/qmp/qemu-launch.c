@@ -56,9 +56,13 @@ Qemu *qemu_start(const QemuVariant *variant)
     Qemu *qemu = g_new0(Qemu, 1);
     gint64 deadline;
 
-    if (!g_file_test(binary, G_FILE_TEST_IS_EXECUTABLE))
-        g_error("QEMU for %s not found at %s (set %s)", variant->label, binary,
-                variant->binary_env);
+    if (!g_file_test(binary, G_FILE_TEST_IS_EXECUTABLE)) {
+        /* A failure, not a skip: these tests exist to run against this QEMU. */
+        g_test_fail_printf("QEMU for %s not found at %s (set %s)", variant->label, binary,
+                           variant->binary_env);
+        g_free(qemu);
+        return NULL;
+    }
     qemu->dir = g_dir_make_tmp("qmp-qemu-XXXXXX", &error);
     g_assert_no_error(error);
     qemu->socket_path = g_build_filename(qemu->dir, "qmp.sock", NULL);
@@ -89,10 +93,17 @@ Qemu *qemu_start(const QemuVariant *variant)
     while (!socket_accepts(qemu->socket_path)) {
         int status;
 
-        if (waitpid(qemu->pid, &status, WNOHANG) == qemu->pid)
-            g_error("QEMU (%s) exited early with status %d", binary, status);
-        if (g_get_monotonic_time() > deadline)
-            g_error("QEMU (%s) did not create its QMP socket", binary);
+        if (waitpid(qemu->pid, &status, WNOHANG) == qemu->pid) {
+            g_test_fail_printf("QEMU (%s) exited early with status %d", binary, status);
+            qemu->pid = 0;
+            qemu_stop(qemu);
+            return NULL;
+        }
+        if (g_get_monotonic_time() > deadline) {
+            g_test_fail_printf("QEMU (%s) did not open its QMP socket", binary);
+            qemu_stop(qemu);
+            return NULL;
+        }
         g_usleep(10 * 1000);
     }
     return qemu;

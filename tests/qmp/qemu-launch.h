@@ -21,6 +21,7 @@ typedef struct {
     char *address; /* "unix:..." */
 } Qemu;
 
+/* NULL (and the current test marked failed) if QEMU is missing or does not start. */
 Qemu *qemu_start(const QemuVariant *variant);
 void qemu_stop(Qemu *qemu); /* SIGKILL, reap, remove files */
 G_DEFINE_AUTOPTR_CLEANUP_FUNC(Qemu, qemu_stop)

@@ -62,9 +62,12 @@ static void run_clear(Run *run)
 static void test_query_status(void)
 {
     g_autoptr(Qemu) qemu = qemu_start(&qemu_variants[0]);
-    Run run = run_qmp_call(-1, qemu->address, "query-status", NULL);
     json_object *reply, *status;
+    Run run;
 
+    if (!qemu)
+        return;
+    run = run_qmp_call(-1, qemu->address, "query-status", NULL);
     g_assert_cmpint(run.status, ==, 0);
     reply = json_tokener_parse(run.out);
     g_assert_nonnull(reply);
@@ -92,8 +95,11 @@ static void test_query_status(void)
 static void test_qmp_error(void)
 {
     g_autoptr(Qemu) qemu = qemu_start(&qemu_variants[0]);
-    Run run = run_qmp_call(-1, qemu->address, "no-such-command", NULL);
+    Run run;
 
+    if (!qemu)
+        return;
+    run = run_qmp_call(-1, qemu->address, "no-such-command", NULL);
     g_assert_cmpint(run.status, ==, 1);
     g_assert_cmpstr(run.out, ==, "");
     g_assert_nonnull(strstr(run.err, "CommandNotFound"));
@@ -106,6 +112,8 @@ static void test_fd(void)
     int p[2];
     Run run;
 
+    if (!qemu)
+        return;
     g_assert_cmpint(pipe(p), ==, 0);
     run = run_qmp_call(p[1], "--fd", "5", qemu->address, "add-fd", "{\"fdset-id\": 9}", NULL);
     g_assert_cmpint(run.status, ==, 0);
