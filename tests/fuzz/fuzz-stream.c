@@ -1,0 +1,40 @@
+/* libFuzzer target for the device-state stream walker and the usb-storage probe: any input
+ * must give a verdict (unknown with a reason when in doubt), never a crash or a bad read. */
+#include "probe.h"
+
+#include <stdint.h>
+
+int LLVMFuzzerTestOneInput(const uint8_t *data, size_t size);
+
+int LLVMFuzzerTestOneInput(const uint8_t *data, size_t size)
+{
+    /* An exact-size copy so the sanitizer sees any read past the end. */
+    GBytes *bytes = g_bytes_new(data, size);
+    SmStream *stream = sm_stream_parse(bytes);
+    const SmProbe *probe = sm_usb_storage_probe();
+    static const char *const fixes[] = {"absent", "disabled", "enabled", NULL};
+    static const char *const paths[] = {"0000:00:02.0/1", "0000:00:02.0/2"};
+    for (gsize f = 0; f < G_N_ELEMENTS(fixes); f++) {
+        for (gsize p = 0; p < G_N_ELEMENTS(paths); p++) {
+            SmDevice *dev = sm_device_new("/machine/peripheral/usbcd", "usbcd", "usb-storage",
+                                          paths[p]);
+            sm_device_set_fact(dev, SM_FACT_FIX, fixes[f]);
+            SmDeviceVerdict *v = probe->analyse(probe, stream, dev);
+            if (!v || !v->reason || (v->state == SM_STATE_UNKNOWN && v->safe)) {
+                __builtin_trap();
+            }
+            json_object_put(sm_verdict_to_json(v));
+            sm_verdict_free(v);
+            sm_device_free(dev);
+        }
+    }
+    for (guint i = 0; i < sm_stream_get_n_sections(stream); i++) {
+        const SmSection *s = sm_stream_get_section(stream, i);
+        if (s->footer_offset + 5 > size || data[s->footer_offset] != SM_VM_SECTION_FOOTER) {
+            __builtin_trap();
+        }
+    }
+    sm_stream_free(stream);
+    g_bytes_unref(bytes);
+    return 0;
+}
