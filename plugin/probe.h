@@ -129,8 +129,12 @@ typedef struct {
     guint32 lun;
     gboolean retry;    /* to be re-issued on the destination */
     gboolean emulated; /* served from a QEMU-emulated buffer (not the DMA data path) */
-    gboolean migrates; /* its buffered data travels with the migration */
-    gint64 bytes;      /* bytes buffered for the guest, -1 if not known */
+    /* The stream carries what the destination needs to finish it: DMA requests (data saved,
+     * or re-issued when retry), never emulated ones in 7.2 or with the fix off, and with the
+     * fix on only when the saved buffer covers what the guest has yet to fetch (QEMU 10.0
+     * saves it empty once the transfer started). */
+    gboolean migrates;
+    gint64 bytes; /* bytes buffered for the guest, -1 if not known */
 } SmPendingRequest;
 
 typedef struct {

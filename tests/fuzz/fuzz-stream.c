@@ -16,8 +16,8 @@ int LLVMFuzzerTestOneInput(const uint8_t *data, size_t size)
     static const char *const paths[] = {"0000:00:02.0/1", "0000:00:02.0/2"};
     for (gsize f = 0; f < G_N_ELEMENTS(fixes); f++) {
         for (gsize p = 0; p < G_N_ELEMENTS(paths); p++) {
-            SmDevice *dev = sm_device_new("/machine/peripheral/usbcd", "usbcd", "usb-storage",
-                                          paths[p]);
+            SmDevice *dev =
+                sm_device_new("/machine/peripheral/usbcd", "usbcd", "usb-storage", paths[p]);
             sm_device_set_fact(dev, SM_FACT_FIX, fixes[f]);
             SmDeviceVerdict *v = probe->analyse(probe, stream, dev);
             if (!v || !v->reason || (v->state == SM_STATE_UNKNOWN && v->safe)) {

@@ -21,4 +21,4 @@ void fixture_free(Fixture *f);
 GPtrArray *fixture_devices(const Fixture *f);
 SmReport *fixture_report(const Fixture *f, GBytes *state);
 const SmDeviceVerdict *report_device(const SmReport *r, const char *id);
-G_DEFINE_AUTOPTR_CLEANUP_FUNC(Fixture, fixture_free)
+G_DEFINE_AUTOPTR_CLEANUP_FUNC(Fixture, fixture_free);
