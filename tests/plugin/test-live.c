@@ -7,6 +7,7 @@
 #include <glib/gstdio.h>
 #include <signal.h>
 #include <string.h>
+#include <sys/prctl.h>
 #include <sys/wait.h>
 
 typedef struct {
@@ -41,6 +42,13 @@ static char *make_iso(const char *dir)
                                NULL, &status, NULL));
     g_assert_true(g_spawn_check_wait_status(status, NULL));
     return iso;
+}
+
+/* QEMU dies with the test process, even when an assertion aborts it. */
+static void die_with_parent(gpointer unused)
+{
+    (void)unused;
+    prctl(PR_SET_PDEATHSIG, SIGKILL);
 }
 
 /* The command line of the issue, plus `extra` devices. */
@@ -80,8 +88,8 @@ static Vm *vm_start(const Config *c, const char *const *extra)
     g_ptr_array_add(argv, NULL);
     g_autoptr(GError) error = NULL;
     g_assert_true(g_spawn_async(NULL, (char **)argv->pdata, NULL,
-                                G_SPAWN_DO_NOT_REAP_CHILD | G_SPAWN_STDOUT_TO_DEV_NULL, NULL, NULL,
-                                &vm->pid, &error));
+                                G_SPAWN_DO_NOT_REAP_CHILD | G_SPAWN_STDOUT_TO_DEV_NULL,
+                                die_with_parent, NULL, &vm->pid, &error));
     for (int i = 0; i < 200 && !g_file_test(vm->sock, G_FILE_TEST_EXISTS); i++) {
         g_usleep(20000);
     }
