@@ -150,7 +150,7 @@ static const GOptionEntry migrate_entries[] = {
     {"plugin-dir", 0, 0, G_OPTION_ARG_FILENAME, &opt_plugin_dir, "Extra probe modules", "DIR"},
     {"json", 0, 0, G_OPTION_ARG_NONE, &opt_json, "JSON lines on stdout, one per event", NULL},
     {"quiet", 'q', 0, G_OPTION_ARG_NONE, &opt_quiet, "Only errors", NULL},
-    {NULL},
+    G_OPTION_ENTRY_NULL,
 };
 
 /* Flags go through the same validation as the files' keys: one definition of what a value
@@ -233,7 +233,7 @@ static gboolean opt_recover_json;
 static const GOptionEntry recover_entries[] = {
     {"source", 0, 0, G_OPTION_ARG_STRING, &opt_recover_source, "Source QMP address", "ADDR"},
     {"json", 0, 0, G_OPTION_ARG_NONE, &opt_recover_json, "Print one JSON object", NULL},
-    {NULL},
+    G_OPTION_ENTRY_NULL,
 };
 
 int sm_cmd_recover(int argc, char **argv)

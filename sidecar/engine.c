@@ -300,7 +300,8 @@ static char *wait_status(SmMigration *m, const char *const *wanted, gint64 timeo
         qmp_client_unsubscribe(m->src, sub);
         return NULL;
     }
-    if (g_strv_contains(wanted, now))
+    /* The event may have come in while query-migrate was on its way. */
+    if (!w.status && g_strv_contains(wanted, now))
         w.status = g_steal_pointer(&now);
     gint64 deadline = timeout_ms > 0 ? g_get_monotonic_time() + timeout_ms * 1000 : G_MAXINT64;
     gint64 next_progress = g_get_monotonic_time() + PROGRESS_INTERVAL_MS * 1000;

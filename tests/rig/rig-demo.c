@@ -11,7 +11,7 @@ static char *opt_machine;
 static const GOptionEntry entries[] = {
     {"qemu10", 0, 0, G_OPTION_ARG_NONE, &opt_qemu10, "Use QEMU 10 instead of 7.2", NULL},
     {"machine", 0, 0, G_OPTION_ARG_STRING, &opt_machine, "Machine type (default pc)", "TYPE"},
-    {NULL},
+    G_OPTION_ENTRY_NULL,
 };
 
 static void step(const char *fmt, ...) G_GNUC_PRINTF(1, 2);
