@@ -67,14 +67,15 @@ static void on_event(json_object *event, gpointer data)
     const char *name = str_field(event, "event");
     g_autofree char *text = NULL;
     if (g_str_equal(name, "progress")) {
-        gint64 total = int_field(event, "ram_total", 0), done = int_field(event, "ram_transferred", 0);
+        gint64 total = int_field(event, "ram_total", 0),
+               done = int_field(event, "ram_transferred", 0);
         json_object *mbps;
-        double rate = json_object_object_get_ex(event, "mbps", &mbps) ? json_object_get_double(mbps)
-                                                                        : 0.0;
-        text = g_strdup_printf("%s: RAM %3d%%, %.1f Mbit/s, attempt %" G_GINT64_FORMAT " of %" G_GINT64_FORMAT,
-                               str_field(event, "status"),
-                               total > 0 ? (int)MIN(100, done * 100 / total) : 0, rate,
-                               int_field(event, "attempt", 1), int_field(event, "max_attempts", 1));
+        double rate =
+            json_object_object_get_ex(event, "mbps", &mbps) ? json_object_get_double(mbps) : 0.0;
+        text = g_strdup_printf(
+            "%s: RAM %3d%%, %.1f Mbit/s, attempt %" G_GINT64_FORMAT " of %" G_GINT64_FORMAT,
+            str_field(event, "status"), total > 0 ? (int)MIN(100, done * 100 / total) : 0, rate,
+            int_field(event, "attempt", 1), int_field(event, "max_attempts", 1));
         show_progress(out, text);
     } else if (g_str_equal(name, "attempt")) {
         text = g_strdup_printf("migrating: attempt %" G_GINT64_FORMAT " of %" G_GINT64_FORMAT,
@@ -97,11 +98,11 @@ static void on_event(json_object *event, gpointer data)
         const char *result = str_field(event, "result");
         const char *error = str_field(event, "error");
         if (g_str_equal(result, "migrated"))
-            text = g_strdup_printf("migrated (path %s) in %" G_GINT64_FORMAT " ms, downtime %" G_GINT64_FORMAT
-                                   " ms, %" G_GINT64_FORMAT " attempt(s)",
-                                   str_field(event, "path"), int_field(event, "total_ms", 0),
-                                   int_field(event, "downtime_ms", -1),
-                                   int_field(event, "attempts", 0));
+            text = g_strdup_printf(
+                "migrated (path %s) in %" G_GINT64_FORMAT " ms, downtime %" G_GINT64_FORMAT
+                " ms, %" G_GINT64_FORMAT " attempt(s)",
+                str_field(event, "path"), int_field(event, "total_ms", 0),
+                int_field(event, "downtime_ms", -1), int_field(event, "attempts", 0));
         else
             text = g_strdup_printf("%s after %" G_GINT64_FORMAT " attempt(s)%s%s", result,
                                    int_field(event, "attempts", 0), error ? ": " : "",
@@ -123,15 +124,14 @@ static gboolean on_signal(gpointer data)
 
 /* Option values are strings so that "not given" is visible and the file's value stays. */
 static char *opt_source, *opt_dest, *opt_uri, *opt_dest_prepare, *opt_policy, *opt_vm,
-    *opt_config_dir, *opt_max_attempts, *opt_max_hold, *opt_backoff, *opt_fallback,
-    *opt_downtime, *opt_bandwidth, *opt_plugin_dir;
+    *opt_config_dir, *opt_max_attempts, *opt_max_hold, *opt_backoff, *opt_fallback, *opt_downtime,
+    *opt_bandwidth, *opt_plugin_dir;
 static gboolean opt_json, opt_quiet;
 
 static const GOptionEntry migrate_entries[] = {
     {"source", 0, 0, G_OPTION_ARG_STRING, &opt_source, "Source QMP address", "ADDR"},
     {"dest", 0, 0, G_OPTION_ARG_STRING, &opt_dest, "Destination QMP address", "ADDR"},
-    {"uri", 0, 0, G_OPTION_ARG_STRING, &opt_uri, "Migration URI (unix:PATH, tcp:HOST:PORT)",
-     "URI"},
+    {"uri", 0, 0, G_OPTION_ARG_STRING, &opt_uri, "Migration URI (unix:PATH, tcp:HOST:PORT)", "URI"},
     {"dest-prepare", 0, 0, G_OPTION_ARG_STRING, &opt_dest_prepare,
      "Shell command that starts a fresh destination before each retry", "CMD"},
     {"policy", 0, 0, G_OPTION_ARG_FILENAME, &opt_policy, "Policy file", "FILE"},
@@ -140,13 +140,11 @@ static const GOptionEntry migrate_entries[] = {
      "Configuration directory (default /etc/safe-migrate)", "DIR"},
     {"max-attempts", 0, 0, G_OPTION_ARG_STRING, &opt_max_attempts, "Attempts in all", "N"},
     {"max-hold", 0, 0, G_OPTION_ARG_STRING, &opt_max_hold, "Hold budget (e.g. 30s)", "DURATION"},
-    {"backoff", 0, 0, G_OPTION_ARG_STRING, &opt_backoff, "First wait between attempts",
-     "DURATION"},
+    {"backoff", 0, 0, G_OPTION_ARG_STRING, &opt_backoff, "First wait between attempts", "DURATION"},
     {"on-unquiesceable", 0, 0, G_OPTION_ARG_STRING, &opt_fallback,
      "When the budget is spent: abort, use-fix, use-fix-if-benign", "POLICY"},
     {"downtime-limit", 0, 0, G_OPTION_ARG_STRING, &opt_downtime, "QEMU downtime-limit", "MS"},
-    {"max-bandwidth", 0, 0, G_OPTION_ARG_STRING, &opt_bandwidth, "QEMU max-bandwidth",
-     "BYTES"},
+    {"max-bandwidth", 0, 0, G_OPTION_ARG_STRING, &opt_bandwidth, "QEMU max-bandwidth", "BYTES"},
     {"plugin-dir", 0, 0, G_OPTION_ARG_FILENAME, &opt_plugin_dir, "Extra probe modules", "DIR"},
     {"json", 0, 0, G_OPTION_ARG_NONE, &opt_json, "JSON lines on stdout, one per event", NULL},
     {"quiet", 'q', 0, G_OPTION_ARG_NONE, &opt_quiet, "Only errors", NULL},
@@ -165,7 +163,8 @@ static gboolean apply_flag(SmPolicy *p, const char *flag, const char *value, GEr
 
 int sm_cmd_migrate(int argc, char **argv)
 {
-    g_autoptr(GOptionContext) ctx = g_option_context_new("- migrate a VM, gated on its USB devices");
+    g_autoptr(GOptionContext) ctx =
+        g_option_context_new("- migrate a VM, gated on its USB devices");
     g_option_context_add_main_entries(ctx, migrate_entries, NULL);
     g_option_context_set_summary(
         ctx, "Exit codes: 0 migrated, 2 usage/policy error, 3 unreachable or refused,\n"

@@ -60,8 +60,10 @@ static void emit(SmMigration *m, const char *event, json_object *fields)
         m->emit_func(obj, m->emit_data);
 }
 
+/* key, json_object*, key, json_object*, ..., FIELDS_END: a typed terminator, since a bare
+ * NULL in a variadic call need not be a pointer. */
+#define FIELDS_END ((const char *)NULL)
 static json_object *fields_new(const char *key, ...) G_GNUC_NULL_TERMINATED;
-/* key, json_object*, key, json_object*, ..., NULL */
 static json_object *fields_new(const char *key, ...)
 {
     json_object *obj = json_object_new_object();
@@ -151,8 +153,7 @@ static char *settled_runstate(QmpClient *qmp, GError **error)
     gint64 deadline = g_get_monotonic_time() + 5 * G_USEC_PER_SEC;
     for (;;) {
         char *state = runstate(qmp, error);
-        if (!state || !g_strv_contains(transitional, state) ||
-            g_get_monotonic_time() > deadline)
+        if (!state || !g_strv_contains(transitional, state) || g_get_monotonic_time() > deadline)
             return state;
         g_free(state);
         g_usleep(10000);
@@ -176,7 +177,7 @@ static char *migration_status(QmpClient *qmp, json_object **info, GError **error
 static char *machine_type(QmpClient *qmp, GError **error)
 {
     g_autoptr(json_object) args =
-        fields_new("path", jstr("/machine"), "property", jstr("type"), NULL);
+        fields_new("path", jstr("/machine"), "property", jstr("type"), FIELDS_END);
     g_autoptr(json_object) r = qmp_client_execute(qmp, "qom-get", args, error);
     if (!r)
         return NULL;
@@ -189,9 +190,10 @@ static gboolean set_capabilities(QmpClient *qmp, const char *const *caps, GError
 {
     g_autoptr(json_object) list = json_object_new_array();
     for (guint i = 0; caps[i]; i += 2)
-        json_object_array_add(list, fields_new("capability", jstr(caps[i]), "state",
-                                               json_object_new_boolean(caps[i + 1] != NULL), NULL));
-    g_autoptr(json_object) args = fields_new("capabilities", json_object_get(list), NULL);
+        json_object_array_add(list,
+                              fields_new("capability", jstr(caps[i]), "state",
+                                         json_object_new_boolean(caps[i + 1] != NULL), FIELDS_END));
+    g_autoptr(json_object) args = fields_new("capabilities", json_object_get(list), FIELDS_END);
     g_autoptr(json_object) r = qmp_client_execute(qmp, "migrate-set-capabilities", args, error);
     return r != NULL;
 }
@@ -230,7 +232,7 @@ static gboolean configure(SmMigration *m, GError **error)
 
 static gboolean execute_uri(QmpClient *qmp, const char *command, const char *uri, GError **error)
 {
-    g_autoptr(json_object) args = fields_new("uri", jstr(uri), NULL);
+    g_autoptr(json_object) args = fields_new("uri", jstr(uri), FIELDS_END);
     g_autoptr(json_object) r = qmp_client_execute(qmp, command, args, error);
     return r != NULL;
 }
@@ -271,7 +273,7 @@ static void emit_progress(SmMigration *m)
     json_object *ram = member(info, "ram");
     json_object *f =
         fields_new("status", jstr(status), "attempt", json_object_new_int(m->attempts),
-                   "max_attempts", json_object_new_int((int)m->policy.max_attempts), NULL);
+                   "max_attempts", json_object_new_int((int)m->policy.max_attempts), FIELDS_END);
     if (ram) {
         json_object *v;
         if ((v = member(ram, "total")))
@@ -540,7 +542,7 @@ static gboolean preflight(SmMigration *m, SmReport **paused_report, GError **err
          fields_new("source_qemu", jstr(qmp_client_get_version(m->src)), "dest_qemu",
                     jstr(qmp_client_get_version(m->dst)), "machine", jstr(m->src_machine),
                     "source_state", jstr(src_state), "devices", verdicts_json(report), "dest_fix",
-                    dest_devices, NULL));
+                    dest_devices, FIELDS_END));
     if (!m->src_was_running)
         *paused_report = g_steal_pointer(&report);
     return TRUE;
@@ -556,7 +558,7 @@ static gboolean start_attempt(SmMigration *m, GError **error)
     m->migration_started = TRUE;
     emit(m, "attempt",
          fields_new("attempt", json_object_new_int((int)m->attempts), "max_attempts",
-                    json_object_new_int((int)m->policy.max_attempts), NULL));
+                    json_object_new_int((int)m->policy.max_attempts), FIELDS_END));
     return TRUE;
 }
 
@@ -612,7 +614,7 @@ static gboolean run_dest_prepare(SmMigration *m, GError **error)
         qmp_client_close(m->dst);
         g_clear_pointer(&m->dst, qmp_client_unref);
     }
-    emit(m, "dest-prepare", fields_new("command", jstr(m->policy.dest_prepare), NULL));
+    emit(m, "dest-prepare", fields_new("command", jstr(m->policy.dest_prepare), FIELDS_END));
     const char *argv[] = {"/bin/sh", "-c", m->policy.dest_prepare, NULL};
     g_autoptr(GSubprocess) proc = g_subprocess_newv(argv, G_SUBPROCESS_FLAGS_NONE, error);
     if (!proc)
@@ -671,7 +673,10 @@ static gboolean verify_completed(SmMigration *m, gint64 *downtime_ms, gint64 *to
 
 /* ------------------------------------------------------------------------------------- */
 
-G_DEFINE_QUARK(sm - engine - error - quark, sm_engine_error)
+GQuark sm_engine_error_quark(void)
+{
+    return g_quark_from_static_string("sm-engine-error-quark");
+}
 
 SmMigration *sm_migration_new(const SmPolicy *policy, SmEventFunc func, gpointer user_data)
 {
@@ -720,7 +725,7 @@ static int finish(SmMigration *m, int code, const char *result, const char *path
     json_object *f = fields_new(
         "result", jstr(result), "exit_code", json_object_new_int(code), "attempts",
         json_object_new_int((int)m->attempts), "holds", json_object_new_int((int)m->holds),
-        "total_ms", json_object_new_int64(total_ms >= 0 ? total_ms : elapsed_ms(m)), NULL);
+        "total_ms", json_object_new_int64(total_ms >= 0 ? total_ms : elapsed_ms(m)), FIELDS_END);
     if (path)
         json_object_object_add(f, "path", jstr(path));
     if (downtime_ms >= 0)
@@ -792,7 +797,7 @@ static int call_off(SmMigration *m, int code, const char *result, const GError *
     }
     if (!source_resumed(m, &error))
         return finish(m, SM_EXIT_UNCERTAIN, "uncertain", NULL, -1, -1, error);
-    emit(m, "aborted", fields_new("reason", jstr(why ? why->message : result), NULL));
+    emit(m, "aborted", fields_new("reason", jstr(why ? why->message : result), FIELDS_END));
     return finish(m, code, result, NULL, -1, -1, why);
 }
 
@@ -806,7 +811,7 @@ int sm_migration_run(SmMigration *m)
          fields_new("vm", jstr(p->name), "source", jstr(p->source_qmp), "dest", jstr(p->dest_qmp),
                     "uri", jstr(p->uri), "max_attempts", json_object_new_int((int)p->max_attempts),
                     "max_hold_ms", json_object_new_int64(p->max_hold_ms), "on_unquiesceable",
-                    jstr(sm_fallback_to_string(p->on_unquiesceable)), NULL));
+                    jstr(sm_fallback_to_string(p->on_unquiesceable)), FIELDS_END));
 
     m->registry = sm_registry_new();
     if (p->plugin_dir && !sm_registry_load_dir(m->registry, p->plugin_dir, &error))
@@ -855,7 +860,7 @@ int sm_migration_run(SmMigration *m)
         emit(m, "pre-switchover",
              fields_new("attempt", json_object_new_int((int)m->attempts), "devices",
                         verdicts_json(report), "probe_us",
-                        json_object_new_int64(report->capture_us), NULL));
+                        json_object_new_int64(report->capture_us), FIELDS_END));
         if (cancel_requested(m))
             return call_off(m, interrupted_code(m), "interrupted", NULL);
 
@@ -877,7 +882,7 @@ int sm_migration_run(SmMigration *m)
                      fields_new("device", jstr(device_key(busy->id, busy->qom_path)), "state",
                                 jstr(sm_state_to_string(busy->state)), "pending",
                                 jstr(pending_name(busy)), "waiting_for", jstr(waiting), "held_ms",
-                                json_object_new_int64(held_ms), NULL));
+                                json_object_new_int64(held_ms), FIELDS_END));
                 if (!cancel_attempt(m, &error) || !source_resumed(m, &error))
                     return call_off(m, SM_EXIT_UNCERTAIN, "uncertain", error);
                 /* Exponential backoff from `backoff`, capped so it never overshoots the
@@ -889,11 +894,11 @@ int sm_migration_run(SmMigration *m)
                 if (!run_dest_prepare(m, &error)) {
                     if (cancel_requested(m))
                         return finish(m, interrupted_code(m), "interrupted", NULL, -1, -1, NULL);
-                    emit(m, "aborted", fields_new("reason", jstr(error->message), NULL));
+                    emit(m, "aborted", fields_new("reason", jstr(error->message), FIELDS_END));
                     return finish(m, SM_EXIT_FAILED, "failed", NULL, -1, -1, error);
                 }
                 emit(m, "retry",
-                     fields_new("attempt", json_object_new_int((int)m->attempts + 1), NULL));
+                     fields_new("attempt", json_object_new_int((int)m->attempts + 1), FIELDS_END));
                 path = "held";
                 continue;
             }
@@ -912,12 +917,12 @@ int sm_migration_run(SmMigration *m)
             emit(m, "fix-fallback",
                  fields_new("device", jstr(device_key(busy->id, busy->qom_path)), "pending",
                             jstr(pending_name(busy)), "policy",
-                            jstr(sm_fallback_to_string(p->on_unquiesceable)), NULL));
+                            jstr(sm_fallback_to_string(p->on_unquiesceable)), FIELDS_END));
             path = "fix";
         }
 
         if (!simple_command(m->src, "migrate-continue",
-                            fields_new("state", jstr("pre-switchover"), NULL), &error))
+                            fields_new("state", jstr("pre-switchover"), FIELDS_END), &error))
             return call_off(m, SM_EXIT_FAILED, "failed", error);
         static const char *const ends[] = {"completed", "failed", "cancelled", NULL};
         g_autofree char *end = wait_status(m, ends, 60000, FALSE, &error);
@@ -937,7 +942,8 @@ int sm_migration_run(SmMigration *m)
         if (!verify_completed(m, &downtime, &total, &error))
             return finish(m, SM_EXIT_UNCERTAIN, "uncertain", path, -1, -1, error);
         emit(m, "completed",
-             fields_new("path", jstr(path), "downtime_ms", json_object_new_int64(downtime), NULL));
+             fields_new("path", jstr(path), "downtime_ms", json_object_new_int64(downtime),
+                        FIELDS_END));
         return finish(m, SM_EXIT_OK, "migrated", path, downtime, elapsed_ms(m), NULL);
     }
 }

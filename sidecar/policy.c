@@ -5,7 +5,10 @@
 #include <errno.h>
 #include <string.h>
 
-G_DEFINE_QUARK(sm - policy - error - quark, sm_policy_error)
+GQuark sm_policy_error_quark(void)
+{
+    return g_quark_from_static_string("sm-policy-error-quark");
+}
 
 typedef enum { KEY_STRING, KEY_COUNT, KEY_DURATION, KEY_BYTES, KEY_BOOL, KEY_FALLBACK } KeyKind;
 

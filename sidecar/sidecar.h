@@ -92,7 +92,7 @@ typedef void (*SmEventFunc)(json_object *event, gpointer user_data);
 typedef struct SmMigration SmMigration;
 SmMigration *sm_migration_new(const SmPolicy *policy, SmEventFunc func, gpointer user_data);
 void sm_migration_free(SmMigration *migration);
-G_DEFINE_AUTOPTR_CLEANUP_FUNC(SmMigration, sm_migration_free)
+G_DEFINE_AUTOPTR_CLEANUP_FUNC(SmMigration, sm_migration_free);
 /* Runs the whole migration on the thread-default main context; returns the exit code. */
 int sm_migration_run(SmMigration *migration);
 /* Thread-safe, async-signal-unsafe: asks the run to call the migration off (the VM stays on

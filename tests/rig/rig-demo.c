@@ -49,8 +49,8 @@ static gboolean migrate_once(RigQemu qemu, gboolean leave_pending, GError **erro
     for (int i = 0; i < 2; i++)
         if (!rig_guest_transact(guest, 0, &gesn, buf, &len, &status, error))
             return FALSE;
-    step("guest polled the CD-ROM (GESN): %02x%02x%02x%02x%02x%02x%02x%02x", buf[0], buf[1],
-         buf[2], buf[3], buf[4], buf[5], buf[6], buf[7]);
+    step("guest polled the CD-ROM (GESN): %02x%02x%02x%02x%02x%02x%02x%02x", buf[0], buf[1], buf[2],
+         buf[3], buf[4], buf[5], buf[6], buf[7]);
     if (leave_pending) {
         if (!rig_guest_send_cbw(guest, 0, &gesn, NULL, error))
             return FALSE;
@@ -85,7 +85,8 @@ static gboolean migrate_once(RigQemu qemu, gboolean leave_pending, GError **erro
 
 int main(int argc, char **argv)
 {
-    g_autoptr(GOptionContext) context = g_option_context_new("- show the USB CD-ROM migration hazard");
+    g_autoptr(GOptionContext) context =
+        g_option_context_new("- show the USB CD-ROM migration hazard");
     g_option_context_add_main_entries(context, entries, NULL);
     g_autoptr(GError) error = NULL;
     if (!g_option_context_parse(context, &argc, &argv, &error)) {

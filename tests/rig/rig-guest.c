@@ -150,7 +150,6 @@ static char *qtest(RigGuest *g, GError **error, const char *fmt, ...)
     }
 }
 
-
 static gboolean outw(RigGuest *g, guint16 port, guint16 value, GError **error)
 {
     g_autofree char *r = qtest(g, error, "outw 0x%x 0x%x", port, value);
@@ -175,8 +174,8 @@ static gboolean inw(RigGuest *g, guint16 port, guint16 *value, GError **error)
 static gboolean mem_write(RigGuest *g, guint64 addr, const void *data, gsize len, GError **error)
 {
     g_autofree char *b64 = g_base64_encode(data, len);
-    g_autofree char *r = qtest(g, error, "b64write 0x%" G_GINT64_MODIFIER "x %" G_GSIZE_FORMAT " %s",
-                               addr, len, b64);
+    g_autofree char *r = qtest(
+        g, error, "b64write 0x%" G_GINT64_MODIFIER "x %" G_GSIZE_FORMAT " %s", addr, len, b64);
     return r != NULL;
 }
 
@@ -189,8 +188,9 @@ static gboolean mem_read(RigGuest *g, guint64 addr, void *data, gsize len, GErro
     gsize out_len = 0;
     g_autofree guchar *bytes = g_base64_decode(r, &out_len);
     if (out_len != len) {
-        g_set_error(error, RIG_ERROR, RIG_ERROR_PROTOCOL, "b64read returned %" G_GSIZE_FORMAT
-                    " bytes, wanted %" G_GSIZE_FORMAT, out_len, len);
+        g_set_error(error, RIG_ERROR, RIG_ERROR_PROTOCOL,
+                    "b64read returned %" G_GSIZE_FORMAT " bytes, wanted %" G_GSIZE_FORMAT, out_len,
+                    len);
         return FALSE;
     }
     memcpy(data, bytes, len);
@@ -230,8 +230,7 @@ static gssize uhci_transfer(RigGuest *g, guint8 pid, guint8 address, guint8 ep, 
         guint32 maxlen = chunk ? (guint32)chunk - 1 : 0x7ff;
         guint32 next = TD_BASE + (i + 1) * 16;
         tds[i].link = GUINT32_TO_LE(i + 1 < n_tds ? next | LINK_DEPTH_FIRST : LINK_TERMINATE);
-        tds[i].ctrl =
-            GUINT32_TO_LE(TD_ACTIVE | TD_CERR3 | (pid == PID_IN ? TD_SPD : 0) | 0x7ff);
+        tds[i].ctrl = GUINT32_TO_LE(TD_ACTIVE | TD_CERR3 | (pid == PID_IN ? TD_SPD : 0) | 0x7ff);
         tds[i].token = GUINT32_TO_LE(maxlen << 21 | (t ? 1u << 19 : 0) | (guint32)ep << 15 |
                                      (guint32)address << 8 | pid);
         tds[i].buffer = GUINT32_TO_LE(DATA_BUF + i * PACKET);
@@ -299,8 +298,8 @@ static gssize uhci_transfer(RigGuest *g, guint8 pid, guint8 address, guint8 ep, 
 static gssize control(RigGuest *g, guint8 address, guint8 request_type, guint8 request,
                       guint16 value, guint16 index, guint8 *data, guint16 length, GError **error)
 {
-    guint8 setup[8] = {request_type, request, value & 0xff, value >> 8, index & 0xff, index >> 8,
-                       length & 0xff, length >> 8};
+    guint8 setup[8] = {request_type, request,    value & 0xff,  value >> 8,
+                       index & 0xff, index >> 8, length & 0xff, length >> 8};
     gboolean toggle = FALSE;
     if (uhci_transfer(g, PID_SETUP, address, 0, &toggle, setup, 8, 2000, error) < 0)
         return -1;
@@ -313,8 +312,7 @@ static gssize control(RigGuest *g, guint8 address, guint8 request_type, guint8 r
     }
     toggle = TRUE;
     guint8 none = 0;
-    if (uhci_transfer(g, length ? PID_OUT : PID_IN, address, 0, &toggle, &none, 0, 2000, error) <
-        0)
+    if (uhci_transfer(g, length ? PID_OUT : PID_IN, address, 0, &toggle, &none, 0, 2000, error) < 0)
         return -1;
     return got;
 }
@@ -323,8 +321,8 @@ static gboolean uhci_init(RigGuest *g, GError **error)
 {
     /* PCI: I/O BAR 4 at a fixed port, I/O decoding and bus mastering on. */
     if (!outl(g, 0xcf8, UHCI_PCI_CONFIG | 0x20, error) ||
-        !outl(g, 0xcfc, UHCI_IO_BASE | 1, error) || !outl(g, 0xcf8, UHCI_PCI_CONFIG | 0x04, error) ||
-        !outw(g, 0xcfc, 0x0005, error))
+        !outl(g, 0xcfc, UHCI_IO_BASE | 1, error) ||
+        !outl(g, 0xcf8, UHCI_PCI_CONFIG | 0x04, error) || !outw(g, 0xcfc, 0x0005, error))
         return FALSE;
     if (!outw(g, UHCI_IO_BASE + REG_USBCMD, CMD_HCRESET, error))
         return FALSE;
@@ -365,8 +363,8 @@ static gboolean enumerate(RigGuest *g, guint port, GError **error)
     if (!port_reset_enable(g, port, error) ||
         control(g, 0, 0x00, 5 /* SET_ADDRESS */, d->address, 0, NULL, 0, error) < 0)
         return FALSE;
-    gssize n = control(g, d->address, 0x80, 6 /* GET_DESCRIPTOR */, 0x0200, 0, desc, sizeof desc,
-                       error);
+    gssize n =
+        control(g, d->address, 0x80, 6 /* GET_DESCRIPTOR */, 0x0200, 0, desc, sizeof desc, error);
     if (n < 0)
         return FALSE;
     for (gssize off = 0; off + 1 < n && desc[off] >= 2; off += desc[off]) {
@@ -438,8 +436,8 @@ gboolean rig_guest_attach(RigGuest *g, RigVm *vm, GError **error)
 
 gboolean rig_guest_fill_ram(RigGuest *g, guint64 addr, gsize size, guint8 value, GError **error)
 {
-    g_autofree char *r = qtest(g, error, "memset 0x%" G_GINT64_MODIFIER "x %" G_GSIZE_FORMAT " 0x%02x",
-                               addr, size, value);
+    g_autofree char *r = qtest(
+        g, error, "memset 0x%" G_GINT64_MODIFIER "x %" G_GSIZE_FORMAT " 0x%02x", addr, size, value);
     return r != NULL;
 }
 
@@ -490,8 +488,8 @@ gboolean rig_guest_read_csw(RigGuest *g, guint disk, guint8 *status, guint32 *re
     if (!d)
         return FALSE;
     guint8 csw[CSW_LEN];
-    gssize n = uhci_transfer(g, PID_IN, d->address, d->ep_in, &d->toggle_in, csw, CSW_LEN, 5000,
-                             error);
+    gssize n =
+        uhci_transfer(g, PID_IN, d->address, d->ep_in, &d->toggle_in, csw, CSW_LEN, 5000, error);
     if (n < 0)
         return FALSE;
     guint32 tag, res;
@@ -510,8 +508,8 @@ gboolean rig_guest_read_csw(RigGuest *g, guint disk, guint8 *status, guint32 *re
     return TRUE;
 }
 
-gboolean rig_guest_transact(RigGuest *g, guint disk, const RigCommand *cmd, guint8 *buf,
-                            gsize *len, guint8 *status, GError **error)
+gboolean rig_guest_transact(RigGuest *g, guint disk, const RigCommand *cmd, guint8 *buf, gsize *len,
+                            guint8 *status, GError **error)
 {
     if (!rig_guest_send_cbw(g, disk, cmd, NULL, error))
         return FALSE;
@@ -532,8 +530,10 @@ RigCommand rig_cmd_gesn(void)
 {
     /* Polled, notification class "media" (bit 4), allocation length 8: what Linux's sr driver
      * sends every couple of seconds. */
-    return (RigCommand){.cdb = {0x4a, 0x01, 0, 0, 0x10, 0, 0, 0, 8, 0}, .cdb_len = 10,
-                        .data_len = 8, .data_in = TRUE};
+    return (RigCommand){.cdb = {0x4a, 0x01, 0, 0, 0x10, 0, 0, 0, 8, 0},
+                        .cdb_len = 10,
+                        .data_len = 8,
+                        .data_in = TRUE};
 }
 
 RigCommand rig_cmd_read_capacity(void)
@@ -543,8 +543,8 @@ RigCommand rig_cmd_read_capacity(void)
 
 RigCommand rig_cmd_inquiry(void)
 {
-    return (RigCommand){.cdb = {0x12, 0, 0, 0, 36, 0}, .cdb_len = 6, .data_len = 36,
-                        .data_in = TRUE};
+    return (RigCommand){
+        .cdb = {0x12, 0, 0, 0, 36, 0}, .cdb_len = 6, .data_len = 36, .data_in = TRUE};
 }
 
 RigCommand rig_cmd_test_unit_ready(void)
@@ -556,5 +556,7 @@ RigCommand rig_cmd_read10(guint32 lba, guint16 blocks)
 {
     return (RigCommand){.cdb = {0x28, 0, lba >> 24, (lba >> 16) & 0xff, (lba >> 8) & 0xff,
                                 lba & 0xff, 0, blocks >> 8, blocks & 0xff, 0},
-                        .cdb_len = 10, .data_len = (guint32)blocks * 2048, .data_in = TRUE};
+                        .cdb_len = 10,
+                        .data_len = (guint32)blocks * 2048,
+                        .data_in = TRUE};
 }

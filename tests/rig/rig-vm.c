@@ -13,7 +13,10 @@
 
 #include <glib/gstdio.h>
 
-G_DEFINE_QUARK(rig - error - quark, rig_error)
+GQuark rig_error_quark(void)
+{
+    return g_quark_from_static_string("rig-error-quark");
+}
 
 struct RigVm {
     char *name;
@@ -94,8 +97,8 @@ const char *rig_default_iso(GError **error)
     if (!g_file_set_contents(data_path, (const char *)data, (gssize)len, error) ||
         !g_file_set_contents(hello_path, "hello from the safe-migrate rig\n", -1, error))
         return NULL;
-    const char *argv[] = {"genisoimage", "-quiet", "-V", "SMRIG", "-R", "-J", "-o", iso, content,
-                          NULL};
+    const char *argv[] = {"genisoimage", "-quiet", "-V", "SMRIG", "-R",
+                          "-J",          "-o",     iso,  content, NULL};
     int status = 0;
     g_autofree char *err_out = NULL;
     if (!g_spawn_sync(NULL, (char **)argv, NULL, G_SPAWN_SEARCH_PATH | G_SPAWN_STDOUT_TO_DEV_NULL,
@@ -124,7 +127,9 @@ gboolean rig_iso_sector(guint32 lba, guint8 out[2048])
 void rig_expected_read_capacity(guint8 out[8])
 {
     GStatBuf st;
-    g_assert(rig_default_iso(NULL) && g_stat(default_iso, &st) == 0);
+    const char *iso = rig_default_iso(NULL);
+    if (!iso || g_stat(iso, &st) != 0)
+        g_error("the rig's ISO is missing");
     guint32 last_lba = GUINT32_TO_BE((guint32)(st.st_size / 2048) - 1);
     guint32 block = GUINT32_TO_BE(2048);
     memcpy(out, &last_lba, 4);
@@ -220,8 +225,18 @@ RigVm *rig_vm_start(const RigVmConfig *config, GError **error)
     g_autoptr(GPtrArray) argv = g_ptr_array_new_with_free_func(g_free);
     if (!qemu_command(config->qemu, argv, error))
         return NULL;
-    const char *fixed[] = {"-nodefaults", "-display", "none", "-accel", "tcg", "-m", "16",
-                           "-serial", "none", "-monitor", "none", "-device",
+    const char *fixed[] = {"-nodefaults",
+                           "-display",
+                           "none",
+                           "-accel",
+                           "tcg",
+                           "-m",
+                           "16",
+                           "-serial",
+                           "none",
+                           "-monitor",
+                           "none",
+                           "-device",
                            "piix3-usb-uhci,id=uhci,addr=0x2"};
     for (guint i = 0; i < G_N_ELEMENTS(fixed); i++)
         g_ptr_array_add(argv, g_strdup(fixed[i]));
@@ -243,12 +258,13 @@ RigVm *rig_vm_start(const RigVmConfig *config, GError **error)
     g_ptr_array_add(argv, g_strdup_printf("unix:%s,server=on,wait=off", vm->qtest_path));
     for (guint i = 0; i < n_disks; i++) {
         g_ptr_array_add(argv, g_strdup("-drive"));
-        g_ptr_array_add(argv,
-                        g_strdup_printf("if=none,id=cd%u,media=cdrom,readonly=on,format=raw,file=%s",
-                                        i, iso));
+        g_ptr_array_add(
+            argv,
+            g_strdup_printf("if=none,id=cd%u,media=cdrom,readonly=on,format=raw,file=%s", i, iso));
         g_ptr_array_add(argv, g_strdup("-device"));
-        g_ptr_array_add(argv, g_strdup_printf("usb-storage,bus=uhci.0,port=%u,drive=cd%u,id=usbcd%u",
-                                              i + 1, i, i));
+        g_ptr_array_add(
+            argv,
+            g_strdup_printf("usb-storage,bus=uhci.0,port=%u,drive=cd%u,id=usbcd%u", i + 1, i, i));
     }
     if (config->incoming) {
         g_ptr_array_add(argv, g_strdup("-incoming"));
@@ -508,7 +524,6 @@ char *rig_migrate(RigVm *src, RigVm *dst, const char *const *caps, GError **erro
         !execute_with_uri(dst, "migrate-incoming", uri, error) ||
         !execute_with_uri(src, "migrate", uri, error))
         return NULL;
-    static const char *const final[] = {"completed", "failed", "cancelled", "pre-switchover",
-                                        NULL};
+    static const char *const final[] = {"completed", "failed", "cancelled", "pre-switchover", NULL};
     return rig_wait_migration_status(src, final, 60000, error);
 }

@@ -5,9 +5,9 @@
 #include <signal.h>
 
 typedef enum {
-    EXPECT_CRASH,    /* the destination dies with SIGSEGV when the guest fetches the data */
-    EXPECT_GARBAGE,  /* it survives, but hands the guest wrong bytes with GOOD status */
-    EXPECT_CORRECT,  /* it survives and the guest gets the right bytes */
+    EXPECT_CRASH,   /* the destination dies with SIGSEGV when the guest fetches the data */
+    EXPECT_GARBAGE, /* it survives, but hands the guest wrong bytes with GOOD status */
+    EXPECT_CORRECT, /* it survives and the guest gets the right bytes */
 } Expectation;
 
 typedef struct {

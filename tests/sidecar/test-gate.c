@@ -53,8 +53,8 @@ static Gate *gate_start(const char *first, ...)
     g_autoptr(GError) error = NULL;
     Gate *g = g_new0(Gate, 1);
     g->names = g_ptr_array_new_with_free_func(g_free);
-    g->proc = g_subprocess_newv((const char *const *)argv->pdata,
-                                G_SUBPROCESS_FLAGS_STDOUT_PIPE, &error);
+    g->proc =
+        g_subprocess_newv((const char *const *)argv->pdata, G_SUBPROCESS_FLAGS_STDOUT_PIPE, &error);
     g_assert_no_error(error);
     g->out = g_data_input_stream_new(g_subprocess_get_stdout_pipe(g->proc));
     return g;
@@ -130,8 +130,8 @@ static gboolean saw(Gate *g, const char *name)
 typedef struct {
     RigVm *src, *dst;
     RigGuest *guest;
-    guint8 gesn[8];   /* the steady GESN answer */
-    guint8 rdcap[8];  /* READ CAPACITY */
+    guint8 gesn[8];  /* the steady GESN answer */
+    guint8 rdcap[8]; /* READ CAPACITY */
     char *src_addr, *dst_addr, *uri, *prepare;
 } Pair;
 
@@ -149,8 +149,8 @@ static void answer(RigGuest *guest, RigCommand cmd, guint8 out[8])
 static void pair_start(Pair *p, RigQemu src_qemu, RigQemu dst_qemu, const char *machine)
 {
     g_autoptr(GError) error = NULL;
-    p->src = rig_vm_start(&(RigVmConfig){.qemu = src_qemu, .machine = machine, .name = "src"},
-                          &error);
+    p->src =
+        rig_vm_start(&(RigVmConfig){.qemu = src_qemu, .machine = machine, .name = "src"}, &error);
     g_assert_no_error(error);
     p->dst = rig_vm_start(
         &(RigVmConfig){.qemu = dst_qemu, .machine = machine, .name = "dst", .incoming = TRUE},
@@ -254,8 +254,8 @@ static void test_idle(gconstpointer data)
     const Setup *s = data;
     Pair p = {0};
     pair_start(&p, s->src, s->dst, s->machine);
-    g_autoptr(Gate) g = gate_start("migrate", "--source", p.src_addr, "--dest", p.dst_addr,
-                                   "--uri", p.uri, "--json", NULL);
+    g_autoptr(Gate) g = gate_start("migrate", "--source", p.src_addr, "--dest", p.dst_addr, "--uri",
+                                   p.uri, "--json", NULL);
     g_assert_cmpint(gate_wait(g), ==, 0);
     g_assert_cmpstr(result_str(g, "result"), ==, "migrated");
     g_assert_cmpstr(result_str(g, "path"), ==, "idle");
@@ -277,10 +277,9 @@ static void test_held_then_migrates(gconstpointer data)
     Pair p = {0};
     pair_start(&p, s->src, s->dst, s->machine);
     leave_pending(&p, rig_cmd_gesn());
-    g_autoptr(Gate) g =
-        gate_start("migrate", "--source", p.src_addr, "--dest", p.dst_addr, "--uri", p.uri,
-                   "--dest-prepare", p.prepare, "--backoff", "100ms", "--max-attempts", "5",
-                   "--json", NULL);
+    g_autoptr(Gate) g = gate_start("migrate", "--source", p.src_addr, "--dest", p.dst_addr, "--uri",
+                                   p.uri, "--dest-prepare", p.prepare, "--backoff", "100ms",
+                                   "--max-attempts", "5", "--json", NULL);
     json_object *hold = gate_until(g, "hold");
     g_assert_nonnull(hold);
     json_object_put(hold);
@@ -309,10 +308,9 @@ static void test_never_fetched(gconstpointer data)
     Pair p = {0};
     pair_start(&p, s->src, s->dst, s->machine);
     leave_pending(&p, rig_cmd_gesn());
-    g_autoptr(Gate) g =
-        gate_start("migrate", "--source", p.src_addr, "--dest", p.dst_addr, "--uri", p.uri,
-                   "--dest-prepare", p.prepare, "--backoff", "50ms", "--max-attempts", "3",
-                   "--json", NULL);
+    g_autoptr(Gate) g = gate_start("migrate", "--source", p.src_addr, "--dest", p.dst_addr, "--uri",
+                                   p.uri, "--dest-prepare", p.prepare, "--backoff", "50ms",
+                                   "--max-attempts", "3", "--json", NULL);
     g_assert_cmpint(gate_wait(g), ==, 4);
     g_assert_cmpstr(result_str(g, "result"), ==, "aborted");
     g_assert_cmpint(result_int(g, "attempts"), ==, 3);
@@ -336,9 +334,9 @@ static void test_fix_policy(gconstpointer data)
     pair_start(&p, c->setup.src, c->setup.dst, c->setup.machine);
     RigCommand cmd = c->command();
     leave_pending(&p, cmd);
-    g_autoptr(Gate) g = gate_start("migrate", "--source", p.src_addr, "--dest", p.dst_addr,
-                                   "--uri", p.uri, "--max-attempts", "1", "--on-unquiesceable",
-                                   c->policy, "--json", NULL);
+    g_autoptr(Gate) g =
+        gate_start("migrate", "--source", p.src_addr, "--dest", p.dst_addr, "--uri", p.uri,
+                   "--max-attempts", "1", "--on-unquiesceable", c->policy, "--json", NULL);
     g_assert_cmpint(gate_wait(g), ==, c->exit_code);
     g_autoptr(GError) error = NULL;
     if (c->exit_code == 0) {
@@ -379,10 +377,10 @@ static void test_interrupt(gconstpointer data)
     make_ram_heavy(&p);
     if (c->pending)
         leave_pending(&p, rig_cmd_gesn());
-    g_autoptr(Gate) g = gate_start(
-        "migrate", "--source", p.src_addr, "--dest", p.dst_addr, "--uri", p.uri, "--dest-prepare",
-        c->prepare ? c->prepare : p.prepare, "--backoff", "5s", "--max-bandwidth",
-        c->pending ? "1G" : "2M", "--json", NULL);
+    g_autoptr(Gate) g =
+        gate_start("migrate", "--source", p.src_addr, "--dest", p.dst_addr, "--uri", p.uri,
+                   "--dest-prepare", c->prepare ? c->prepare : p.prepare, "--backoff", "5s",
+                   "--max-bandwidth", c->pending ? "1G" : "2M", "--json", NULL);
     json_object *ev = gate_until(g, c->after_event);
     g_assert_nonnull(ev);
     json_object_put(ev);
@@ -417,8 +415,8 @@ static void test_dest_dies_mid_stream(void)
     Pair p = {0};
     pair_start(&p, RIG_QEMU_72, RIG_QEMU_72, "pc");
     make_ram_heavy(&p);
-    g_autoptr(Gate) g = gate_start("migrate", "--source", p.src_addr, "--dest", p.dst_addr,
-                                   "--uri", p.uri, "--max-bandwidth", "2M", "--json", NULL);
+    g_autoptr(Gate) g = gate_start("migrate", "--source", p.src_addr, "--dest", p.dst_addr, "--uri",
+                                   p.uri, "--max-bandwidth", "2M", "--json", NULL);
     json_object *ev = gate_until(g, "attempt");
     g_assert_nonnull(ev);
     json_object_put(ev);
@@ -516,7 +514,7 @@ static void test_bad_policy(void)
         g_assert_nonnull(strstr(err, cases[i].expect));
     }
     const char *args[] = {"migrate", "--source", "unix:/nonexistent", "--dest", "unix:/x",
-                          "--uri", "unix:/y", "--max-hold", "10", NULL};
+                          "--uri",   "unix:/y",  "--max-hold",        "10",     NULL};
     int code = -1;
     g_autofree char *err = NULL;
     run_cli(args, &code, &err);
@@ -526,8 +524,9 @@ static void test_bad_policy(void)
 
 static void test_unreachable(void)
 {
-    const char *args[] = {"migrate", "--source", "unix:/nonexistent/qmp", "--dest", "unix:/x",
-                          "--uri", "unix:/y", NULL};
+    const char *args[] = {"migrate", "--source", "unix:/nonexistent/qmp",
+                          "--dest",  "unix:/x",  "--uri",
+                          "unix:/y", NULL};
     int code = -1;
     g_autofree char *err = NULL;
     run_cli(args, &code, &err);
@@ -582,16 +581,16 @@ int main(int argc, char **argv)
     for (guint i = 0; i < G_N_ELEMENTS(fix_cases); i++) {
         g_autofree char *n = setup_name(&fix_cases[i].setup);
         RigCommand cmd = fix_cases[i].command();
-        g_autofree char *path = g_strdup_printf("/gate/policy/%s/%s/%02x", fix_cases[i].policy, n,
-                                                cmd.cdb[0]);
+        g_autofree char *path =
+            g_strdup_printf("/gate/policy/%s/%s/%02x", fix_cases[i].policy, n, cmd.cdb[0]);
         g_test_add_data_func(path, &fix_cases[i], test_fix_policy);
     }
     for (guint i = 0; i < G_N_ELEMENTS(interrupt_cases); i++) {
         const InterruptCase *c = &interrupt_cases[i];
         g_autofree char *n = setup_name(&c->setup);
-        g_autofree char *path = g_strdup_printf("/gate/interrupt/%s/%s/after-%s", n,
-                                                c->signum == SIGINT ? "SIGINT" : "SIGTERM",
-                                                c->after_event);
+        g_autofree char *path =
+            g_strdup_printf("/gate/interrupt/%s/%s/after-%s", n,
+                            c->signum == SIGINT ? "SIGINT" : "SIGTERM", c->after_event);
         g_test_add_data_func(path, c, test_interrupt);
     }
     g_test_add_func("/gate/dest-prepare-fails", test_dest_prepare_fails);
