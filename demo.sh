@@ -9,4 +9,5 @@ bash tests/setup.sh
 ninja -C build >/dev/null
 export SM_QEMU72=/usr/bin/qemu-system-x86_64 SM_QEMU10=$top/.qemu10/usr/bin/qemu-system-x86_64 \
        SM_QEMU10_DATADIR=$top/.qemu10/usr/share/qemu
+export SM_BUILD_ROOT=$top/build
 exec build/tests/rig/rig-demo "$@"
