@@ -81,6 +81,17 @@ static json_object *jstr(const char *s)
 }
 
 /* ------------------------------------------------------------------------------------- */
+/* Test hook: SM_FAULT_STOP_AT=PHASE (preflight, iterating, pre-switchover, cancel,
+ * dest-prepare) stops the process with SIGSTOP at that point, so that the fault-injection
+ * tests can kill -9 it in a known phase instead of racing the event stream. */
+static void fault_point(const char *phase)
+{
+    const char *at = g_getenv("SM_FAULT_STOP_AT");
+    if (at && g_str_equal(at, phase))
+        raise(SIGSTOP);
+}
+
+/* ------------------------------------------------------------------------------------- */
 /* Waiting */
 
 static gboolean cancel_requested(SmMigration *m)
@@ -543,6 +554,7 @@ static gboolean preflight(SmMigration *m, SmReport **paused_report, GError **err
                     jstr(qmp_client_get_version(m->dst)), "machine", jstr(m->src_machine),
                     "source_state", jstr(src_state), "devices", verdicts_json(report), "dest_fix",
                     dest_devices, FIELDS_END));
+    fault_point("preflight");
     if (!m->src_was_running)
         *paused_report = g_steal_pointer(&report);
     return TRUE;
@@ -559,6 +571,7 @@ static gboolean start_attempt(SmMigration *m, GError **error)
     emit(m, "attempt",
          fields_new("attempt", json_object_new_int((int)m->attempts), "max_attempts",
                     json_object_new_int((int)m->policy.max_attempts), FIELDS_END));
+    fault_point("iterating");
     return TRUE;
 }
 
@@ -567,6 +580,7 @@ static gboolean cancel_attempt(SmMigration *m, GError **error)
 {
     if (!simple_command(m->src, "migrate_cancel", NULL, error))
         return FALSE;
+    fault_point("cancel");
     static const char *const ends[] = {"cancelled", "failed", "completed", NULL};
     /* Not interruptible: a second Ctrl-C must not leave the source half-cancelled. */
     gint sig = g_atomic_int_get(&m->cancel_signal);
@@ -619,6 +633,7 @@ static gboolean run_dest_prepare(SmMigration *m, GError **error)
     g_autoptr(GSubprocess) proc = g_subprocess_newv(argv, G_SUBPROCESS_FLAGS_NONE, error);
     if (!proc)
         return FALSE;
+    fault_point("dest-prepare");
     /* Wait on the context so that Ctrl-C still gets through; the command is killed then. */
     gboolean done = FALSE;
     g_subprocess_wait_async(proc, NULL, on_prepare_exited, &done);
@@ -861,6 +876,7 @@ int sm_migration_run(SmMigration *m)
              fields_new("attempt", json_object_new_int((int)m->attempts), "devices",
                         verdicts_json(report), "probe_us",
                         json_object_new_int64(report->capture_us), FIELDS_END));
+        fault_point("pre-switchover");
         if (cancel_requested(m))
             return call_off(m, interrupted_code(m), "interrupted", NULL);
 
