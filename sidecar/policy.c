@@ -172,6 +172,24 @@ static guint line_of(const char *text, const char *group, const char *key)
     return 0;
 }
 
+/* GKeyFile's syntax errors carry no line number: find the first line that is neither blank,
+ * a comment, a [group] nor a key=value inside a group. */
+static guint first_bad_line(const char *text)
+{
+    g_auto(GStrv) lines = g_strsplit(text, "\n", -1);
+    gboolean in_group = FALSE;
+    for (guint i = 0; lines[i]; i++) {
+        g_autofree char *l = g_strstrip(g_strdup(lines[i]));
+        if (!*l || *l == '#')
+            continue;
+        if (*l == '[' && l[strlen(l) - 1] == ']')
+            in_group = TRUE;
+        else if (!in_group || !strchr(l, '='))
+            return i + 1;
+    }
+    return 0;
+}
+
 static gboolean fail(GError **error, SmPolicyError code, const char *file, guint line,
                      const char *group, const char *key, const char *fmt, ...) G_GNUC_PRINTF(7, 8);
 static gboolean fail(GError **error, SmPolicyError code, const char *file, guint line,
@@ -272,7 +290,8 @@ gboolean sm_policy_load_file(SmPolicy *policy, const char *path, GError **error)
         return fail(error, SM_POLICY_ERROR_FILE, path, 0, NULL, NULL, "%s", local->message);
     g_autoptr(GKeyFile) kf = g_key_file_new();
     if (!g_key_file_load_from_data(kf, text, (gsize)-1, G_KEY_FILE_NONE, &local))
-        return fail(error, SM_POLICY_ERROR_SYNTAX, path, 0, NULL, NULL, "%s", local->message);
+        return fail(error, SM_POLICY_ERROR_SYNTAX, path, first_bad_line(text), NULL, NULL, "%s",
+                    local->message);
 
     g_auto(GStrv) groups = g_key_file_get_groups(kf, NULL);
     for (guint g = 0; groups[g]; g++) {

@@ -1,0 +1,128 @@
+/* Unit tests of the policy loader: the shipped example files load, values parse exactly,
+ * and every kind of mistake is reported with its file, line and key. */
+#include "sidecar.h"
+
+#include <glib/gstdio.h>
+#include <string.h>
+
+static void test_shipped_examples(void)
+{
+    g_autofree char *etc = g_build_filename(g_getenv("SM_SOURCE_ROOT"), "etc", NULL);
+    SmPolicy p;
+    sm_policy_init(&p);
+    g_autoptr(GError) error = NULL;
+    g_assert_true(sm_policy_load(&p, etc, "web1", &error));
+    g_assert_no_error(error);
+    g_assert_true(sm_policy_check_complete(&p, &error));
+    g_assert_cmpstr(p.name, ==, "web1");
+    g_assert_cmpstr(p.source_qmp, ==, "unix:/run/safe-migrate/web1.qmp");
+    g_assert_cmpuint(p.max_attempts, ==, 5); /* the VM's file wins */
+    g_assert_cmpint(p.max_hold_ms, ==, 30000);
+    g_assert_cmpint(p.backoff_ms, ==, 200); /* from defaults.conf */
+    g_assert_cmpint(p.on_unquiesceable, ==, SM_FALLBACK_USE_FIX_IF_BENIGN);
+    g_assert_cmpint(p.downtime_limit_ms, ==, -1); /* commented out: QEMU's own */
+    g_assert_false(p.multifd);
+    sm_policy_clear(&p);
+}
+
+static void test_durations_and_bytes(void)
+{
+    gint64 v = 0;
+    g_assert_true(sm_parse_duration("250ms", &v) && v == 250);
+    g_assert_true(sm_parse_duration("2s", &v) && v == 2000);
+    g_assert_true(sm_parse_duration("3m", &v) && v == 180000);
+    g_assert_true(sm_parse_duration("0", &v) && v == 0);
+    const char *bad[] = {"", "10", "-1s", "1h", "s", "1.5s", "99999999999999999999ms", "+2s"};
+    for (guint i = 0; i < G_N_ELEMENTS(bad); i++)
+        g_assert_false(sm_parse_duration(bad[i], &v));
+    g_assert_true(sm_parse_bytes("1024", &v) && v == 1024);
+    g_assert_true(sm_parse_bytes("2M", &v) && v == 2 << 20);
+    g_assert_true(sm_parse_bytes("1G", &v) && v == 1 << 30);
+    g_assert_false(sm_parse_bytes("1T", &v));
+    g_assert_false(sm_parse_bytes("-5", &v));
+    SmFallback f;
+    g_assert_true(sm_parse_fallback("use-fix", &f) && f == SM_FALLBACK_USE_FIX);
+    g_assert_false(sm_parse_fallback("Use-Fix", &f));
+}
+
+typedef struct {
+    const char *text;
+    int code;
+    const char *message; /* substring, after the file name */
+} BadFile;
+
+static void test_mistakes_are_located(void)
+{
+    static const BadFile cases[] = {
+        {"[gate]\nmax-attempts=0\n", SM_POLICY_ERROR_VALUE, ":2: [gate] max-attempts"},
+        {"[gate]\n\n# comment\nbackoff = soon\n", SM_POLICY_ERROR_VALUE, ":4: [gate] backoff"},
+        {"[migration]\nmultifd=maybe\n", SM_POLICY_ERROR_VALUE, ":2: [migration] multifd"},
+        {"[migration]\nmax-bandwidth=lots\n", SM_POLICY_ERROR_VALUE,
+         ":2: [migration] max-bandwidth"},
+        {"[vm]\nuri=\n", SM_POLICY_ERROR_VALUE, ":2: [vm] uri: empty value"},
+        {"[vm]\nsource=unix:/x\n", SM_POLICY_ERROR_UNKNOWN_KEY, ":2: [vm] source: unknown key"},
+        {"[gate]\nmax-hold=1s\n[extra]\nx=1\n", SM_POLICY_ERROR_UNKNOWN_KEY,
+         ":3: unknown group [extra]"},
+        {"max-hold=1s\n", SM_POLICY_ERROR_SYNTAX, ":1: "},
+        {"[gate]\nbackoff=1s\n[gate\n", SM_POLICY_ERROR_SYNTAX, ":3: "},
+    };
+    g_autofree char *dir = g_dir_make_tmp("smpolicy-XXXXXX", NULL);
+    g_autofree char *path = g_build_filename(dir, "bad.conf", NULL);
+    for (guint i = 0; i < G_N_ELEMENTS(cases); i++) {
+        g_assert_true(g_file_set_contents(path, cases[i].text, -1, NULL));
+        SmPolicy p;
+        sm_policy_init(&p);
+        g_autoptr(GError) error = NULL;
+        g_assert_false(sm_policy_load_file(&p, path, &error));
+        g_assert_error(error, SM_POLICY_ERROR, cases[i].code);
+        g_test_message("case %u: %s", i, error->message);
+        g_assert_true(g_str_has_prefix(error->message, path));
+        g_assert_nonnull(strstr(error->message + strlen(path), cases[i].message));
+        sm_policy_clear(&p);
+    }
+    g_unlink(path);
+    g_rmdir(dir);
+}
+
+static void test_missing_required(void)
+{
+    g_autofree char *dir = g_dir_make_tmp("smpolicy-XXXXXX", NULL);
+    g_autofree char *vms = g_build_filename(dir, "vms.d", NULL);
+    g_mkdir(vms, 0700);
+    g_autofree char *path = g_build_filename(vms, "db.conf", NULL);
+    g_assert_true(g_file_set_contents(path, "[vm]\nsource-qmp=/run/x\nuri=unix:/y\n", -1, NULL));
+    SmPolicy p;
+    sm_policy_init(&p);
+    g_autoptr(GError) error = NULL;
+    g_assert_true(sm_policy_load(&p, dir, "db", &error));
+    g_assert_false(sm_policy_check_complete(&p, &error));
+    g_assert_error(error, SM_POLICY_ERROR, SM_POLICY_ERROR_MISSING);
+    g_assert_nonnull(strstr(error->message, "db.conf: [vm] dest-qmp: missing"));
+    g_clear_error(&error);
+    /* A flag fills the gap, and a bad flag names itself. */
+    g_assert_true(sm_policy_apply(&p, "dest-qmp", "unix:/z", &error));
+    g_assert_true(sm_policy_check_complete(&p, &error));
+    g_assert_false(sm_policy_apply(&p, "backoff", "fast", &error));
+    g_assert_nonnull(strstr(error->message, "--backoff: 'fast' is not a duration"));
+    g_clear_error(&error);
+    /* A VM name cannot reach outside vms.d. */
+    g_assert_false(sm_policy_load(&p, dir, "../etc/passwd", &error));
+    g_assert_error(error, SM_POLICY_ERROR, SM_POLICY_ERROR_VALUE);
+    g_clear_error(&error);
+    g_assert_false(sm_policy_load(&p, dir, "nosuchvm", &error));
+    g_assert_error(error, SM_POLICY_ERROR, SM_POLICY_ERROR_FILE);
+    sm_policy_clear(&p);
+    g_unlink(path);
+    g_rmdir(vms);
+    g_rmdir(dir);
+}
+
+int main(int argc, char **argv)
+{
+    g_test_init(&argc, &argv, NULL);
+    g_test_add_func("/policy/shipped-examples", test_shipped_examples);
+    g_test_add_func("/policy/durations-and-bytes", test_durations_and_bytes);
+    g_test_add_func("/policy/mistakes-are-located", test_mistakes_are_located);
+    g_test_add_func("/policy/missing-required", test_missing_required);
+    return g_test_run();
+}
