@@ -10,7 +10,15 @@ GQuark sm_policy_error_quark(void)
     return g_quark_from_static_string("sm-policy-error-quark");
 }
 
-typedef enum { KEY_STRING, KEY_COUNT, KEY_DURATION, KEY_BYTES, KEY_BOOL, KEY_FALLBACK } KeyKind;
+typedef enum {
+    KEY_STRING,
+    KEY_COUNT,
+    KEY_DURATION,
+    KEY_BYTES,
+    KEY_BOOL,
+    KEY_FALLBACK,
+    KEY_DISCONNECT
+} KeyKind;
 
 typedef struct {
     const char *group;
@@ -31,6 +39,7 @@ static const KeySpec keys[] = {
     {"gate", "on-unquiesceable", KEY_FALLBACK, FIELD(on_unquiesceable)},
     {"gate", "probe-timeout", KEY_DURATION, FIELD(probe_timeout_ms)},
     {"gate", "plugin-dir", KEY_STRING, FIELD(plugin_dir)},
+    {"gate", "on-client-disconnect", KEY_DISCONNECT, FIELD(on_client_disconnect)},
     {"migration", "downtime-limit", KEY_DURATION, FIELD(downtime_limit_ms)},
     {"migration", "max-bandwidth", KEY_BYTES, FIELD(max_bandwidth)},
     {"migration", "multifd", KEY_BOOL, FIELD(multifd)},
@@ -264,6 +273,14 @@ static gboolean apply_value(SmPolicy *policy, const KeySpec *spec, const char *v
         if (!sm_parse_fallback(value, (SmFallback *)field))
             return fail(error, SM_POLICY_ERROR_VALUE, file, line, spec->group, spec->key,
                         "'%s' is not one of abort, use-fix, use-fix-if-benign", value);
+        return TRUE;
+    case KEY_DISCONNECT:
+        if (g_str_equal(value, "continue") || g_str_equal(value, "cancel"))
+            *(SmClientDisconnect *)field =
+                g_str_equal(value, "cancel") ? SM_DISCONNECT_CANCEL : SM_DISCONNECT_CONTINUE;
+        else
+            return fail(error, SM_POLICY_ERROR_VALUE, file, line, spec->group, spec->key,
+                        "'%s' is not continue or cancel", value);
         return TRUE;
     }
     return FALSE;

@@ -24,6 +24,12 @@ typedef enum {
     SM_FALLBACK_USE_FIX_IF_BENIGN, /* as use-fix, only for commands whose loss is harmless */
 } SmFallback;
 
+/* What the daemon does with a migration whose requesting client went away. */
+typedef enum {
+    SM_DISCONNECT_CONTINUE, /* let it run to its end (it never leaves the VM paused) */
+    SM_DISCONNECT_CANCEL,   /* call it off: the VM keeps running on the source */
+} SmClientDisconnect;
+
 typedef struct {
     char *name; /* VM name (--vm), or NULL */
     char *file; /* the vms.d file it came from, or NULL */
@@ -36,8 +42,9 @@ typedef struct {
     gint64 downtime_limit_ms; /* -1: leave QEMU's */
     gint64 max_bandwidth;     /* bytes/s; -1: leave QEMU's */
     gboolean multifd, auto_converge;
-    gint64 migration_timeout_ms; /* 0: none */
-    char *plugin_dir;            /* extra probe modules, or NULL */
+    gint64 migration_timeout_ms;             /* 0: none */
+    char *plugin_dir;                        /* extra probe modules, or NULL */
+    SmClientDisconnect on_client_disconnect; /* safe-migrated only */
 } SmPolicy;
 
 void sm_policy_init(SmPolicy *policy);
