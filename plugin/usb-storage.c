@@ -284,23 +284,6 @@ static gboolean decode_disk(SmReader *r, SmFix fix, guint32 dev_lun, gboolean rs
     return TRUE;
 }
 
-static SmFix fix_from_fact(const char *s)
-{
-    if (!s) {
-        return SM_FIX_UNKNOWN;
-    }
-    if (g_str_equal(s, "absent")) {
-        return SM_FIX_ABSENT;
-    }
-    if (g_str_equal(s, "disabled")) {
-        return SM_FIX_DISABLED;
-    }
-    if (g_str_equal(s, "enabled")) {
-        return SM_FIX_ENABLED;
-    }
-    return SM_FIX_UNKNOWN;
-}
-
 static gboolean same_requests(GPtrArray *a, GPtrArray *b)
 {
     if (a->len != b->len) {
@@ -324,7 +307,7 @@ static SmDeviceVerdict *analyse(const SmProbe *probe, const SmStream *stream,
                                 const SmDevice *device)
 {
     SmDeviceVerdict *v = sm_verdict_new(device, probe->name);
-    SmFix fix = fix_from_fact(sm_device_get_fact(device, FACT_FIX));
+    SmFix fix = sm_device_get_fix(device);
     v->fix = fix;
 
     if (!g_str_equal(device->type, "usb-storage")) {

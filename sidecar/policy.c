@@ -98,57 +98,50 @@ gboolean sm_parse_fallback(const char *text, SmFallback *out)
     return FALSE;
 }
 
-/* "250ms", "2s", "1m"; a bare 0 is allowed (it means "none" wherever it is accepted). A unit is
- * required otherwise: "500" could mean either and a migration policy must not guess. */
-gboolean sm_parse_duration(const char *text, gint64 *out_ms)
+typedef struct {
+    const char *suffix;
+    guint64 scale;
+} Unit;
+
+/* A decimal count with one of `units` as suffix; the count must fit gint64 once scaled. */
+static gboolean parse_scaled(const char *text, const Unit *units, guint n_units, gint64 *out)
 {
-    if (!text)
+    if (!text || !g_ascii_isdigit(text[0]))
         return FALSE;
     char *end = NULL;
     errno = 0;
     guint64 value = g_ascii_strtoull(text, &end, 10);
-    if (end == text || errno || text[0] == '-' || text[0] == '+')
+    if (errno)
         return FALSE;
-    guint64 scale;
-    if (g_str_equal(end, "ms"))
-        scale = 1;
-    else if (g_str_equal(end, "s"))
-        scale = 1000;
-    else if (g_str_equal(end, "m"))
-        scale = 60000;
-    else if (*end == '\0' && value == 0)
-        scale = 1;
-    else
-        return FALSE;
-    if (value > (guint64)G_MAXINT64 / scale)
-        return FALSE;
-    *out_ms = (gint64)(value * scale);
-    return TRUE;
+    for (guint i = 0; i < n_units; i++) {
+        if (g_str_equal(end, units[i].suffix)) {
+            if (value > (guint64)G_MAXINT64 / units[i].scale)
+                return FALSE;
+            *out = (gint64)(value * units[i].scale);
+            return TRUE;
+        }
+    }
+    return FALSE;
+}
+
+/* "250ms", "2s", "1m"; a bare 0 is allowed (it means "none" wherever it is accepted). A unit is
+ * required otherwise: "500" could mean either and a migration policy must not guess. */
+gboolean sm_parse_duration(const char *text, gint64 *out_ms)
+{
+    static const Unit units[] = {{"ms", 1}, {"s", 1000}, {"m", 60000}};
+    if (g_strcmp0(text, "0") == 0) {
+        *out_ms = 0;
+        return TRUE;
+    }
+    return parse_scaled(text, units, G_N_ELEMENTS(units), out_ms);
 }
 
 /* Bytes per second, with optional K/M/G (binary) suffix. */
 gboolean sm_parse_bytes(const char *text, gint64 *out)
 {
-    if (!text)
-        return FALSE;
-    char *end = NULL;
-    errno = 0;
-    guint64 value = g_ascii_strtoull(text, &end, 10);
-    if (end == text || errno || text[0] == '-' || text[0] == '+')
-        return FALSE;
-    guint64 scale = 1;
-    if (g_str_equal(end, "K") || g_str_equal(end, "k"))
-        scale = 1024;
-    else if (g_str_equal(end, "M"))
-        scale = 1024 * 1024;
-    else if (g_str_equal(end, "G"))
-        scale = 1024 * 1024 * 1024;
-    else if (*end != '\0')
-        return FALSE;
-    if (value > (guint64)G_MAXINT64 / scale)
-        return FALSE;
-    *out = (gint64)(value * scale);
-    return TRUE;
+    static const Unit units[] = {
+        {"", 1}, {"K", 1024}, {"k", 1024}, {"M", 1024 * 1024}, {"G", 1024 * 1024 * 1024}};
+    return parse_scaled(text, units, G_N_ELEMENTS(units), out);
 }
 
 /* GKeyFile keeps no line numbers, so find them in the text: the first "key =" line inside
