@@ -7,7 +7,6 @@
 #include <glib/gstdio.h>
 #include <signal.h>
 #include <string.h>
-#include <sys/prctl.h>
 #include <sys/wait.h>
 
 typedef struct {
@@ -23,96 +22,23 @@ static const Config configs[] = {
     {"SM_QEMU10", TRUE, "pc-i440fx-9.0", "disabled"},
 };
 
-typedef struct {
-    GPid pid;
-    char *dir;
-    char *sock;
-} Vm;
-
-static char *make_iso(const char *dir)
+/* A rig VM (hlt BIOS, UHCI at 00:02.0, usb-storage "usbcd0" on port 1) plus `extra`. */
+static RigVm *vm_start(const Config *c, const char *const *extra)
 {
-    g_autofree char *content = g_build_filename(dir, "iso", NULL);
-    g_assert_cmpint(g_mkdir(content, 0700), ==, 0);
-    g_autofree char *file = g_build_filename(content, "hello.txt", NULL);
-    g_assert_true(g_file_set_contents(file, "hello\n", -1, NULL));
-    char *iso = g_build_filename(dir, "cd.iso", NULL);
-    const char *argv[] = {"genisoimage", "-quiet", "-o", iso, content, NULL};
-    gint status;
-    g_assert_true(g_spawn_sync(NULL, (char **)argv, NULL, G_SPAWN_SEARCH_PATH, NULL, NULL, NULL,
-                               NULL, &status, NULL));
-    g_assert_true(g_spawn_check_wait_status(status, NULL));
-    return iso;
-}
-
-/* QEMU dies with the test process, even when an assertion aborts it. */
-static void die_with_parent(gpointer unused)
-{
-    (void)unused;
-    prctl(PR_SET_PDEATHSIG, SIGKILL);
-}
-
-/* The command line of the issue, plus `extra` devices. */
-static Vm *vm_start(const Config *c, const char *const *extra)
-{
-    Vm *vm = g_new0(Vm, 1);
-    vm->dir = g_dir_make_tmp("sm-plugin-XXXXXX", NULL);
-    g_assert_nonnull(vm->dir);
-    g_autofree char *iso = make_iso(vm->dir);
-    vm->sock = g_build_filename(vm->dir, "qmp.sock", NULL);
-    g_autoptr(GPtrArray) argv = g_ptr_array_new_with_free_func(g_free);
-    const char *bin = g_getenv(c->qemu_env);
-    g_assert_nonnull(bin);
-    g_ptr_array_add(argv, g_strdup(bin));
-    if (c->q10) {
-        g_ptr_array_add(argv, g_strdup("-L"));
-        g_ptr_array_add(argv, g_strdup(g_getenv("SM_QEMU10_DATADIR")));
-    }
-    const char *fixed[] = {"-nodefaults", "-display", "none",
-                           "-m",          "16",       "-machine",
-                           c->machine,    "-device",  "piix3-usb-uhci,id=uhci,addr=0x2",
-                           "-drive",      NULL};
-    for (int i = 0; fixed[i]; i++) {
-        g_ptr_array_add(argv, g_strdup(fixed[i]));
-    }
-    g_ptr_array_add(
-        argv, g_strdup_printf("if=none,id=cd0,media=cdrom,readonly=on,format=raw,file=%s", iso));
-    g_ptr_array_add(argv, g_strdup("-device"));
-    g_ptr_array_add(argv, g_strdup("usb-storage,bus=uhci.0,port=1,drive=cd0,id=usbcd"));
-    for (int i = 0; extra && extra[i]; i++) {
-        /* "%s" in an extra argument is the ISO path. */
-        g_ptr_array_add(argv, strstr(extra[i], "%s") ? g_strdup_printf(extra[i], iso)
-                                                     : g_strdup(extra[i]));
-    }
-    g_ptr_array_add(argv, g_strdup("-qmp"));
-    g_ptr_array_add(argv, g_strdup_printf("unix:%s,server=on,wait=off", vm->sock));
-    g_ptr_array_add(argv, NULL);
     g_autoptr(GError) error = NULL;
-    g_assert_true(g_spawn_async(NULL, (char **)argv->pdata, NULL,
-                                G_SPAWN_DO_NOT_REAP_CHILD | G_SPAWN_STDOUT_TO_DEV_NULL,
-                                die_with_parent, NULL, &vm->pid, &error));
-    for (int i = 0; i < 200 && !g_file_test(vm->sock, G_FILE_TEST_EXISTS); i++) {
-        g_usleep(20000);
-    }
+    RigVm *vm = rig_vm_start(&(RigVmConfig){.qemu = c->q10 ? RIG_QEMU_10 : RIG_QEMU_72,
+                                            .machine = c->machine,
+                                            .name = "live",
+                                            .extra_args = extra},
+                             &error);
+    g_assert_no_error(error);
     return vm;
 }
 
-static void vm_free(Vm *vm)
-{
-    kill(vm->pid, SIGKILL);
-    waitpid(vm->pid, NULL, 0);
-    g_spawn_close_pid(vm->pid);
-    g_autofree char *cmd = g_strdup_printf("rm -rf '%s'", vm->dir);
-    g_assert_cmpint(system(cmd), ==, 0);
-    g_free(vm->dir);
-    g_free(vm->sock);
-    g_free(vm);
-}
-G_DEFINE_AUTOPTR_CLEANUP_FUNC(Vm, vm_free)
-
-static QmpClient *connect_vm(const Vm *vm)
+static QmpClient *connect_vm(RigVm *vm)
 {
     g_autoptr(GError) error = NULL;
-    QmpClient *q = qmp_client_connect(vm->sock, 10000, &error);
+    QmpClient *q = qmp_client_connect(rig_vm_sidecar_qmp_path(vm), 10000, &error);
     g_assert_no_error(error);
     return q;
 }
@@ -131,7 +57,7 @@ static const SmDeviceVerdict *find(const SmReport *r, const char *qom_path)
 static void test_idle_and_fix(gconstpointer data)
 {
     const Config *c = data;
-    g_autoptr(Vm) vm = vm_start(c, NULL);
+    g_autoptr(RigVm) vm = vm_start(c, NULL);
     g_autoptr(QmpClient) q = connect_vm(vm);
     g_autoptr(SmRegistry) reg = sm_registry_new();
     g_autoptr(GError) error = NULL;
@@ -141,8 +67,8 @@ static void test_idle_and_fix(gconstpointer data)
     g_assert_cmpstr(r->qemu_version, ==, qmp_client_get_version(q));
     g_assert_cmpuint(r->devices->len, ==, 1);
     const SmDeviceVerdict *v = r->devices->pdata[0];
-    g_assert_cmpstr(v->id, ==, "usbcd");
-    g_assert_cmpstr(v->qom_path, ==, "/machine/peripheral/usbcd");
+    g_assert_cmpstr(v->id, ==, "usbcd0");
+    g_assert_cmpstr(v->qom_path, ==, "/machine/peripheral/usbcd0");
     g_assert_cmpstr(v->section, ==, "0000:00:02.0/1/usb-storage");
     g_assert_cmpint(v->state, ==, SM_STATE_IDLE);
     g_assert_true(v->safe);
@@ -168,7 +94,7 @@ static void test_discovery(gconstpointer data)
                            "-device", "usb-storage,bus=xhci.0,drive=cd2,id=onxhci",
                            "-device", "usb-storage,bus=uhci.0,drive=cd3,port=2",
                            NULL};
-    g_autoptr(Vm) vm = vm_start(c, extra);
+    g_autoptr(RigVm) vm = vm_start(c, extra);
     g_autoptr(QmpClient) q = connect_vm(vm);
     g_autoptr(SmRegistry) reg = sm_registry_new();
     g_autoptr(GError) error = NULL;
@@ -178,7 +104,7 @@ static void test_discovery(gconstpointer data)
     static const struct {
         const char *qom;
         const char *section;
-    } want[] = {{"/machine/peripheral/usbcd", "0000:00:02.0/1/usb-storage"},
+    } want[] = {{"/machine/peripheral/usbcd0", "0000:00:02.0/1/usb-storage"},
                 {"/machine/peripheral-anon/device[0]", "0000:00:04.0/1/usb-storage"},
                 {"/machine/peripheral/onxhci", "0000:00:05.0/1/usb-storage"},
                 {"/machine/peripheral-anon/device[1]", "0000:00:02.0/2/usb-storage"}};
@@ -213,7 +139,7 @@ static void test_plugin_dir(void)
     g_assert_true(sm_registry_find_for_type(reg, "usb-storage") == sm_usb_storage_probe());
 
     const char *extra[] = {"-device", "usb-tablet,bus=uhci.0,port=2,id=tab", NULL};
-    g_autoptr(Vm) vm = vm_start(&configs[0], extra);
+    g_autoptr(RigVm) vm = vm_start(&configs[0], extra);
     g_autoptr(QmpClient) q = connect_vm(vm);
     g_autoptr(SmReport) r = sm_probe_vm(q, reg, &error);
     g_assert_no_error(error);
@@ -222,7 +148,7 @@ static void test_plugin_dir(void)
     g_assert_cmpstr(v->probe, ==, "example-usb-tablet");
     g_assert_cmpstr(v->section, ==, "0000:00:02.0/2/usb-ptr");
     g_assert_cmpint(v->state, ==, SM_STATE_UNKNOWN);
-    g_assert_cmpint(find(r, "/machine/peripheral/usbcd")->state, ==, SM_STATE_IDLE);
+    g_assert_cmpint(find(r, "/machine/peripheral/usbcd0")->state, ==, SM_STATE_IDLE);
 
     g_autoptr(SmRegistry) bad = sm_registry_new();
     g_autofree char *notmod = build_path("plugin");
@@ -250,8 +176,8 @@ static int run_cli(const char *const *args, char **out)
 static void test_cli(gconstpointer data)
 {
     const Config *c = data;
-    g_autoptr(Vm) vm = vm_start(c, NULL);
-    g_autofree char *addr = g_strdup_printf("unix:%s", vm->sock);
+    g_autoptr(RigVm) vm = vm_start(c, NULL);
+    g_autofree char *addr = g_strdup_printf("unix:%s", rig_vm_sidecar_qmp_path(vm));
     g_autofree char *out = NULL;
     const char *json_args[] = {"status", "--qmp", addr, "--json", NULL};
     g_assert_cmpint(run_cli(json_args, &out), ==, 0);
@@ -262,9 +188,9 @@ static void test_cli(gconstpointer data)
     json_object *devs = json_object_object_get(o, "devices");
     g_assert_cmpuint(json_object_array_length(devs), ==, 1);
     json_object *d = json_object_array_get_idx(devs, 0);
-    g_assert_cmpstr(json_object_get_string(json_object_object_get(d, "id")), ==, "usbcd");
+    g_assert_cmpstr(json_object_get_string(json_object_object_get(d, "id")), ==, "usbcd0");
     g_assert_cmpstr(json_object_get_string(json_object_object_get(d, "qom_path")), ==,
-                    "/machine/peripheral/usbcd");
+                    "/machine/peripheral/usbcd0");
     g_assert_cmpstr(json_object_get_string(json_object_object_get(d, "section")), ==,
                     "0000:00:02.0/1/usb-storage");
     g_assert_cmpstr(json_object_get_string(json_object_object_get(d, "state")), ==, "idle");
@@ -274,12 +200,13 @@ static void test_cli(gconstpointer data)
     g_assert_null(pending);
 
     g_autofree char *table = NULL;
-    const char *bare_args[] = {"status", "--qmp", vm->sock, NULL}; /* a bare path */
+    const char *bare_args[] = {"status", "--qmp", rig_vm_sidecar_qmp_path(vm),
+                               NULL}; /* a bare path */
     g_assert_cmpint(run_cli(bare_args, &table), ==, 0);
-    g_assert_nonnull(strstr(table, "usbcd"));
+    g_assert_nonnull(strstr(table, "usbcd0"));
     g_assert_nonnull(strstr(table, "idle"));
 
-    g_autofree char *none = g_build_filename(vm->dir, "nothing.sock", NULL);
+    g_autofree char *none = g_build_filename(rig_tmpdir(), "nothing.sock", NULL);
     g_autofree char *out3 = NULL;
     const char *gone_args[] = {"status", "--qmp", none, "--json", NULL};
     g_assert_cmpint(run_cli(gone_args, &out3), ==, 3);

@@ -266,6 +266,12 @@ RigVm *rig_vm_start(const RigVmConfig *config, GError **error)
             argv,
             g_strdup_printf("usb-storage,bus=uhci.0,port=%u,drive=cd%u,id=usbcd%u", i + 1, i, i));
     }
+    for (guint i = 0; config->extra_args && config->extra_args[i]; i++) {
+        const char *arg = config->extra_args[i];
+        const char *at = strstr(arg, "%s");
+        g_ptr_array_add(argv, at ? g_strdup_printf("%.*s%s%s", (int)(at - arg), arg, iso, at + 2)
+                                 : g_strdup(arg));
+    }
     if (config->incoming) {
         g_ptr_array_add(argv, g_strdup("-incoming"));
         g_ptr_array_add(argv, g_strdup("defer"));

@@ -28,6 +28,9 @@ typedef struct {
     const char *iso;     /* NULL = the rig's default ISO (rig_default_iso()) */
     guint n_disks;       /* 0 = 1 */
     const char *name;    /* used in file names and logs; NULL = "vm" */
+    /* More QEMU arguments (further controllers, devices, drives); "%s" in one stands for the
+     * ISO's path. NULL-terminated, or NULL. */
+    const char *const *extra_args;
 } RigVmConfig;
 
 typedef struct RigVm RigVm;
