@@ -15,6 +15,7 @@
 #define CONNECT_TIMEOUT_MS 10000
 #define DEST_READY_TIMEOUT_MS 30000
 #define PROGRESS_INTERVAL_MS 1000
+#define QMP_COMMAND_TIMEOUT_MS 30000
 
 struct SmMigration {
     SmPolicy policy;
@@ -458,7 +459,7 @@ static QmpClient *connect_vm(SmMigration *m, const char *address, guint timeout_
     (void)m;
     QmpClient *c = qmp_client_connect(address, timeout_ms, error);
     if (c)
-        qmp_client_set_default_timeout(c, 30000);
+        qmp_client_set_default_timeout(c, QMP_COMMAND_TIMEOUT_MS);
     return c;
 }
 
@@ -513,6 +514,16 @@ static json_object *verdicts_json(const SmReport *report)
     return list;
 }
 
+/* The probe under its own time limit: at pre-switchover the guest is stopped while it runs,
+ * so a hung capture must not stretch the downtime without bound. */
+static SmReport *probe_source(SmMigration *m, GError **error)
+{
+    qmp_client_set_default_timeout(m->src, (guint)MAX(m->policy.probe_timeout_ms, 1));
+    SmReport *report = sm_probe_vm(m->src, m->registry, error);
+    qmp_client_set_default_timeout(m->src, QMP_COMMAND_TIMEOUT_MS);
+    return report;
+}
+
 static gboolean preflight(SmMigration *m, SmReport **paused_report, GError **error)
 {
     g_autofree char *src_state = runstate(m->src, error);
@@ -540,7 +551,7 @@ static gboolean preflight(SmMigration *m, SmReport **paused_report, GError **err
     /* Probing writes "running" into the migration's global run state, so a paused source
      * is probed now, before the stream starts, and never at pre-switchover. With the guest
      * paused its devices cannot move on, so this verdict is final. */
-    g_autoptr(SmReport) report = sm_probe_vm(m->src, m->registry, error);
+    g_autoptr(SmReport) report = probe_source(m, error);
     if (!report)
         return FALSE;
     json_object *dest_devices = json_object_new_object();
@@ -867,7 +878,7 @@ int sm_migration_run(SmMigration *m)
         g_autoptr(SmReport) fresh = NULL;
         const SmReport *report = paused_report;
         if (!report) {
-            fresh = sm_probe_vm(m->src, m->registry, &error);
+            fresh = probe_source(m, &error);
             if (!fresh)
                 return call_off(m, SM_EXIT_FAILED, "failed", error);
             report = fresh;

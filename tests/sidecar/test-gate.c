@@ -522,6 +522,25 @@ static void test_bad_policy(void)
     g_assert_nonnull(strstr(err, "--max-hold"));
 }
 
+/* Without --json: progress lines and a one-line summary on stderr. */
+static void test_human_output(void)
+{
+    Pair p = {0};
+    pair_start(&p, RIG_QEMU_72, RIG_QEMU_72, "pc");
+    const char *args[] = {"migrate",  "--source", p.src_addr, "--dest",
+                          p.dst_addr, "--uri",    p.uri,      NULL};
+    int code = -1;
+    g_autofree char *err = NULL;
+    run_cli(args, &code, &err);
+    g_test_message("stderr: %s", err);
+    g_assert_cmpint(code, ==, 0);
+    g_assert_nonnull(strstr(err, "pre-switchover: probing devices (attempt 1)"));
+    g_assert_nonnull(strstr(err, "migrated (path idle) in "));
+    g_assert_nonnull(strstr(err, "1 attempt(s)"));
+    assert_runstate(p.src, "postmigrate");
+    pair_clear(&p);
+}
+
 static void test_unreachable(void)
 {
     const char *args[] = {"migrate", "--source", "unix:/nonexistent/qmp",
@@ -598,5 +617,6 @@ int main(int argc, char **argv)
     g_test_add_func("/gate/recover-after-dead-gate", test_recover_after_dead_gate);
     g_test_add_func("/gate/bad-policy", test_bad_policy);
     g_test_add_func("/gate/unreachable", test_unreachable);
+    g_test_add_func("/gate/human-output", test_human_output);
     return g_test_run();
 }
