@@ -801,9 +801,16 @@ static int call_off(SmMigration *m, int code, const char *result, const GError *
                                !g_str_equal(st, "cancelled") && !g_str_equal(st, "failed") &&
                                !g_str_equal(st, "none");
         if (st && g_str_equal(st, "completed")) {
-            g_autoptr(GError) e = g_error_new(SM_ENGINE_ERROR, SM_ENGINE_ERROR_UNCERTAIN,
-                                              "the migration completed while the source QMP "
-                                              "was away; check the destination");
+            /* It went through while we were away: fine if both ends say so. */
+            gint64 downtime = -1, total = -1;
+            g_autoptr(GError) verr = NULL;
+            if (m->dst && verify_completed(m, &downtime, &total, &verr))
+                return finish(m, SM_EXIT_OK, "migrated", "idle", downtime, total, NULL);
+            g_autoptr(GError) e = g_error_new(
+                SM_ENGINE_ERROR, SM_ENGINE_ERROR_UNCERTAIN,
+                "the migration completed while the source QMP was away, but the destination "
+                "could not be confirmed running (%s); check it with query-status",
+                verr ? verr->message : "no connection");
             return finish(m, SM_EXIT_UNCERTAIN, "uncertain", NULL, -1, -1, e);
         }
     }
