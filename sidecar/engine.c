@@ -30,6 +30,7 @@ struct SmMigration {
     gint64 hold_started_us;
     gboolean src_was_running;
     gboolean migration_started; /* a `migrate` was issued for the current attempt */
+    const char *path;           /* "idle", "held" or "fix": how the migration is going through */
     char *last_status;          /* source MIGRATION status as last seen */
     gint cancel_signal;         /* atomic: signal number (or -1 for a plain cancel) */
     GError *src_lost;           /* set when the source QMP connection went away */
@@ -805,7 +806,7 @@ static int call_off(SmMigration *m, int code, const char *result, const GError *
             gint64 downtime = -1, total = -1;
             g_autoptr(GError) verr = NULL;
             if (m->dst && verify_completed(m, &downtime, &total, &verr))
-                return finish(m, SM_EXIT_OK, "migrated", "idle", downtime, total, NULL);
+                return finish(m, SM_EXIT_OK, "migrated", m->path, downtime, total, NULL);
             g_autoptr(GError) e = g_error_new(
                 SM_ENGINE_ERROR, SM_ENGINE_ERROR_UNCERTAIN,
                 "the migration completed while the source QMP was away, but the destination "
@@ -819,7 +820,7 @@ static int call_off(SmMigration *m, int code, const char *result, const GError *
             gint64 downtime = -1, total = -1;
             g_autoptr(GError) verr = NULL;
             if (verify_completed(m, &downtime, &total, &verr))
-                return finish(m, SM_EXIT_OK, "migrated", "idle", downtime, total, NULL);
+                return finish(m, SM_EXIT_OK, "migrated", m->path, downtime, total, NULL);
         }
         g_autoptr(GError) e =
             g_error_new(SM_ENGINE_ERROR, SM_ENGINE_ERROR_UNCERTAIN,
@@ -862,7 +863,7 @@ int sm_migration_run(SmMigration *m)
     if (cancel_requested(m))
         return finish(m, interrupted_code(m), "interrupted", NULL, -1, -1, NULL);
 
-    const char *path = "idle";
+    m->path = "idle";
     for (;;) {
         if (!start_attempt(m, &error))
             return call_off(m, SM_EXIT_FAILED, "failed", error);
@@ -933,7 +934,7 @@ int sm_migration_run(SmMigration *m)
                 }
                 emit(m, "retry",
                      fields_new("attempt", json_object_new_int((int)m->attempts + 1), FIELDS_END));
-                path = "held";
+                m->path = "held";
                 continue;
             }
             gboolean benign_only = p->on_unquiesceable == SM_FALLBACK_USE_FIX_IF_BENIGN;
@@ -952,7 +953,7 @@ int sm_migration_run(SmMigration *m)
                  fields_new("device", jstr(device_key(busy->id, busy->qom_path)), "pending",
                             jstr(pending_name(busy)), "policy",
                             jstr(sm_fallback_to_string(p->on_unquiesceable)), FIELDS_END));
-            path = "fix";
+            m->path = "fix";
         }
 
         if (!simple_command(m->src, "migrate-continue",
@@ -974,11 +975,11 @@ int sm_migration_run(SmMigration *m)
         m->migration_started = FALSE;
         gint64 downtime = -1, total = -1;
         if (!verify_completed(m, &downtime, &total, &error))
-            return finish(m, SM_EXIT_UNCERTAIN, "uncertain", path, -1, -1, error);
+            return finish(m, SM_EXIT_UNCERTAIN, "uncertain", m->path, -1, -1, error);
         emit(m, "completed",
-             fields_new("path", jstr(path), "downtime_ms", json_object_new_int64(downtime),
+             fields_new("path", jstr(m->path), "downtime_ms", json_object_new_int64(downtime),
                         FIELDS_END));
-        return finish(m, SM_EXIT_OK, "migrated", path, downtime, elapsed_ms(m), NULL);
+        return finish(m, SM_EXIT_OK, "migrated", m->path, downtime, elapsed_ms(m), NULL);
     }
 }
 
