@@ -207,7 +207,7 @@ static gboolean wait_for_socket(RigVm *vm, const char *path, GError **error)
 RigVm *rig_vm_start(const RigVmConfig *config, GError **error)
 {
     const char *iso = config->iso ? config->iso : rig_default_iso(error);
-    const char *bios = hlt_bios(error);
+    const char *bios = config->kernel ? "" : hlt_bios(error);
     if (!iso || !bios)
         return NULL;
     guint n_disks = config->n_disks ? config->n_disks : 1;
@@ -228,12 +228,6 @@ RigVm *rig_vm_start(const RigVmConfig *config, GError **error)
     const char *fixed[] = {"-nodefaults",
                            "-display",
                            "none",
-                           "-accel",
-                           "tcg",
-                           "-m",
-                           "16",
-                           "-serial",
-                           "none",
                            "-monitor",
                            "none",
                            "-device",
@@ -242,8 +236,25 @@ RigVm *rig_vm_start(const RigVmConfig *config, GError **error)
         g_ptr_array_add(argv, g_strdup(fixed[i]));
     g_ptr_array_add(argv, g_strdup("-machine"));
     g_ptr_array_add(argv, g_strdup(config->machine ? config->machine : "pc"));
-    g_ptr_array_add(argv, g_strdup("-bios"));
-    g_ptr_array_add(argv, g_strdup(bios));
+    g_ptr_array_add(argv, g_strdup("-accel"));
+    g_ptr_array_add(argv, g_strdup(config->accel ? config->accel : "tcg"));
+    g_ptr_array_add(argv, g_strdup("-m"));
+    if (config->kernel) {
+        g_ptr_array_add(argv, g_strdup_printf("%u", config->memory_mb ? config->memory_mb : 256));
+        const char *linux_args[] = {"-kernel", config->kernel, "-initrd",   config->initrd,
+                                    "-append", config->append, "-no-reboot"};
+        for (guint i = 0; i < G_N_ELEMENTS(linux_args); i++)
+            g_ptr_array_add(argv, g_strdup(linux_args[i] ? linux_args[i] : ""));
+        g_ptr_array_add(argv, g_strdup("-chardev"));
+        g_ptr_array_add(argv, g_strdup_printf("file,id=console,path=%s,append=on",
+                                              config->console ? config->console : "/dev/null"));
+        g_ptr_array_add(argv, g_strdup("-serial"));
+        g_ptr_array_add(argv, g_strdup("chardev:console"));
+    } else {
+        const char *qtest_args[] = {"16", "-serial", "none", "-bios", bios};
+        for (guint i = 0; i < G_N_ELEMENTS(qtest_args); i++)
+            g_ptr_array_add(argv, g_strdup(qtest_args[i]));
+    }
     g_ptr_array_add(argv, g_strdup("-qmp"));
     g_ptr_array_add(argv, g_strdup_printf("unix:%s,server=on,wait=off", vm->qmp_path));
     /* A second monitor for the sidecar, as a management stack gives it one of its own. */
@@ -254,8 +265,10 @@ RigVm *rig_vm_start(const RigVmConfig *config, GError **error)
     g_ptr_array_add(argv, g_strdup("chardev=sidecar,mode=control"));
     g_ptr_array_add(argv, g_strdup("-pidfile"));
     g_ptr_array_add(argv, g_strdup(vm->pid_path));
-    g_ptr_array_add(argv, g_strdup("-qtest"));
-    g_ptr_array_add(argv, g_strdup_printf("unix:%s,server=on,wait=off", vm->qtest_path));
+    if (!config->kernel) {
+        g_ptr_array_add(argv, g_strdup("-qtest"));
+        g_ptr_array_add(argv, g_strdup_printf("unix:%s,server=on,wait=off", vm->qtest_path));
+    }
     for (guint i = 0; i < n_disks; i++) {
         g_ptr_array_add(argv, g_strdup("-drive"));
         g_ptr_array_add(
@@ -290,7 +303,8 @@ RigVm *rig_vm_start(const RigVmConfig *config, GError **error)
     close(log_fd);
     if (!spawned)
         return NULL;
-    if (!wait_for_socket(vm, vm->qmp_path, error) || !wait_for_socket(vm, vm->qtest_path, error) ||
+    if (!wait_for_socket(vm, vm->qmp_path, error) ||
+        (!config->kernel && !wait_for_socket(vm, vm->qtest_path, error)) ||
         !wait_for_socket(vm, vm->sidecar_qmp_path, error))
         return NULL;
     vm->qmp = qmp_client_connect(vm->qmp_path, 10000, error);

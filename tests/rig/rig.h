@@ -31,6 +31,12 @@ typedef struct {
     /* More QEMU arguments (further controllers, devices, drives); "%s" in one stands for the
      * ISO's path. NULL-terminated, or NULL. */
     const char *const *extra_args;
+    /* A real Linux guest (tests/linux) instead of the HLT BIOS + qtest: boots `kernel` with
+     * `initrd` and `append`, `memory_mb` of RAM (0 = 256), `accel` (NULL = "tcg"), serial
+     * console appended to the file `console` (one file can serve every VM of a migration
+     * chain: only the side that runs writes), and exits instead of rebooting. */
+    const char *kernel, *initrd, *append, *console, *accel;
+    guint memory_mb;
 } RigVmConfig;
 
 typedef struct RigVm RigVm;
