@@ -1,0 +1,483 @@
+/* safe-migrated: one worker thread per VM. It holds the VM's status QMP connection
+ * (reconnecting with backoff), keeps a cheap snapshot of it (run state, devices and their fix)
+ * for `list`, and runs the VM's probes, recover and migrations, each on the worker's own
+ * GMainContext: a slow or hung QEMU stalls only its own thread, never the main loop. */
+#include "daemon.h"
+
+#define STATUS_CONNECT_TIMEOUT_MS 5000
+#define STATUS_COMMAND_TIMEOUT_MS 10000
+#define RECONNECT_FIRST_MS 250
+
+typedef enum { JOB_PROBE, JOB_RECOVER, JOB_MIGRATE, JOB_ADDRESS } JobKind;
+
+typedef struct {
+    JobKind kind;
+    VmJobDone done;
+    gpointer data;
+    Mig *mig;
+    char *address;
+} Job;
+
+static void job_free(Job *job)
+{
+    g_free(job->address);
+    g_free(job);
+}
+
+#define vm_log(vm, level, ...)                                                                     \
+    g_log_structured(G_LOG_DOMAIN, level, "SM_VM", (vm)->name, "MESSAGE", __VA_ARGS__)
+
+/* ---- Main-thread side ------------------------------------------------------------------ */
+
+Vm *vm_new(Daemon *d, const char *name)
+{
+    Vm *vm = g_new0(Vm, 1);
+    vm->ref = 1;
+    vm->daemon = d;
+    vm->name = g_strdup(name);
+    sm_policy_init(&vm->policy);
+    vm->jobs = g_async_queue_new_full((GDestroyNotify)job_free);
+    vm->snapshot = json_object_new_object();
+    json_object_object_add(vm->snapshot, "connection", json_object_new_string("connecting"));
+    return vm;
+}
+
+Vm *vm_ref(Vm *vm)
+{
+    g_atomic_int_inc(&vm->ref);
+    return vm;
+}
+
+void vm_unref(Vm *vm)
+{
+    if (!vm || !g_atomic_int_dec_and_test(&vm->ref))
+        return;
+    /* The last reference is dropped on the main thread, after the worker said it exited. */
+    if (vm->thread)
+        g_thread_join(vm->thread);
+    sm_policy_clear(&vm->policy);
+    g_free(vm->config_error);
+    json_object_put(vm->snapshot);
+    g_async_queue_unref(vm->jobs);
+    if (vm->wctx)
+        g_main_context_unref(vm->wctx);
+    g_free(vm->source_qmp);
+    g_free(vm->plugin_dir);
+    g_free(vm->name);
+    g_free(vm);
+}
+
+static void push_job(Vm *vm, Job *job)
+{
+    g_async_queue_push(vm->jobs, job);
+    g_main_context_wakeup(vm->wctx);
+}
+
+void vm_stop(Vm *vm)
+{
+    if (!vm->thread || g_atomic_int_get(&vm->stop))
+        return;
+    g_atomic_int_set(&vm->stop, 1);
+    g_main_context_wakeup(vm->wctx);
+}
+
+void vm_set_address(Vm *vm, const char *source_qmp)
+{
+    Job *job = g_new0(Job, 1);
+    job->kind = JOB_ADDRESS;
+    job->address = g_strdup(source_qmp);
+    push_job(vm, job);
+}
+
+static void push_done_job(Vm *vm, JobKind kind, VmJobDone done, gpointer data)
+{
+    Job *job = g_new0(Job, 1);
+    job->kind = kind;
+    job->done = done;
+    job->data = data;
+    push_job(vm, job);
+}
+
+void vm_probe(Vm *vm, VmJobDone done, gpointer data)
+{
+    push_done_job(vm, JOB_PROBE, done, data);
+}
+
+void vm_recover(Vm *vm, VmJobDone done, gpointer data)
+{
+    push_done_job(vm, JOB_RECOVER, done, data);
+}
+
+void vm_migrate(Vm *vm, Mig *mig)
+{
+    Job *job = g_new0(Job, 1);
+    job->kind = JOB_MIGRATE;
+    job->mig = mig;
+    push_job(vm, job);
+}
+
+json_object *vm_to_json(Vm *vm)
+{
+    json_object *o = json_object_new_object();
+    json_object_object_add(o, "name", json_strv(vm->name));
+    json_object_object_add(o, "file", json_strv(vm->policy.file));
+    json_object_object_add(o, "source_qmp", json_strv(vm->policy.source_qmp));
+    json_object_object_add(o, "dest_qmp", json_strv(vm->policy.dest_qmp));
+    json_object_object_foreach(vm->snapshot, key, value)
+    {
+        json_object_object_add(o, key, json_object_get(value));
+    }
+    if (!vm->has_policy)
+        json_object_object_add(o, "connection", json_object_new_string("unconfigured"));
+    else if (vm->mig)
+        json_object_object_add(o, "connection", json_object_new_string("migrating"));
+    else if (vm->job_busy)
+        json_object_object_add(o, "connection", json_object_new_string("recovering"));
+    json_object_object_add(o, "config_error", json_strv(vm->config_error));
+    json_object_object_add(o, "migration", vm->mig ? json_strv(vm->mig->id) : NULL);
+    if (vm->last_mig && vm->last_mig->done) {
+        json_object *last = json_object_new_object();
+        json_object_object_add(last, "id", json_strv(vm->last_mig->id));
+        json_object_object_add(last, "exit_code", json_object_new_int(vm->last_mig->exit_code));
+        json_object *result =
+            vm->last_mig->events->len
+                ? g_ptr_array_index(vm->last_mig->events, vm->last_mig->events->len - 1)
+                : NULL;
+        json_object_object_add(last, "result", json_strv(json_str(result, "result")));
+        json_object_object_add(o, "last_migration", last);
+    }
+    return o;
+}
+
+/* ---- Worker -> main -------------------------------------------------------------------- */
+
+typedef struct {
+    Vm *vm;
+    json_object *obj;
+    GError *error;
+    VmJobDone done;
+    gpointer data;
+} Result;
+
+static void result_free(gpointer p)
+{
+    Result *r = p;
+    vm_unref(r->vm);
+    if (r->obj)
+        json_object_put(r->obj);
+    g_clear_error(&r->error);
+    g_free(r);
+}
+
+static gboolean apply_snapshot(gpointer p)
+{
+    Result *r = p;
+    json_object_put(r->vm->snapshot);
+    r->vm->snapshot = g_steal_pointer(&r->obj);
+    return G_SOURCE_REMOVE;
+}
+
+static void publish(Vm *vm, json_object *snapshot)
+{
+    Result *r = g_new0(Result, 1);
+    r->vm = vm_ref(vm);
+    r->obj = snapshot;
+    daemon_post(vm->daemon, apply_snapshot, r, result_free);
+}
+
+static gboolean deliver_result(gpointer p)
+{
+    Result *r = p;
+    r->done(r->vm, g_steal_pointer(&r->obj), r->error, r->data);
+    return G_SOURCE_REMOVE;
+}
+
+static void finish_job(Vm *vm, Job *job, json_object *obj, GError *error)
+{
+    Result *r = g_new0(Result, 1);
+    r->vm = vm_ref(vm);
+    r->obj = obj;
+    r->error = error;
+    r->done = job->done;
+    r->data = job->data;
+    daemon_post(vm->daemon, deliver_result, r, result_free);
+}
+
+static gboolean count_reconnect(gpointer p)
+{
+    ((Daemon *)p)->metrics.reconnects++;
+    return G_SOURCE_REMOVE;
+}
+
+static gboolean thread_exited(gpointer p)
+{
+    Vm *vm = p;
+    vm->stopped = TRUE;
+    return G_SOURCE_REMOVE;
+}
+
+/* ---- The status connection (worker thread) --------------------------------------------- */
+
+static void on_lost(QmpClient *client, const GError *reason, gpointer data)
+{
+    Vm *vm = data;
+    (void)client;
+    vm_log(vm, G_LOG_LEVEL_MESSAGE, "%s: QMP connection lost: %s", vm->name, reason->message);
+    vm->lost = TRUE;
+}
+
+static void on_qmp_event(QmpClient *client, const char *name, json_object *data, gint64 ts,
+                         gpointer user_data)
+{
+    static const char *const interesting[] = {"STOP",      "RESUME",         "SHUTDOWN",  "RESET",
+                                              "MIGRATION", "DEVICE_DELETED", "POWERDOWN", NULL};
+    (void)client, (void)data, (void)ts;
+    if (g_strv_contains(interesting, name))
+        ((Vm *)user_data)->dirty = TRUE;
+}
+
+static void drop_status(Vm *vm)
+{
+    if (!vm->qmp)
+        return;
+    qmp_client_set_disconnect_handler(vm->qmp, NULL, NULL, NULL);
+    qmp_client_close(vm->qmp);
+    g_clear_pointer(&vm->qmp, qmp_client_unref);
+    vm->lost = FALSE;
+}
+
+static json_object *disconnected_snapshot(const char *why)
+{
+    json_object *s = json_object_new_object();
+    json_object_object_add(s, "connection", json_object_new_string("disconnected"));
+    json_object_object_add(s, "error", json_strv(why));
+    return s;
+}
+
+static gboolean status_connect(Vm *vm, GError **error)
+{
+    vm->qmp = qmp_client_connect(vm->source_qmp, STATUS_CONNECT_TIMEOUT_MS, error);
+    if (!vm->qmp)
+        return FALSE;
+    qmp_client_set_default_timeout(vm->qmp, STATUS_COMMAND_TIMEOUT_MS);
+    qmp_client_set_disconnect_handler(vm->qmp, on_lost, vm, NULL);
+    qmp_client_subscribe(vm->qmp, NULL, on_qmp_event, vm, NULL);
+    vm->lost = FALSE;
+    vm->dirty = TRUE;
+    return TRUE;
+}
+
+/* The cheap view: run state, machine, devices and their fix; no device-state capture (that
+ * would stop the VM for a moment). */
+static void refresh(Vm *vm)
+{
+    g_autoptr(GError) error = NULL;
+    g_autoptr(json_object) status = qmp_client_execute(vm->qmp, "query-status", NULL, &error);
+    g_autoptr(json_object) machine =
+        status ? qmp_client_execute_json(vm->qmp, "qom-get",
+                                         "{\"path\":\"/machine\",\"property\":\"type\"}", &error)
+               : NULL;
+    g_autoptr(GPtrArray) devices =
+        machine ? sm_discover_devices(vm->qmp, vm->registry, &error) : NULL;
+    json_object *list = json_object_new_array();
+    for (guint i = 0; devices && i < devices->len; i++) {
+        SmDevice *dev = g_ptr_array_index(devices, i);
+        const SmProbe *probe = sm_registry_find_for_type(vm->registry, dev->type);
+        g_autoptr(GError) e = NULL;
+        if (probe && probe->inspect && !probe->inspect(probe, vm->qmp, dev, &e))
+            vm_log(vm, G_LOG_LEVEL_DEBUG, "%s: inspect %s: %s", vm->name, dev->qom_path,
+                   e->message);
+        json_object *o = json_object_new_object();
+        json_object_object_add(o, "id", json_strv(dev->id));
+        json_object_object_add(o, "qom_path", json_strv(dev->qom_path));
+        json_object_object_add(o, "type", json_strv(dev->type));
+        json_object_object_add(o, "fix", json_strv(sm_fix_to_string(sm_device_get_fix(dev))));
+        json_object_array_add(list, o);
+    }
+    /* Events also queue for synchronous waiters nobody runs here: keep that queue empty. */
+    qmp_client_clear_events(vm->qmp);
+    if (vm->lost || (error && g_error_matches(error, QMP_ERROR, QMP_ERROR_DISCONNECTED))) {
+        json_object_put(list);
+        vm->lost = TRUE;
+        return;
+    }
+    json_object *s = json_object_new_object();
+    json_object_object_add(s, "connection", json_object_new_string("connected"));
+    json_object_object_add(s, "qemu_version", json_strv(qmp_client_get_version(vm->qmp)));
+    json_object_object_add(s, "runstate", json_strv(json_str(status, "status")));
+    const char *type = machine ? json_object_get_string(machine) : NULL;
+    if (type && g_str_has_suffix(type, "-machine"))
+        json_object_object_add(s, "machine", json_object_new_string_len(type, strlen(type) - 8));
+    else
+        json_object_object_add(s, "machine", json_strv(type));
+    json_object_object_add(s, "devices", list);
+    json_object_object_add(s, "error", error ? json_strv(error->message) : NULL);
+    json_object_object_add(s, "updated_us", json_object_new_int64(g_get_real_time()));
+    publish(vm, s);
+}
+
+/* ---- Jobs (worker thread) -------------------------------------------------------------- */
+
+static void run_probe(Vm *vm, Job *job)
+{
+    GError *error = NULL;
+    if (!vm->qmp && !status_connect(vm, &error)) {
+        finish_job(vm, job, NULL, error);
+        return;
+    }
+    g_autoptr(SmReport) report = sm_probe_vm(vm->qmp, vm->registry, &error);
+    qmp_client_clear_events(vm->qmp);
+    finish_job(vm, job, report ? sm_report_to_json(report) : NULL, error);
+}
+
+static void run_recover(Vm *vm, Job *job)
+{
+    /* QEMU serves one client per monitor: the status connection makes room. */
+    drop_status(vm);
+    GError *error = NULL;
+    g_autofree char *summary = NULL;
+    int code = sm_recover(vm->source_qmp, &summary, &error);
+    json_object *o = json_object_new_object();
+    json_object_object_add(o, "exit_code", json_object_new_int(code));
+    json_object_object_add(o, "summary", json_strv(summary));
+    json_object_object_add(o, "error", error ? json_strv(error->message) : NULL);
+    g_clear_error(&error);
+    finish_job(vm, job, o, NULL);
+}
+
+static void run_migration(Vm *vm, Job *job)
+{
+    drop_status(vm);
+    publish(vm, disconnected_snapshot("the monitor is lent to a migration"));
+    vm_log(vm, G_LOG_LEVEL_MESSAGE, "%s: migration %s starts", vm->name, job->mig->id);
+    int code = sm_migration_run(job->mig->engine);
+    mig_finished_from_worker(job->mig, code);
+}
+
+static gboolean just_wake(gpointer data)
+{
+    (void)data;
+    return G_SOURCE_REMOVE;
+}
+
+static gpointer vm_thread(gpointer data)
+{
+    Vm *vm = data;
+    g_main_context_push_thread_default(vm->wctx);
+    gint64 next_connect = 0, next_refresh = G_MAXINT64;
+    guint backoff_ms = 0;
+    gboolean ever_connected = FALSE;
+    g_autofree char *last_error = NULL;
+
+    while (!g_atomic_int_get(&vm->stop)) {
+        Job *job;
+        while (!g_atomic_int_get(&vm->stop) && (job = g_async_queue_try_pop(vm->jobs))) {
+            switch (job->kind) {
+            case JOB_PROBE:
+                run_probe(vm, job);
+                break;
+            case JOB_RECOVER:
+                run_recover(vm, job);
+                next_connect = 0;
+                backoff_ms = 0;
+                break;
+            case JOB_MIGRATE:
+                run_migration(vm, job);
+                next_connect = 0;
+                backoff_ms = 0;
+                break;
+            case JOB_ADDRESS:
+                drop_status(vm);
+                g_free(vm->source_qmp);
+                vm->source_qmp = g_strdup(job->address);
+                next_connect = 0;
+                backoff_ms = 0;
+                break;
+            }
+            job_free(job);
+        }
+        if (g_atomic_int_get(&vm->stop))
+            break;
+
+        gint64 now = g_get_monotonic_time();
+        if (vm->qmp && vm->lost) {
+            drop_status(vm);
+            publish(vm, disconnected_snapshot("QMP connection lost"));
+            backoff_ms = RECONNECT_FIRST_MS;
+            next_connect = now + backoff_ms * 1000;
+        }
+        if (!vm->qmp && now >= next_connect) {
+            g_autoptr(GError) error = NULL;
+            if (status_connect(vm, &error)) {
+                vm_log(vm, G_LOG_LEVEL_MESSAGE, "%s: connected to %s (QEMU %s)", vm->name,
+                       vm->source_qmp, qmp_client_get_version(vm->qmp));
+                if (ever_connected)
+                    daemon_post(vm->daemon, count_reconnect, vm->daemon, NULL);
+                ever_connected = TRUE;
+                backoff_ms = 0;
+                g_clear_pointer(&last_error, g_free);
+            } else {
+                if (g_strcmp0(last_error, error->message) != 0) {
+                    vm_log(vm, G_LOG_LEVEL_WARNING, "%s: cannot reach %s: %s (retrying)", vm->name,
+                           vm->source_qmp, error->message);
+                    g_free(last_error);
+                    last_error = g_strdup(error->message);
+                }
+                publish(vm, disconnected_snapshot(error->message));
+                backoff_ms = backoff_ms ? MIN(backoff_ms * 2, vm->daemon->reconnect_max_ms)
+                                        : RECONNECT_FIRST_MS;
+                next_connect = g_get_monotonic_time() + (gint64)backoff_ms * 1000;
+            }
+        }
+        if (vm->qmp && !vm->lost && (vm->dirty || now >= next_refresh)) {
+            vm->dirty = FALSE;
+            refresh(vm);
+            next_refresh = g_get_monotonic_time() + (gint64)vm->daemon->refresh_ms * 1000;
+        }
+        if (vm->lost || vm->dirty || g_async_queue_length(vm->jobs) > 0)
+            continue;
+
+        gint64 wake_at = vm->qmp ? next_refresh : next_connect;
+        GSource *timer = NULL;
+        if (wake_at != G_MAXINT64) {
+            gint64 ms = MAX((wake_at - g_get_monotonic_time()) / 1000 + 1, 0);
+            timer = g_timeout_source_new((guint)MIN(ms, G_MAXINT));
+            g_source_set_callback(timer, just_wake, NULL, NULL);
+            g_source_attach(timer, vm->wctx);
+        }
+        g_main_context_iteration(vm->wctx, TRUE);
+        if (timer) {
+            g_source_destroy(timer);
+            g_source_unref(timer);
+        }
+    }
+    drop_status(vm);
+    g_clear_pointer(&vm->registry, sm_registry_free);
+    /* Jobs nobody will run: their completions still reach the main thread. */
+    Job *job;
+    while ((job = g_async_queue_try_pop(vm->jobs))) {
+        if (job->done)
+            finish_job(vm, job, NULL,
+                       g_error_new(G_IO_ERROR, G_IO_ERROR_CANCELLED, "the VM was removed"));
+        else if (job->kind == JOB_MIGRATE)
+            mig_finished_from_worker(job->mig, SM_EXIT_UNREACHABLE);
+        job_free(job);
+    }
+    g_main_context_pop_thread_default(vm->wctx);
+    daemon_post(vm->daemon, thread_exited, vm, (GDestroyNotify)vm_unref);
+    return NULL;
+}
+
+void vm_start(Vm *vm)
+{
+    g_assert(!vm->thread && vm->policy.source_qmp);
+    vm->wctx = g_main_context_new();
+    vm->source_qmp = g_strdup(vm->policy.source_qmp);
+    vm->plugin_dir = g_strdup(vm->policy.plugin_dir);
+    vm->registry = sm_registry_new();
+    g_autoptr(GError) error = NULL;
+    if (vm->plugin_dir && !sm_registry_load_dir(vm->registry, vm->plugin_dir, &error))
+        vm_log(vm, G_LOG_LEVEL_WARNING, "%s: plugins: %s", vm->name, error->message);
+    g_autofree char *thread_name = g_strdup_printf("vm:%.12s", vm->name);
+    vm->thread = g_thread_new(thread_name, vm_thread, vm_ref(vm));
+}

@@ -1,0 +1,160 @@
+/* safe-migrated internals, shared by daemon*.c: the VM table and its per-VM worker threads,
+ * migrations, control clients and metrics. Not a public header (the API is the socket). */
+#pragma once
+
+#define G_LOG_DOMAIN "safe-migrated"
+
+#include "sidecar.h"
+#include "probe.h"
+#include "qmp.h"
+
+#include <gio/gio.h>
+
+typedef struct Daemon Daemon;
+typedef struct Vm Vm;
+typedef struct Mig Mig;
+typedef struct Client Client;
+
+/* Metrics, touched on the main thread only. */
+#define SM_DOWNTIME_BUCKETS 11
+#define SM_PROBE_BUCKETS 11
+typedef struct {
+    GHashTable *migrations; /* "result\npath" -> count (GUINT_TO_POINTER) */
+    guint64 attempts, holds, reconnects, client_rejects;
+    guint64 downtime_counts[SM_DOWNTIME_BUCKETS + 1]; /* last: +Inf */
+    double downtime_sum;
+    guint64 probe_counts[SM_PROBE_BUCKETS + 1];
+    double probe_sum;
+} Metrics;
+
+struct Daemon {
+    GMainContext *ctx;
+    GMainLoop *loop;
+    char *config_dir;
+    guint reconnect_max_ms;
+    guint refresh_ms;
+    GHashTable *vms;        /* name -> Vm* (one reference) */
+    GHashTable *migrations; /* id -> Mig*, running and recent */
+    GQueue finished;        /* Mig* that ended, oldest first (bounded history) */
+    guint next_migration;
+    GList *clients; /* Client* */
+    GSocketService *service;
+    char *socket_path;
+    guint socket_mode;
+    gid_t socket_gid;
+    GSocketService *metrics_service;
+    guint metrics_port;
+    GAsyncQueue *inbox; /* Post*: work for the main thread, in order */
+    Metrics metrics;
+    gboolean stopping;
+    gint exit_code;
+};
+
+/* ---- Posting work to the main thread (FIFO across all worker threads) ------------------ */
+void daemon_post(Daemon *d, GSourceFunc func, gpointer data, GDestroyNotify destroy);
+
+/* ---- VMs (daemon-vm.c) ----------------------------------------------------------------- */
+
+struct Vm {
+    gint ref;
+    Daemon *daemon;
+    char *name;
+    /* Main thread. */
+    SmPolicy policy;       /* the last policy that loaded */
+    gboolean has_policy;   /* FALSE: the file never loaded; no worker runs */
+    char *config_error;    /* the last load's error, or NULL */
+    json_object *snapshot; /* what the worker saw last: connection, runstate, devices, ... */
+    Mig *mig;              /* the running migration, or NULL */
+    Mig *last_mig;         /* the latest migration (running or ended), or NULL */
+    gboolean removed;      /* its file is gone; freed when its migration ends */
+    gboolean job_busy;     /* a recover runs on the worker */
+    /* The worker thread: owns the VM's status QMP connection; runs probes, recover and the
+     * migrations of this VM, so a slow or hung QEMU only ever stalls its own thread. */
+    GThread *thread;
+    GMainContext *wctx;
+    GAsyncQueue *jobs;
+    gint stop;        /* atomic */
+    gboolean stopped; /* main: the thread said it exited */
+    char *source_qmp; /* worker's copy, replaced by a job */
+    char *plugin_dir;
+    SmRegistry *registry;
+    QmpClient *qmp;
+    gboolean lost, dirty;
+};
+
+Vm *vm_new(Daemon *d, const char *name);
+Vm *vm_ref(Vm *vm);
+void vm_unref(Vm *vm);
+/* Starts the worker (policy must be set). */
+void vm_start(Vm *vm);
+/* Asks the worker to end; the VM leaves the table when it did. */
+void vm_stop(Vm *vm);
+/* A new source address for the status connection. */
+void vm_set_address(Vm *vm, const char *source_qmp);
+/* The VM as `list` shows it (new object). */
+json_object *vm_to_json(Vm *vm);
+
+/* Completion of worker jobs, called on the main thread. result: a report or recover
+ * result object (owned by the callee), or NULL with error. */
+typedef void (*VmJobDone)(Vm *vm, json_object *result, const GError *error, gpointer data);
+/* A full device-state probe (briefly stops a running VM). */
+void vm_probe(Vm *vm, VmJobDone done, gpointer data);
+void vm_recover(Vm *vm, VmJobDone done, gpointer data);
+void vm_migrate(Vm *vm, Mig *mig);
+
+/* ---- Migrations (daemon.c) ------------------------------------------------------------- */
+
+typedef struct {
+    Client *client;
+    json_object *id; /* the request id, or NULL */
+} Follower;
+
+struct Mig {
+    char *id;
+    Vm *vm;
+    SmMigration *engine;  /* until it finished */
+    GPtrArray *events;    /* json_object*: every event so far */
+    GPtrArray *followers; /* Follower* */
+    Client *owner;        /* who asked for it; NULL once gone */
+    SmClientDisconnect on_disconnect;
+    gboolean done;
+    int exit_code;
+};
+
+/* Called by the worker thread (engine callback) and the main thread respectively. */
+void mig_event_from_worker(json_object *event, gpointer mig);
+void mig_finished_from_worker(Mig *mig, int exit_code);
+void mig_cancel(Mig *mig, int signum);
+
+/* ---- Control clients (daemon-control.c) ------------------------------------------------ */
+
+gboolean control_listen(Daemon *d, GError **error);
+void control_close(Daemon *d);
+void control_drop_clients(Daemon *d);
+Client *client_ref(Client *client);
+void client_unref(Client *client);
+gboolean client_is_open(Client *client);
+gboolean client_is_privileged(Client *client);
+/* Queues one JSON line; `obj` is consumed. */
+void client_send(Client *client, json_object *obj);
+void client_reply_error(Client *client, json_object *id, const char *code, int exit_code,
+                        const char *fmt, ...) G_GNUC_PRINTF(5, 6);
+/* Dispatch of one request (daemon.c). */
+void daemon_handle_request(Daemon *d, Client *client, json_object *request);
+void daemon_client_gone(Daemon *d, Client *client);
+
+/* ---- Metrics (daemon-metrics.c) -------------------------------------------------------- */
+
+void metrics_init(Metrics *m);
+void metrics_clear(Metrics *m);
+void metrics_observe_event(Metrics *m, json_object *event);
+void metrics_observe_probe(Metrics *m, gint64 probe_us);
+char *metrics_render(Daemon *d);
+gboolean metrics_listen(Daemon *d, const char *host_port, GError **error);
+
+/* ---- Helpers --------------------------------------------------------------------------- */
+
+const char *json_str(json_object *obj, const char *key);
+void json_unref(gpointer obj);         /* json_object_put as a GDestroyNotify */
+json_object *json_strv(const char *s); /* NULL-safe json string */
+void sd_notify_send(const char *state);
