@@ -180,14 +180,6 @@ int sm_cmd_migrate(int argc, char **argv)
         return SM_EXIT_USAGE;
     }
 
-    SmPolicy policy;
-    sm_policy_init(&policy);
-    const char *config_dir = opt_config_dir ? opt_config_dir : SM_DEFAULT_CONFIG_DIR;
-    gboolean ok = TRUE;
-    if (opt_vm || opt_config_dir)
-        ok = sm_policy_load(&policy, config_dir, opt_vm, &error);
-    if (ok && opt_policy)
-        ok = sm_policy_load_file(&policy, opt_policy, &error);
     const struct {
         const char *flag;
         const char *value;
@@ -202,6 +194,33 @@ int sm_cmd_migrate(int argc, char **argv)
                  {"downtime-limit", opt_downtime},
                  {"max-bandwidth", opt_bandwidth},
                  {"plugin-dir", opt_plugin_dir}};
+    if (sm_daemon_socket) {
+        /* The daemon holds the policies: the flags travel as overrides, validated there by
+         * the same code; the events come back as they would in-process. */
+        if (!opt_vm || opt_policy || opt_config_dir) {
+            g_printerr("safe-migrate migrate: with --daemon, give --vm NAME (the daemon reads "
+                       "its own policy files; no --policy or --config-dir)\n");
+            return SM_EXIT_USAGE;
+        }
+        json_object *options = json_object_new_object();
+        for (guint i = 0; i < G_N_ELEMENTS(flags); i++)
+            if (flags[i].value)
+                json_object_object_add(options, flags[i].flag,
+                                       json_object_new_string(flags[i].value));
+        Output out = {.json = opt_json, .quiet = opt_quiet, .tty = isatty(STDERR_FILENO)};
+        int code = sm_daemon_migrate(opt_vm, options, on_event, &out);
+        end_line(&out);
+        return code;
+    }
+
+    SmPolicy policy;
+    sm_policy_init(&policy);
+    const char *config_dir = opt_config_dir ? opt_config_dir : SM_DEFAULT_CONFIG_DIR;
+    gboolean ok = TRUE;
+    if (opt_vm || opt_config_dir)
+        ok = sm_policy_load(&policy, config_dir, opt_vm, &error);
+    if (ok && opt_policy)
+        ok = sm_policy_load_file(&policy, opt_policy, &error);
     for (guint i = 0; ok && i < G_N_ELEMENTS(flags); i++)
         if (flags[i].value)
             ok = apply_flag(&policy, flags[i].flag, flags[i].value, &error);
@@ -237,6 +256,8 @@ static const GOptionEntry recover_entries[] = {
 
 int sm_cmd_recover(int argc, char **argv)
 {
+    if (sm_daemon_socket)
+        return sm_daemon_cmd_recover(argc, argv);
     g_autoptr(GOptionContext) ctx =
         g_option_context_new("- release a VM left mid-migration by a gate that died");
     g_option_context_add_main_entries(ctx, recover_entries, NULL);

@@ -11,6 +11,8 @@
 
 int sm_cmd_status(int argc, char **argv)
 {
+    if (sm_daemon_socket)
+        return sm_daemon_cmd_status(argc, argv);
     g_autofree char *addr = NULL;
     g_autofree char *plugin_dir = NULL;
     gboolean json = FALSE;

@@ -9,3 +9,14 @@
 int sm_cmd_status(int argc, char **argv);
 int sm_cmd_migrate(int argc, char **argv);
 int sm_cmd_recover(int argc, char **argv);
+
+/* `--daemon SOCKET` (daemon-client.c): the subcommands talk to safe-migrated instead of
+ * running the engine in-process. NULL when not given. */
+extern const char *sm_daemon_socket;
+int sm_cmd_list(int argc, char **argv);
+int sm_cmd_cancel(int argc, char **argv);
+int sm_daemon_cmd_status(int argc, char **argv);
+int sm_daemon_cmd_recover(int argc, char **argv);
+/* Asks the daemon to migrate VM with `options` (CLI flag or policy key names -> strings;
+ * consumed) and feeds every event to func; returns the migration's exit code. */
+int sm_daemon_migrate(const char *vm, json_object *options, SmEventFunc func, gpointer data);

@@ -16,11 +16,16 @@ static const Subcommand subcommands[] = {
     {"migrate", sm_cmd_migrate, "Migrate a VM, holding the switchover while a device is busy"},
     {"recover", sm_cmd_recover, "Release a VM left mid-migration by a gate that died"},
     {"status", sm_cmd_status, "Show the migration-relevant state of the VM's USB storage"},
+    {"list", sm_cmd_list, "With --daemon: the daemon's VMs, their USB storage and fix state"},
+    {"cancel", sm_cmd_cancel, "With --daemon: call a migration off (the VM stays on the source)"},
 };
 
 static void usage(FILE *out)
 {
-    fprintf(out, "Usage: safe-migrate SUBCOMMAND [OPTION...]\n\nSubcommands:\n");
+    fprintf(out, "Usage: safe-migrate [--daemon SOCKET] SUBCOMMAND [OPTION...]\n\n"
+                 "--daemon SOCKET: ask safe-migrated on its control socket instead of\n"
+                 "running in-process (migrate --vm NAME, status --vm NAME, recover --vm NAME).\n\n"
+                 "Subcommands:\n");
     for (gsize i = 0; i < G_N_ELEMENTS(subcommands); i++) {
         fprintf(out, "  %-10s %s\n", subcommands[i].name, subcommands[i].summary);
     }
@@ -29,6 +34,21 @@ static void usage(FILE *out)
 
 int main(int argc, char **argv)
 {
+    /* The one global option: --daemon SOCKET / --daemon=SOCKET before the subcommand. */
+    if (argc >= 2 && g_str_has_prefix(argv[1], "--daemon")) {
+        int used = 0;
+        if (g_str_has_prefix(argv[1], "--daemon=") && argv[1][9])
+            sm_daemon_socket = argv[1] + 9, used = 1;
+        else if (g_str_equal(argv[1], "--daemon") && argc >= 3)
+            sm_daemon_socket = argv[2], used = 2;
+        if (!used) {
+            fprintf(stderr, "safe-migrate: --daemon needs a SOCKET\n");
+            return SM_EXIT_USAGE;
+        }
+        argv[used] = argv[0];
+        argv += used;
+        argc -= used;
+    }
     if (argc < 2) {
         usage(stderr);
         return SM_EXIT_USAGE;
