@@ -84,12 +84,13 @@ static json_object *jstr(const char *s)
 
 /* ------------------------------------------------------------------------------------- */
 /* Test hook: SM_FAULT_STOP_AT=PHASE (preflight, iterating, pre-switchover, cancel,
- * dest-prepare) stops the process with SIGSTOP at that point, so that the fault-injection
- * tests can kill -9 it in a known phase instead of racing the event stream. */
+ * dest-prepare) stops the process with SIGSTOP the first time it gets there, so that the
+ * fault-injection tests can act in a known phase instead of racing the event stream. */
 static void fault_point(const char *phase)
 {
+    static gint fired;
     const char *at = g_getenv("SM_FAULT_STOP_AT");
-    if (at && g_str_equal(at, phase))
+    if (at && g_str_equal(at, phase) && g_atomic_int_compare_and_exchange(&fired, 0, 1))
         raise(SIGSTOP);
 }
 
