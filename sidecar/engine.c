@@ -685,6 +685,14 @@ static gboolean verify_completed(SmMigration *m, gint64 *downtime_ms, gint64 *to
     g_autofree char *src_state = settled_runstate(m->src, error);
     if (!src_state)
         return FALSE;
+    /* The destination's monitor connection may have dropped while the stream flowed (the
+     * engine does not use it then): a fresh one tells where the VM runs. */
+    if (!qmp_client_is_connected(m->dst)) {
+        g_clear_pointer(&m->dst, qmp_client_unref);
+        m->dst = connect_dest(m, CONNECT_TIMEOUT_MS, error);
+        if (!m->dst)
+            return FALSE;
+    }
     g_autofree char *dst_state = settled_runstate(m->dst, error);
     if (!dst_state)
         return FALSE;
@@ -920,7 +928,10 @@ int sm_migration_run(SmMigration *m)
                                 jstr(pending_name(busy)), "waiting_for", jstr(waiting), "held_ms",
                                 json_object_new_int64(held_ms), FIELDS_END));
                 if (!cancel_attempt(m, &error) || !source_resumed(m, &error))
-                    return call_off(m, SM_EXIT_UNCERTAIN, "uncertain", error);
+                    /* With the source QMP lost, call_off reconnects, cancels and checks
+                     * that the source runs, so it can vouch for the outcome itself. */
+                    return call_off(m, m->src_lost ? SM_EXIT_FAILED : SM_EXIT_UNCERTAIN,
+                                    m->src_lost ? "failed" : "uncertain", error);
                 /* Exponential backoff from `backoff`, capped so it never overshoots the
                  * hold budget by much. */
                 gint64 backoff = p->backoff_ms << MIN(m->holds - 1, 10u);
