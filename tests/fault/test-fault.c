@@ -1,0 +1,623 @@
+/* Fault injection: safe-migrate killed -9 in each phase, QMP connections cut under it, the
+ * destination killed mid-stream, dest-prepare failing or hanging. After each fault the VM
+ * must run on exactly one side (or `safe-migrate recover` must bring it back) and the
+ * guest's pending transaction must complete with the right bytes. */
+#include "rig.h"
+
+#include <errno.h>
+#include <fcntl.h>
+#include <gio/gio.h>
+#include <poll.h>
+#include <signal.h>
+#include <string.h>
+#include <sys/socket.h>
+#include <sys/un.h>
+#include <unistd.h>
+
+/* ---- A unix-socket relay that the test can cut ------------------------------------------
+ * Sits between safe-migrate and a VM's sidecar monitor. It forwards SCM_RIGHTS too: the
+ * probe hands QEMU its capture fd with add-fd. */
+
+typedef enum { PROXY_RUN, PROXY_CUT, PROXY_CUT_FOR_GOOD, PROXY_STOP } ProxyRequest;
+
+typedef struct {
+    char *path, *target;
+    int listen_fd, wake[2];
+    GThread *thread;
+    GMutex lock;
+    GCond cond;
+    ProxyRequest request;
+    GArray *fds; /* pairs: client, upstream */
+} Proxy;
+
+static gboolean relay(int from, int to)
+{
+    char buf[65536];
+    char control[CMSG_SPACE(sizeof(int) * 16)];
+    struct iovec iov = {buf, sizeof buf};
+    struct msghdr msg = {
+        .msg_iov = &iov, .msg_iovlen = 1, .msg_control = control, .msg_controllen = sizeof control};
+    ssize_t n = recvmsg(from, &msg, MSG_CMSG_CLOEXEC);
+    if (n <= 0)
+        return FALSE;
+    /* Forward the descriptors with the first byte, as they came. */
+    struct msghdr out = {.msg_iov = &iov, .msg_iovlen = 1};
+    int fds[16], n_fds = 0;
+    for (struct cmsghdr *c = CMSG_FIRSTHDR(&msg); c; c = CMSG_NXTHDR(&msg, c)) {
+        if (c->cmsg_level == SOL_SOCKET && c->cmsg_type == SCM_RIGHTS) {
+            n_fds = (int)((c->cmsg_len - CMSG_LEN(0)) / sizeof(int));
+            memcpy(fds, CMSG_DATA(c), sizeof(int) * (gsize)n_fds);
+        }
+    }
+    char out_control[CMSG_SPACE(sizeof(int) * 16)];
+    if (n_fds > 0) {
+        out.msg_control = out_control;
+        out.msg_controllen = CMSG_SPACE(sizeof(int) * (gsize)n_fds);
+        struct cmsghdr *c = CMSG_FIRSTHDR(&out);
+        c->cmsg_level = SOL_SOCKET;
+        c->cmsg_type = SCM_RIGHTS;
+        c->cmsg_len = CMSG_LEN(sizeof(int) * (gsize)n_fds);
+        memcpy(CMSG_DATA(c), fds, sizeof(int) * (gsize)n_fds);
+    }
+    gboolean ok = TRUE;
+    for (ssize_t done = 0; done < n && ok;) {
+        iov.iov_base = buf + done;
+        iov.iov_len = (gsize)(n - done);
+        ssize_t w = sendmsg(to, &out, MSG_NOSIGNAL);
+        if (w < 0 && errno == EINTR)
+            continue;
+        ok = w > 0;
+        done += MAX(w, 0);
+        out.msg_control = NULL;
+        out.msg_controllen = 0;
+    }
+    for (int i = 0; i < n_fds; i++)
+        close(fds[i]);
+    return ok;
+}
+
+static void proxy_close_pairs(Proxy *p)
+{
+    for (guint i = 0; i < p->fds->len; i++)
+        close(g_array_index(p->fds, int, i));
+    g_array_set_size(p->fds, 0);
+}
+
+static int connect_unix(const char *path)
+{
+    struct sockaddr_un sa = {.sun_family = AF_UNIX};
+    g_strlcpy(sa.sun_path, path, sizeof sa.sun_path);
+    int fd = socket(AF_UNIX, SOCK_STREAM | SOCK_CLOEXEC, 0);
+    if (fd >= 0 && connect(fd, (struct sockaddr *)&sa, sizeof sa) < 0) {
+        close(fd);
+        return -1;
+    }
+    return fd;
+}
+
+static gpointer proxy_thread(gpointer data)
+{
+    Proxy *p = data;
+    for (;;) {
+        g_autoptr(GArray) pfds = g_array_new(FALSE, TRUE, sizeof(struct pollfd));
+        struct pollfd w = {.fd = p->wake[0], .events = POLLIN};
+        g_array_append_val(pfds, w);
+        struct pollfd l = {.fd = p->listen_fd, .events = POLLIN};
+        g_array_append_val(pfds, l);
+        for (guint i = 0; i < p->fds->len; i++) {
+            struct pollfd c = {.fd = g_array_index(p->fds, int, i), .events = POLLIN};
+            g_array_append_val(pfds, c);
+        }
+        if (poll((struct pollfd *)pfds->data, pfds->len, -1) < 0)
+            continue;
+        struct pollfd *pf = (struct pollfd *)pfds->data;
+        if (pf[0].revents) {
+            char b;
+            (void)!read(p->wake[0], &b, 1);
+            g_mutex_lock(&p->lock);
+            ProxyRequest r = p->request;
+            proxy_close_pairs(p);
+            if ((r == PROXY_CUT_FOR_GOOD || r == PROXY_STOP) && p->listen_fd >= 0) {
+                close(p->listen_fd);
+                p->listen_fd = -1;
+                unlink(p->path);
+            }
+            p->request = PROXY_RUN;
+            g_cond_broadcast(&p->cond);
+            g_mutex_unlock(&p->lock);
+            if (r == PROXY_STOP)
+                return NULL;
+            continue;
+        }
+        if (p->listen_fd >= 0 && pf[1].revents) {
+            int c = accept4(p->listen_fd, NULL, NULL, SOCK_CLOEXEC);
+            int u = c >= 0 ? connect_unix(p->target) : -1;
+            if (u < 0) {
+                if (c >= 0)
+                    close(c);
+            } else {
+                g_array_append_val(p->fds, c);
+                g_array_append_val(p->fds, u);
+            }
+        }
+        for (guint i = 2; i < pfds->len; i++) {
+            if (!pf[i].revents)
+                continue;
+            guint k = i - 2, peer = k ^ 1u;
+            if (!relay(pf[i].fd, g_array_index(p->fds, int, peer))) {
+                /* One side went away: so does the other, as with a real connection. */
+                guint first = k & ~1u;
+                close(g_array_index(p->fds, int, first));
+                close(g_array_index(p->fds, int, first + 1));
+                g_array_remove_range(p->fds, first, 2);
+                break; /* indices moved: poll again */
+            }
+        }
+    }
+}
+
+static Proxy *proxy_new(const char *target)
+{
+    Proxy *p = g_new0(Proxy, 1);
+    static guint counter;
+    p->path = g_strdup_printf("%s/proxy%u", rig_tmpdir(), ++counter);
+    p->target = g_strdup(target);
+    p->fds = g_array_new(FALSE, FALSE, sizeof(int));
+    g_mutex_init(&p->lock);
+    g_cond_init(&p->cond);
+    g_assert_cmpint(pipe2(p->wake, O_CLOEXEC), ==, 0);
+    struct sockaddr_un sa = {.sun_family = AF_UNIX};
+    g_strlcpy(sa.sun_path, p->path, sizeof sa.sun_path);
+    p->listen_fd = socket(AF_UNIX, SOCK_STREAM | SOCK_CLOEXEC, 0);
+    g_assert_cmpint(bind(p->listen_fd, (struct sockaddr *)&sa, sizeof sa), ==, 0);
+    g_assert_cmpint(listen(p->listen_fd, 8), ==, 0);
+    p->thread = g_thread_new("proxy", proxy_thread, p);
+    return p;
+}
+
+/* Closes every relayed connection (both ends); FOR_GOOD also stops accepting new ones.
+ * Returns once done. */
+static void proxy_request(Proxy *p, ProxyRequest r)
+{
+    g_mutex_lock(&p->lock);
+    p->request = r;
+    g_assert_cmpint(write(p->wake[1], "x", 1), ==, 1);
+    while (p->request != PROXY_RUN)
+        g_cond_wait(&p->cond, &p->lock);
+    g_mutex_unlock(&p->lock);
+}
+
+static void proxy_free(Proxy *p)
+{
+    if (!p)
+        return;
+    proxy_request(p, PROXY_STOP);
+    g_thread_join(p->thread);
+    close(p->wake[0]);
+    close(p->wake[1]);
+    g_array_unref(p->fds);
+    g_mutex_clear(&p->lock);
+    g_cond_clear(&p->cond);
+    g_free(p->path);
+    g_free(p->target);
+    g_free(p);
+}
+
+/* ---- The gate under test ----------------------------------------------------------------- */
+
+typedef struct {
+    GSubprocess *proc;
+    pid_t pid;
+    GPtrArray *events; /* json_object, in order */
+} Gate;
+
+static void json_put(gpointer obj)
+{
+    json_object_put(obj);
+}
+
+static char *safe_migrate_path(void)
+{
+    return g_build_filename(g_getenv("SM_BUILD_ROOT"), "sidecar", "safe-migrate", NULL);
+}
+
+static Gate *gate_start(const char *stop_at, const char *const *args)
+{
+    g_autoptr(GSubprocessLauncher) l = g_subprocess_launcher_new(G_SUBPROCESS_FLAGS_STDOUT_PIPE);
+    if (stop_at)
+        g_subprocess_launcher_setenv(l, "SM_FAULT_STOP_AT", stop_at, TRUE);
+    g_autoptr(GPtrArray) argv = g_ptr_array_new_with_free_func(g_free);
+    g_ptr_array_add(argv, safe_migrate_path());
+    for (guint i = 0; args[i]; i++)
+        g_ptr_array_add(argv, g_strdup(args[i]));
+    g_ptr_array_add(argv, NULL);
+    g_autofree char *line = g_strjoinv(" ", (char **)argv->pdata);
+    g_test_message("running %s%s%s", stop_at ? "SM_FAULT_STOP_AT=" : "", stop_at ? stop_at : "",
+                   line);
+    g_autoptr(GError) error = NULL;
+    Gate *g = g_new0(Gate, 1);
+    g->events = g_ptr_array_new_with_free_func(json_put);
+    g->proc = g_subprocess_launcher_spawnv(l, (const char *const *)argv->pdata, &error);
+    g_assert_no_error(error);
+    g->pid = (pid_t)g_ascii_strtoll(g_subprocess_get_identifier(g->proc), NULL, 10);
+    return g;
+}
+
+/* Process state letter from /proc (R, S, T, Z...), or 0 if gone. */
+static char proc_state(pid_t pid)
+{
+    g_autofree char *path = g_strdup_printf("/proc/%d/stat", (int)pid);
+    g_autofree char *text = NULL;
+    if (!g_file_get_contents(path, &text, NULL, NULL))
+        return 0;
+    const char *close_paren = strrchr(text, ')');
+    return close_paren && close_paren[1] ? close_paren[2] : 0;
+}
+
+/* Waits until the gate stopped itself at its SM_FAULT_STOP_AT point. */
+static void gate_wait_stopped(Gate *g)
+{
+    for (int i = 0; i < 6000; i++) {
+        char s = proc_state(g->pid);
+        if (s == 'T')
+            return;
+        if (s == 0 || s == 'Z')
+            g_error("safe-migrate exited before reaching its fault point");
+        g_usleep(10000);
+    }
+    g_error("safe-migrate never reached its fault point");
+}
+
+/* Collects the events and the exit code (128+N for a signal). */
+static int gate_wait(Gate *g)
+{
+    g_autoptr(GDataInputStream) in = g_data_input_stream_new(g_subprocess_get_stdout_pipe(g->proc));
+    GString *names = g_string_new(NULL);
+    for (;;) {
+        g_autofree char *line = g_data_input_stream_read_line(in, NULL, NULL, NULL);
+        if (!line)
+            break;
+        json_object *ev = json_tokener_parse(line);
+        g_assert_nonnull(ev);
+        g_ptr_array_add(g->events, ev);
+        json_object *v;
+        if (json_object_object_get_ex(ev, "event", &v))
+            g_string_append_printf(names, "%s ", json_object_get_string(v));
+        if (json_object_object_get_ex(ev, "result", NULL))
+            g_test_message("result: %s", line);
+    }
+    g_test_message("events: %s", names->str);
+    g_string_free(names, TRUE);
+    g_autoptr(GError) error = NULL;
+    g_assert_true(g_subprocess_wait(g->proc, NULL, &error));
+    g_assert_no_error(error);
+    if (g_subprocess_get_if_signaled(g->proc))
+        return 128 + g_subprocess_get_term_sig(g->proc);
+    return g_subprocess_get_exit_status(g->proc);
+}
+
+static gboolean gate_saw(Gate *g, const char *name)
+{
+    for (guint i = 0; i < g->events->len; i++) {
+        json_object *v;
+        if (json_object_object_get_ex(g_ptr_array_index(g->events, i), "event", &v) &&
+            g_str_equal(json_object_get_string(v), name))
+            return TRUE;
+    }
+    return FALSE;
+}
+
+static void gate_free(Gate *g)
+{
+    if (g->proc && g_subprocess_get_identifier(g->proc)) {
+        g_subprocess_force_exit(g->proc);
+        g_subprocess_wait(g->proc, NULL, NULL);
+    }
+    g_clear_object(&g->proc);
+    g_ptr_array_unref(g->events);
+    g_free(g);
+}
+G_DEFINE_AUTOPTR_CLEANUP_FUNC(Gate, gate_free)
+
+/* ---- Faults ------------------------------------------------------------------------------ */
+
+typedef enum {
+    FAULT_KILL_GATE,       /* kill -9 safe-migrate at its stop point */
+    FAULT_CUT_SRC,         /* cut the source QMP connection; the monitor takes new ones */
+    FAULT_CUT_SRC_FOREVER, /* cut it and refuse reconnection */
+    FAULT_CUT_DST,         /* cut the destination QMP connection */
+    FAULT_KILL_DST,        /* kill -9 the destination QEMU */
+    FAULT_PREPARE_FAILS,   /* dest-prepare exits 7 */
+    FAULT_PREPARE_HANGS,   /* dest-prepare never returns; the operator kills the gate */
+} Fault;
+
+typedef struct {
+    const char *name;
+    RigQemu qemu;
+    const char *machine;
+    Fault fault;
+    const char *stop_at; /* SM_FAULT_STOP_AT; NULL for none */
+    gboolean pending;    /* a GESN left between CBW and DATA-IN */
+    gboolean slow;       /* heavy RAM and 2 MB/s, so that the stream is still flowing */
+    int exit_code;       /* expected from the gate */
+} FaultCase;
+
+static void answer(RigGuest *guest, RigCommand cmd, guint8 out[8])
+{
+    g_autoptr(GError) error = NULL;
+    gsize len = 0;
+    guint8 status = 0xff;
+    g_assert_true(rig_guest_transact(guest, 0, &cmd, out, &len, &status, &error));
+    g_assert_no_error(error);
+    g_assert_cmpuint(status, ==, 0);
+    g_assert_cmpuint(len, ==, 8);
+}
+
+static char *vm_state(RigVm *vm)
+{
+    if (!rig_vm_alive(vm))
+        return g_strdup("dead");
+    g_autoptr(GError) error = NULL;
+    char *state = rig_vm_runstate(vm, &error);
+    return state ? state : g_strdup_printf("unreachable (%s)", error->message);
+}
+
+static void run_recover(const char *src_addr)
+{
+    g_autofree char *bin = safe_migrate_path();
+    const char *argv[] = {bin, "recover", "--source", src_addr, NULL};
+    g_autofree char *out = NULL, *err = NULL;
+    int status = 0;
+    g_autoptr(GError) error = NULL;
+    g_assert_true(g_spawn_sync(NULL, (char **)argv, NULL, G_SPAWN_DEFAULT, NULL, NULL, &out, &err,
+                               &status, &error));
+    g_assert_no_error(error);
+    g_test_message("recover: %s%s", out, err);
+    g_assert_true(g_spawn_check_wait_status(status, NULL));
+}
+
+/* The dest-prepare script restarts the destination in the background: adopt the new
+ * process. Called once the gate's output closed, so the script has finished; the new QEMU
+ * may be gone already (a later attempt that was called off ends its incoming migration and
+ * QEMU exits, removing its pid file). */
+static void adopt_new_dest(RigVm *dst, GPid old_pid)
+{
+    g_autofree char *pid_path =
+        g_build_filename(rig_tmpdir(), rig_vm_name(dst), "pid", NULL); /* the rig's layout */
+    for (int i = 0; i < 500; i++) {
+        g_autofree char *text = NULL;
+        if (!g_file_get_contents(pid_path, &text, NULL, NULL))
+            return;
+        GPid pid = (GPid)g_ascii_strtoll(text, NULL, 10);
+        char state = proc_state(pid);
+        g_autoptr(GError) error = NULL;
+        if (pid == old_pid || state == 0 || state == 'Z' || rig_vm_reload(dst, &error))
+            return;
+        g_usleep(20000);
+    }
+    g_error("the restarted destination never came up");
+}
+
+/* Source migration status through the test's own monitor. */
+static char *migration_status(RigVm *vm)
+{
+    g_autoptr(GError) error = NULL;
+    g_autoptr(json_object) r = qmp_client_execute(rig_vm_qmp(vm), "query-migrate", NULL, &error);
+    g_assert_no_error(error);
+    json_object *v;
+    return g_strdup(json_object_object_get_ex(r, "status", &v) ? json_object_get_string(v)
+                                                               : "none");
+}
+
+static void test_fault(gconstpointer data)
+{
+    const FaultCase *c = data;
+    g_autoptr(GError) error = NULL;
+    g_autoptr(RigVm) src =
+        rig_vm_start(&(RigVmConfig){.qemu = c->qemu, .machine = c->machine, .name = "src"}, &error);
+    g_assert_no_error(error);
+    g_autoptr(RigVm) dst = rig_vm_start(
+        &(RigVmConfig){.qemu = c->qemu, .machine = c->machine, .name = "dst", .incoming = TRUE},
+        &error);
+    g_assert_no_error(error);
+    g_autoptr(RigGuest) guest = rig_guest_new(src, &error);
+    g_assert_no_error(error);
+    /* Clear the power-on unit attention and media event, then learn the steady answers. */
+    RigCommand tur = rig_cmd_test_unit_ready();
+    for (int i = 0; i < 2; i++)
+        g_assert_true(rig_guest_transact(guest, 0, &tur, NULL, NULL, NULL, &error));
+    guint8 gesn[8], rdcap[8], again[8];
+    answer(guest, rig_cmd_gesn(), gesn);
+    answer(guest, rig_cmd_gesn(), gesn);
+    answer(guest, rig_cmd_gesn(), again);
+    g_assert_cmpmem(gesn, 8, again, 8);
+    answer(guest, rig_cmd_read_capacity(), rdcap);
+    if (c->slow)
+        g_assert_true(rig_guest_fill_ram(guest, 0x200000, 8 << 20, 0x5a, &error));
+    g_assert_no_error(error);
+    if (c->pending) {
+        RigCommand cmd = rig_cmd_gesn();
+        g_assert_true(rig_guest_send_cbw(guest, 0, &cmd, NULL, &error));
+        g_assert_no_error(error);
+    }
+
+    g_autofree char *src_direct = g_strdup_printf("unix:%s", rig_vm_sidecar_qmp_path(src));
+    g_autofree char *dst_direct = g_strdup_printf("unix:%s", rig_vm_sidecar_qmp_path(dst));
+    Proxy *src_proxy = NULL, *dst_proxy = NULL;
+    if (c->fault == FAULT_CUT_SRC || c->fault == FAULT_CUT_SRC_FOREVER)
+        src_proxy = proxy_new(rig_vm_sidecar_qmp_path(src));
+    if (c->fault == FAULT_CUT_DST)
+        dst_proxy = proxy_new(rig_vm_sidecar_qmp_path(dst));
+    g_autofree char *src_addr =
+        src_proxy ? g_strdup_printf("unix:%s", src_proxy->path) : g_strdup(src_direct);
+    g_autofree char *dst_addr =
+        dst_proxy ? g_strdup_printf("unix:%s", dst_proxy->path) : g_strdup(dst_direct);
+    g_autofree char *uri = rig_migration_uri();
+    g_autofree char *hang_pid = g_build_filename(rig_tmpdir(), "hang.pid", NULL);
+    g_autofree char *prepare = NULL;
+    if (c->fault == FAULT_PREPARE_FAILS)
+        prepare = g_strdup("exit 7");
+    else if (c->fault == FAULT_PREPARE_HANGS)
+        prepare = g_strdup_printf("echo $$ > %s; exec sleep 600", hang_pid);
+    else
+        prepare = rig_vm_prepare_script(dst, TRUE, &error);
+    g_assert_no_error(error);
+    unlink(hang_pid);
+    const char *args[] = {"migrate",
+                          "--source",
+                          src_addr,
+                          "--dest",
+                          dst_addr,
+                          "--uri",
+                          uri,
+                          "--dest-prepare",
+                          prepare,
+                          "--backoff",
+                          "50ms",
+                          "--max-attempts",
+                          "3",
+                          "--json",
+                          "--max-bandwidth",
+                          c->slow ? "2M" : "1G",
+                          NULL};
+    GPid old_dst_pid = rig_vm_pid(dst);
+    g_autoptr(Gate) g = gate_start(c->stop_at, args);
+
+    if (c->stop_at) {
+        gate_wait_stopped(g);
+        switch (c->fault) {
+        case FAULT_KILL_GATE:
+            kill(g->pid, SIGKILL);
+            break;
+        case FAULT_CUT_SRC:
+            proxy_request(src_proxy, PROXY_CUT);
+            break;
+        case FAULT_CUT_SRC_FOREVER:
+            proxy_request(src_proxy, PROXY_CUT_FOR_GOOD);
+            break;
+        case FAULT_CUT_DST:
+            proxy_request(dst_proxy, PROXY_CUT);
+            break;
+        case FAULT_KILL_DST:
+            kill(rig_vm_pid(dst), SIGKILL);
+            break;
+        default:
+            g_assert_not_reached();
+        }
+        kill(g->pid, SIGCONT);
+    }
+    if (c->fault == FAULT_PREPARE_HANGS) {
+        for (int i = 0; i < 3000 && !g_file_test(hang_pid, G_FILE_TEST_EXISTS); i++)
+            g_usleep(10000);
+        g_assert_true(g_file_test(hang_pid, G_FILE_TEST_EXISTS));
+        /* While it hangs the VM runs on the source and the guest is served there. */
+        g_autofree char *state = vm_state(src);
+        g_assert_cmpstr(state, ==, "running");
+        g_assert_nonnull(g_subprocess_get_identifier(g->proc));
+        kill(g->pid, SIGKILL);
+        g_autofree char *text = NULL;
+        g_assert_true(g_file_get_contents(hang_pid, &text, NULL, NULL));
+        kill((pid_t)g_ascii_strtoll(text, NULL, 10), SIGKILL);
+    }
+    int code = gate_wait(g);
+    g_assert_cmpint(code, ==, c->exit_code);
+    /* A dest-prepare the gate started goes on without it: wait for its new QEMU. */
+    if (gate_saw(g, "dest-prepare") && c->fault != FAULT_PREPARE_FAILS &&
+        c->fault != FAULT_PREPARE_HANGS)
+        adopt_new_dest(dst, old_dst_pid);
+    proxy_free(src_proxy);
+    proxy_free(dst_proxy);
+
+    /* The VM runs on exactly one side, or recover brings it back to the source. */
+    /* A migration the dead gate left in flight would pause the VM at pre-switchover any
+     * moment: that is not "running on one side" either. */
+    g_autofree char *s1 = vm_state(src), *d1 = vm_state(dst), *m1 = migration_status(src);
+    g_test_message("after the fault: source %s (migration %s), destination %s", s1, m1, d1);
+    g_assert_cmpstr(s1, !=, "dead");
+    static const char *const settled[] = {"none", "completed", "cancelled", "failed", NULL};
+    if ((!g_str_equal(s1, "running") && !g_str_equal(d1, "running")) ||
+        !g_strv_contains(settled, m1))
+        run_recover(src_direct);
+    g_autofree char *s2 = vm_state(src), *d2 = vm_state(dst), *m2 = migration_status(src);
+    g_test_message("settled: source %s (migration %s), destination %s", s2, m2, d2);
+    g_assert_true(g_strv_contains(settled, m2));
+    gboolean on_src = g_str_equal(s2, "running");
+    gboolean on_dst = g_str_equal(d2, "running");
+    g_assert_true(on_src != on_dst);
+    if (on_dst) {
+        g_assert_cmpstr(s2, ==, "postmigrate");
+        g_assert_true(rig_guest_attach(guest, dst, &error));
+        g_assert_no_error(error);
+    }
+
+    /* The transaction the guest left pending completes with the answer it had before. */
+    if (c->pending) {
+        guint8 buf[8];
+        gssize got = rig_guest_data_in(guest, 0, buf, 8, &error);
+        g_assert_no_error(error);
+        g_assert_cmpint(got, ==, 8);
+        g_assert_cmpmem(buf, 8, gesn, 8);
+        guint8 status = 0xff;
+        g_assert_true(rig_guest_read_csw(guest, 0, &status, NULL, &error));
+        g_assert_no_error(error);
+        g_assert_cmpuint(status, ==, 0);
+    }
+    /* And the device goes on answering correctly. */
+    guint8 buf[8];
+    answer(guest, rig_cmd_read_capacity(), buf);
+    g_assert_cmpmem(buf, 8, rdcap, 8);
+    answer(guest, rig_cmd_gesn(), buf);
+    g_assert_cmpmem(buf, 8, gesn, 8);
+    guint8 sector[2048], expected[2048];
+    gsize len = 0;
+    guint8 status = 0xff;
+    RigCommand read = rig_cmd_read10(20, 1);
+    g_assert_true(rig_guest_transact(guest, 0, &read, sector, &len, &status, &error));
+    g_assert_no_error(error);
+    g_assert_true(rig_iso_sector(20, expected));
+    g_assert_cmpmem(sector, len, expected, 2048);
+}
+
+#define KILLED (128 + SIGKILL)
+static const FaultCase cases[] = {
+    /* kill -9 of the gate in each phase */
+    {"kill-gate/preflight", RIG_QEMU_72, "pc", FAULT_KILL_GATE, "preflight", TRUE, FALSE, KILLED},
+    {"kill-gate/iterating", RIG_QEMU_72, "pc", FAULT_KILL_GATE, "iterating", TRUE, TRUE, KILLED},
+    {"kill-gate/pre-switchover", RIG_QEMU_72, "pc", FAULT_KILL_GATE, "pre-switchover", TRUE, FALSE,
+     KILLED},
+    {"kill-gate/cancel", RIG_QEMU_72, "pc", FAULT_KILL_GATE, "cancel", TRUE, FALSE, KILLED},
+    {"kill-gate/dest-prepare", RIG_QEMU_72, "pc", FAULT_KILL_GATE, "dest-prepare", TRUE, FALSE,
+     KILLED},
+    {"kill-gate/preflight", RIG_QEMU_10, "pc", FAULT_KILL_GATE, "preflight", TRUE, FALSE, KILLED},
+    {"kill-gate/iterating", RIG_QEMU_10, "pc", FAULT_KILL_GATE, "iterating", TRUE, TRUE, KILLED},
+    {"kill-gate/pre-switchover", RIG_QEMU_10, "pc", FAULT_KILL_GATE, "pre-switchover", TRUE, FALSE,
+     KILLED},
+    {"kill-gate/cancel", RIG_QEMU_10, "pc", FAULT_KILL_GATE, "cancel", TRUE, FALSE, KILLED},
+    {"kill-gate/dest-prepare", RIG_QEMU_10, "pc", FAULT_KILL_GATE, "dest-prepare", TRUE, FALSE,
+     KILLED},
+    /* QMP connections dropped under the gate */
+    {"cut-source/iterating", RIG_QEMU_72, "pc", FAULT_CUT_SRC, "iterating", TRUE, TRUE, 5},
+    {"cut-source/pre-switchover", RIG_QEMU_72, "pc", FAULT_CUT_SRC, "pre-switchover", TRUE, FALSE,
+     5},
+    {"cut-source-for-good/pre-switchover", RIG_QEMU_72, "pc", FAULT_CUT_SRC_FOREVER,
+     "pre-switchover", TRUE, FALSE, 6},
+    {"cut-dest/iterating", RIG_QEMU_72, "pc", FAULT_CUT_DST, "iterating", FALSE, TRUE, 0},
+    {"cut-dest/pre-switchover", RIG_QEMU_10, "pc", FAULT_CUT_DST, "pre-switchover", TRUE, FALSE, 4},
+    /* the destination dies while the stream flows */
+    {"kill-dest/iterating", RIG_QEMU_72, "pc", FAULT_KILL_DST, "iterating", TRUE, TRUE, 5},
+    {"kill-dest/iterating", RIG_QEMU_10, "pc", FAULT_KILL_DST, "iterating", TRUE, TRUE, 5},
+    /* dest-prepare fails, or hangs until the operator kills the gate */
+    {"dest-prepare-fails", RIG_QEMU_72, "pc", FAULT_PREPARE_FAILS, NULL, TRUE, FALSE, 5},
+    {"dest-prepare-hangs", RIG_QEMU_72, "pc", FAULT_PREPARE_HANGS, NULL, TRUE, FALSE, KILLED},
+};
+
+int main(int argc, char **argv)
+{
+    g_test_init(&argc, &argv, NULL);
+    for (guint i = 0; i < G_N_ELEMENTS(cases); i++) {
+        g_autofree char *path = g_strdup_printf("/fault/%s/%s/%s", rig_qemu_name(cases[i].qemu),
+                                                cases[i].machine, cases[i].name);
+        g_test_add_data_func(path, &cases[i], test_fault);
+    }
+    return g_test_run();
+}
