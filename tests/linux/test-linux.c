@@ -210,6 +210,21 @@ static gboolean is_running(RigVm *vm)
     return state && g_str_equal(state, "running");
 }
 
+/* The guest stopped making progress on a live destination: say what QEMU and the console
+ * show. */
+static void stall_diagnostics(Campaign *k, RigVm *vm)
+{
+    g_autoptr(GError) error = NULL;
+    g_autofree char *state = rig_vm_runstate(vm, &error);
+    g_autofree char *text = NULL;
+    g_file_get_contents(k->con.path, &text, NULL, NULL);
+    gsize len = text ? strlen(text) : 0;
+    g_test_message("migration %u: the guest makes no progress on %s (run state %s); last heartbeat "
+                   "%u (read %" G_GUINT64_FORMAT " sg %" G_GUINT64_FORMAT "); console ends:\n%s",
+                   k->done, rig_vm_name(vm), state ? state : error->message, k->con.last_hb,
+                   k->con.read_ok, k->con.sg_ok, text ? text + (len > 600 ? len - 600 : 0) : "");
+}
+
 /* The destination died: with what signal (0 if it exited). */
 static int death_signal(RigVm *vm)
 {
@@ -251,7 +266,7 @@ static RigVm *migrate_plain(Campaign *k, RigVm *dst, gint64 t0)
         return src;
     }
     k->stalled++;
-    g_test_message("migration %u: the guest makes no progress on the destination", k->done);
+    stall_diagnostics(k, dst);
     return dst;
 }
 
@@ -292,6 +307,10 @@ static RigVm *migrate_safe(Campaign *k, RigVm *dst)
         }
     }
     int code = WIFEXITED(wait_status) ? WEXITSTATUS(wait_status) : 128 + WTERMSIG(wait_status);
+    g_test_message("migration %u: safe-migrate exit %d, path %s, attempts %" G_GINT64_FORMAT
+                   ", holds %" G_GINT64_FORMAT,
+                   k->done, code, member_str(result, "path"), member_int(result, "attempts"),
+                   member_int(result, "holds"));
     k->attempts += (guint)MAX(member_int(result, "attempts"), 0);
     k->holds += (guint)MAX(member_int(result, "holds"), 0);
     /* A retry replaced the destination process (dest-prepare): adopt the new one. */
@@ -333,7 +352,7 @@ static RigVm *verify_after(Campaign *k, RigVm *holder, RigVm *src, RigVm *dst, g
         return NULL;
     }
     k->stalled++;
-    g_test_message("migration %u: the guest makes no progress on the destination", k->done);
+    stall_diagnostics(k, dst);
     return dst;
 }
 
