@@ -333,8 +333,30 @@ void control_close(Daemon *d)
     }
 }
 
+static gboolean set_flag(gpointer data)
+{
+    *(gboolean *)data = TRUE;
+    return G_SOURCE_REMOVE;
+}
+
+/* Hangs up on every client, after what is queued for it went out (results of migrations
+ * called off at shutdown above all), giving slow readers two seconds. */
 void control_drop_clients(Daemon *d)
 {
+    g_autoptr(GList) copy = g_list_copy(d->clients);
+    for (GList *l = copy; l; l = l->next) {
+        Client *c = l->data;
+        if (!c->writing && g_queue_is_empty(&c->outq))
+            client_close(c);
+        else
+            c->close_after_flush = TRUE;
+    }
+    gboolean expired = FALSE;
+    guint timer = g_timeout_add(2000, set_flag, &expired);
+    while (d->clients && !expired)
+        g_main_context_iteration(d->ctx, TRUE);
+    if (!expired)
+        g_source_remove(timer);
     while (d->clients)
         client_close(d->clients->data);
 }

@@ -74,17 +74,19 @@ static gboolean opt_verbose, log_to_journal;
 static GLogWriterOutput log_writer(GLogLevelFlags level, const GLogField *fields, gsize n,
                                    gpointer data)
 {
-    if ((level & (G_LOG_LEVEL_DEBUG | G_LOG_LEVEL_INFO)) && !opt_verbose)
-        return G_LOG_WRITER_HANDLED;
-    if (log_to_journal && g_log_writer_journald(level, fields, n, data) == G_LOG_WRITER_HANDLED)
-        return G_LOG_WRITER_HANDLED;
-    const char *message = NULL, *domain = NULL;
+    const char *domain = NULL, *message = NULL;
     for (gsize i = 0; i < n; i++) {
         if (g_str_equal(fields[i].key, "MESSAGE"))
             message = fields[i].value;
         else if (g_str_equal(fields[i].key, "GLIB_DOMAIN"))
             domain = fields[i].value;
     }
+    /* --verbose: our own and the layers' debug logs (qmp, sm-*), not GLib's. */
+    if ((level & (G_LOG_LEVEL_DEBUG | G_LOG_LEVEL_INFO)) &&
+        (!opt_verbose || (domain && g_str_has_prefix(domain, "GLib"))))
+        return G_LOG_WRITER_HANDLED;
+    if (log_to_journal && g_log_writer_journald(level, fields, n, data) == G_LOG_WRITER_HANDLED)
+        return G_LOG_WRITER_HANDLED;
     const char *tag = (level & G_LOG_LEVEL_CRITICAL)  ? "critical"
                       : (level & G_LOG_LEVEL_WARNING) ? "warning"
                       : (level & G_LOG_LEVEL_MESSAGE) ? "notice"
