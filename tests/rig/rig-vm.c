@@ -353,7 +353,7 @@ char *rig_vm_prepare_script(RigVm *vm, gboolean incoming, GError **error)
         "if [ -n \"$old\" ]; then\n"
         "  kill -9 \"$old\" 2>/dev/null\n"
         "  for i in $(seq 200); do\n" /* gone, or a zombie of the test's */
-        "    grep -qs '^State:[[:space:]]*[^Z]' /proc/$old/status || break; sleep 0.02\n"
+        "    grep -qs '^State:[[:space:]]*[^Z[:space:]]' /proc/$old/status || break; sleep 0.02\n"
         "  done\n"
         "fi\n"
         "rm -f qmp qmp-sidecar qtest pid\n"
