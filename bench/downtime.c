@@ -1,0 +1,198 @@
+/* Gate cost: the same VM migrated back and forth, plain QMP migrations and safe-migrate
+ * migrations alternating in one run (idle device), compared on QEMU's reported downtime and
+ * total time; then the probe's own latency on a running VM and the parse time alone. */
+#include "common.h"
+#include "fixture.h"
+#include "probe.h"
+
+#include <math.h>
+#include <stdio.h>
+
+static gint opt_migrations = 20, opt_probe_runs = 50, opt_parse_runs = 2000, opt_ram_mb = 8;
+static char *opt_qemu, *opt_machine;
+
+static const GOptionEntry entries[] = {
+    {"migrations", 'n', 0, G_OPTION_ARG_INT, &opt_migrations, "Migrations of each kind (20)", "N"},
+    {"qemu", 0, 0, G_OPTION_ARG_STRING, &opt_qemu, "7.2 or 10.0 (7.2)", "VERSION"},
+    {"machine", 0, 0, G_OPTION_ARG_STRING, &opt_machine, "Machine type (pc)", "TYPE"},
+    {"ram-mb", 0, 0, G_OPTION_ARG_INT, &opt_ram_mb, "Guest RAM made non-zero, MiB (8)", "MB"},
+    {"probe-runs", 0, 0, G_OPTION_ARG_INT, &opt_probe_runs, "Probes on the live VM (50)", "N"},
+    {"parse-runs", 0, 0, G_OPTION_ARG_INT, &opt_parse_runs, "Parses per fixture (2000)", "N"},
+    G_OPTION_ENTRY_NULL,
+};
+
+typedef struct {
+    GArray *downtime, *total, *wall; /* ms, double */
+} Series;
+
+static void series_init(Series *s)
+{
+    s->downtime = g_array_new(FALSE, FALSE, sizeof(double));
+    s->total = g_array_new(FALSE, FALSE, sizeof(double));
+    s->wall = g_array_new(FALSE, FALSE, sizeof(double));
+}
+
+static void add(GArray *a, double v)
+{
+    g_array_append_val(a, v);
+}
+
+static void row(const char *label, GArray *plain, GArray *gated, double p)
+{
+    double a = p == 50 ? median(plain) : percentile(plain, p);
+    double b = p == 50 ? median(gated) : percentile(gated, p);
+    printf("  %-28s %12.1f %14.1f %12.1f %8.2fx\n", label, a, b, b - a, a > 0 ? b / a : NAN);
+}
+
+static double elapsed_ms(gint64 t0)
+{
+    return (double)(g_get_monotonic_time() - t0) / 1000.0;
+}
+
+static gboolean plain_migration(Pair *p, Series *s, GError **error)
+{
+    gint64 t0 = g_get_monotonic_time();
+    g_autofree char *status = rig_migrate(p->src, p->dst, NULL, error);
+    if (!status)
+        return FALSE;
+    double wall = elapsed_ms(t0);
+    if (!g_str_equal(status, "completed")) {
+        g_set_error(error, RIG_ERROR, RIG_ERROR_PROTOCOL, "plain migration ended '%s'", status);
+        return FALSE;
+    }
+    gint64 downtime, total;
+    if (!migration_times(p->src, &downtime, &total, error))
+        return FALSE;
+    add(s->downtime, (double)downtime);
+    add(s->total, (double)total);
+    add(s->wall, wall);
+    return pair_swap(p, FALSE, error);
+}
+
+static gboolean gated_migration(Pair *p, Series *s, GError **error)
+{
+    g_autofree char *src = pair_src_addr(p), *dst = pair_dst_addr(p), *uri = rig_migration_uri();
+    const char *args[] = {"--source", src, "--dest", dst, "--uri", uri, NULL};
+    gint64 t0 = g_get_monotonic_time();
+    Gate *g = gate_spawn(args, error);
+    if (!g)
+        return FALSE;
+    int code = gate_finish(g);
+    double wall = elapsed_ms(t0);
+    const char *result =
+        g->result ? json_object_get_string(json_object_object_get(g->result, "result")) : "none";
+    if (code != 0) {
+        g_set_error(error, RIG_ERROR, RIG_ERROR_PROTOCOL, "safe-migrate exited %d (%s)", code,
+                    result);
+        gate_free(g);
+        return FALSE;
+    }
+    gate_free(g);
+    gint64 downtime, total;
+    if (!migration_times(p->src, &downtime, &total, error))
+        return FALSE;
+    add(s->downtime, (double)downtime);
+    add(s->total, (double)total);
+    add(s->wall, wall);
+    return pair_swap(p, FALSE, error);
+}
+
+static void probe_latency(Pair *p)
+{
+    g_autoptr(GArray) rtt = g_array_new(FALSE, FALSE, sizeof(double));
+    g_autoptr(GArray) probe = g_array_new(FALSE, FALSE, sizeof(double));
+    g_autoptr(GArray) capture = g_array_new(FALSE, FALSE, sizeof(double));
+    SmRegistry *registry = sm_registry_new();
+    QmpClient *qmp = rig_vm_qmp(p->src);
+    gsize bytes = 0;
+    for (int i = 0; i < opt_probe_runs; i++) {
+        g_autoptr(GError) error = NULL;
+        gint64 t0 = g_get_monotonic_time();
+        g_autoptr(json_object) r = qmp_client_execute(qmp, "query-status", NULL, &error);
+        add(rtt, (double)(g_get_monotonic_time() - t0));
+        t0 = g_get_monotonic_time();
+        SmReport *report = sm_probe_vm(qmp, registry, &error);
+        if (!report)
+            g_error("probe failed: %s", error->message);
+        add(probe, (double)(g_get_monotonic_time() - t0));
+        add(capture, (double)report->capture_us);
+        bytes = report->stream_bytes;
+        sm_report_free(report);
+    }
+    sm_registry_free(registry);
+    printf("\nProbe on the running VM (%s, %d runs, %" G_GSIZE_FORMAT "-byte device state):\n",
+           rig_qemu_name(p->qemu), opt_probe_runs, bytes);
+    printf("  %-44s %10s %10s\n", "", "median us", "p90 us");
+    printf("  %-44s %10.0f %10.0f\n", "QMP round trip (query-status)", median(rtt),
+           percentile(rtt, 90));
+    printf("  %-44s %10.0f %10.0f\n", "capture (add-fd + xen-save-devices-state)", median(capture),
+           percentile(capture, 90));
+    printf("  %-44s %10.0f %10.0f\n", "whole probe (discover + capture + parse)", median(probe),
+           percentile(probe, 90));
+}
+
+static void parse_time(void)
+{
+    g_autoptr(GPtrArray) names = fixture_list();
+    printf("\nParse alone on the fixtures (%d runs each):\n", opt_parse_runs);
+    printf("  %-26s %8s %16s %22s\n", "fixture", "bytes", "walk ns/dump", "walk+verdict ns/dump");
+    for (guint i = 0; i < names->len; i++) {
+        g_autoptr(Fixture) f = fixture_load(g_ptr_array_index(names, i));
+        gint64 t0 = g_get_monotonic_time();
+        for (int k = 0; k < opt_parse_runs; k++)
+            sm_stream_free(sm_stream_parse(f->state));
+        double walk = (double)(g_get_monotonic_time() - t0) * 1000.0 / opt_parse_runs;
+        t0 = g_get_monotonic_time();
+        for (int k = 0; k < opt_parse_runs; k++)
+            sm_report_free(fixture_report(f, f->state));
+        double full = (double)(g_get_monotonic_time() - t0) * 1000.0 / opt_parse_runs;
+        printf("  %-26s %8" G_GSIZE_FORMAT " %16.0f %22.0f\n", f->name, g_bytes_get_size(f->state),
+               walk, full);
+    }
+}
+
+int main(int argc, char **argv)
+{
+    bench_env_defaults();
+    g_autoptr(GOptionContext) ctx = g_option_context_new("- the gate's cost, side by side");
+    g_option_context_add_main_entries(ctx, entries, NULL);
+    g_autoptr(GError) error = NULL;
+    if (!g_option_context_parse(ctx, &argc, &argv, &error)) {
+        g_printerr("%s\n", error->message);
+        return 2;
+    }
+    RigQemu qemu = opt_qemu && g_str_equal(opt_qemu, "10.0") ? RIG_QEMU_10 : RIG_QEMU_72;
+    const char *machine = opt_machine ? opt_machine : "pc";
+    Pair *p = pair_new(qemu, machine, (guint)opt_ram_mb, &error);
+    if (!p)
+        g_error("cannot start the VM pair: %s", error->message);
+
+    Series plain, gated;
+    series_init(&plain);
+    series_init(&gated);
+    /* Alternating, so that drift (page cache, CPU frequency) hits both kinds alike. */
+    for (int i = 0; i < 2 * opt_migrations; i++) {
+        gboolean ok =
+            i % 2 ? gated_migration(p, &gated, &error) : plain_migration(p, &plain, &error);
+        if (!ok)
+            g_error("migration %d (%s) failed: %s", i + 1, i % 2 ? "safe-migrate" : "plain",
+                    error->message);
+    }
+    printf("Gate cost: QEMU %s, machine %s, 16 MiB guest with %d MiB non-zero, idle device;\n"
+           "%d plain QMP migrations and %d safe-migrate migrations, alternating, same VM\n\n",
+           rig_qemu_name(qemu), machine, opt_ram_mb, opt_migrations, opt_migrations);
+    printf("  %-28s %12s %14s %12s %9s\n", "", "plain (ms)", "safe-migrate", "difference", "ratio");
+    row("downtime median", plain.downtime, gated.downtime, 50);
+    row("downtime p90", plain.downtime, gated.downtime, 90);
+    row("QEMU total-time median", plain.total, gated.total, 50);
+    row("QEMU total-time p90", plain.total, gated.total, 90);
+    row("wall median", plain.wall, gated.wall, 50);
+    row("wall p90", plain.wall, gated.wall, 90);
+    printf(
+        "  (wall: plain = migrate-incoming to 'completed' seen; safe-migrate = process start to\n"
+        "   exit, including connects, preflight probe and verification)\n");
+    probe_latency(p);
+    parse_time();
+    pair_free(p);
+    return 0;
+}
