@@ -434,7 +434,10 @@ static gpointer vm_thread(gpointer data)
             refresh(vm);
             next_refresh = g_get_monotonic_time() + (gint64)vm->daemon->refresh_ms * 1000;
         }
-        if (vm->lost || vm->dirty || g_async_queue_length(vm->jobs) > 0)
+        /* Nested iterations (the synchronous QMP calls above) may have swallowed the wakeup
+         * of a stop or a job: look again before blocking. A later one wakes the poll. */
+        if (vm->lost || vm->dirty || g_async_queue_length(vm->jobs) > 0 ||
+            g_atomic_int_get(&vm->stop))
             continue;
 
         gint64 wake_at = vm->qmp ? next_refresh : next_connect;
