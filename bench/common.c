@@ -20,16 +20,6 @@ char *safe_migrate_path(void)
     return g_build_filename(g_getenv("SM_BUILD_ROOT"), "sidecar", "safe-migrate", NULL);
 }
 
-gboolean run_script(const char *path, GError **error)
-{
-    const char *argv[] = {"/bin/sh", path, NULL};
-    int status = 0;
-    if (!g_spawn_sync(NULL, (char **)argv, NULL, G_SPAWN_DEFAULT, NULL, NULL, NULL, NULL, &status,
-                      error))
-        return FALSE;
-    return g_spawn_check_wait_status(status, error);
-}
-
 gboolean migration_times(RigVm *vm, gint64 *downtime_ms, gint64 *total_ms, GError **error)
 {
     g_autoptr(json_object) r = qmp_client_execute(rig_vm_qmp(vm), "query-migrate", NULL, error);
@@ -91,15 +81,25 @@ gboolean pair_swap(Pair *p, gboolean dst_replaced, GError **error)
         return FALSE;
     if (!rig_guest_attach(p->guest, p->dst, error))
         return FALSE;
-    /* The old source is a postmigrate shell: a fresh incoming QEMU takes its place. */
-    if (!run_script(p->src_prepare, error) || !rig_vm_reload(p->src, error))
+    /* The old source is a postmigrate shell: a fresh incoming QEMU takes its place. Started
+     * by us rather than by its prepare script, so that it is our child and a crash shows its
+     * signal. */
+    RigVm *fresh = rig_vm_start(
+        &(RigVmConfig){.qemu = p->qemu, .machine = p->machine, .name = "vm", .incoming = TRUE},
+        error);
+    if (!fresh)
         return FALSE;
-    RigVm *t = p->src;
+    char *prepare = rig_vm_prepare_script(fresh, TRUE, error);
+    if (!prepare) {
+        rig_vm_free(fresh);
+        return FALSE;
+    }
+    rig_vm_free(p->src);
+    g_free(p->src_prepare);
     p->src = p->dst;
-    p->dst = t;
-    char *s = p->src_prepare;
     p->src_prepare = p->dst_prepare;
-    p->dst_prepare = s;
+    p->dst = fresh;
+    p->dst_prepare = prepare;
     return TRUE;
 }
 

@@ -57,8 +57,6 @@ void bench_env_defaults(void);
 char *safe_migrate_path(void);
 /* query-migrate on the test's monitor: "downtime" and "total-time" in ms (-1 if absent). */
 gboolean migration_times(RigVm *vm, gint64 *downtime_ms, gint64 *total_ms, GError **error);
-/* Runs a shell script and waits for it. */
-gboolean run_script(const char *path, GError **error);
 
 /* ---- Statistics ---------------------------------------------------------------------------- */
 
