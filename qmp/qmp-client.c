@@ -383,10 +383,16 @@ static void handle_event(QmpClient *client, json_object *msg)
     json_object_object_get_ex(msg, "event", &name_obj);
     name = json_object_get_string(name_obj);
     if (json_object_object_get_ex(msg, "timestamp", &ts)) {
+        /* A peer's numbers are not trusted: one that would overflow gives no timestamp (0)
+         * rather than undefined arithmetic. */
+        gint64 seconds = 0, micros = 0;
         if (json_object_object_get_ex(ts, "seconds", &v))
-            timestamp_us = json_object_get_int64(v) * G_USEC_PER_SEC;
+            seconds = json_object_get_int64(v);
         if (json_object_object_get_ex(ts, "microseconds", &v))
-            timestamp_us += json_object_get_int64(v);
+            micros = json_object_get_int64(v);
+        if (seconds >= 0 && seconds <= G_MAXINT64 / G_USEC_PER_SEC - 1 && micros >= 0 &&
+            micros < G_USEC_PER_SEC)
+            timestamp_us = seconds * G_USEC_PER_SEC + micros;
     }
     /* Subscribers always get an object, so that they need no NULL check. */
     if (!json_object_object_get_ex(msg, "data", &data) || !data)
