@@ -302,16 +302,32 @@ static gboolean deliver_event(gpointer p)
     json_object *event = json_tokener_parse(mp->text);
     if (!event)
         return G_SOURCE_REMOVE;
+    const char *name = json_str(event, "event");
+    /* The history replayed to late followers keeps every event but only the latest of a
+     * run of progress ticks: a long migration does not grow it every second. */
+    json_object *prev =
+        mig->events->len ? g_ptr_array_index(mig->events, mig->events->len - 1) : NULL;
+    if (g_strcmp0(name, "progress") == 0 && g_strcmp0(json_str(prev, "event"), "progress") == 0)
+        g_ptr_array_remove_index(mig->events, mig->events->len - 1);
     g_ptr_array_add(mig->events, event);
     metrics_observe_event(&d->metrics, event);
-    const char *name = json_str(event, "event");
     if (g_strcmp0(name, "hold") == 0 || g_strcmp0(name, "result") == 0 ||
         g_strcmp0(name, "attempt") == 0 || g_strcmp0(name, "fix-fallback") == 0)
         g_log_structured(G_LOG_DOMAIN, G_LOG_LEVEL_MESSAGE, "SM_VM", mig->vm->name, "SM_MIGRATION",
                          mig->id, "MESSAGE", "%s: %s %s", mig->id, name, mp->text);
+    /* A send may drop a slow client, which edits the follower list: walk a copy. */
+    g_autoptr(GPtrArray) followers = g_ptr_array_new_with_free_func(follower_free);
     for (guint i = 0; i < mig->followers->len; i++) {
         Follower *f = g_ptr_array_index(mig->followers, i);
-        client_send(f->client, wrap_event(mig, f->id, event));
+        Follower *copy = g_new0(Follower, 1);
+        copy->client = client_ref(f->client);
+        copy->id = f->id ? json_object_get(f->id) : NULL;
+        g_ptr_array_add(followers, copy);
+    }
+    for (guint i = 0; i < followers->len; i++) {
+        Follower *f = g_ptr_array_index(followers, i);
+        if (client_is_open(f->client))
+            client_send(f->client, wrap_event(mig, f->id, event));
     }
     return G_SOURCE_REMOVE;
 }
