@@ -444,6 +444,44 @@ static void test_several_vms(void)
     pair_clear(&c);
 }
 
+/* A QMP peer that accepts connections and never says a word (a hung QEMU): the daemon
+ * keeps answering, and probing the healthy VM is not held up by probing the hung one. */
+static void test_hung_peer(void)
+{
+    g_autoptr(Daemon) d = daemon_new();
+    g_autoptr(GError) error = NULL;
+    g_autofree char *hung_path = g_build_filename(d->dir, "hung.sock", NULL);
+    g_autoptr(GSocket) hung =
+        g_socket_new(G_SOCKET_FAMILY_UNIX, G_SOCKET_TYPE_STREAM, G_SOCKET_PROTOCOL_DEFAULT, &error);
+    g_autoptr(GSocketAddress) haddr = g_unix_socket_address_new(hung_path);
+    g_assert_true(g_socket_bind(hung, haddr, TRUE, &error));
+    g_socket_set_listen_backlog(hung, 16);
+    g_assert_true(g_socket_listen(hung, &error)); /* connects succeed; nobody ever answers */
+    g_autofree char *htext = g_strdup_printf("[vm]\nsource-qmp=unix:%s\n", hung_path);
+    daemon_write_vm(d, "hung", htext);
+    Pair p = {0};
+    pair_start(&p, RIG_QEMU_72, "fine", FALSE);
+    pair_policy(d, &p, "fine", NULL);
+    daemon_start(d, NULL);
+    json_object_put(wait_connection(d, "fine", "connected", 10000));
+
+    g_autoptr(Client) stuck = client_new(d);
+    client_send(stuck, "{\"op\":\"status\",\"vm\":\"hung\",\"id\":1}");
+    g_autoptr(json_object) listed = list_vm(d, "hung");
+    g_assert_cmpstr(str(listed, "connection"), !=, "connected");
+    g_autoptr(json_object) st = call(d, "{\"op\":\"status\",\"vm\":\"fine\"}");
+    g_assert_true(json_object_get_boolean(member(st, "ok")));
+    /* Both answers came while the hung VM's probe was still waiting for its greeting. */
+    GSocket *raw = g_socket_connection_get_socket(stuck->conn);
+    g_assert_false(g_socket_condition_check(raw, G_IO_IN) & G_IO_IN);
+    g_autoptr(json_object) late = client_next(stuck);
+    g_assert_false(json_object_get_boolean(member(late, "ok")));
+    g_assert_cmpstr(str(member(late, "error"), "code"), ==, "unreachable");
+    g_assert_cmpint(num(late, "exit_code"), ==, 3);
+    g_assert_cmpint(daemon_stop(d), ==, 0);
+    pair_clear(&p);
+}
+
 /* Two migrations at once: one holds on a busy device for as long as the guest keeps it
  * busy, the other completes meanwhile. */
 static void test_concurrent(void)
@@ -851,6 +889,7 @@ int main(int argc, char **argv)
 {
     g_test_init(&argc, &argv, NULL);
     g_test_add_func("/daemon/several-vms", test_several_vms);
+    g_test_add_func("/daemon/hung-peer", test_hung_peer);
     g_test_add_func("/daemon/concurrent-migrations", test_concurrent);
     g_test_add_func("/daemon/vm-restart", test_vm_restart);
     g_test_add_data_func("/daemon/client-disconnect/continue", GINT_TO_POINTER(FALSE),
