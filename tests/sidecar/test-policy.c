@@ -22,6 +22,7 @@ static void test_shipped_examples(void)
     g_assert_cmpint(p.on_unquiesceable, ==, SM_FALLBACK_USE_FIX_IF_BENIGN);
     g_assert_cmpint(p.downtime_limit_ms, ==, -1); /* commented out: QEMU's own */
     g_assert_false(p.multifd);
+    g_assert_cmpint(p.on_client_disconnect, ==, SM_DISCONNECT_CONTINUE);
     sm_policy_clear(&p);
 }
 
@@ -60,6 +61,8 @@ static void test_mistakes_are_located(void)
         {"[migration]\nmax-bandwidth=lots\n", SM_POLICY_ERROR_VALUE,
          ":2: [migration] max-bandwidth"},
         {"[vm]\nuri=\n", SM_POLICY_ERROR_VALUE, ":2: [vm] uri: empty value"},
+        {"[gate]\non-client-disconnect=pause\n", SM_POLICY_ERROR_VALUE,
+         ":2: [gate] on-client-disconnect"},
         {"[vm]\nsource=unix:/x\n", SM_POLICY_ERROR_UNKNOWN_KEY, ":2: [vm] source: unknown key"},
         {"[gate]\nmax-hold=1s\n[extra]\nx=1\n", SM_POLICY_ERROR_UNKNOWN_KEY,
          ":3: unknown group [extra]"},
