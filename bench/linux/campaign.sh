@@ -3,14 +3,16 @@
 # (QEMU 7.2 pc, 10.0 pc, 10.0 pc-i440fx-9.0; plain migrate vs safe-migrate) and prints the
 # side-by-side table: destination crashes, guest-visible errors, holds, downtime, total time.
 # Usage: bench/linux/campaign.sh [-n MIGRATIONS (200)] [-b BUILD_DIR (build)] [-o REPORT.jsonl]
+#                                [-p /linux/QEMU/MACHINE/MODE ...]  (only those configurations)
 set -euo pipefail
 top=$(cd "$(dirname "$0")/../.." && pwd)
-n=200 build=$top/build report=""
-while getopts "n:b:o:" opt; do
+n=200 build=$top/build report="" only=()
+while getopts "n:b:o:p:" opt; do
   case $opt in
     n) n=$OPTARG ;;
     b) build=$(cd "$OPTARG" && pwd) ;;
     o) report=$OPTARG ;;
+    p) only+=(-p "$OPTARG") ;;
     *) sed -n 5p "$0" >&2; exit 2 ;;
   esac
 done
@@ -26,7 +28,7 @@ export SM_SOURCE_ROOT=$top SM_BUILD_ROOT=$build SM_LINUX_MIGRATIONS=$n SM_LINUX_
 log=${report%.jsonl}.log
 echo "campaign: $n migrations per configuration; TAP log in $log, per-configuration JSON in $report" >&2
 status=0
-"$build/tests/linux/test-linux" --tap >"$log" 2>&1 || status=$?
+"$build/tests/linux/test-linux" --tap "${only[@]}" >"$log" 2>&1 || status=$?
 grep -E '^(ok|not ok)' "$log" >&2 || true
 
 python3 - "$report" <<'EOF'
@@ -39,7 +41,8 @@ for r in rows:
 def cell(r, key, fmt="{}"):
     return fmt.format(r[key]) if r else "-"
 print(f"accel: {rows[0]['accel'] if rows else '?'}")
-head = ("QEMU / machine", "mode", "migr.", "migrated", "dest crashes", "guest errors",
+head = ("QEMU / machine", "mode", "migr.", "migrated", "dest crashes", "wrong bytes (MISMATCH)",
+        "kernel I/O errors/resets (KERR lines)",
         "failed/held out/stalled", "holds", "attempts", "mean downtime ms", "mean total ms", "total vs plain")
 print("| " + " | ".join(head) + " |")
 print("|" + "---|" * len(head))
@@ -55,7 +58,7 @@ for (qemu, machine), modes in by.items():
         print("| " + " | ".join([
             f"{qemu} {machine}", mode, str(r["migrations"]), str(r["migrated"]),
             f"{r['crashes']}" + (f" (signals {r['crash_signals']})" if r["crash_signals"] else ""),
-            str(r["guest_errors"]), f"{r['failed']}/{r['held_out']}/{r['stalled']}",
+            str(r["mismatches"]), str(r["kernel_errors"]), f"{r['failed']}/{r['held_out']}/{r['stalled']}",
             str(r["holds"]), str(r["attempts"]),
             f"{r['mean_downtime_ms']:.1f}", f"{r['mean_total_ms']:.0f}", ratio]) + " |")
 EOF
