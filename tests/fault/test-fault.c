@@ -355,8 +355,11 @@ static void answer(RigGuest *guest, RigCommand cmd, guint8 out[8])
 
 static char *vm_state(RigVm *vm)
 {
-    if (!rig_vm_alive(vm))
+    /* An adopted (daemonized) QEMU that exited may linger as a zombie nobody reaps. */
+    if (!rig_vm_alive(vm) || proc_state(rig_vm_pid(vm)) == 0 || proc_state(rig_vm_pid(vm)) == 'Z')
         return g_strdup("dead");
+    if (!rig_vm_qmp(vm)) /* a reload that lost the race with its exit */
+        return g_strdup("no monitor");
     g_autoptr(GError) error = NULL;
     char *state = rig_vm_runstate(vm, &error);
     return state ? state : g_strdup_printf("unreachable (%s)", error->message);
