@@ -123,9 +123,9 @@ static gboolean on_signal(gpointer data)
 }
 
 /* Option values are strings so that "not given" is visible and the file's value stays. */
-static char *opt_source, *opt_dest, *opt_uri, *opt_dest_prepare, *opt_policy, *opt_vm,
-    *opt_config_dir, *opt_max_attempts, *opt_max_hold, *opt_backoff, *opt_fallback, *opt_downtime,
-    *opt_bandwidth, *opt_plugin_dir;
+static char *opt_source, *opt_dest, *opt_uri, *opt_dest_prepare, *opt_dest_prepare_timeout,
+    *opt_policy, *opt_vm, *opt_config_dir, *opt_max_attempts, *opt_max_hold, *opt_backoff,
+    *opt_fallback, *opt_downtime, *opt_bandwidth, *opt_plugin_dir;
 static gboolean opt_json, opt_quiet;
 
 static const GOptionEntry migrate_entries[] = {
@@ -134,6 +134,8 @@ static const GOptionEntry migrate_entries[] = {
     {"uri", 0, 0, G_OPTION_ARG_STRING, &opt_uri, "Migration URI (unix:PATH, tcp:HOST:PORT)", "URI"},
     {"dest-prepare", 0, 0, G_OPTION_ARG_STRING, &opt_dest_prepare,
      "Shell command that starts a fresh destination before each retry", "CMD"},
+    {"dest-prepare-timeout", 0, 0, G_OPTION_ARG_STRING, &opt_dest_prepare_timeout,
+     "Kill dest-prepare and fail after this long (default 2m)", "DURATION"},
     {"policy", 0, 0, G_OPTION_ARG_FILENAME, &opt_policy, "Policy file", "FILE"},
     {"vm", 0, 0, G_OPTION_ARG_STRING, &opt_vm, "Take everything from vms.d/NAME.conf", "NAME"},
     {"config-dir", 0, 0, G_OPTION_ARG_FILENAME, &opt_config_dir,
@@ -187,6 +189,7 @@ int sm_cmd_migrate(int argc, char **argv)
                  {"dest-qmp", opt_dest},
                  {"uri", opt_uri},
                  {"dest-prepare", opt_dest_prepare},
+                 {"dest-prepare-timeout", opt_dest_prepare_timeout},
                  {"max-attempts", opt_max_attempts},
                  {"max-hold", opt_max_hold},
                  {"backoff", opt_backoff},

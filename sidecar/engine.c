@@ -304,10 +304,10 @@ static void emit_progress(SmMigration *m)
 
 /* Waits until the source's migration reaches one of `wanted`. The subscription is made
  * before the status is read, so a transition between the two cannot be missed. Returns the
- * status, or NULL on cancel request (status "interrupted" in *why), lost connection or
- * timeout. */
+ * status, or NULL with an error on a lost connection, a timeout, or (when `interruptible`) a
+ * cancel request. */
 static char *wait_status(SmMigration *m, const char *const *wanted, gint64 timeout_ms,
-                         gboolean progress, GError **error)
+                         gboolean progress, gboolean interruptible, GError **error)
 {
     StatusWait w = {.wanted = wanted};
     guint sub = qmp_client_subscribe(m->src, "MIGRATION", on_migration_event, &w, NULL);
@@ -321,7 +321,7 @@ static char *wait_status(SmMigration *m, const char *const *wanted, gint64 timeo
         w.status = g_steal_pointer(&now);
     gint64 deadline = timeout_ms > 0 ? g_get_monotonic_time() + timeout_ms * 1000 : G_MAXINT64;
     gint64 next_progress = g_get_monotonic_time() + PROGRESS_INTERVAL_MS * 1000;
-    while (!w.status && !cancel_requested(m) && !m->src_lost) {
+    while (!w.status && !(interruptible && cancel_requested(m)) && !m->src_lost) {
         gboolean tick = FALSE;
         gint64 until = MIN(deadline, progress ? next_progress : deadline);
         gint64 wait = (until - g_get_monotonic_time()) / 1000;
@@ -335,7 +335,7 @@ static char *wait_status(SmMigration *m, const char *const *wanted, gint64 timeo
         GSource *t = g_timeout_source_new((guint)MIN(wait, G_MAXUINT));
         g_source_set_callback(t, wake, &tick, NULL);
         g_source_attach(t, m->context);
-        while (!tick && !w.status && !cancel_requested(m) && !m->src_lost)
+        while (!tick && !w.status && !(interruptible && cancel_requested(m)) && !m->src_lost)
             g_main_context_iteration(m->context, TRUE);
         g_source_destroy(t);
         g_source_unref(t);
@@ -349,7 +349,7 @@ static char *wait_status(SmMigration *m, const char *const *wanted, gint64 timeo
     if (m->src_lost)
         g_set_error(error, QMP_ERROR, QMP_ERROR_DISCONNECTED, "lost the source QMP: %s",
                     m->src_lost->message);
-    else if (cancel_requested(m))
+    else if (interruptible && cancel_requested(m))
         g_set_error(error, G_IO_ERROR, G_IO_ERROR_CANCELLED, "interrupted");
     else
         g_set_error(error, QMP_ERROR, QMP_ERROR_TIMEOUT, "migration did not reach %s in time",
@@ -595,12 +595,8 @@ static gboolean cancel_attempt(SmMigration *m, GError **error)
         return FALSE;
     fault_point("cancel");
     static const char *const ends[] = {"cancelled", "failed", "completed", NULL};
-    /* Not interruptible: a second Ctrl-C must not leave the source half-cancelled. */
-    gint sig = g_atomic_int_get(&m->cancel_signal);
-    g_atomic_int_set(&m->cancel_signal, 0);
-    g_autofree char *end = wait_status(m, ends, 30000, FALSE, error);
-    if (sig)
-        g_atomic_int_set(&m->cancel_signal, sig);
+    /* Not interruptible: a Ctrl-C now must not leave the source half-cancelled. */
+    g_autofree char *end = wait_status(m, ends, 30000, FALSE, FALSE, error);
     if (!end)
         return FALSE;
     m->migration_started = FALSE;
@@ -647,16 +643,32 @@ static gboolean run_dest_prepare(SmMigration *m, GError **error)
     if (!proc)
         return FALSE;
     fault_point("dest-prepare");
-    /* Wait on the context so that Ctrl-C still gets through; the command is killed then. */
-    gboolean done = FALSE;
+    /* Wait on the context so that Ctrl-C still gets through; the command is killed then, or
+     * when it overruns dest-prepare-timeout: a hung preparation must not hang the gate. */
+    gboolean done = FALSE, timed_out = FALSE;
     g_subprocess_wait_async(proc, NULL, on_prepare_exited, &done);
-    while (!done && !cancel_requested(m))
+    GSource *timer = NULL;
+    if (m->policy.dest_prepare_timeout_ms > 0) {
+        timer = g_timeout_source_new((guint)MIN(m->policy.dest_prepare_timeout_ms, G_MAXUINT));
+        g_source_set_callback(timer, wake, &timed_out, NULL);
+        g_source_attach(timer, m->context);
+    }
+    while (!done && !timed_out && !cancel_requested(m))
         g_main_context_iteration(m->context, TRUE);
+    if (timer) {
+        g_source_destroy(timer);
+        g_source_unref(timer);
+    }
     if (!done) {
         g_subprocess_force_exit(proc);
         while (!done)
             g_main_context_iteration(m->context, TRUE);
-        g_set_error(error, G_IO_ERROR, G_IO_ERROR_CANCELLED, "interrupted during dest-prepare");
+        if (timed_out)
+            g_set_error(error, SM_ENGINE_ERROR, SM_ENGINE_ERROR_DEST_PREPARE,
+                        "dest-prepare did not finish within %" G_GINT64_FORMAT " ms (killed): %s",
+                        m->policy.dest_prepare_timeout_ms, m->policy.dest_prepare);
+        else
+            g_set_error(error, G_IO_ERROR, G_IO_ERROR_CANCELLED, "interrupted during dest-prepare");
         return FALSE;
     }
     if (!g_subprocess_get_successful(proc)) {
@@ -878,7 +890,8 @@ int sm_migration_run(SmMigration *m)
             return call_off(m, SM_EXIT_FAILED, "failed", error);
         static const char *const stops[] = {"pre-switchover", "completed", "failed", "cancelled",
                                             NULL};
-        g_autofree char *status = wait_status(m, stops, p->migration_timeout_ms, TRUE, &error);
+        g_autofree char *status =
+            wait_status(m, stops, p->migration_timeout_ms, TRUE, TRUE, &error);
         if (!status) {
             if (cancel_requested(m))
                 return call_off(m, interrupted_code(m), "interrupted", NULL);
@@ -972,7 +985,7 @@ int sm_migration_run(SmMigration *m)
                             fields_new("state", jstr("pre-switchover"), FIELDS_END), &error))
             return call_off(m, SM_EXIT_FAILED, "failed", error);
         static const char *const ends[] = {"completed", "failed", "cancelled", NULL};
-        g_autofree char *end = wait_status(m, ends, 60000, FALSE, &error);
+        g_autofree char *end = wait_status(m, ends, 60000, FALSE, TRUE, &error);
         if (!end) {
             if (cancel_requested(m))
                 return call_off(m, interrupted_code(m), "interrupted", NULL);

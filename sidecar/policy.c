@@ -33,6 +33,7 @@ static const KeySpec keys[] = {
     {"vm", "dest-qmp", KEY_STRING, FIELD(dest_qmp)},
     {"vm", "uri", KEY_STRING, FIELD(uri)},
     {"vm", "dest-prepare", KEY_STRING, FIELD(dest_prepare)},
+    {"vm", "dest-prepare-timeout", KEY_DURATION, FIELD(dest_prepare_timeout_ms)},
     {"gate", "max-attempts", KEY_COUNT, FIELD(max_attempts)},
     {"gate", "max-hold", KEY_DURATION, FIELD(max_hold_ms)},
     {"gate", "backoff", KEY_DURATION, FIELD(backoff_ms)},
@@ -51,6 +52,7 @@ void sm_policy_init(SmPolicy *policy)
 {
     memset(policy, 0, sizeof *policy);
     policy->max_attempts = 10;
+    policy->dest_prepare_timeout_ms = 120000;
     policy->max_hold_ms = 60000;
     policy->backoff_ms = 200;
     policy->on_unquiesceable = SM_FALLBACK_ABORT;

@@ -34,6 +34,7 @@ typedef struct {
     char *name; /* VM name (--vm), or NULL */
     char *file; /* the vms.d file it came from, or NULL */
     char *source_qmp, *dest_qmp, *uri, *dest_prepare;
+    gint64 dest_prepare_timeout_ms; /* dest-prepare is killed and the migration fails after it */
     guint max_attempts;
     gint64 max_hold_ms;
     gint64 backoff_ms;
