@@ -109,6 +109,8 @@ static void probe_latency(Pair *p)
         g_autoptr(GError) error = NULL;
         gint64 t0 = g_get_monotonic_time();
         g_autoptr(json_object) r = qmp_client_execute(qmp, "query-status", NULL, &error);
+        if (!r)
+            g_error("query-status failed: %s", error->message);
         add(rtt, (double)(g_get_monotonic_time() - t0));
         t0 = g_get_monotonic_time();
         SmReport *report = sm_probe_vm(qmp, registry, &error);
