@@ -302,6 +302,40 @@ static void test_held_then_migrates(gconstpointer data)
     pair_clear(&p);
 }
 
+/* The data fetched but not the status: held too (the controller's half of that phase does
+ * not travel), and the guest reads the right CSW on the source before the retry. */
+static void test_held_on_csw(void)
+{
+    Pair p = {0};
+    pair_start(&p, RIG_QEMU_72, RIG_QEMU_72, "pc");
+    RigCommand cmd = rig_cmd_read_capacity();
+    leave_pending(&p, cmd);
+    g_autoptr(GError) error = NULL;
+    guint8 buf[8];
+    g_assert_cmpint(rig_guest_data_in(p.guest, 0, buf, 8, &error), ==, 8);
+    g_assert_cmpmem(buf, 8, p.rdcap, 8);
+    g_autoptr(Gate) g =
+        gate_start("migrate", "--source", p.src_addr, "--dest", p.dst_addr, "--uri", p.uri,
+                   "--dest-prepare", p.prepare, "--backoff", "100ms", "--json", NULL);
+    json_object *hold = gate_until(g, "hold");
+    g_assert_nonnull(hold);
+    json_object *v;
+    g_assert_true(json_object_object_get_ex(hold, "pending", &v));
+    g_assert_cmpstr(json_object_get_string(v), ==, "CSW");
+    json_object_put(hold);
+    guint8 status = 0xff;
+    g_assert_true(rig_guest_read_csw(p.guest, 0, &status, NULL, &error));
+    g_assert_no_error(error);
+    g_assert_cmpuint(status, ==, 0);
+    g_assert_cmpint(gate_wait(g), ==, 0);
+    g_assert_cmpstr(result_str(g, "path"), ==, "held");
+    g_assert_true(rig_vm_reload(p.dst, &error));
+    g_assert_true(rig_guest_attach(p.guest, p.dst, &error));
+    g_assert_no_error(error);
+    assert_guest_healthy(&p);
+    pair_clear(&p);
+}
+
 static void test_never_fetched(gconstpointer data)
 {
     const Setup *s = data;
@@ -618,5 +652,6 @@ int main(int argc, char **argv)
     g_test_add_func("/gate/bad-policy", test_bad_policy);
     g_test_add_func("/gate/unreachable", test_unreachable);
     g_test_add_func("/gate/human-output", test_human_output);
+    g_test_add_func("/gate/held-on-csw", test_held_on_csw);
     return g_test_run();
 }
