@@ -255,54 +255,12 @@ static json_object *until_event(Client *c, const char *name, GPtrArray *names)
 
 /* ---- VMs ------------------------------------------------------------------------------- */
 
-typedef struct {
-    RigVm *src, *dst;
-    RigGuest *guest;
-    guint8 gesn[8];
-    char *prepare;
-    char *uri;
-} Pair;
-
-static void transact8(RigGuest *g, RigCommand cmd, guint8 out[8])
-{
-    g_autoptr(GError) error = NULL;
-    gsize len = 0;
-    guint8 status = 0xff;
-    g_assert_true(rig_guest_transact(g, 0, &cmd, out, &len, &status, &error));
-    g_assert_no_error(error);
-    g_assert_cmpuint(status, ==, 0);
-}
+typedef RigPair Pair;
 
 static void pair_start(Pair *p, RigQemu qemu, const char *name, gboolean with_dest)
 {
-    g_autoptr(GError) error = NULL;
-    p->src = rig_vm_start(&(RigVmConfig){.qemu = qemu, .name = name}, &error);
-    g_assert_no_error(error);
-    if (with_dest) {
-        g_autofree char *dname = g_strconcat(name, "-dst", NULL);
-        p->dst =
-            rig_vm_start(&(RigVmConfig){.qemu = qemu, .name = dname, .incoming = TRUE}, &error);
-        g_assert_no_error(error);
-        p->prepare = rig_vm_prepare_script(p->dst, TRUE, &error);
-        g_assert_no_error(error);
-    }
-    p->uri = rig_migration_uri();
-    p->guest = rig_guest_new(p->src, &error);
-    g_assert_no_error(error);
-    RigCommand tur = rig_cmd_test_unit_ready();
-    for (int i = 0; i < 2; i++)
-        g_assert_true(rig_guest_transact(p->guest, 0, &tur, NULL, NULL, NULL, &error));
-    for (int i = 0; i < 2; i++)
-        transact8(p->guest, rig_cmd_gesn(), p->gesn);
-}
-
-static void pair_clear(Pair *p)
-{
-    rig_guest_free(p->guest);
-    rig_vm_free(p->src);
-    rig_vm_free(p->dst);
-    g_free(p->prepare);
-    g_free(p->uri);
+    rig_pair_start(p, &(RigPairConfig){
+                          .src_qemu = qemu, .dst_qemu = qemu, .name = name, .no_dest = !with_dest});
 }
 
 static void pair_policy(Daemon *d, Pair *p, const char *name, const char *extra)
@@ -363,7 +321,7 @@ static void assert_guest_moved(Pair *p, gboolean reprepared)
     g_assert_true(rig_guest_attach(p->guest, p->dst, &error));
     g_assert_no_error(error);
     guint8 buf[8];
-    transact8(p->guest, rig_cmd_gesn(), buf);
+    rig_guest_answer8(p->guest, rig_cmd_gesn(), buf);
     g_assert_cmpmem(buf, 8, p->gesn, 8);
 }
 
@@ -439,9 +397,9 @@ static void test_several_vms(void)
     g_assert_nonnull(stopping);
     g_assert_nonnull(strstr(stopping, "STOPPING=1"));
     g_assert_false(g_file_test(d->sock, G_FILE_TEST_EXISTS));
-    pair_clear(&a);
-    pair_clear(&b);
-    pair_clear(&c);
+    rig_pair_clear(&a);
+    rig_pair_clear(&b);
+    rig_pair_clear(&c);
 }
 
 /* A QMP peer that accepts connections and never says a word (a hung QEMU): the daemon
@@ -479,7 +437,7 @@ static void test_hung_peer(void)
     g_assert_cmpstr(str(member(late, "error"), "code"), ==, "unreachable");
     g_assert_cmpint(num(late, "exit_code"), ==, 3);
     g_assert_cmpint(daemon_stop(d), ==, 0);
-    pair_clear(&p);
+    rig_pair_clear(&p);
 }
 
 /* Two migrations at once: one holds on a busy device for as long as the guest keeps it
@@ -537,8 +495,8 @@ static void test_concurrent(void)
     g_assert_nonnull(strstr(text, "safe_migrated_downtime_seconds_count 2"));
     g_assert_null(strstr(text, "safe_migrated_holds_total 0\n"));
     g_assert_cmpint(daemon_stop(d), ==, 0);
-    pair_clear(&held);
-    pair_clear(&free_);
+    rig_pair_clear(&held);
+    rig_pair_clear(&free_);
 }
 
 /* The VM's QEMU dies and comes back at the same socket: the daemon reconnects. */
@@ -567,7 +525,7 @@ static void test_vm_restart(void)
     g_autoptr(json_object) st = call(d, "{\"op\":\"status\",\"vm\":\"r\"}");
     g_assert_true(json_object_get_boolean(member(st, "ok")));
     g_assert_cmpint(daemon_stop(d), ==, 0);
-    pair_clear(&p);
+    rig_pair_clear(&p);
 }
 
 /* The client that asked for a migration goes away mid-way; a second client follows it to
@@ -606,14 +564,14 @@ static void test_client_disconnect(gconstpointer data)
         g_assert_cmpstr(str(result, "result"), ==, "interrupted");
         assert_runstate(p.src, "running");
         guint8 buf[8];
-        transact8(p.guest, rig_cmd_gesn(), buf);
+        rig_guest_answer8(p.guest, rig_cmd_gesn(), buf);
         g_assert_cmpmem(buf, 8, p.gesn, 8);
     } else {
         g_assert_cmpstr(str(result, "result"), ==, "migrated");
         assert_guest_moved(&p, FALSE);
     }
     g_assert_cmpint(daemon_stop(d), ==, 0);
-    pair_clear(&p);
+    rig_pair_clear(&p);
 }
 
 static int child_connect(const char *path, gboolean expect_reply)
@@ -736,8 +694,8 @@ static void test_reload(void)
     g_assert_nonnull(str(ra, "config_error"));
     g_assert_true(g_str_has_suffix(str(ra, "source_qmp"), rig_vm_sidecar_qmp_path(a.src)));
     g_assert_cmpint(daemon_stop(d), ==, 0);
-    pair_clear(&a);
-    pair_clear(&b);
+    rig_pair_clear(&a);
+    rig_pair_clear(&b);
 }
 
 /* SIGTERM to the daemon mid-migration: the migration is called off, its follower gets the
@@ -763,7 +721,7 @@ static void test_sigterm_mid_migration(void)
     g_assert_cmpint(g_subprocess_get_exit_status(d->proc), ==, 0);
     daemon_dump_log(d);
     assert_runstate(p.src, "running");
-    pair_clear(&p);
+    rig_pair_clear(&p);
 }
 
 /* ---- The CLI as a client: safe-migrate --daemon SOCKET ---------------------------------- */
@@ -881,8 +839,8 @@ static void test_cli(void)
     /* No daemon: unreachable. */
     const char *const after[] = {"list", NULL};
     g_assert_cmpint(run_cli(d, after, &out, &err), ==, 3);
-    pair_clear(&p);
-    pair_clear(&q);
+    rig_pair_clear(&p);
+    rig_pair_clear(&q);
 }
 
 int main(int argc, char **argv)

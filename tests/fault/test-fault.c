@@ -342,17 +342,6 @@ typedef struct {
     int exit_code;       /* expected from the gate */
 } FaultCase;
 
-static void answer(RigGuest *guest, RigCommand cmd, guint8 out[8])
-{
-    g_autoptr(GError) error = NULL;
-    gsize len = 0;
-    guint8 status = 0xff;
-    g_assert_true(rig_guest_transact(guest, 0, &cmd, out, &len, &status, &error));
-    g_assert_no_error(error);
-    g_assert_cmpuint(status, ==, 0);
-    g_assert_cmpuint(len, ==, 8);
-}
-
 static char *vm_state(RigVm *vm)
 {
     /* An adopted (daemonized) QEMU that exited may linger as a zombie nobody reaps. */
@@ -416,25 +405,11 @@ static void test_fault(gconstpointer data)
 {
     const FaultCase *c = data;
     g_autoptr(GError) error = NULL;
-    g_autoptr(RigVm) src =
-        rig_vm_start(&(RigVmConfig){.qemu = c->qemu, .machine = c->machine, .name = "src"}, &error);
-    g_assert_no_error(error);
-    g_autoptr(RigVm) dst = rig_vm_start(
-        &(RigVmConfig){.qemu = c->qemu, .machine = c->machine, .name = "dst", .incoming = TRUE},
-        &error);
-    g_assert_no_error(error);
-    g_autoptr(RigGuest) guest = rig_guest_new(src, &error);
-    g_assert_no_error(error);
-    /* Clear the power-on unit attention and media event, then learn the steady answers. */
-    RigCommand tur = rig_cmd_test_unit_ready();
-    for (int i = 0; i < 2; i++)
-        g_assert_true(rig_guest_transact(guest, 0, &tur, NULL, NULL, NULL, &error));
-    guint8 gesn[8], rdcap[8], again[8];
-    answer(guest, rig_cmd_gesn(), gesn);
-    answer(guest, rig_cmd_gesn(), gesn);
-    answer(guest, rig_cmd_gesn(), again);
-    g_assert_cmpmem(gesn, 8, again, 8);
-    answer(guest, rig_cmd_read_capacity(), rdcap);
+    RigPair pair;
+    rig_pair_start(
+        &pair, &(RigPairConfig){.src_qemu = c->qemu, .dst_qemu = c->qemu, .machine = c->machine});
+    RigVm *src = pair.src, *dst = pair.dst;
+    RigGuest *guest = pair.guest;
     if (c->slow)
         g_assert_true(rig_guest_fill_ram(guest, 0x200000, 8 << 20, 0x5a, &error));
     g_assert_no_error(error);
@@ -444,8 +419,7 @@ static void test_fault(gconstpointer data)
         g_assert_no_error(error);
     }
 
-    g_autofree char *src_direct = g_strdup_printf("unix:%s", rig_vm_sidecar_qmp_path(src));
-    g_autofree char *dst_direct = g_strdup_printf("unix:%s", rig_vm_sidecar_qmp_path(dst));
+    const char *src_direct = pair.src_addr, *dst_direct = pair.dst_addr;
     Proxy *src_proxy = NULL, *dst_proxy = NULL;
     if (c->fault == FAULT_CUT_SRC || c->fault == FAULT_CUT_SRC_FOREVER)
         src_proxy = proxy_new(rig_vm_sidecar_qmp_path(src));
@@ -455,7 +429,7 @@ static void test_fault(gconstpointer data)
         src_proxy ? g_strdup_printf("unix:%s", src_proxy->path) : g_strdup(src_direct);
     g_autofree char *dst_addr =
         dst_proxy ? g_strdup_printf("unix:%s", dst_proxy->path) : g_strdup(dst_direct);
-    g_autofree char *uri = rig_migration_uri();
+    const char *uri = pair.uri;
     g_autofree char *hang_pid = g_build_filename(rig_tmpdir(), "hang.pid", NULL);
     g_autofree char *prepare = NULL;
     if (c->fault == FAULT_PREPARE_FAILS)
@@ -463,7 +437,7 @@ static void test_fault(gconstpointer data)
     else if (c->fault == FAULT_PREPARE_HANGS)
         prepare = g_strdup_printf("echo $$ > %s; exec sleep 600", hang_pid);
     else
-        prepare = rig_vm_prepare_script(dst, TRUE, &error);
+        prepare = g_strdup(pair.prepare);
     g_assert_no_error(error);
     unlink(hang_pid);
     const char *args[] = {"migrate",
@@ -557,31 +531,11 @@ static void test_fault(gconstpointer data)
     }
 
     /* The transaction the guest left pending completes with the answer it had before. */
-    if (c->pending) {
-        guint8 buf[8];
-        gssize got = rig_guest_data_in(guest, 0, buf, 8, &error);
-        g_assert_no_error(error);
-        g_assert_cmpint(got, ==, 8);
-        g_assert_cmpmem(buf, 8, gesn, 8);
-        guint8 status = 0xff;
-        g_assert_true(rig_guest_read_csw(guest, 0, &status, NULL, &error));
-        g_assert_no_error(error);
-        g_assert_cmpuint(status, ==, 0);
-    }
+    if (c->pending)
+        rig_pair_finish_pending(&pair, pair.gesn);
     /* And the device goes on answering correctly. */
-    guint8 buf[8];
-    answer(guest, rig_cmd_read_capacity(), buf);
-    g_assert_cmpmem(buf, 8, rdcap, 8);
-    answer(guest, rig_cmd_gesn(), buf);
-    g_assert_cmpmem(buf, 8, gesn, 8);
-    guint8 sector[2048], expected[2048];
-    gsize len = 0;
-    guint8 status = 0xff;
-    RigCommand read = rig_cmd_read10(20, 1);
-    g_assert_true(rig_guest_transact(guest, 0, &read, sector, &len, &status, &error));
-    g_assert_no_error(error);
-    g_assert_true(rig_iso_sector(20, expected));
-    g_assert_cmpmem(sector, len, expected, 2048);
+    rig_pair_assert_healthy(&pair);
+    rig_pair_clear(&pair);
 }
 
 #define KILLED (128 + SIGKILL)

@@ -138,4 +138,38 @@ RigCommand rig_cmd_inquiry(void);       /* INQUIRY, 36 bytes */
 RigCommand rig_cmd_test_unit_ready(void);
 RigCommand rig_cmd_read10(guint32 lba, guint16 blocks); /* 2048-byte blocks */
 
+/* ---- Test fixture: a source with the guest on it and a destination waiting ---------------- */
+
+/* Asserting helpers, for tests (they abort the test on failure). */
+
+/* One 8-byte DATA-IN transaction that must end GOOD with 8 bytes (GESN, READ CAPACITY). */
+void rig_guest_answer8(RigGuest *guest, RigCommand cmd, guint8 out[8]);
+
+typedef struct {
+    RigQemu src_qemu, dst_qemu;
+    const char *machine; /* NULL = "pc" */
+    const char *name;    /* VM names are NAME and NAME-dst; NULL = "src" / "dst" */
+    gboolean no_dest;    /* only the source */
+} RigPairConfig;
+
+typedef struct {
+    RigVm *src, *dst;
+    RigGuest *guest;
+    guint8 gesn[8];            /* the steady GESN answer */
+    guint8 rdcap[8];           /* READ CAPACITY */
+    char *src_addr, *dst_addr; /* "unix:" + each VM's sidecar monitor */
+    char *uri;                 /* a fresh migration URI */
+    char *prepare;             /* a dest-prepare script relaunching dst (NULL without dst) */
+} RigPair;
+
+/* Starts the VMs, enumerates the guest's devices on the source, clears the power-on unit
+ * attention and media event, and learns the steady answers. */
+void rig_pair_start(RigPair *pair, const RigPairConfig *config);
+void rig_pair_clear(RigPair *pair);
+/* Fetches the DATA-IN and CSW of the transaction left pending by a CBW, on whichever VM the
+ * guest is attached to now, and checks the guest gets exactly `expected` with GOOD. */
+void rig_pair_finish_pending(RigPair *pair, const guint8 expected[8]);
+/* GESN, READ CAPACITY and a READ(10) all byte-correct on the VM holding the guest now. */
+void rig_pair_assert_healthy(RigPair *pair);
+
 G_END_DECLS

@@ -125,63 +125,7 @@ static gboolean saw(Gate *g, const char *name)
     return FALSE;
 }
 
-/* ---- A source/destination pair with a guest -------------------------------------------- */
-
-typedef struct {
-    RigVm *src, *dst;
-    RigGuest *guest;
-    guint8 gesn[8];  /* the steady GESN answer */
-    guint8 rdcap[8]; /* READ CAPACITY */
-    char *src_addr, *dst_addr, *uri, *prepare;
-} Pair;
-
-static void answer(RigGuest *guest, RigCommand cmd, guint8 out[8])
-{
-    g_autoptr(GError) error = NULL;
-    gsize len = 0;
-    guint8 status = 0xff;
-    g_assert_true(rig_guest_transact(guest, 0, &cmd, out, &len, &status, &error));
-    g_assert_no_error(error);
-    g_assert_cmpuint(status, ==, 0);
-    g_assert_cmpuint(len, ==, 8);
-}
-
-static void pair_start(Pair *p, RigQemu src_qemu, RigQemu dst_qemu, const char *machine)
-{
-    g_autoptr(GError) error = NULL;
-    p->src =
-        rig_vm_start(&(RigVmConfig){.qemu = src_qemu, .machine = machine, .name = "src"}, &error);
-    g_assert_no_error(error);
-    p->dst = rig_vm_start(
-        &(RigVmConfig){.qemu = dst_qemu, .machine = machine, .name = "dst", .incoming = TRUE},
-        &error);
-    g_assert_no_error(error);
-    p->guest = rig_guest_new(p->src, &error);
-    g_assert_no_error(error);
-    /* The power-on unit attention and media event, as a guest would clear them. */
-    RigCommand tur = rig_cmd_test_unit_ready();
-    for (int i = 0; i < 2; i++)
-        g_assert_true(rig_guest_transact(p->guest, 0, &tur, NULL, NULL, NULL, &error));
-    for (int i = 0; i < 2; i++)
-        answer(p->guest, rig_cmd_gesn(), p->gesn);
-    answer(p->guest, rig_cmd_read_capacity(), p->rdcap);
-    p->src_addr = g_strdup_printf("unix:%s", rig_vm_sidecar_qmp_path(p->src));
-    p->dst_addr = g_strdup_printf("unix:%s", rig_vm_sidecar_qmp_path(p->dst));
-    p->uri = rig_migration_uri();
-    p->prepare = rig_vm_prepare_script(p->dst, TRUE, &error);
-    g_assert_no_error(error);
-}
-
-static void pair_clear(Pair *p)
-{
-    rig_guest_free(p->guest);
-    rig_vm_free(p->src);
-    rig_vm_free(p->dst);
-    g_free(p->src_addr);
-    g_free(p->dst_addr);
-    g_free(p->uri);
-    g_free(p->prepare);
-}
+/* ---- A source/destination pair with a guest (RigPair) ------------------------------- */
 
 static void assert_runstate(RigVm *vm, const char *want)
 {
@@ -191,42 +135,7 @@ static void assert_runstate(RigVm *vm, const char *want)
     g_assert_cmpstr(state, ==, want);
 }
 
-/* Finishes the pending transaction left by send_cbw on the VM holding the guest now, and
- * checks the guest gets exactly `expected`. */
-static void finish_pending(Pair *p, const guint8 expected[8])
-{
-    g_autoptr(GError) error = NULL;
-    guint8 buf[8];
-    gssize got = rig_guest_data_in(p->guest, 0, buf, 8, &error);
-    g_assert_no_error(error);
-    g_assert_cmpint(got, ==, 8);
-    g_assert_cmpmem(buf, 8, expected, 8);
-    guint8 status = 0xff;
-    g_assert_true(rig_guest_read_csw(p->guest, 0, &status, NULL, &error));
-    g_assert_no_error(error);
-    g_assert_cmpuint(status, ==, 0);
-}
-
-/* The guest is healthy on `vm`: GESN, READ CAPACITY and a READ(10) all byte-correct. */
-static void assert_guest_healthy(Pair *p)
-{
-    guint8 buf[8];
-    answer(p->guest, rig_cmd_gesn(), buf);
-    g_assert_cmpmem(buf, 8, p->gesn, 8);
-    answer(p->guest, rig_cmd_read_capacity(), buf);
-    g_assert_cmpmem(buf, 8, p->rdcap, 8);
-    g_autoptr(GError) error = NULL;
-    guint8 sector[2048], expected[2048];
-    gsize len = 0;
-    guint8 status = 0xff;
-    RigCommand read = rig_cmd_read10(20, 1);
-    g_assert_true(rig_guest_transact(p->guest, 0, &read, sector, &len, &status, &error));
-    g_assert_no_error(error);
-    g_assert_true(rig_iso_sector(20, expected));
-    g_assert_cmpmem(sector, len, expected, 2048);
-}
-
-static void leave_pending(Pair *p, RigCommand cmd)
+static void leave_pending(RigPair *p, RigCommand cmd)
 {
     g_autoptr(GError) error = NULL;
     g_assert_true(rig_guest_send_cbw(p->guest, 0, &cmd, NULL, &error));
@@ -235,7 +144,7 @@ static void leave_pending(Pair *p, RigCommand cmd)
 
 /* Slows migration down: real (non-zero) pages and a low bandwidth cap keep it iterating for
  * seconds, so a test can act while it runs. */
-static void make_ram_heavy(Pair *p)
+static void make_ram_heavy(RigPair *p)
 {
     g_autoptr(GError) error = NULL;
     g_assert_true(rig_guest_fill_ram(p->guest, 0x200000, 8 << 20, 0x5a, &error));
@@ -252,8 +161,9 @@ typedef struct {
 static void test_idle(gconstpointer data)
 {
     const Setup *s = data;
-    Pair p = {0};
-    pair_start(&p, s->src, s->dst, s->machine);
+    RigPair p;
+    rig_pair_start(&p,
+                   &(RigPairConfig){.src_qemu = s->src, .dst_qemu = s->dst, .machine = s->machine});
     g_autoptr(Gate) g = gate_start("migrate", "--source", p.src_addr, "--dest", p.dst_addr, "--uri",
                                    p.uri, "--json", NULL);
     g_assert_cmpint(gate_wait(g), ==, 0);
@@ -267,15 +177,16 @@ static void test_idle(gconstpointer data)
     g_autoptr(GError) error = NULL;
     g_assert_true(rig_guest_attach(p.guest, p.dst, &error));
     g_assert_no_error(error);
-    assert_guest_healthy(&p);
-    pair_clear(&p);
+    rig_pair_assert_healthy(&p);
+    rig_pair_clear(&p);
 }
 
 static void test_held_then_migrates(gconstpointer data)
 {
     const Setup *s = data;
-    Pair p = {0};
-    pair_start(&p, s->src, s->dst, s->machine);
+    RigPair p;
+    rig_pair_start(&p,
+                   &(RigPairConfig){.src_qemu = s->src, .dst_qemu = s->dst, .machine = s->machine});
     leave_pending(&p, rig_cmd_gesn());
     g_autoptr(Gate) g = gate_start("migrate", "--source", p.src_addr, "--dest", p.dst_addr, "--uri",
                                    p.uri, "--dest-prepare", p.prepare, "--backoff", "100ms",
@@ -285,7 +196,7 @@ static void test_held_then_migrates(gconstpointer data)
     json_object_put(hold);
     /* The attempt is called off and the source resumes: the guest completes its read there,
      * with the right bytes. */
-    finish_pending(&p, p.gesn);
+    rig_pair_finish_pending(&p, p.gesn);
     g_assert_cmpint(gate_wait(g), ==, 0);
     g_assert_cmpstr(result_str(g, "result"), ==, "migrated");
     g_assert_cmpstr(result_str(g, "path"), ==, "held");
@@ -298,16 +209,17 @@ static void test_held_then_migrates(gconstpointer data)
     assert_runstate(p.dst, "running");
     g_assert_true(rig_guest_attach(p.guest, p.dst, &error));
     g_assert_no_error(error);
-    assert_guest_healthy(&p);
-    pair_clear(&p);
+    rig_pair_assert_healthy(&p);
+    rig_pair_clear(&p);
 }
 
 /* The data fetched but not the status: held too (the controller's half of that phase does
  * not travel), and the guest reads the right CSW on the source before the retry. */
 static void test_held_on_csw(void)
 {
-    Pair p = {0};
-    pair_start(&p, RIG_QEMU_72, RIG_QEMU_72, "pc");
+    RigPair p;
+    rig_pair_start(
+        &p, &(RigPairConfig){.src_qemu = RIG_QEMU_72, .dst_qemu = RIG_QEMU_72, .machine = "pc"});
     RigCommand cmd = rig_cmd_read_capacity();
     leave_pending(&p, cmd);
     g_autoptr(GError) error = NULL;
@@ -332,15 +244,16 @@ static void test_held_on_csw(void)
     g_assert_true(rig_vm_reload(p.dst, &error));
     g_assert_true(rig_guest_attach(p.guest, p.dst, &error));
     g_assert_no_error(error);
-    assert_guest_healthy(&p);
-    pair_clear(&p);
+    rig_pair_assert_healthy(&p);
+    rig_pair_clear(&p);
 }
 
 static void test_never_fetched(gconstpointer data)
 {
     const Setup *s = data;
-    Pair p = {0};
-    pair_start(&p, s->src, s->dst, s->machine);
+    RigPair p;
+    rig_pair_start(&p,
+                   &(RigPairConfig){.src_qemu = s->src, .dst_qemu = s->dst, .machine = s->machine});
     leave_pending(&p, rig_cmd_gesn());
     g_autoptr(Gate) g = gate_start("migrate", "--source", p.src_addr, "--dest", p.dst_addr, "--uri",
                                    p.uri, "--dest-prepare", p.prepare, "--backoff", "50ms",
@@ -349,9 +262,9 @@ static void test_never_fetched(gconstpointer data)
     g_assert_cmpstr(result_str(g, "result"), ==, "aborted");
     g_assert_cmpint(result_int(g, "attempts"), ==, 3);
     assert_runstate(p.src, "running");
-    finish_pending(&p, p.gesn);
-    assert_guest_healthy(&p);
-    pair_clear(&p);
+    rig_pair_finish_pending(&p, p.gesn);
+    rig_pair_assert_healthy(&p);
+    rig_pair_clear(&p);
 }
 
 typedef struct {
@@ -364,8 +277,10 @@ typedef struct {
 static void test_fix_policy(gconstpointer data)
 {
     const FixCase *c = data;
-    Pair p = {0};
-    pair_start(&p, c->setup.src, c->setup.dst, c->setup.machine);
+    RigPair p;
+    rig_pair_start(&p, &(RigPairConfig){.src_qemu = c->setup.src,
+                                        .dst_qemu = c->setup.dst,
+                                        .machine = c->setup.machine});
     RigCommand cmd = c->command();
     leave_pending(&p, cmd);
     g_autoptr(Gate) g =
@@ -385,14 +300,14 @@ static void test_fix_policy(gconstpointer data)
         g_assert_cmpint(rig_guest_data_in(p.guest, 0, buf, 8, &error), ==, 8);
         g_assert_true(rig_guest_read_csw(p.guest, 0, NULL, NULL, &error));
         g_assert_no_error(error);
-        assert_guest_healthy(&p);
+        rig_pair_assert_healthy(&p);
     } else {
         g_assert_cmpstr(result_str(g, "result"), ==, "aborted");
         g_assert_false(saw(g, "fix-fallback"));
         assert_runstate(p.src, "running");
-        finish_pending(&p, cmd.cdb[0] == 0x4a ? p.gesn : p.rdcap);
+        rig_pair_finish_pending(&p, cmd.cdb[0] == 0x4a ? p.gesn : p.rdcap);
     }
-    pair_clear(&p);
+    rig_pair_clear(&p);
 }
 
 typedef struct {
@@ -406,8 +321,10 @@ typedef struct {
 static void test_interrupt(gconstpointer data)
 {
     const InterruptCase *c = data;
-    Pair p = {0};
-    pair_start(&p, c->setup.src, c->setup.dst, c->setup.machine);
+    RigPair p;
+    rig_pair_start(&p, &(RigPairConfig){.src_qemu = c->setup.src,
+                                        .dst_qemu = c->setup.dst,
+                                        .machine = c->setup.machine});
     make_ram_heavy(&p);
     if (c->pending)
         leave_pending(&p, rig_cmd_gesn());
@@ -423,15 +340,16 @@ static void test_interrupt(gconstpointer data)
     g_assert_cmpstr(result_str(g, "result"), ==, "interrupted");
     assert_runstate(p.src, "running");
     if (c->pending)
-        finish_pending(&p, p.gesn);
-    assert_guest_healthy(&p);
-    pair_clear(&p);
+        rig_pair_finish_pending(&p, p.gesn);
+    rig_pair_assert_healthy(&p);
+    rig_pair_clear(&p);
 }
 
 static void test_dest_prepare_fails(void)
 {
-    Pair p = {0};
-    pair_start(&p, RIG_QEMU_72, RIG_QEMU_72, "pc");
+    RigPair p;
+    rig_pair_start(
+        &p, &(RigPairConfig){.src_qemu = RIG_QEMU_72, .dst_qemu = RIG_QEMU_72, .machine = "pc"});
     leave_pending(&p, rig_cmd_gesn());
     g_autoptr(Gate) g =
         gate_start("migrate", "--source", p.src_addr, "--dest", p.dst_addr, "--uri", p.uri,
@@ -440,14 +358,15 @@ static void test_dest_prepare_fails(void)
     g_assert_cmpstr(result_str(g, "result"), ==, "failed");
     g_assert_nonnull(strstr(result_str(g, "error"), "exit status 7"));
     assert_runstate(p.src, "running");
-    finish_pending(&p, p.gesn);
-    pair_clear(&p);
+    rig_pair_finish_pending(&p, p.gesn);
+    rig_pair_clear(&p);
 }
 
 static void test_dest_dies_mid_stream(void)
 {
-    Pair p = {0};
-    pair_start(&p, RIG_QEMU_72, RIG_QEMU_72, "pc");
+    RigPair p;
+    rig_pair_start(
+        &p, &(RigPairConfig){.src_qemu = RIG_QEMU_72, .dst_qemu = RIG_QEMU_72, .machine = "pc"});
     make_ram_heavy(&p);
     g_autoptr(Gate) g = gate_start("migrate", "--source", p.src_addr, "--dest", p.dst_addr, "--uri",
                                    p.uri, "--max-bandwidth", "2M", "--json", NULL);
@@ -459,8 +378,8 @@ static void test_dest_dies_mid_stream(void)
     g_assert_cmpint(gate_wait(g), ==, 5);
     g_assert_cmpstr(result_str(g, "result"), ==, "failed");
     assert_runstate(p.src, "running");
-    assert_guest_healthy(&p);
-    pair_clear(&p);
+    rig_pair_assert_healthy(&p);
+    rig_pair_clear(&p);
 }
 
 /* What a gate killed at pre-switchover leaves behind: the source stopped there, waiting for
@@ -468,8 +387,9 @@ static void test_dest_dies_mid_stream(void)
  * completes intact. */
 static void test_recover_after_dead_gate(void)
 {
-    Pair p = {0};
-    pair_start(&p, RIG_QEMU_72, RIG_QEMU_72, "pc");
+    RigPair p;
+    rig_pair_start(
+        &p, &(RigPairConfig){.src_qemu = RIG_QEMU_72, .dst_qemu = RIG_QEMU_72, .machine = "pc"});
     leave_pending(&p, rig_cmd_gesn());
     static const char *const caps[] = {"events", "pause-before-switchover", NULL};
     g_autoptr(GError) error = NULL;
@@ -489,7 +409,7 @@ static void test_recover_after_dead_gate(void)
     g_assert_true(g_spawn_check_wait_status(wait_status, NULL));
     g_assert_nonnull(strstr(out, "cancelled"));
     assert_runstate(p.src, "running");
-    finish_pending(&p, p.gesn);
+    rig_pair_finish_pending(&p, p.gesn);
 
     /* A second run finds nothing to do and says so. */
     g_clear_pointer(&out, g_free);
@@ -498,7 +418,7 @@ static void test_recover_after_dead_gate(void)
                                &wait_status, &error));
     g_assert_true(g_spawn_check_wait_status(wait_status, NULL));
     g_assert_nonnull(strstr(out, "no migration in progress"));
-    pair_clear(&p);
+    rig_pair_clear(&p);
 }
 
 static void run_cli(const char *const *args, int *exit_code, char **err_text)
@@ -559,8 +479,9 @@ static void test_bad_policy(void)
 /* Without --json: progress lines and a one-line summary on stderr. */
 static void test_human_output(void)
 {
-    Pair p = {0};
-    pair_start(&p, RIG_QEMU_72, RIG_QEMU_72, "pc");
+    RigPair p;
+    rig_pair_start(
+        &p, &(RigPairConfig){.src_qemu = RIG_QEMU_72, .dst_qemu = RIG_QEMU_72, .machine = "pc"});
     const char *args[] = {"migrate",  "--source", p.src_addr, "--dest",
                           p.dst_addr, "--uri",    p.uri,      NULL};
     int code = -1;
@@ -572,7 +493,7 @@ static void test_human_output(void)
     g_assert_nonnull(strstr(err, "migrated (path idle) in "));
     g_assert_nonnull(strstr(err, "1 attempt(s)"));
     assert_runstate(p.src, "postmigrate");
-    pair_clear(&p);
+    rig_pair_clear(&p);
 }
 
 static void test_unreachable(void)
