@@ -511,10 +511,11 @@ static void test_campaign(gconstpointer data)
         g_assert_cmpuint(k.failed + k.held_out, ==, 0);
         g_assert_cmpuint(k.migrated, ==, n_migrations);
         /* Kernel-logged USB resets with a failed READ(10) (retried by the guest, so no wrong
-         * bytes) still get through the gate now and then, as they do with plain migrate: a
-         * state the device-state probe reports safe. Reported, not yet asserted. */
+         * bytes) came through the gate about once in 30 migrations while a pending CSW was
+         * judged safe; since it is held, none in 116 (README). Reported rather than asserted
+         * until longer campaigns have pinned the rate down. */
         if (k.kerrs)
-            g_test_message("KNOWN GAP: %u kernel error line(s) under safe-migrate (see above)",
+            g_test_message("WARNING: %u kernel error line(s) under safe-migrate (see above)",
                            k.kerrs);
     }
     /* Plain migrations are reported, never asserted: whether one lands between a command and
