@@ -455,10 +455,13 @@ gboolean rig_vm_wait_exit(RigVm *vm, guint timeout_ms, int *term_signal, int *ex
             return FALSE;
         g_usleep(2000);
     }
+    /* A relaunched (daemonized) QEMU is not our child: how it ended is not ours to know, and
+     * the status on record belongs to the process it replaced. */
+    gboolean known = !vm->adopted;
     if (term_signal)
-        *term_signal = WIFSIGNALED(vm->wait_status) ? WTERMSIG(vm->wait_status) : 0;
+        *term_signal = !known ? -1 : WIFSIGNALED(vm->wait_status) ? WTERMSIG(vm->wait_status) : 0;
     if (exit_status)
-        *exit_status = WIFEXITED(vm->wait_status) ? WEXITSTATUS(vm->wait_status) : -1;
+        *exit_status = known && WIFEXITED(vm->wait_status) ? WEXITSTATUS(vm->wait_status) : -1;
     return TRUE;
 }
 

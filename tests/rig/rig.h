@@ -75,7 +75,9 @@ const char *rig_vm_name(RigVm *vm);
 GPid rig_vm_pid(RigVm *vm);
 /* Whether the process is still alive (reaps it if it died). */
 gboolean rig_vm_alive(RigVm *vm);
-/* Waits up to timeout_ms for the process to exit; returns TRUE if it exited, and how. */
+/* Waits up to timeout_ms for the process to exit; returns TRUE if it exited, and how
+ * (signal, or 0 and the exit status; both -1 for a relaunched process, which is not the
+ * rig's child). */
 gboolean rig_vm_wait_exit(RigVm *vm, guint timeout_ms, int *term_signal, int *exit_status);
 /* QEMU's stderr so far (for diagnostics). */
 char *rig_vm_stderr(RigVm *vm);
