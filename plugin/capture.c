@@ -378,7 +378,7 @@ SmReport *sm_report_from_stream(GBytes *state, GPtrArray *devices, const SmRegis
     return rep;
 }
 
-SmReport *sm_probe_vm(QmpClient *qmp, const SmRegistry *registry, GError **error)
+GPtrArray *sm_inspect_devices(QmpClient *qmp, const SmRegistry *registry, GError **error)
 {
     g_autoptr(GPtrArray) devices = sm_discover_devices(qmp, registry, error);
     if (!devices) {
@@ -389,6 +389,8 @@ SmReport *sm_probe_vm(QmpClient *qmp, const SmRegistry *registry, GError **error
         const SmProbe *probe = sm_registry_find_for_type(registry, d->type);
         g_autoptr(GError) e = NULL;
         if (probe && probe->inspect && !probe->inspect(probe, qmp, d, &e)) {
+            /* QEMU refusing one query (a device unplugged meanwhile) leaves that device's
+             * facts unset, hence its verdict unknown; a lost connection fails it all. */
             if (!is_command_error(e)) {
                 to_unreachable(error, g_steal_pointer(&e));
                 return NULL;
@@ -396,6 +398,15 @@ SmReport *sm_probe_vm(QmpClient *qmp, const SmRegistry *registry, GError **error
             g_log_structured(G_LOG_DOMAIN, G_LOG_LEVEL_WARNING, "MESSAGE", "inspect %s: %s",
                              d->qom_path, e->message);
         }
+    }
+    return g_steal_pointer(&devices);
+}
+
+SmReport *sm_probe_vm(QmpClient *qmp, const SmRegistry *registry, GError **error)
+{
+    g_autoptr(GPtrArray) devices = sm_inspect_devices(qmp, registry, error);
+    if (!devices) {
+        return NULL;
     }
     gint64 t0 = g_get_monotonic_time();
     g_autoptr(GBytes) state = sm_capture_device_state(qmp, error);

@@ -217,6 +217,9 @@ GBytes *sm_capture_device_state(QmpClient *qmp, GError **error);
 /* Devices of types any registered probe understands, from /machine/peripheral,
  * /machine/peripheral-anon and /machine/unattached, with dev_path resolved when possible. */
 GPtrArray *sm_discover_devices(QmpClient *qmp, const SmRegistry *registry, GError **error);
+/* sm_discover_devices, then every device's probe gathers its facts (fix state...) with
+ * read-only queries; the device state is not captured. */
+GPtrArray *sm_inspect_devices(QmpClient *qmp, const SmRegistry *registry, GError **error);
 
 typedef struct {
     char *qemu_version; /* "7.2.22" */

@@ -278,15 +278,10 @@ static void refresh(Vm *vm)
                                          "{\"path\":\"/machine\",\"property\":\"type\"}", &error)
                : NULL;
     g_autoptr(GPtrArray) devices =
-        machine ? sm_discover_devices(vm->qmp, vm->registry, &error) : NULL;
+        machine ? sm_inspect_devices(vm->qmp, vm->registry, &error) : NULL;
     json_object *list = json_object_new_array();
     for (guint i = 0; devices && i < devices->len; i++) {
         SmDevice *dev = g_ptr_array_index(devices, i);
-        const SmProbe *probe = sm_registry_find_for_type(vm->registry, dev->type);
-        g_autoptr(GError) e = NULL;
-        if (probe && probe->inspect && !probe->inspect(probe, vm->qmp, dev, &e))
-            vm_log(vm, G_LOG_LEVEL_DEBUG, "%s: inspect %s: %s", vm->name, dev->qom_path,
-                   e->message);
         json_object *o = json_object_new_object();
         json_object_object_add(o, "id", json_strv(dev->id));
         json_object_object_add(o, "qom_path", json_strv(dev->qom_path));
@@ -296,7 +291,8 @@ static void refresh(Vm *vm)
     }
     /* Events also queue for synchronous waiters nobody runs here: keep that queue empty. */
     qmp_client_clear_events(vm->qmp);
-    if (vm->lost || (error && g_error_matches(error, QMP_ERROR, QMP_ERROR_DISCONNECTED))) {
+    if (vm->lost || g_error_matches(error, QMP_ERROR, QMP_ERROR_DISCONNECTED) ||
+        g_error_matches(error, SM_PROBE_ERROR, SM_PROBE_ERROR_UNREACHABLE)) {
         json_object_put(list);
         vm->lost = TRUE;
         return;

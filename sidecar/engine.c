@@ -10,7 +10,6 @@
 
 #include <signal.h>
 #include <string.h>
-#include <sys/wait.h>
 
 #define CONNECT_TIMEOUT_MS 10000
 #define DEST_READY_TIMEOUT_MS 30000
@@ -31,7 +30,6 @@ struct SmMigration {
     gboolean src_was_running;
     gboolean migration_started; /* a `migrate` was issued for the current attempt */
     const char *path;           /* "idle", "held" or "fix": how the migration is going through */
-    char *last_status;          /* source MIGRATION status as last seen */
     gint cancel_signal;         /* atomic: signal number (or -1 for a plain cancel) */
     GError *src_lost;           /* set when the source QMP connection went away */
     char *src_machine, *dst_machine;
@@ -341,11 +339,8 @@ static char *wait_status(SmMigration *m, const char *const *wanted, gint64 timeo
         g_source_unref(t);
     }
     qmp_client_unsubscribe(m->src, sub);
-    if (w.status) {
-        g_free(m->last_status);
-        m->last_status = g_strdup(w.status);
+    if (w.status)
         return w.status;
-    }
     if (m->src_lost)
         g_set_error(error, QMP_ERROR, QMP_ERROR_DISCONNECTED, "lost the source QMP: %s",
                     m->src_lost->message);
@@ -378,15 +373,12 @@ static const char *pending_name(const SmDeviceVerdict *v)
  * the destination is waiting for an incoming stream and has nothing to dump. */
 static gboolean read_dest_fix(SmMigration *m, GError **error)
 {
-    g_autoptr(GPtrArray) devices = sm_discover_devices(m->dst, m->registry, error);
+    g_autoptr(GPtrArray) devices = sm_inspect_devices(m->dst, m->registry, error);
     if (!devices)
         return FALSE;
     g_hash_table_remove_all(m->dst_fix);
     for (guint i = 0; i < devices->len; i++) {
         SmDevice *d = g_ptr_array_index(devices, i);
-        const SmProbe *probe = sm_registry_find_for_type(m->registry, d->type);
-        if (probe && probe->inspect && !probe->inspect(probe, m->dst, d, error))
-            return FALSE;
         g_hash_table_insert(m->dst_fix, g_strdup(device_key(d->id, d->qom_path)),
                             GINT_TO_POINTER(sm_device_get_fix(d)));
     }
@@ -760,7 +752,6 @@ void sm_migration_free(SmMigration *m)
     sm_policy_clear(&m->policy);
     g_clear_pointer(&m->registry, sm_registry_free);
     g_clear_error(&m->src_lost);
-    g_free(m->last_status);
     g_free(m->src_machine);
     g_free(m->dst_machine);
     g_hash_table_unref(m->dst_fix);
