@@ -512,7 +512,7 @@ static void test_campaign(gconstpointer data)
         g_assert_cmpuint(k.migrated, ==, n_migrations);
         /* Kernel-logged USB resets with a failed READ(10) (retried by the guest, so no wrong
          * bytes) came through the gate about once in 30 migrations while a pending CSW was
-         * judged safe; since it is held, none in 116 (README). Reported rather than asserted
+         * judged safe; since it is held, none in 316 (README). Reported rather than asserted
          * until longer campaigns have pinned the rate down. */
         if (k.kerrs)
             g_test_message("WARNING: %u kernel error line(s) under safe-migrate (see above)",
