@@ -1,6 +1,7 @@
 /* libqmp against a scripted, misbehaving peer: framing, id matching, events, timeouts,
  * errors, fd passing, address parsing, and every way a connection can break. */
 #include "fake-server.h"
+#include "async-result.h"
 #include "qmp.h"
 
 #include <gio/gunixsocketaddress.h>
@@ -36,37 +37,6 @@ static QmpClient *connect_to(FakeServer *fs, DisconnectRecord *rec)
     if (rec)
         qmp_client_set_disconnect_handler(client, on_disconnect, rec, NULL);
     return client;
-}
-
-typedef struct {
-    gboolean done;
-    json_object *reply;
-    GError *error;
-} AsyncResult;
-
-static void on_async_done(GObject *source, GAsyncResult *result, gpointer user_data)
-{
-    AsyncResult *r = user_data;
-
-    (void)source;
-    r->reply = qmp_client_execute_finish(NULL, result, &r->error);
-    r->done = TRUE;
-}
-
-static void async_result_clear(AsyncResult *r)
-{
-    json_object_put(r->reply);
-    g_clear_error(&r->error);
-}
-
-static void iterate_until(gboolean *flag)
-{
-    gint64 deadline = g_get_monotonic_time() + 10 * G_USEC_PER_SEC;
-
-    while (!*flag) {
-        g_assert_cmpint(g_get_monotonic_time(), <, deadline);
-        g_main_context_iteration(NULL, TRUE);
-    }
 }
 
 static const char *reply_string(json_object *reply, const char *key)
@@ -313,8 +283,8 @@ static void test_peer_close(void)
 
     qmp_client_execute_async(client, "a", NULL, NULL, 0, 0, NULL, on_async_done, &a);
     qmp_client_execute_async(client, "b", NULL, NULL, 0, 0, NULL, on_async_done, &b);
-    iterate_until(&a.done);
-    iterate_until(&b.done);
+    iterate_until(&a.done, 10);
+    iterate_until(&b.done, 10);
     g_assert_error(a.error, QMP_ERROR, QMP_ERROR_DISCONNECTED);
     g_assert_error(b.error, QMP_ERROR, QMP_ERROR_DISCONNECTED);
     g_assert_cmpint(rec.count, ==, 1);
@@ -429,7 +399,7 @@ static void test_out_of_order(void)
     for (int i = 0; i < 3; i++)
         qmp_client_execute_async(client, names[i], NULL, NULL, 0, 0, NULL, on_async_done, &r[i]);
     for (int i = 0; i < 3; i++) {
-        iterate_until(&r[i].done);
+        iterate_until(&r[i].done, 10);
         g_assert_no_error(r[i].error);
         g_assert_cmpstr(reply_string(r[i].reply, "cmd"), ==, names[i]);
         async_result_clear(&r[i]);
@@ -841,7 +811,7 @@ static void test_connect_cancel(void)
 
     qmp_client_connect_async(fake_server_address(fs), 0, cancellable, on_connected, &r);
     g_timeout_add(100, cancel_later, cancellable);
-    iterate_until(&r.done);
+    iterate_until(&r.done, 10);
     g_assert_error(r.error, G_IO_ERROR, G_IO_ERROR_CANCELLED);
     async_result_clear(&r);
     fake_server_signal(fs);
@@ -869,9 +839,9 @@ static void test_unref_in_handler(void)
     qmp_client_set_disconnect_handler(client, on_disconnect_unref, &called, NULL);
     qmp_client_execute_async(client, "a", NULL, NULL, 0, 0, NULL, on_async_done, &a);
     qmp_client_execute_async(client, "b", NULL, NULL, 0, 0, NULL, on_async_done, &b);
-    iterate_until(&called);
-    iterate_until(&a.done);
-    iterate_until(&b.done);
+    iterate_until(&called, 10);
+    iterate_until(&a.done, 10);
+    iterate_until(&b.done, 10);
     g_assert_error(a.error, QMP_ERROR, QMP_ERROR_DISCONNECTED);
     g_assert_error(b.error, QMP_ERROR, QMP_ERROR_DISCONNECTED);
     async_result_clear(&a);
@@ -898,8 +868,8 @@ static void test_unref_pending(void)
     qmp_client_execute_async(client, "a", NULL, NULL, 0, 0, NULL, on_async_done, &a);
     qmp_client_execute_async(client, "b", NULL, NULL, 0, 0, NULL, on_async_done, &b);
     qmp_client_unref(client);
-    iterate_until(&a.done);
-    iterate_until(&b.done);
+    iterate_until(&a.done, 10);
+    iterate_until(&b.done, 10);
     g_assert_error(a.error, QMP_ERROR, QMP_ERROR_DISCONNECTED);
     g_assert_error(b.error, QMP_ERROR, QMP_ERROR_DISCONNECTED);
     g_assert_cmpint(rec.count, ==, 0); /* a local close is not reported */
@@ -921,8 +891,8 @@ static void test_close(void)
     qmp_client_close(client);
     qmp_client_close(client);
     g_assert_false(qmp_client_is_connected(client));
-    iterate_until(&a.done);
-    iterate_until(&b.done);
+    iterate_until(&a.done, 10);
+    iterate_until(&b.done, 10);
     g_assert_error(a.error, QMP_ERROR, QMP_ERROR_DISCONNECTED);
     g_assert_error(b.error, QMP_ERROR, QMP_ERROR_DISCONNECTED);
     g_assert_cmpint(rec.count, ==, 0);
@@ -956,7 +926,7 @@ static void test_cancel(void)
 
     qmp_client_execute_async(client, "slow", NULL, NULL, 0, 0, cancellable, on_async_done, &a);
     g_cancellable_cancel(cancellable);
-    iterate_until(&a.done);
+    iterate_until(&a.done, 10);
     g_assert_error(a.error, G_IO_ERROR, G_IO_ERROR_CANCELLED);
     fake_server_signal(fs);
     reply = qmp_client_execute(client, "next", NULL, &error);

@@ -1,36 +1,12 @@
 /* libqmp against real QEMU 7.2 and 10.0: greeting, concurrent commands, error classes,
  * events, fd passing (add-fd, getfd) and QEMU dying with a command in flight. */
 #include "qemu-launch.h"
+#include "async-result.h"
 #include "qmp.h"
 
 #include <signal.h>
 #include <string.h>
 #include <unistd.h>
-
-typedef struct {
-    gboolean done;
-    json_object *reply;
-    GError *error;
-} AsyncResult;
-
-static void on_async_done(GObject *source, GAsyncResult *result, gpointer user_data)
-{
-    AsyncResult *r = user_data;
-
-    (void)source;
-    r->reply = qmp_client_execute_finish(NULL, result, &r->error);
-    r->done = TRUE;
-}
-
-static void iterate_until(gboolean *flag)
-{
-    gint64 deadline = g_get_monotonic_time() + 20 * G_USEC_PER_SEC;
-
-    while (!*flag) {
-        g_assert_cmpint(g_get_monotonic_time(), <, deadline);
-        g_main_context_iteration(NULL, TRUE);
-    }
-}
 
 static json_object *member(json_object *obj, const char *key)
 {
@@ -82,7 +58,7 @@ static void test_basics(gconstpointer data)
     for (guint i = 0; i < G_N_ELEMENTS(cmds); i++)
         qmp_client_execute_async(client, cmds[i], NULL, NULL, 0, 0, NULL, on_async_done, &r[i]);
     for (guint i = 0; i < G_N_ELEMENTS(cmds); i++) {
-        iterate_until(&r[i].done);
+        iterate_until(&r[i].done, 20);
         g_assert_no_error(r[i].error);
     }
     g_assert_cmpstr(json_object_get_string(member(r[0].reply, "status")), ==, "prelaunch");
@@ -288,7 +264,7 @@ static void test_sigkill(gconstpointer data)
         g_main_context_iteration(NULL, FALSE);
     g_assert_false(r.done);
     g_assert_cmpint(kill(qemu->pid, SIGKILL), ==, 0);
-    iterate_until(&r.done);
+    iterate_until(&r.done, 20);
 
     g_assert_null(r.reply);
     g_assert_error(r.error, QMP_ERROR, QMP_ERROR_DISCONNECTED);
