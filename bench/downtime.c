@@ -49,6 +49,19 @@ static double elapsed_ms(gint64 t0)
     return (double)(g_get_monotonic_time() - t0) / 1000.0;
 }
 
+/* QEMU's own downtime and total time of the migration just done, and the wall time; then the
+ * guest goes back, so the next round starts from the same side. */
+static gboolean record(Pair *p, Series *s, double wall, GError **error)
+{
+    gint64 downtime, total;
+    if (!migration_times(p->src, &downtime, &total, error))
+        return FALSE;
+    add(s->downtime, (double)downtime);
+    add(s->total, (double)total);
+    add(s->wall, wall);
+    return pair_swap(p, FALSE, error);
+}
+
 static gboolean plain_migration(Pair *p, Series *s, GError **error)
 {
     gint64 t0 = g_get_monotonic_time();
@@ -60,13 +73,7 @@ static gboolean plain_migration(Pair *p, Series *s, GError **error)
         g_set_error(error, RIG_ERROR, RIG_ERROR_PROTOCOL, "plain migration ended '%s'", status);
         return FALSE;
     }
-    gint64 downtime, total;
-    if (!migration_times(p->src, &downtime, &total, error))
-        return FALSE;
-    add(s->downtime, (double)downtime);
-    add(s->total, (double)total);
-    add(s->wall, wall);
-    return pair_swap(p, FALSE, error);
+    return record(p, s, wall, error);
 }
 
 static gboolean gated_migration(Pair *p, Series *s, GError **error)
@@ -88,13 +95,7 @@ static gboolean gated_migration(Pair *p, Series *s, GError **error)
         return FALSE;
     }
     gate_free(g);
-    gint64 downtime, total;
-    if (!migration_times(p->src, &downtime, &total, error))
-        return FALSE;
-    add(s->downtime, (double)downtime);
-    add(s->total, (double)total);
-    add(s->wall, wall);
-    return pair_swap(p, FALSE, error);
+    return record(p, s, wall, error);
 }
 
 static void probe_latency(Pair *p)
