@@ -178,9 +178,13 @@ static void switchover(SmGate *g, SmGateJob *job)
         g_info("switchover: %u device(s) idle, continuing", report->devices->len);
         return;
     }
-    g_autofree char *why = g_strdup_printf(
-        "%s is %s with %s pending (%s)", busy->id ? busy->id : busy->qom_path,
-        sm_state_to_string(busy->state), pending_name(busy), busy->reason ? busy->reason : "");
+    const char *device = busy->id ? busy->id : busy->qom_path;
+    const char *reason = busy->reason ? busy->reason : "";
+    g_autofree char *why =
+        busy->state == SM_STATE_UNKNOWN
+            ? g_strdup_printf("%s: state unknown, never called idle (%s)", device, reason)
+            : g_strdup_printf("%s is busy with %s pending (%s)", device, pending_name(busy),
+                              reason);
     refuse(job, qmp, why);
 }
 

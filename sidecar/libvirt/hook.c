@@ -49,6 +49,14 @@ static void on_start(GMarkupParseContext *ctx, const char *element, const char *
             if (g_str_equal(names[i], "bus") && g_str_equal(values[i], "usb"))
                 d->usb_disk = TRUE;
     }
+    /* USB storage added past libvirt's model (<qemu:commandline> -device usb-bot...). */
+    if (g_str_equal(element, "qemu:arg")) {
+        for (guint i = 0; names[i]; i++)
+            if (g_str_equal(names[i], "value") &&
+                (strstr(values[i], "usb-storage") || strstr(values[i], "usb-bot") ||
+                 strstr(values[i], "usb-uas")))
+                d->usb_disk = TRUE;
+    }
     d->stack = g_slist_prepend(d->stack, g_strdup(element));
 }
 
