@@ -1,7 +1,8 @@
 #!/usr/bin/env bash
 # Installs everything the build and the tests need on Debian 12: compilers, libraries, tools,
 # QEMU 7.2 from the distribution, QEMU 10 unpacked into .qemu10 (tests/setup-qemu.sh), and the
-# real-Linux test guest built into .guest (tests/linux/setup-guest.sh).
+# real-Linux test guest built into .guest (tests/linux/setup-guest.sh), and libvirt 9.0 for
+# tests/libvirt (tests/libvirt/setup.sh).
 set -euo pipefail
 top=$(cd "$(dirname "$0")/.." && pwd)
 sudo=""; [ "$(id -u)" = 0 ] || sudo=sudo
@@ -18,3 +19,4 @@ if [ ${#missing[@]} -gt 0 ]; then
 fi
 bash "$top/tests/setup-qemu.sh" "$top/.qemu10"
 bash "$top/tests/linux/setup-guest.sh" "$top/.guest"
+bash "$top/tests/libvirt/setup.sh"
