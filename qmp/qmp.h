@@ -36,8 +36,12 @@ const char *qmp_error_get_class(const GError *error);
 
 typedef struct QmpClient QmpClient;
 
-/* address: "unix:PATH", "tcp:HOST:PORT", or a bare PATH (unix socket). */
+/* address: "unix:PATH", "tcp:HOST:PORT", or a bare PATH (unix socket). Host names are
+ * resolved (blocking). */
 gboolean qmp_address_parse(const char *address, GSocketAddress **out, GError **error);
+/* The same syntax check, without resolving: host names stay a GNetworkAddress, so that
+ * neither checking nor connecting blocks on DNS. */
+GSocketConnectable *qmp_address_parse_connectable(const char *address, GError **error);
 
 /* Connects, reads the greeting, negotiates qmp_capabilities. Uses the thread-default main
  * context. timeout_ms covers the whole handshake (0 = no timeout). */
