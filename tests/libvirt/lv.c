@@ -100,7 +100,10 @@ static const char *hlt_bios(void)
 }
 
 /* QEMU 10 as <emulator>: libvirt runs the binary with a clean environment, so the data
- * directory goes on the command line through a wrapper script. */
+ * directory goes on the command line through a wrapper script. QEMU 10 also loads modules from
+ * the system's module directory (QEMU 7.2's) when its own lacks one, and aborts on them as soon
+ * as libvirt's capability probe lists the QOM types: the wrapper shows it only its own modules,
+ * in a mount namespace of its own. */
 static const char *qemu10_wrapper(void)
 {
     static char *path;
@@ -108,8 +111,14 @@ static const char *qemu10_wrapper(void)
         const char *bin = g_getenv("SM_QEMU10"), *data = g_getenv("SM_QEMU10_DATADIR");
         g_assert_nonnull(bin);
         g_assert_nonnull(data);
+        g_autofree char *prefix = g_path_get_dirname(data); /* PREFIX/usr/share */
+        g_autofree char *rel = g_build_filename(prefix, "..", "lib/x86_64-linux-gnu/qemu", NULL);
+        g_autofree char *modules = g_canonicalize_filename(rel, NULL);
         g_autofree char *script =
-            g_strdup_printf("#!/bin/sh\nexec '%s' -L '%s' \"$@\"\n", bin, data);
+            g_strdup_printf("#!/bin/sh\nexec unshare --mount --propagation private sh -c "
+                            "'mount --bind \"$0\" /usr/lib/x86_64-linux-gnu/qemu && exec \"$@\"' "
+                            "'%s' '%s' -L '%s' \"$@\"\n",
+                            modules, bin, data);
         path = g_build_filename(rig_tmpdir(), "lv-qemu10", NULL);
         g_autoptr(GError) error = NULL;
         g_assert_true(g_file_set_contents(path, script, -1, &error));
