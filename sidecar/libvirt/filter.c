@@ -198,6 +198,17 @@ static void save_held(Filter *f)
         g_warning("%s", error->message);
 }
 
+/* Tests: stop here once if SM_LV_FAULT names this phase ("hold": a held command saved). */
+static void fault_point(const char *phase)
+{
+    g_autofree char *want = NULL;
+    if (!g_file_get_contents(SM_LV_FAULT, &want, NULL, NULL) ||
+        !g_str_equal(g_strstrip(want), phase))
+        return;
+    unlink(SM_LV_FAULT);
+    raise(SIGSTOP);
+}
+
 /* ---- Turn-taking on QEMU's connection ----------------------------------------------------- */
 
 static void from_libvirt(Filter *f, Line *line);
@@ -234,6 +245,8 @@ static void hold(Filter *f, Line *line, json_object *cmd, SmGateJobKind kind)
     f->held = line;
     f->held_id = json_object_get(json_object_object_get(cmd, "id"));
     save_held(f);
+    if (kind == SM_GATE_JOB_SWITCHOVER)
+        fault_point("hold");
     SmGateJob *job = g_new0(SmGateJob, 1);
     job->kind = kind;
     job->client_fd = -1;
