@@ -65,7 +65,6 @@ struct RigGuest {
     int qtest_fd;
     GString *rx;
     char *vm_name;
-    RigVm *vm;
     guint n_disks;
     RigDisk disks[MAX_DISKS];
     guint32 next_tag;
@@ -73,14 +72,14 @@ struct RigGuest {
 
 /* ---- qtest ------------------------------------------------------------------------------ */
 
-static gboolean qtest_connect(RigGuest *g, RigVm *vm, GError **error)
+static gboolean qtest_connect(RigGuest *g, const char *path, const char *name, GError **error)
 {
     struct sockaddr_un sun = {.sun_family = AF_UNIX};
-    g_strlcpy(sun.sun_path, rig_vm_qtest_path(vm), sizeof sun.sun_path);
+    g_strlcpy(sun.sun_path, path, sizeof sun.sun_path);
     int fd = socket(AF_UNIX, SOCK_STREAM | SOCK_CLOEXEC, 0);
     if (fd < 0 || connect(fd, (struct sockaddr *)&sun, sizeof sun) < 0) {
-        g_set_error(error, RIG_ERROR, RIG_ERROR_SETUP, "qtest connect %s: %s",
-                    rig_vm_qtest_path(vm), g_strerror(errno));
+        g_set_error(error, RIG_ERROR, RIG_ERROR_SETUP, "qtest connect %s: %s", path,
+                    g_strerror(errno));
         if (fd >= 0)
             close(fd);
         return FALSE;
@@ -89,9 +88,8 @@ static gboolean qtest_connect(RigGuest *g, RigVm *vm, GError **error)
         close(g->qtest_fd);
     g->qtest_fd = fd;
     g_string_truncate(g->rx, 0);
-    g->vm = vm;
     g_free(g->vm_name);
-    g->vm_name = g_strdup(rig_vm_name(vm));
+    g->vm_name = g_strdup(name);
     return TRUE;
 }
 
@@ -384,11 +382,16 @@ static gboolean enumerate(RigGuest *g, guint port, GError **error)
 
 RigGuest *rig_guest_new(RigVm *vm, GError **error)
 {
+    return rig_guest_new_at(rig_vm_qtest_path(vm), rig_vm_name(vm), error);
+}
+
+RigGuest *rig_guest_new_at(const char *qtest_path, const char *name, GError **error)
+{
     g_autoptr(RigGuest) g = g_new0(RigGuest, 1);
     g->qtest_fd = -1;
     g->rx = g_string_new(NULL);
     g->next_tag = 0x5a000001;
-    if (!qtest_connect(g, vm, error) || !uhci_init(g, error))
+    if (!qtest_connect(g, qtest_path, name, error) || !uhci_init(g, error))
         return NULL;
     for (guint port = 0; port < MAX_DISKS; port++) {
         guint16 status = 0;
@@ -420,15 +423,20 @@ void rig_guest_free(RigGuest *g)
 
 gboolean rig_guest_attach(RigGuest *g, RigVm *vm, GError **error)
 {
-    if (!qtest_connect(g, vm, error))
+    return rig_guest_attach_at(g, rig_vm_qtest_path(vm), rig_vm_name(vm), error);
+}
+
+gboolean rig_guest_attach_at(RigGuest *g, const char *qtest_path, const char *name, GError **error)
+{
+    if (!qtest_connect(g, qtest_path, name, error))
         return FALSE;
     /* Fail now rather than at the first transfer if the controller did not come across. */
     guint16 cmd = 0;
     if (!inw(g, UHCI_IO_BASE + REG_USBCMD, &cmd, error))
         return FALSE;
     if (!(cmd & CMD_RS)) {
-        g_set_error(error, RIG_ERROR, RIG_ERROR_SETUP, "UHCI on %s is not running (cmd 0x%x)",
-                    rig_vm_name(vm), cmd);
+        g_set_error(error, RIG_ERROR, RIG_ERROR_SETUP, "UHCI on %s is not running (cmd 0x%x)", name,
+                    cmd);
         return FALSE;
     }
     return TRUE;

@@ -136,6 +136,11 @@ G_DEFINE_AUTOPTR_CLEANUP_FUNC(RigGuest, rig_guest_free)
 /* After a migration: continue on whichever VM now holds the guest. Guest memory and the
  * controller state travelled with the migration; only the qtest connection changes. */
 gboolean rig_guest_attach(RigGuest *guest, RigVm *vm, GError **error);
+/* The same for a QEMU the rig did not start (a libvirt domain): by its qtest socket; `name`
+ * is for messages. */
+RigGuest *rig_guest_new_at(const char *qtest_path, const char *name, GError **error);
+gboolean rig_guest_attach_at(RigGuest *guest, const char *qtest_path, const char *name,
+                             GError **error);
 
 /* Fills guest RAM with a byte, so that a migration has real pages to carry (zero pages cost
  * nothing and would make every migration instant). */
