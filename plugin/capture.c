@@ -64,7 +64,7 @@ void sm_release_probe_fds(QmpClient *qmp)
         if (ours) {
             g_autoptr(json_object) args = json_object_new_object();
             json_object_object_add(args, "fdset-id", json_object_get(id));
-            g_autoptr(json_object) r = qmp_client_execute(qmp, "remove-fd", args, NULL);
+            json_object_put(qmp_client_execute(qmp, "remove-fd", args, NULL));
         }
     }
 }
