@@ -101,10 +101,11 @@ guint qmp_client_subscribe(QmpClient *client, const char *name, QmpEventFunc fun
 void qmp_client_unsubscribe(QmpClient *client, guint subscription);
 
 /* Synchronous event consumption: every event is also kept in a bounded per-client queue
- * (oldest dropped past 4096) so that events arriving while a synchronous call waits are not
- * lost. Returns and removes the first queued event named `name` (NULL = any); events of
- * other names stay queued. Blocks up to timeout_ms (0 = do not block). Returns the whole
- * event object {"event","data","timestamp"} (new reference) or NULL with an error. */
+ * (oldest dropped past 4096 events or 4 MiB of their text) so that events arriving while a
+ * synchronous call waits are not lost. Returns and removes the first queued event named `name`
+ * (NULL = any); events of other names stay queued. Blocks up to timeout_ms (0 = do not block).
+ * Returns the whole event object {"event","data","timestamp"} (new reference) or NULL with an
+ * error. */
 json_object *qmp_client_wait_event(QmpClient *client, const char *name, guint timeout_ms,
                                    GError **error);
 /* Drops every queued event. */
