@@ -30,7 +30,8 @@
 typedef struct {
     char *data;
     gsize len;
-    GArray *fds; /* int, owned: sent with the line, then closed */
+    GArray *fds;            /* int, owned: sent with the line, then closed */
+    json_object *client_id; /* the gate's lines: the id its client gave (ours replaced it) */
 } Line;
 
 typedef struct {
@@ -70,6 +71,8 @@ static void line_free(Line *line)
         close(g_array_index(line->fds, int, i));
     if (line->fds)
         g_array_unref(line->fds);
+    if (line->client_id)
+        json_object_put(line->client_id);
     g_free(line->data);
     g_free(line);
 }
@@ -219,9 +222,19 @@ static void send_ours(Filter *f)
     g_autoptr(json_object) cmd = parse(line);
     const char *exec = str_member(cmd, "execute");
     f->our_id = g_strdup(str_member(cmd, "id"));
+    g_clear_pointer(&f->client_id, json_object_put);
+    f->client_id = g_steal_pointer(&line->client_id);
     f->hide_events = exec && (g_str_equal(exec, "xen-save-devices-state") ||
                               g_str_equal(exec, "stop") || g_str_equal(exec, "cont"));
+    /* A filter killed between the probe's stop and cont must not leave the VM paused: the
+     * next one resumes it (restore()). */
+    if (exec && g_str_equal(exec, "stop"))
+        g_file_set_contents(SM_LV_STOPPED, "", 0, NULL);
+    else if (exec && g_str_equal(exec, "cont"))
+        unlink(SM_LV_STOPPED);
     send_line(f, &f->qemu, line);
+    if (exec && g_str_equal(exec, "stop"))
+        fault_point("probe-stopped");
     line_free(line);
 }
 
@@ -361,6 +374,9 @@ static void from_qemu(Filter *f, Line *line)
     } else if (json_object_object_get_ex(msg, "event", NULL)) {
         const char *name = str_member(msg, "event");
         gboolean run_event = name && (g_str_equal(name, "STOP") || g_str_equal(name, "RESUME"));
+        /* The gate's client sees every event: its probe resumes a VM only on the STOP
+         * event of its own stop. */
+        send_line(f, &f->probe, line);
         if (run_event && f->hide_events) {
             g_info("hiding %s (caused by the gate's own capture)", name);
             return;
@@ -404,12 +420,13 @@ static void from_probe(Filter *f, Line *line)
         line_free(line);
         return;
     }
-    g_clear_pointer(&f->client_id, json_object_put);
-    f->client_id = json_object_get(id);
+    json_object *client_id = json_object_get(id); /* the add below drops cmd's reference */
     g_autofree char *ours = g_strdup_printf(OUR_ID_PREFIX "%d-%u", (int)getpid(), ++f->our_seq);
     json_object_object_add(cmd, "id", json_object_new_string(ours));
     g_autofree char *text = g_strdup_printf("%s\r\n", json_object_to_json_string(cmd));
-    g_queue_push_tail(&f->ours, line_new(text, strlen(text), g_steal_pointer(&line->fds)));
+    Line *mine = line_new(text, strlen(text), g_steal_pointer(&line->fds));
+    mine->client_id = client_id;
+    g_queue_push_tail(&f->ours, mine);
     line_free(line);
     pump(f);
 }
@@ -528,6 +545,13 @@ static void restore(Filter *f)
     gsize len = 0;
     if (g_file_get_contents(SM_LV_GREETING, &text, &len, NULL))
         f->greeting = g_bytes_new_take(text, len);
+    if (f->resume && g_file_test(SM_LV_STOPPED, G_FILE_TEST_EXISTS)) {
+        static const char cont[] = "{\"execute\":\"cont\",\"id\":\"" OUR_ID_PREFIX "resume\"}\r\n";
+        g_warning("the previous filter died with the VM stopped for a probe: resuming it");
+        g_queue_push_tail(&f->ours, line_new(cont, sizeof cont - 1, NULL));
+        unlink(SM_LV_STOPPED);
+        pump(f);
+    }
     if (f->resume && g_file_get_contents(SM_LV_STATE, &text, &len, NULL)) {
         g_info("taking up the command the previous filter held");
         from_libvirt(f, line_new(text, len, NULL));

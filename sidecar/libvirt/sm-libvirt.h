@@ -15,6 +15,7 @@ G_BEGIN_DECLS
 #define SM_LV_PROBE_SOCK "safe-migrate-probe.sock" /* the filter's own QMP client comes in here */
 #define SM_LV_CONTROL_SOCK "safe-migrate.ctl"      /* `safe-migrate status` asks here */
 #define SM_LV_STATE "safe-migrate.state"       /* a libvirt command held across a filter restart */
+#define SM_LV_STOPPED "safe-migrate.stopped"   /* the probe's stop is not yet undone by cont */
 #define SM_LV_GREETING "safe-migrate.greeting" /* QEMU's greeting, for a restarted filter */
 #define SM_LV_ARGS "safe-migrate.args"         /* the filter's argv, NUL-separated */
 #define SM_LV_LOG "safe-migrate.log" /* LOG_DIR/NAME.safe-migrate.log, next to libvirt's */
