@@ -121,6 +121,11 @@ const char *sm_device_get_fact(const SmDevice *device, const char *key);
  * "absent" / "disabled" / "enabled". The sidecar compares it across both ends. */
 #define SM_FACT_FIX "fix"
 SmFix sm_device_get_fix(const SmDevice *device); /* SM_FIX_UNKNOWN when not set */
+/* The fact a probe's inspect() (or discovery) sets, with a one-line reason, when it already
+ * knows it cannot decode this device's state in its present layout (a form it does not
+ * decode, a section it cannot find...): "unknown: layout not understood". Holding cannot
+ * change that, so the sidecar refuses such a VM at preflight, from discovery alone. */
+#define SM_FACT_UNSUPPORTED "unsupported"
 
 /* A SCSI request the device holds in its state. */
 typedef struct {
@@ -155,12 +160,18 @@ typedef struct {
     GPtrArray *pending;   /* SmPendingRequest* */
     SmFix fix;
     json_object *details; /* probe-specific facts (object), owned */
+    /* UNKNOWN that no wait can change ("layout not understood"): refused, never held. Set
+     * by sm_verdict_set_unsupported(); FALSE for a transient unknown. */
+    gboolean final;
 } SmDeviceVerdict;
 
 SmDeviceVerdict *sm_verdict_new(const SmDevice *device, const char *probe);
 /* Marks the verdict unknown (not safe) with a reason. Returns the verdict. */
 __attribute__((format(printf, 2, 3))) SmDeviceVerdict *
 sm_verdict_set_unknown(SmDeviceVerdict *verdict, const char *fmt, ...);
+/* As sm_verdict_set_unknown, and final: the probe does not understand this layout. */
+__attribute__((format(printf, 2, 3))) SmDeviceVerdict *
+sm_verdict_set_unsupported(SmDeviceVerdict *verdict, const char *fmt, ...);
 void sm_verdict_free(SmDeviceVerdict *verdict);
 json_object *sm_verdict_to_json(const SmDeviceVerdict *verdict);
 
