@@ -426,8 +426,9 @@ static int run_recover(const char *src, const char *dst, char **out)
 static void qmp_ok(RigVm *vm, const char *command)
 {
     g_autoptr(GError) error = NULL;
-    g_autoptr(json_object) r = qmp_client_execute(rig_vm_qmp(vm), command, NULL, &error);
+    json_object *r = qmp_client_execute(rig_vm_qmp(vm), command, NULL, &error);
     g_assert_no_error(error);
+    json_object_put(r);
 }
 
 /* recover never says where the VM runs without looking at both sides: a completed migration
@@ -494,9 +495,10 @@ static void test_layout_not_understood(void)
     rig_pair_start(
         &p, &(RigPairConfig){.src_qemu = RIG_QEMU_72, .dst_qemu = RIG_QEMU_72, .machine = "pc"});
     g_autoptr(GError) error = NULL;
-    g_autoptr(json_object) r = qmp_client_execute_json(
+    json_object *r = qmp_client_execute_json(
         rig_vm_qmp(p.src), "device_add", "{\"driver\":\"usb-tablet\",\"id\":\"tablet\"}", &error);
     g_assert_no_error(error);
+    json_object_put(r);
     g_autofree char *plugins =
         g_build_filename(g_getenv("SM_BUILD_ROOT"), "plugin", "examples", NULL);
     g_autofree char *before = settings(p.src);
