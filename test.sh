@@ -19,9 +19,9 @@ run() { # DIR
 }
 
 status=0
-build build && run build || status=1
+build build -Dwerror=true && run build || status=1
 if [ "${SM_SKIP_ASAN:-0}" != 1 ]; then
-  CC=clang build build-asan -Db_sanitize=address,undefined -Db_lundef=false && run build-asan || status=1
+  CC=clang build build-asan -Dwerror=true -Db_sanitize=address,undefined -Db_lundef=false && run build-asan || status=1
 fi
 [ ${#logs[@]} -gt 0 ] || logs=(build/meson-logs/testlog.json)
 python3 tests/count-results.py "${logs[@]}" || status=1

@@ -1,7 +1,9 @@
 /* qmp-call: runs one QMP command against a QEMU monitor socket and prints the reply.
  * Exit status: 0 success, 1 QMP or runtime error, 2 usage, 3 cannot connect. */
 #include "qmp.h"
+#include "sm-config.h" /* SM_VERSION */
 
+#include <locale.h>
 #include <stdio.h>
 #include <stdlib.h>
 
@@ -24,6 +26,7 @@ int main(int argc, char **argv)
     g_autoptr(json_object) reply = NULL;
     g_autoptr(QmpClient) client = NULL;
     g_autoptr(GArray) fds = g_array_new(FALSE, FALSE, sizeof(int));
+    gboolean version = FALSE;
     const GOptionEntry entries[] = {
         {"timeout", 't', 0, G_OPTION_ARG_INT, &timeout_ms,
          "Timeout in ms for connecting and for the command (default 30000, 0 = none)", "MS"},
@@ -31,17 +34,24 @@ int main(int argc, char **argv)
          "Pass inherited file descriptor N with the command (repeatable)", "N"},
         {"wait-event", 0, 0, G_OPTION_ARG_STRING, &wait_event,
          "After the command succeeds, wait for event NAME and print it too", "NAME"},
+        {"version", 0, 0, G_OPTION_ARG_NONE, &version, "Print the version and exit", NULL},
         G_OPTION_ENTRY_NULL,
     };
 
+    setlocale(LC_ALL, ""); /* GLib's messages and quotes; numbers stay C (JSON) */
+    setlocale(LC_NUMERIC, "C");
     ctx = g_option_context_new("ADDRESS COMMAND [JSON-ARGS] - run one QMP command");
     g_option_context_set_description(ctx,
                                      "ADDRESS is unix:PATH, tcp:HOST:PORT or a socket path.\n"
-                                     "Exit status: 0 ok, 1 QMP error, 2 usage, 3 cannot connect.");
+                                     "Exit codes: 0 ok, 1 QMP error, 2 usage, 3 cannot connect.");
     g_option_context_add_main_entries(ctx, entries, NULL);
     if (!g_option_context_parse(ctx, &argc, &argv, &error)) {
         g_printerr("qmp-call: %s\n", error->message);
         return EXIT_USAGE;
+    }
+    if (version) {
+        printf("qmp-call %s\n", SM_VERSION);
+        return 0;
     }
     if (argc < 3 || argc > 4 || timeout_ms < 0) {
         g_autofree char *help = g_option_context_get_help(ctx, TRUE, NULL);
@@ -77,7 +87,11 @@ int main(int argc, char **argv)
     reply = qmp_client_execute_full(client, argv[2], args, (const int *)(void *)fds->data, fds->len,
                                     timeout_ms ? (guint)timeout_ms : G_MAXUINT, &error);
     if (!reply) {
-        const char *klass = qmp_error_get_class(error);
+        const char *klass;
+
+        if (!error) /* libqmp guarantees one; a missing error must still not crash us */
+            g_set_error_literal(&error, QMP_ERROR, QMP_ERROR_PROTOCOL, "no reply and no error");
+        klass = qmp_error_get_class(error);
 
         if (klass)
             g_printerr("qmp-call: %s: %s\n", klass, error->message);

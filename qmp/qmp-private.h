@@ -8,10 +8,6 @@
 
 G_BEGIN_DECLS
 
-/* Resolves an address to something GSocketClient can connect to; host names stay
- * unresolved (GNetworkAddress) so that connecting never blocks on DNS. */
-GSocketConnectable *qmp_address_parse_connectable(const char *address, GError **error);
-
 GError *qmp_error_new_command(const char *klass, const char *desc);
 
 typedef struct QmpTransport QmpTransport;

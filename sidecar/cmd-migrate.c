@@ -9,6 +9,7 @@
 #include <glib-unix.h>
 #include <signal.h>
 #include <stdio.h>
+#include <string.h>
 #include <unistd.h>
 
 typedef struct {
@@ -62,7 +63,8 @@ static void on_event(json_object *event, gpointer data)
 {
     Output *out = data;
     if (out->json) {
-        printf("%s\n", json_object_to_json_string_ext(event, JSON_C_TO_STRING_PLAIN));
+        printf("%s\n", json_object_to_json_string_ext(event, JSON_C_TO_STRING_PLAIN |
+                                                                 JSON_C_TO_STRING_NOSLASHESCAPE));
         fflush(stdout);
         return;
     }
@@ -106,9 +108,9 @@ static void on_event(json_object *event, gpointer data)
                 str_field(event, "path"), int_field(event, "total_ms", 0),
                 int_field(event, "downtime_ms", -1), int_field(event, "attempts", 0));
         else
-            text = g_strdup_printf("%s after %" G_GINT64_FORMAT " attempt(s)%s%s", result,
-                                   int_field(event, "attempts", 0), error ? ": " : "",
-                                   error ? error : "");
+            text = g_strdup_printf(
+                "safe-migrate migrate: %s after %" G_GINT64_FORMAT " attempt(s)%s%s", result,
+                int_field(event, "attempts", 0), error ? ": " : "", error ? error : "");
         if (!out->quiet || !g_str_equal(result, "migrated")) {
             end_line(out);
             fprintf(stderr, "%s\n", text);
@@ -165,8 +167,9 @@ static void release_signals(guint watch)
 /* Option values are strings so that "not given" is visible and the file's value stays. */
 static char *opt_source, *opt_dest, *opt_uri, *opt_dest_prepare, *opt_dest_prepare_timeout,
     *opt_policy, *opt_vm, *opt_config_dir, *opt_max_attempts, *opt_max_hold, *opt_backoff,
-    *opt_fallback, *opt_downtime, *opt_bandwidth, *opt_plugin_dir;
-static gboolean opt_json, opt_quiet;
+    *opt_fallback, *opt_downtime, *opt_bandwidth_mib, *opt_bandwidth, *opt_plugin_dir, *opt_timeout,
+    *opt_probe_timeout, *opt_parallel_connections;
+static gboolean opt_json, opt_quiet, opt_verbose, opt_live, opt_auto_converge, opt_parallel;
 
 static const GOptionEntry migrate_entries[] = {
     {"source", 0, 0, G_OPTION_ARG_STRING, &opt_source, "Source QMP address", "ADDR"},
@@ -175,32 +178,147 @@ static const GOptionEntry migrate_entries[] = {
     {"dest-prepare", 0, 0, G_OPTION_ARG_STRING, &opt_dest_prepare,
      "Shell command that starts a fresh destination before each retry", "CMD"},
     {"dest-prepare-timeout", 0, 0, G_OPTION_ARG_STRING, &opt_dest_prepare_timeout,
-     "Kill dest-prepare and fail after this long (default 2m)", "DURATION"},
+     "Kill dest-prepare and fail after this long (default 2min)", "DURATION"},
     {"policy", 0, 0, G_OPTION_ARG_FILENAME, &opt_policy, "Policy file", "FILE"},
     {"vm", 0, 0, G_OPTION_ARG_STRING, &opt_vm, "Take everything from vms.d/NAME.conf", "NAME"},
     {"config-dir", 0, 0, G_OPTION_ARG_FILENAME, &opt_config_dir,
-     "Configuration directory (default /etc/safe-migrate)", "DIR"},
+     "Configuration directory (default " SM_DEFAULT_CONFIG_DIR ")", "DIR"},
     {"max-attempts", 0, 0, G_OPTION_ARG_STRING, &opt_max_attempts, "Attempts in all", "N"},
     {"max-hold", 0, 0, G_OPTION_ARG_STRING, &opt_max_hold, "Hold budget (e.g. 30s)", "DURATION"},
     {"backoff", 0, 0, G_OPTION_ARG_STRING, &opt_backoff, "First wait between attempts", "DURATION"},
     {"on-unquiesceable", 0, 0, G_OPTION_ARG_STRING, &opt_fallback,
      "When the budget is spent: abort, use-fix, use-fix-if-benign", "POLICY"},
-    {"downtime-limit", 0, 0, G_OPTION_ARG_STRING, &opt_downtime, "QEMU downtime-limit", "MS"},
-    {"max-bandwidth", 0, 0, G_OPTION_ARG_STRING, &opt_bandwidth, "QEMU max-bandwidth", "BYTES"},
+    {"probe-timeout", 0, 0, G_OPTION_ARG_STRING, &opt_probe_timeout,
+     "Longest device-state capture (default 5s)", "DURATION"},
+    {"timeout", 0, 0, G_OPTION_ARG_STRING, &opt_timeout,
+     "Give up a migration not done after this long (a number: seconds, as virsh)", "DURATION"},
+    {"downtime-limit", 0, 0, G_OPTION_ARG_STRING, &opt_downtime,
+     "QEMU downtime-limit (a number: milliseconds)", "DURATION"},
+    {"bandwidth", 0, 0, G_OPTION_ARG_STRING, &opt_bandwidth_mib,
+     "Bandwidth limit in MiB/s, as virsh", "MIB"},
+    {"max-bandwidth", 0, 0, G_OPTION_ARG_STRING, &opt_bandwidth,
+     "Bandwidth limit in bytes/s with a unit: B, K, M, G (e.g. 100M)", "RATE"},
+    {"auto-converge", 0, 0, G_OPTION_ARG_NONE, &opt_auto_converge,
+     "Throttle the guest's vCPUs if RAM does not converge", NULL},
+    {"parallel", 0, 0, G_OPTION_ARG_NONE, &opt_parallel, "Multifd: several streams", NULL},
+    {"parallel-connections", 0, 0, G_OPTION_ARG_STRING, &opt_parallel_connections,
+     "Number of multifd streams (implies --parallel)", "N"},
+    {"live", 0, 0, G_OPTION_ARG_NONE, &opt_live, "Accepted for virsh: migration is always live",
+     NULL},
     {"plugin-dir", 0, 0, G_OPTION_ARG_FILENAME, &opt_plugin_dir, "Extra probe modules", "DIR"},
     {"json", 0, 0, G_OPTION_ARG_NONE, &opt_json, "JSON lines on stdout, one per event", NULL},
     {"quiet", 'q', 0, G_OPTION_ARG_NONE, &opt_quiet, "Only errors", NULL},
+    {"verbose", 'v', 0, G_OPTION_ARG_NONE, &opt_verbose, "Debug logs of the gate on stderr", NULL},
     G_OPTION_ENTRY_NULL,
 };
 
-/* Flags go through the same validation as the files' keys: one definition of what a value
- * may be. --downtime-limit takes plain milliseconds, as QEMU's parameter does. */
-static gboolean apply_flag(SmPolicy *p, const char *flag, const char *value, GError **error)
+/* One flag as a policy key and the value to give it: flag names follow virsh where they
+ * overlap; values are normalised so that the daemon (which applies them with the same
+ * policy code) needs no knowledge of the CLI's units. */
+typedef struct {
+    const char *key;  /* policy key */
+    const char *flag; /* as typed, for errors */
+    char *value;      /* normalised */
+} Setting;
+
+static void setting_clear(Setting *s)
 {
-    g_autofree char *ms = NULL;
-    if (g_str_equal(flag, "downtime-limit") && *value && value[strspn(value, "0123456789")] == 0)
-        value = ms = g_strconcat(value, "ms", NULL);
-    return sm_policy_apply(p, flag, value, error);
+    g_free(s->value);
+}
+
+/* A duration whose bare number has a documented unit, as "<N>ms". */
+static gboolean norm_duration(const char *flag, const char *text, gint64 bare_unit_ms, char **out,
+                              GError **error)
+{
+    gint64 ms = 0;
+    g_autoptr(GError) local = NULL;
+    if (!sm_parse_duration_full(text, bare_unit_ms, &ms, &local)) {
+        g_set_error(error, SM_POLICY_ERROR, SM_POLICY_ERROR_VALUE, "%s: %s", flag, local->message);
+        return FALSE;
+    }
+    *out = g_strdup_printf("%" G_GINT64_FORMAT "ms", ms);
+    return TRUE;
+}
+
+static gboolean norm_bandwidth(const char *flag, const char *text, gboolean mib, char **out,
+                               GError **error)
+{
+    gboolean digits = *text && text[strspn(text, "0123456789")] == 0;
+    if (mib && !digits) {
+        g_set_error(error, SM_POLICY_ERROR, SM_POLICY_ERROR_VALUE,
+                    "%s: '%s' is not a whole number of MiB/s (for another unit: --max-bandwidth "
+                    "100M)",
+                    flag, text);
+        return FALSE;
+    }
+    if (!mib && digits && !g_str_equal(text, "0")) {
+        /* Bytes or MiB? virsh's --bandwidth is MiB/s: a bare number here is ambiguous. */
+        g_set_error(error, SM_POLICY_ERROR, SM_POLICY_ERROR_VALUE,
+                    "%s: '%s' needs a unit: %sM for MiB/s, %sB for bytes/s (or --bandwidth %s)",
+                    flag, text, text, text, text);
+        return FALSE;
+    }
+    *out = g_strconcat(text, mib ? "M" : "", NULL);
+    return TRUE;
+}
+
+/* Collects the flags given, in the order they apply. Returns FALSE on a bad value. */
+static gboolean collect_settings(GArray *out, GError **error)
+{
+    const struct {
+        const char *key, *flag, *value;
+    } plain[] = {{"source-qmp", "--source", opt_source},
+                 {"dest-qmp", "--dest", opt_dest},
+                 {"uri", "--uri", opt_uri},
+                 {"dest-prepare", "--dest-prepare", opt_dest_prepare},
+                 {"dest-prepare-timeout", "--dest-prepare-timeout", opt_dest_prepare_timeout},
+                 {"max-attempts", "--max-attempts", opt_max_attempts},
+                 {"max-hold", "--max-hold", opt_max_hold},
+                 {"backoff", "--backoff", opt_backoff},
+                 {"on-unquiesceable", "--on-unquiesceable", opt_fallback},
+                 {"probe-timeout", "--probe-timeout", opt_probe_timeout},
+                 {"plugin-dir", "--plugin-dir", opt_plugin_dir}};
+    for (guint i = 0; i < G_N_ELEMENTS(plain); i++) {
+        if (plain[i].value) {
+            Setting s = {plain[i].key, plain[i].flag, g_strdup(plain[i].value)};
+            g_array_append_val(out, s);
+        }
+    }
+    Setting s = {NULL, NULL, NULL};
+    if (opt_downtime) {
+        s = (Setting){"downtime-limit", "--downtime-limit", NULL};
+        if (!norm_duration(s.flag, opt_downtime, 1, &s.value, error))
+            return FALSE;
+        g_array_append_val(out, s);
+    }
+    if (opt_timeout) {
+        s = (Setting){"timeout", "--timeout", NULL};
+        if (!norm_duration(s.flag, opt_timeout, 1000, &s.value, error))
+            return FALSE;
+        g_array_append_val(out, s);
+    }
+    if (opt_bandwidth_mib && opt_bandwidth) {
+        g_set_error(error, SM_POLICY_ERROR, SM_POLICY_ERROR_VALUE,
+                    "--bandwidth and --max-bandwidth are one setting: give one");
+        return FALSE;
+    }
+    if (opt_bandwidth_mib || opt_bandwidth) {
+        s = (Setting){"max-bandwidth", opt_bandwidth ? "--max-bandwidth" : "--bandwidth", NULL};
+        if (!norm_bandwidth(s.flag, opt_bandwidth ? opt_bandwidth : opt_bandwidth_mib,
+                            !opt_bandwidth, &s.value, error))
+            return FALSE;
+        g_array_append_val(out, s);
+    }
+    if (opt_auto_converge) {
+        s = (Setting){"auto-converge", "--auto-converge", g_strdup("true")};
+        g_array_append_val(out, s);
+    }
+    if (opt_parallel || opt_parallel_connections) {
+        s = (Setting){"multifd", opt_parallel_connections ? "--parallel-connections" : "--parallel",
+                      g_strdup(opt_parallel_connections ? opt_parallel_connections : "true")};
+        g_array_append_val(out, s);
+    }
+    return TRUE;
 }
 
 int sm_cmd_migrate(int argc, char **argv)
@@ -209,7 +327,10 @@ int sm_cmd_migrate(int argc, char **argv)
         g_option_context_new("- migrate a VM, gated on its USB devices");
     g_option_context_add_main_entries(ctx, migrate_entries, NULL);
     g_option_context_set_summary(
-        ctx, "Exit codes: 0 migrated, 2 usage/policy error, 3 unreachable or refused,\n"
+        ctx, "Durations as systemd.time(7): 500ms, 1.5s, 1min 30s, 2h (at most 7d).\n"
+             "Without --vm, --policy or the flags, defaults.conf of the configuration\n"
+             "directory applies.\n\n"
+             "Exit codes: 0 migrated, 2 usage/policy error, 3 unreachable or refused,\n"
              "4 held out or refused for a device (VM on source), 5 failed (VM on source),\n"
              "6 VM state uncertain, 128+N interrupted by signal N (VM on source): 129 SIGHUP,\n"
              "130 SIGINT, 131 SIGQUIT, 143 SIGTERM (also SIGUSR1/2, SIGALRM, SIGXCPU,\n"
@@ -225,22 +346,14 @@ int sm_cmd_migrate(int argc, char **argv)
         g_printerr("safe-migrate migrate: unexpected argument '%s'\n", argv[1]);
         return SM_EXIT_USAGE;
     }
-
-    const struct {
-        const char *flag;
-        const char *value;
-    } flags[] = {{"source-qmp", opt_source},
-                 {"dest-qmp", opt_dest},
-                 {"uri", opt_uri},
-                 {"dest-prepare", opt_dest_prepare},
-                 {"dest-prepare-timeout", opt_dest_prepare_timeout},
-                 {"max-attempts", opt_max_attempts},
-                 {"max-hold", opt_max_hold},
-                 {"backoff", opt_backoff},
-                 {"on-unquiesceable", opt_fallback},
-                 {"downtime-limit", opt_downtime},
-                 {"max-bandwidth", opt_bandwidth},
-                 {"plugin-dir", opt_plugin_dir}};
+    if (opt_verbose)
+        g_setenv("G_MESSAGES_DEBUG", "all", TRUE);
+    g_autoptr(GArray) settings = g_array_new(FALSE, TRUE, sizeof(Setting));
+    g_array_set_clear_func(settings, (GDestroyNotify)setting_clear);
+    if (!collect_settings(settings, &error)) {
+        g_printerr("safe-migrate migrate: %s\n", error->message);
+        return SM_EXIT_USAGE;
+    }
     if (sm_daemon_socket) {
         /* The daemon holds the policies: the flags travel as overrides, validated there by
          * the same code; the events come back as they would in-process. */
@@ -250,10 +363,10 @@ int sm_cmd_migrate(int argc, char **argv)
             return SM_EXIT_USAGE;
         }
         json_object *options = json_object_new_object();
-        for (guint i = 0; i < G_N_ELEMENTS(flags); i++)
-            if (flags[i].value)
-                json_object_object_add(options, flags[i].flag,
-                                       json_object_new_string(flags[i].value));
+        for (guint i = 0; i < settings->len; i++) {
+            const Setting *s = &g_array_index(settings, Setting, i);
+            json_object_object_add(options, s->key, json_object_new_string(s->value));
+        }
         Output out = {.json = opt_json, .quiet = opt_quiet, .tty = isatty(STDERR_FILENO)};
         int code = sm_daemon_migrate(opt_vm, options, on_event, &out);
         end_line(&out);
@@ -263,14 +376,14 @@ int sm_cmd_migrate(int argc, char **argv)
     SmPolicy policy;
     sm_policy_init(&policy);
     const char *config_dir = opt_config_dir ? opt_config_dir : SM_DEFAULT_CONFIG_DIR;
-    gboolean ok = TRUE;
-    if (opt_vm || opt_config_dir)
-        ok = sm_policy_load(&policy, config_dir, opt_vm, &error);
+    /* defaults.conf (when present) applies to every migration, as in the daemon. */
+    gboolean ok = sm_policy_load(&policy, config_dir, opt_vm, &error);
     if (ok && opt_policy)
         ok = sm_policy_load_file(&policy, opt_policy, &error);
-    for (guint i = 0; ok && i < G_N_ELEMENTS(flags); i++)
-        if (flags[i].value)
-            ok = apply_flag(&policy, flags[i].flag, flags[i].value, &error);
+    for (guint i = 0; ok && i < settings->len; i++) {
+        const Setting *s = &g_array_index(settings, Setting, i);
+        ok = sm_policy_apply_flag(&policy, s->key, s->flag, s->value, &error);
+    }
     if (ok)
         ok = sm_policy_check_complete(&policy, &error);
     if (!ok) {
@@ -308,6 +421,8 @@ int sm_cmd_recover(int argc, char **argv)
     g_autoptr(GOptionContext) ctx =
         g_option_context_new("- release a VM left mid-migration by a gate that died");
     g_option_context_add_main_entries(ctx, recover_entries, NULL);
+    g_option_context_set_summary(ctx, "Exit codes: 0 the VM runs on the source, 2 usage error,\n"
+                                      "3 unreachable, 6 VM state uncertain (check it).");
     g_autoptr(GError) error = NULL;
     if (!g_option_context_parse(ctx, &argc, &argv, &error) || !opt_recover_source) {
         g_printerr("safe-migrate recover: %s\n", error ? error->message : "--source is required");
@@ -322,7 +437,8 @@ int sm_cmd_recover(int argc, char **argv)
             json_object_object_add(obj, "summary", json_object_new_string(summary));
         if (error)
             json_object_object_add(obj, "error", json_object_new_string(error->message));
-        printf("%s\n", json_object_to_json_string_ext(obj, JSON_C_TO_STRING_PLAIN));
+        printf("%s\n", json_object_to_json_string_ext(obj, JSON_C_TO_STRING_PLAIN |
+                                                               JSON_C_TO_STRING_NOSLASHESCAPE));
     } else if (error) {
         if (summary)
             printf("%s\n", summary);

@@ -2,9 +2,10 @@
  * (argv[0] is "safe-migrate SUBCOMMAND") and returns the process exit code. */
 #pragma once
 
-#include "sidecar.h" /* exit codes */
+#include "sidecar.h"   /* exit codes */
+#include "sm-config.h" /* SM_CONFIG_DIR, from meson's sysconfdir */
 
-#define SM_DEFAULT_CONFIG_DIR "/etc/safe-migrate"
+#define SM_DEFAULT_CONFIG_DIR SM_CONFIG_DIR
 
 int sm_cmd_status(int argc, char **argv);
 int sm_cmd_migrate(int argc, char **argv);

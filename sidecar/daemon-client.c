@@ -279,6 +279,9 @@ static gboolean parse(int *argc, char ***argv, const GOptionEntry *entries, cons
 {
     g_autoptr(GOptionContext) ctx = g_option_context_new(what);
     g_option_context_add_main_entries(ctx, entries, NULL);
+    g_option_context_set_summary(ctx,
+                                 "Exit codes: 0 done, 1 the daemon refused or failed, 2 usage,\n"
+                                 "3 the daemon or the VM unreachable.");
     g_autoptr(GError) error = NULL;
     if (!g_option_context_parse(ctx, argc, argv, &error)) {
         g_printerr("%s: %s\n", (*argv)[0], error->message);

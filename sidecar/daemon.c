@@ -2,6 +2,7 @@
  * QMP monitor of its own (daemon-vm.c), runs migrations with the same gate engine as the CLI
  * (one worker thread per VM), and serves a JSON-lines control socket (daemon-control.c). */
 #include "daemon.h"
+#include "sm-config.h" /* SM_VERSION, SM_CONFIG_DIR */
 
 #include <glib-unix.h>
 #include <grp.h>
@@ -13,7 +14,7 @@
 #include <sys/un.h>
 #include <unistd.h>
 
-#define DEFAULT_CONFIG_DIR "/etc/safe-migrate"
+#define DEFAULT_CONFIG_DIR SM_CONFIG_DIR
 #define DEFAULT_SOCKET "/run/safe-migrated/control.sock"
 #define MAX_FINISHED 256
 
@@ -337,7 +338,8 @@ void mig_event_from_worker(json_object *event, gpointer data)
     Mig *mig = data;
     MigPost *mp = g_new0(MigPost, 1);
     mp->mig = mig;
-    mp->text = g_strdup(json_object_to_json_string_ext(event, JSON_C_TO_STRING_PLAIN));
+    mp->text = g_strdup(json_object_to_json_string_ext(event, JSON_C_TO_STRING_PLAIN |
+                                                                  JSON_C_TO_STRING_NOSLASHESCAPE));
     daemon_post(mig->vm->daemon, deliver_event, mp, mig_post_free);
 }
 
@@ -855,6 +857,7 @@ static gboolean on_hup(gpointer data)
 
 static char *opt_config_dir, *opt_socket, *opt_socket_mode, *opt_socket_group, *opt_metrics,
     *opt_reconnect_max, *opt_refresh;
+static gboolean opt_version;
 
 static const GOptionEntry entries[] = {
     {"config-dir", 'c', 0, G_OPTION_ARG_FILENAME, &opt_config_dir,
@@ -872,6 +875,7 @@ static const GOptionEntry entries[] = {
     {"refresh", 0, 0, G_OPTION_ARG_STRING, &opt_refresh,
      "Re-read each VM's devices this often besides on events (default 60s)", "DURATION"},
     {"verbose", 'v', 0, G_OPTION_ARG_NONE, &opt_verbose, "Debug logs", NULL},
+    {"version", 0, 0, G_OPTION_ARG_NONE, &opt_version, "Print the version and exit", NULL},
     G_OPTION_ENTRY_NULL,
 };
 
@@ -879,9 +883,15 @@ static gboolean parse_ms(const char *flag, const char *text, guint fallback, gui
                          GError **error)
 {
     gint64 ms = fallback;
-    if (text && (!sm_parse_duration(text, &ms) || ms <= 0 || ms > G_MAXINT)) {
+    g_autoptr(GError) local = NULL;
+    if (text && !sm_parse_duration_full(text, 0, &ms, &local)) {
+        g_set_error(error, G_OPTION_ERROR, G_OPTION_ERROR_BAD_VALUE, "--%s: %s", flag,
+                    local->message);
+        return FALSE;
+    }
+    if (ms <= 0) {
         g_set_error(error, G_OPTION_ERROR, G_OPTION_ERROR_BAD_VALUE,
-                    "--%s: '%s' is not a duration (e.g. 500ms, 2s, 1m)", flag, text);
+                    "--%s: '%s': give a duration above 0", flag, text);
         return FALSE;
     }
     *out = (guint)ms;
@@ -923,16 +933,22 @@ static gboolean configure(Daemon *d, GError **error)
 
 int main(int argc, char **argv)
 {
+    sm_setlocale();
     g_autoptr(GOptionContext) ctx = g_option_context_new("- the safe-migrate host daemon");
     g_option_context_add_main_entries(ctx, entries, NULL);
     g_option_context_set_summary(
         ctx, "Watches the VMs of vms.d/*.conf over QMP and migrates them through the gate on\n"
              "request, over a JSON-lines control socket (see README, \"Daemon\").\n"
-             "SIGHUP reloads the policies; SIGTERM calls running migrations off and exits.");
+             "SIGHUP reloads the policies; SIGTERM calls running migrations off and exits.\n"
+             "Exit codes: 0 stopped on a signal, 1 cannot listen, 2 usage or configuration error.");
     g_autoptr(GError) error = NULL;
     if (!g_option_context_parse(ctx, &argc, &argv, &error) || argc > 1) {
         g_printerr("safe-migrated: %s\n", error ? error->message : "unexpected argument");
         return SM_EXIT_USAGE;
+    }
+    if (opt_version) {
+        printf("safe-migrated %s\n", SM_VERSION);
+        return SM_EXIT_OK;
     }
     log_to_journal = g_log_writer_is_journald(fileno(stderr));
     g_log_set_writer_func(log_writer, NULL, NULL);

@@ -66,6 +66,12 @@ static void emit(SmMigration *m, const char *event, json_object *fields)
     g_autoptr(json_object) obj = json_object_new_object();
     json_object_object_add(obj, "event", json_object_new_string(event));
     json_object_object_add(obj, "t_ms", json_object_new_int64(elapsed_ms(m)));
+    /* Wall-clock time too (RFC 3339, UTC, ms), to line events up with logs of other hosts. */
+    g_autoptr(GDateTime) now = g_date_time_new_now_utc();
+    g_autofree char *stamp = g_date_time_format(now, "%Y-%m-%dT%H:%M:%S");
+    g_autofree char *time =
+        g_strdup_printf("%s.%03dZ", stamp, g_date_time_get_microsecond(now) / 1000);
+    json_object_object_add(obj, "time", json_object_new_string(time));
     if (fields) {
         json_object_object_foreach(fields, key, value)
         {
@@ -393,6 +399,17 @@ static gboolean configure(SmMigration *m, GError **error)
                                json_object_new_int64(p->downtime_limit_ms));
     if (p->max_bandwidth >= 0)
         json_object_object_add(params, "max-bandwidth", json_object_new_int64(p->max_bandwidth));
+    if (p->multifd && p->multifd_channels > 0) {
+        /* Both ends must agree on the channel count. */
+        g_autoptr(json_object) dparams = fields_new(
+            "multifd-channels", json_object_new_int((int)p->multifd_channels), FIELDS_END);
+        g_autoptr(json_object) r =
+            qmp_client_execute(m->dst, "migrate-set-parameters", dparams, error);
+        if (!r)
+            return FALSE;
+        json_object_object_add(params, "multifd-channels",
+                               json_object_new_int((int)p->multifd_channels));
+    }
     if (json_object_object_length(params) > 0) {
         g_autoptr(json_object) r =
             qmp_client_execute(m->src, "migrate-set-parameters", params, error);
@@ -456,8 +473,12 @@ static void emit_progress(SmMigration *m)
             json_object_object_add(f, "ram_transferred", json_object_get(v));
         if ((v = member(ram, "remaining")))
             json_object_object_add(f, "ram_remaining", json_object_get(v));
-        if ((v = member(ram, "mbps")))
-            json_object_object_add(f, "mbps", json_object_get(v));
+        if ((v = member(ram, "mbps")) && json_object_is_type(v, json_type_double)) {
+            /* QEMU prints 17 digits (537.13295999999991); two decimals are what it means. */
+            g_autofree char *text = g_strdup_printf("%.2f", json_object_get_double(v));
+            json_object_object_add(f, "mbps",
+                                   json_object_new_double_s(g_ascii_strtod(text, NULL), text));
+        }
     }
     emit(m, "progress", f);
 }
@@ -635,11 +656,28 @@ static const SmDeviceVerdict *first_unsafe(const SmReport *report)
 
 static QmpClient *connect_vm(SmMigration *m, const char *address, guint timeout_ms, GError **error)
 {
-    (void)m;
-    QmpClient *c = qmp_client_connect(address, timeout_ms, error);
-    if (c)
+    GError *local = NULL;
+    QmpClient *c = qmp_client_connect(address, timeout_ms, &local);
+    if (c) {
         qmp_client_set_default_timeout(c, QMP_COMMAND_TIMEOUT_MS);
-    return c;
+        return c;
+    }
+    /* Name the side, the address and the likely cause: the operator has two monitors. */
+    const char *side = address == m->policy.source_qmp ? "source" : "destination";
+    const char *hint =
+        g_error_matches(local, QMP_ERROR, QMP_ERROR_TIMEOUT)
+            ? " (QEMU serves one QMP client at a time: is another one, safe-migrated or "
+              "libvirt, holding this monitor?)"
+        : g_error_matches(local, QMP_ERROR, QMP_ERROR_CONNECT)
+            ? " (is QEMU running, with -qmp ...,server=on at this address?)"
+            : "";
+    g_propagate_prefixed_error(error, local, "%s QMP %s: ", side, address);
+    if (error && *error && *hint) {
+        char *msg = g_strconcat((*error)->message, hint, NULL);
+        g_free((*error)->message);
+        (*error)->message = msg;
+    }
+    return NULL;
 }
 
 /* Connects to the destination, retrying while it is still starting (dest-prepare may return

@@ -1,9 +1,25 @@
 /* Per-VM migration policy: a defaults file plus vms.d/NAME.conf (GKeyFile), validated key by
  * key so that every mistake is reported with its file, line and key. */
 #include "sidecar.h"
+#include "qmp.h"
+
+#include <gio/gunixsocketaddress.h>
 
 #include <errno.h>
+#include <fcntl.h>
+#include <locale.h>
+#include <glib/gstdio.h>
 #include <string.h>
+#include <unistd.h>
+
+/* A policy file is a few dozen lines; anything this big is a mistake (or hostile). */
+#define POLICY_MAX_BYTES (64 * 1024)
+
+void sm_setlocale(void)
+{
+    setlocale(LC_ALL, "");
+    setlocale(LC_NUMERIC, "C");
+}
 
 GQuark sm_policy_error_quark(void)
 {
@@ -17,7 +33,8 @@ typedef enum {
     KEY_BYTES,
     KEY_BOOL,
     KEY_FALLBACK,
-    KEY_DISCONNECT
+    KEY_DISCONNECT,
+    KEY_MULTIFD
 } KeyKind;
 
 typedef struct {
@@ -41,9 +58,10 @@ static const KeySpec keys[] = {
     {"gate", "probe-timeout", KEY_DURATION, FIELD(probe_timeout_ms)},
     {"gate", "plugin-dir", KEY_STRING, FIELD(plugin_dir)},
     {"gate", "on-client-disconnect", KEY_DISCONNECT, FIELD(on_client_disconnect)},
+    {"gate", "require-gate", KEY_BOOL, FIELD(require_gate)},
     {"migration", "downtime-limit", KEY_DURATION, FIELD(downtime_limit_ms)},
     {"migration", "max-bandwidth", KEY_BYTES, FIELD(max_bandwidth)},
-    {"migration", "multifd", KEY_BOOL, FIELD(multifd)},
+    {"migration", "multifd", KEY_MULTIFD, FIELD(multifd)},
     {"migration", "auto-converge", KEY_BOOL, FIELD(auto_converge)},
     {"migration", "timeout", KEY_DURATION, FIELD(migration_timeout_ms)},
 };
@@ -126,33 +144,146 @@ static gboolean parse_scaled(const char *text, const Unit *units, guint n_units,
     return FALSE;
 }
 
-/* "250ms", "2s", "1m"; a bare 0 is allowed (it means "none" wherever it is accepted). A unit is
- * required otherwise: "500" could mean either and a migration policy must not guess. */
-gboolean sm_parse_duration(const char *text, gint64 *out_ms)
+/* systemd.time(7) units, as microseconds. Months and years are left out: nothing here should
+ * wait that long, and their lengths are not exact. */
+static const Unit time_units[] = {
+    {"usec", 1},
+    {"us", 1},
+    {"\u00b5s", 1},
+    {"msec", 1000},
+    {"ms", 1000},
+    {"seconds", 1000000},
+    {"second", 1000000},
+    {"sec", 1000000},
+    {"s", 1000000},
+    {"minutes", 60000000},
+    {"minute", 60000000},
+    {"min", 60000000},
+    {"m", 60000000},
+    {"hours", 3600000000},
+    {"hour", 3600000000},
+    {"hr", 3600000000},
+    {"h", 3600000000},
+    {"days", 86400000000},
+    {"day", 86400000000},
+    {"d", 86400000000},
+    {"weeks", 604800000000},
+    {"week", 604800000000},
+    {"w", 604800000000},
+};
+
+static guint64 time_unit_us(const char *name, gsize len)
 {
-    static const Unit units[] = {{"ms", 1}, {"s", 1000}, {"m", 60000}};
-    if (g_strcmp0(text, "0") == 0) {
+    for (guint i = 0; i < G_N_ELEMENTS(time_units); i++)
+        if (strlen(time_units[i].suffix) == len && strncmp(time_units[i].suffix, name, len) == 0)
+            return time_units[i].scale;
+    return 0;
+}
+
+/* One "1.5s"-style component at *p (advanced past it); its value in microseconds, capped at
+ * SM_DURATION_MAX_MS (anything above is reported as such, never wrapped). bare_us scales a
+ * number without a unit; 0 refuses it. Returns FALSE on a syntax error. */
+static gboolean duration_component(const char **p, guint64 bare_us, guint64 *out_us, gboolean *bare)
+{
+    const guint64 max_us = (guint64)SM_DURATION_MAX_MS * 1000;
+    const char *s = *p;
+    if (!g_ascii_isdigit(*s))
+        return FALSE;
+    guint64 whole = 0;
+    for (; g_ascii_isdigit(*s); s++)
+        whole = MIN(whole * 10 + (guint64)(*s - '0'), max_us + 1);
+    const char *frac = NULL;
+    if (*s == '.') {
+        frac = ++s;
+        if (!g_ascii_isdigit(*s))
+            return FALSE;
+        while (g_ascii_isdigit(*s))
+            s++;
+    }
+    const char *frac_end = s;
+    while (*s == ' ' || *s == '\t')
+        s++;
+    const char *unit = s;
+    while (*s && !g_ascii_isdigit(*s) && *s != ' ' && *s != '\t' && *s != '.')
+        s++;
+    *bare = unit == s;
+    guint64 scale = *bare ? bare_us : time_unit_us(unit, (gsize)(s - unit));
+    if (scale == 0)
+        return FALSE;
+    guint64 us = whole > max_us / scale ? max_us + 1 : whole * scale;
+    /* The fraction, digit by digit: 1.5s is 1500000us; what is below 1us is dropped. */
+    guint64 place = scale;
+    for (const char *f = frac; f && f < frac_end && place >= 10; f++) {
+        place /= 10;
+        us += (guint64)(*f - '0') * place;
+    }
+    *out_us = MIN(us, max_us + 1);
+    *p = s;
+    return TRUE;
+}
+
+gboolean sm_parse_duration_full(const char *text, gint64 bare_unit_ms, gint64 *out_ms,
+                                GError **error)
+{
+    const guint64 max_us = (guint64)SM_DURATION_MAX_MS * 1000;
+    const char *p = text ? text : "";
+    while (*p == ' ' || *p == '\t')
+        p++;
+    guint64 total = 0;
+    gboolean ok = *p != 0;
+    if (g_strcmp0(p, "0") == 0) { /* a bare 0 is 0 in any unit: "none" where that is allowed */
         *out_ms = 0;
         return TRUE;
     }
-    return parse_scaled(text, units, G_N_ELEMENTS(units), out_ms);
+    for (guint n = 0; ok && *p; n++) {
+        guint64 us = 0;
+        gboolean bare = FALSE;
+        ok = duration_component(&p, (guint64)bare_unit_ms * 1000, &us, &bare);
+        while (*p == ' ' || *p == '\t')
+            p++;
+        /* A bare number only alone: "1min 30" is a typo, not 90 of something. */
+        if (ok && bare && (n > 0 || *p))
+            ok = FALSE;
+        total = MIN(total + us, max_us + 1);
+    }
+    if (!ok) {
+        g_set_error(error, SM_POLICY_ERROR, SM_POLICY_ERROR_VALUE,
+                    "'%s' is not a duration (e.g. 500ms, 1.5s, 1min 30s, 1h)%s", text ? text : "",
+                    bare_unit_ms ? "" : "; a number needs a unit");
+        return FALSE;
+    }
+    if (total > max_us) {
+        g_set_error(error, SM_POLICY_ERROR, SM_POLICY_ERROR_VALUE,
+                    "'%s' is more than the longest duration allowed, 7d", text);
+        return FALSE;
+    }
+    /* Rounded up: a positive duration below 1ms must not become 0, "none". */
+    *out_ms = (gint64)((total + 999) / 1000);
+    return TRUE;
 }
 
-/* Bytes per second, with optional K/M/G (binary) suffix. */
+gboolean sm_parse_duration(const char *text, gint64 *out_ms)
+{
+    return sm_parse_duration_full(text, 0, out_ms, NULL);
+}
+
+/* Bytes per second, with optional B/K/M/G (binary) suffix. */
 gboolean sm_parse_bytes(const char *text, gint64 *out)
 {
-    static const Unit units[] = {
-        {"", 1}, {"K", 1024}, {"k", 1024}, {"M", 1024 * 1024}, {"G", 1024 * 1024 * 1024}};
+    static const Unit units[] = {{"", 1},     {"B", 1},           {"K", 1024},
+                                 {"k", 1024}, {"M", 1024 * 1024}, {"G", 1024 * 1024 * 1024}};
     return parse_scaled(text, units, G_N_ELEMENTS(units), out);
 }
 
-/* GKeyFile keeps no line numbers, so find them in the text: the first "key =" line inside
- * "[group]", or the "[group]" line when key is NULL. Returns 0 when not found (a key can
- * only be missing, then). */
+/* GKeyFile keeps no line numbers, so find them in the text: the last "key =" line inside
+ * "[group]" (GKeyFile keeps the last of duplicates, so that is the value in force), or the
+ * first "[group]" line when key is NULL. Returns 0 when not found (a key can only be
+ * missing, then). */
 static guint line_of(const char *text, const char *group, const char *key)
 {
     g_auto(GStrv) lines = g_strsplit(text, "\n", -1);
     gboolean in_group = FALSE;
+    guint found = 0;
     for (guint i = 0; lines[i]; i++) {
         const char *l = lines[i];
         while (*l == ' ' || *l == '\t')
@@ -170,10 +301,10 @@ static guint line_of(const char *text, const char *group, const char *key)
             while (*rest == ' ' || *rest == '\t')
                 rest++;
             if (*rest == '=')
-                return i + 1;
+                found = i + 1;
         }
     }
-    return 0;
+    return found;
 }
 
 /* GKeyFile's syntax errors carry no line number: find the first line that is neither blank,
@@ -196,6 +327,59 @@ static guint first_bad_line(const char *text)
 
 static gboolean fail(GError **error, SmPolicyError code, const char *file, guint line,
                      const char *group, const char *key, const char *fmt, ...) G_GNUC_PRINTF(7, 8);
+
+/* GKeyFile takes "key[de]=..." as a translation of "key" and hides it from get_keys; a
+ * policy has no translations, so such a line is a mistake to report, not to skip. */
+static gboolean check_no_locale_keys(const char *path, const char *text, GError **error)
+{
+    g_auto(GStrv) lines = g_strsplit(text, "\n", -1);
+    for (guint i = 0; lines[i]; i++) {
+        g_autofree char *l = g_strstrip(g_strdup(lines[i]));
+        const char *eq = strchr(l, '=');
+        const char *bracket = strchr(l, '[');
+        if (*l == '#' || *l == '[' || !eq || !bracket || bracket > eq)
+            continue;
+        g_autofree char *key = g_strstrip(g_strndup(l, (gsize)(eq - l)));
+        return fail(error, SM_POLICY_ERROR_UNKNOWN_KEY, path, i + 1, NULL, NULL,
+                    "%s: locale-suffixed keys are not supported", key);
+    }
+    return TRUE;
+}
+
+/* Reads at most POLICY_MAX_BYTES, so that a huge (or endless) file is refused, not loaded. */
+static char *read_capped(const char *path, GError **error)
+{
+    int fd = g_open(path, O_RDONLY | O_CLOEXEC, 0);
+    if (fd < 0) {
+        int err = errno;
+        fail(error, SM_POLICY_ERROR_FILE, path, 0, NULL, NULL, "%s", g_strerror(err));
+        return NULL;
+    }
+    g_autofree char *buf = g_malloc(POLICY_MAX_BYTES + 2);
+    gsize len = 0;
+    while (len <= POLICY_MAX_BYTES) {
+        ssize_t n = read(fd, buf + len, POLICY_MAX_BYTES + 1 - len);
+        if (n < 0 && errno == EINTR)
+            continue;
+        if (n < 0) {
+            int err = errno;
+            close(fd);
+            fail(error, SM_POLICY_ERROR_FILE, path, 0, NULL, NULL, "%s", g_strerror(err));
+            return NULL;
+        }
+        if (n == 0)
+            break;
+        len += (gsize)n;
+    }
+    close(fd);
+    if (len > POLICY_MAX_BYTES) {
+        fail(error, SM_POLICY_ERROR_FILE, path, 0, NULL, NULL,
+             "larger than %d KiB: not a policy file", POLICY_MAX_BYTES / 1024);
+        return NULL;
+    }
+    buf[len] = 0;
+    return g_steal_pointer(&buf);
+}
 static gboolean fail(GError **error, SmPolicyError code, const char *file, guint line,
                      const char *group, const char *key, const char *fmt, ...)
 {
@@ -221,6 +405,29 @@ static const KeySpec *find_key(const char *group, const char *key)
     return NULL;
 }
 
+/* multifd: true/false, or a channel count (1-255, QEMU's multifd-channels) that turns it on. */
+static gboolean apply_multifd(SmPolicy *policy, const char *value, const char *file, guint line,
+                              const KeySpec *spec, GError **error)
+{
+    char *end = NULL;
+    guint64 n = g_ascii_strtoull(value, &end, 10);
+    if (g_ascii_isdigit(value[0]) && end && !*end) {
+        if (n == 0 || n > 255)
+            return fail(error, SM_POLICY_ERROR_VALUE, file, line, spec->group, spec->key,
+                        "'%s' is not a channel count from 1 to 255", value);
+        policy->multifd = TRUE;
+        policy->multifd_channels = (guint)n;
+    } else if (g_str_equal(value, "true") || g_str_equal(value, "yes")) {
+        policy->multifd = TRUE;
+    } else if (g_str_equal(value, "false") || g_str_equal(value, "no")) {
+        policy->multifd = FALSE;
+    } else {
+        return fail(error, SM_POLICY_ERROR_VALUE, file, line, spec->group, spec->key,
+                    "'%s' is not true, false or a channel count", value);
+    }
+    return TRUE;
+}
+
 static gboolean apply_value(SmPolicy *policy, const KeySpec *spec, const char *value,
                             const char *file, guint line, GError **error)
 {
@@ -243,16 +450,20 @@ static gboolean apply_value(SmPolicy *policy, const KeySpec *spec, const char *v
         *(guint *)field = (guint)n;
         return TRUE;
     }
-    case KEY_DURATION:
-        if (!sm_parse_duration(value, &number))
-            return fail(error, SM_POLICY_ERROR_VALUE, file, line, spec->group, spec->key,
-                        "'%s' is not a duration (e.g. 500ms, 2s, 1m)", value);
+    case KEY_DURATION: {
+        g_autoptr(GError) local = NULL;
+        if (!sm_parse_duration_full(value, 0, &number, &local))
+            return fail(error, SM_POLICY_ERROR_VALUE, file, line, spec->group, spec->key, "%s",
+                        local->message);
         if (number == 0 && spec->offset == FIELD(probe_timeout_ms))
             return fail(error, SM_POLICY_ERROR_VALUE, file, line, spec->group, spec->key,
                         "0 would let a capture that never answers stop the guest for good; "
                         "give a time limit (e.g. 5s)");
         *(gint64 *)field = number;
         return TRUE;
+    }
+    case KEY_MULTIFD:
+        return apply_multifd(policy, value, file, line, spec, error);
     case KEY_BYTES:
         if (!sm_parse_bytes(value, &number))
             return fail(error, SM_POLICY_ERROR_VALUE, file, line, spec->group, spec->key,
@@ -287,9 +498,16 @@ static gboolean apply_value(SmPolicy *policy, const KeySpec *spec, const char *v
 
 gboolean sm_policy_apply(SmPolicy *policy, const char *key, const char *value, GError **error)
 {
+    g_autofree char *flag = g_strdup_printf("--%s", key);
+    return sm_policy_apply_flag(policy, key, flag, value, error);
+}
+
+gboolean sm_policy_apply_flag(SmPolicy *policy, const char *key, const char *flag,
+                              const char *value, GError **error)
+{
     for (guint i = 0; i < G_N_ELEMENTS(keys); i++) {
         if (g_str_equal(keys[i].key, key)) {
-            g_autofree char *origin = g_strdup_printf("--%s", key);
+            const char *origin = flag;
             g_autofree char *v = g_strstrip(g_strdup(value));
             return apply_value(policy, &keys[i], v, origin, 0, error);
         }
@@ -300,10 +518,10 @@ gboolean sm_policy_apply(SmPolicy *policy, const char *key, const char *value, G
 
 gboolean sm_policy_load_file(SmPolicy *policy, const char *path, GError **error)
 {
-    g_autofree char *text = NULL;
     g_autoptr(GError) local = NULL;
-    if (!g_file_get_contents(path, &text, NULL, &local))
-        return fail(error, SM_POLICY_ERROR_FILE, path, 0, NULL, NULL, "%s", local->message);
+    g_autofree char *text = read_capped(path, error);
+    if (!text || !check_no_locale_keys(path, text, error))
+        return FALSE;
     g_autoptr(GKeyFile) kf = g_key_file_new();
     if (!g_key_file_load_from_data(kf, text, (gsize)-1, G_KEY_FILE_NONE, &local))
         return fail(error, SM_POLICY_ERROR_SYNTAX, path, first_bad_line(text), NULL, NULL, "%s",
@@ -319,6 +537,8 @@ gboolean sm_policy_load_file(SmPolicy *policy, const char *path, GError **error)
                         "unknown group [%s] (known: [vm], [gate], [migration])", groups[g]);
         }
         for (guint k = 0; names && names[k]; k++) {
+            if (g_strv_contains((const char *const *)names + k + 1, names[k]))
+                continue; /* a duplicate: its last occurrence is the one in force */
             guint line = line_of(text, groups[g], names[k]);
             const KeySpec *spec = find_key(groups[g], names[k]);
             if (!spec)
@@ -359,6 +579,42 @@ gboolean sm_policy_load(SmPolicy *policy, const char *config_dir, const char *vm
     return TRUE;
 }
 
+/* The CLI flag for a required key: what the user can type. */
+static const char *flag_of(const char *key)
+{
+    return g_str_equal(key, "source-qmp") ? "--source"
+           : g_str_equal(key, "dest-qmp") ? "--dest"
+                                          : "--uri";
+}
+
+/* Both addresses parse, and they are not one monitor: connecting twice to the same QEMU
+ * would wait for a greeting that never comes (QEMU serves one client at a time). */
+static gboolean check_addresses(const SmPolicy *policy, GError **error)
+{
+    g_autoptr(GError) local = NULL;
+    g_autoptr(GSocketConnectable) src = qmp_address_parse_connectable(policy->source_qmp, &local);
+    g_autoptr(GSocketConnectable) dst =
+        src ? qmp_address_parse_connectable(policy->dest_qmp, &local) : NULL;
+    if (!src || !dst) {
+        const char *bad = src ? policy->dest_qmp : policy->source_qmp;
+        g_set_error(error, SM_POLICY_ERROR, SM_POLICY_ERROR_VALUE, "%s QMP address '%s': %s",
+                    src ? "destination" : "source", bad, local->message);
+        return FALSE;
+    }
+    gboolean same = g_str_equal(policy->source_qmp, policy->dest_qmp);
+    if (G_IS_UNIX_SOCKET_ADDRESS(src) && G_IS_UNIX_SOCKET_ADDRESS(dst))
+        same = same || g_str_equal(g_unix_socket_address_get_path(G_UNIX_SOCKET_ADDRESS(src)),
+                                   g_unix_socket_address_get_path(G_UNIX_SOCKET_ADDRESS(dst)));
+    if (same) {
+        g_set_error(error, SM_POLICY_ERROR, SM_POLICY_ERROR_VALUE,
+                    "source and destination QMP are the same address (%s): the destination is "
+                    "a second QEMU, started with -incoming defer",
+                    policy->source_qmp);
+        return FALSE;
+    }
+    return TRUE;
+}
+
 gboolean sm_policy_check_complete(const SmPolicy *policy, GError **error)
 {
     static const struct {
@@ -370,14 +626,12 @@ gboolean sm_policy_check_complete(const SmPolicy *policy, GError **error)
         if (!G_STRUCT_MEMBER(char *, policy, required[i].offset)) {
             if (policy->file)
                 return fail(error, SM_POLICY_ERROR_MISSING, policy->file, 0, "vm", required[i].key,
-                            "missing (required; or give --%s)", required[i].key);
+                            "missing (required; or give %s)", flag_of(required[i].key));
             g_set_error(error, SM_POLICY_ERROR, SM_POLICY_ERROR_MISSING,
-                        "missing --%s (or give --vm NAME with a policy file)",
-                        g_str_equal(required[i].key, "source-qmp") ? "source"
-                        : g_str_equal(required[i].key, "dest-qmp") ? "dest"
-                                                                   : "uri");
+                        "missing %s (or give --vm NAME with a policy file)",
+                        flag_of(required[i].key));
             return FALSE;
         }
     }
-    return TRUE;
+    return check_addresses(policy, error);
 }

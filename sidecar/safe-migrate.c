@@ -1,10 +1,12 @@
 /* safe-migrate: the sidecar CLI. A subcommand dispatcher; each subcommand parses its own
  * options (GOptionContext) in its own file. */
 #include <glib.h>
+#include <locale.h>
 #include <stdio.h>
 #include <string.h>
 
 #include "commands.h"
+#include "sm-config.h"
 
 typedef struct {
     const char *name;
@@ -29,11 +31,18 @@ static void usage(FILE *out)
     for (gsize i = 0; i < G_N_ELEMENTS(subcommands); i++) {
         fprintf(out, "  %-10s %s\n", subcommands[i].name, subcommands[i].summary);
     }
-    fprintf(out, "\nRun 'safe-migrate SUBCOMMAND --help' for its options.\n");
+    fprintf(out, "\nRun 'safe-migrate SUBCOMMAND --help' for its options and exit codes.\n"
+                 "--version: print the version.\n");
 }
 
 int main(int argc, char **argv)
 {
+    sm_setlocale();
+    g_set_prgname("safe-migrate");
+    if (argc == 2 && strcmp(argv[1], "--version") == 0) {
+        printf("safe-migrate %s\n", SM_VERSION);
+        return SM_EXIT_OK;
+    }
     /* The one global option: --daemon SOCKET / --daemon=SOCKET before the subcommand. */
     if (argc >= 2 && g_str_has_prefix(argv[1], "--daemon")) {
         int used = 0;
@@ -60,8 +69,9 @@ int main(int argc, char **argv)
     }
     for (gsize i = 0; i < G_N_ELEMENTS(subcommands); i++) {
         if (strcmp(argv[1], subcommands[i].name) == 0) {
-            /* The subcommand sees "safe-migrate status" as its program name. */
-            g_autofree char *prog = g_strdup_printf("%s %s", argv[0], argv[1]);
+            /* The subcommand sees "safe-migrate status" as its program name, whatever path
+             * the binary was run by: one message prefix everywhere. */
+            g_autofree char *prog = g_strdup_printf("safe-migrate %s", argv[1]);
             argv[1] = prog;
             return subcommands[i].run(argc - 1, argv + 1);
         }

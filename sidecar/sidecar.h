@@ -43,9 +43,11 @@ typedef struct {
     gint64 downtime_limit_ms; /* -1: leave QEMU's */
     gint64 max_bandwidth;     /* bytes/s; -1: leave QEMU's */
     gboolean multifd, auto_converge;
+    guint multifd_channels;                  /* 0: QEMU's default */
     gint64 migration_timeout_ms;             /* 0: none */
     char *plugin_dir;                        /* extra probe modules, or NULL */
     SmClientDisconnect on_client_disconnect; /* safe-migrated only */
+    gboolean require_gate; /* libvirt hook: refuse to start a domain the filter cannot gate */
 } SmPolicy;
 
 void sm_policy_init(SmPolicy *policy);
@@ -60,10 +62,25 @@ gboolean sm_policy_apply(SmPolicy *policy, const char *key, const char *value, G
 /* Source, destination and URI must be known before a migration starts. */
 gboolean sm_policy_check_complete(const SmPolicy *policy, GError **error);
 
+/* Durations as systemd.time(7) writes them: "500ms", "1.5s", "1min 30s", "2h", "0". A number
+ * without a unit is refused, except by sm_parse_duration_full with bare_unit_ms > 0 (where
+ * the unit is documented, e.g. --downtime-limit's milliseconds). Anything above
+ * SM_DURATION_MAX_MS is refused rather than wrapped: a huge value must not mean "none". */
+#define SM_DURATION_MAX_MS (7 * 24 * 3600 * G_GINT64_CONSTANT(1000))
 gboolean sm_parse_duration(const char *text, gint64 *out_ms);
+gboolean sm_parse_duration_full(const char *text, gint64 bare_unit_ms, gint64 *out_ms,
+                                GError **error);
 gboolean sm_parse_bytes(const char *text, gint64 *out);
 gboolean sm_parse_fallback(const char *text, SmFallback *out);
 const char *sm_fallback_to_string(SmFallback fallback);
+/* Sets one key from a command-line flag: errors name `flag` (e.g. "--source") rather than
+ * the key ("source-qmp"), the name the user typed. */
+gboolean sm_policy_apply_flag(SmPolicy *policy, const char *key, const char *flag,
+                              const char *value, GError **error);
+
+/* The process locale from the environment (GLib's messages and quotes), with numbers kept
+ * in the C locale: JSON and logs must not print "0,5". */
+void sm_setlocale(void);
 
 /* ---- The gate engine -------------------------------------------------------------------- */
 

@@ -15,7 +15,7 @@ build=build-fuzz
 results="$build/fuzz-results.json"
 
 if [ ! -f "$build/build.ninja" ]; then
-  CC=clang meson setup "$build" -Dfuzzing=true >"$build.setup.log" 2>&1 ||
+  CC=clang meson setup "$build" -Dwerror=true -Dfuzzing=true >"$build.setup.log" 2>&1 ||
     { cat "$build.setup.log"; exit 1; }
 fi
 ninja -C "$build" $(printf 'tests/fuzz/%s ' "${targets[@]}") >/dev/null ||

@@ -65,7 +65,6 @@ struct RigGuest {
     int qtest_fd;
     GString *rx;
     char *vm_name;
-    RigVm *vm;
     guint n_disks;
     RigDisk disks[MAX_DISKS];
     guint32 next_tag;
@@ -73,14 +72,14 @@ struct RigGuest {
 
 /* ---- qtest ------------------------------------------------------------------------------ */
 
-static gboolean qtest_connect(RigGuest *g, RigVm *vm, GError **error)
+static gboolean qtest_connect(RigGuest *g, const char *path, const char *name, GError **error)
 {
     struct sockaddr_un sun = {.sun_family = AF_UNIX};
-    g_strlcpy(sun.sun_path, rig_vm_qtest_path(vm), sizeof sun.sun_path);
+    g_strlcpy(sun.sun_path, path, sizeof sun.sun_path);
     int fd = socket(AF_UNIX, SOCK_STREAM | SOCK_CLOEXEC, 0);
     if (fd < 0 || connect(fd, (struct sockaddr *)&sun, sizeof sun) < 0) {
-        g_set_error(error, RIG_ERROR, RIG_ERROR_SETUP, "qtest connect %s: %s",
-                    rig_vm_qtest_path(vm), g_strerror(errno));
+        g_set_error(error, RIG_ERROR, RIG_ERROR_SETUP, "qtest connect %s: %s", path,
+                    g_strerror(errno));
         if (fd >= 0)
             close(fd);
         return FALSE;
@@ -89,9 +88,8 @@ static gboolean qtest_connect(RigGuest *g, RigVm *vm, GError **error)
         close(g->qtest_fd);
     g->qtest_fd = fd;
     g_string_truncate(g->rx, 0);
-    g->vm = vm;
     g_free(g->vm_name);
-    g->vm_name = g_strdup(rig_vm_name(vm));
+    g->vm_name = g_strdup(name);
     return TRUE;
 }
 
@@ -384,11 +382,16 @@ static gboolean enumerate(RigGuest *g, guint port, GError **error)
 
 RigGuest *rig_guest_new(RigVm *vm, GError **error)
 {
+    return rig_guest_new_at(rig_vm_qtest_path(vm), rig_vm_name(vm), error);
+}
+
+RigGuest *rig_guest_new_at(const char *qtest_path, const char *name, GError **error)
+{
     g_autoptr(RigGuest) g = g_new0(RigGuest, 1);
     g->qtest_fd = -1;
     g->rx = g_string_new(NULL);
     g->next_tag = 0x5a000001;
-    if (!qtest_connect(g, vm, error) || !uhci_init(g, error))
+    if (!qtest_connect(g, qtest_path, name, error) || !uhci_init(g, error))
         return NULL;
     for (guint port = 0; port < MAX_DISKS; port++) {
         guint16 status = 0;
@@ -420,15 +423,20 @@ void rig_guest_free(RigGuest *g)
 
 gboolean rig_guest_attach(RigGuest *g, RigVm *vm, GError **error)
 {
-    if (!qtest_connect(g, vm, error))
+    return rig_guest_attach_at(g, rig_vm_qtest_path(vm), rig_vm_name(vm), error);
+}
+
+gboolean rig_guest_attach_at(RigGuest *g, const char *qtest_path, const char *name, GError **error)
+{
+    if (!qtest_connect(g, qtest_path, name, error))
         return FALSE;
     /* Fail now rather than at the first transfer if the controller did not come across. */
     guint16 cmd = 0;
     if (!inw(g, UHCI_IO_BASE + REG_USBCMD, &cmd, error))
         return FALSE;
     if (!(cmd & CMD_RS)) {
-        g_set_error(error, RIG_ERROR, RIG_ERROR_SETUP, "UHCI on %s is not running (cmd 0x%x)",
-                    rig_vm_name(vm), cmd);
+        g_set_error(error, RIG_ERROR, RIG_ERROR_SETUP, "UHCI on %s is not running (cmd 0x%x)", name,
+                    cmd);
         return FALSE;
     }
     return TRUE;
@@ -464,7 +472,7 @@ gboolean rig_guest_send_cbw(RigGuest *g, guint disk, const RigCommand *cmd, guin
     memcpy(cbw + 4, &tag_le, 4);
     memcpy(cbw + 8, &len_le, 4);
     cbw[12] = cmd->data_in ? 0x80 : 0x00;
-    cbw[13] = 0; /* LUN */
+    cbw[13] = cmd->lun & 0x0f;
     cbw[14] = cmd->cdb_len;
     memcpy(cbw + 15, cmd->cdb, MIN(cmd->cdb_len, 16));
     if (tag)
@@ -479,6 +487,15 @@ gssize rig_guest_data_in(RigGuest *g, guint disk, guint8 *buf, gsize len, GError
     if (!d)
         return -1;
     return uhci_transfer(g, PID_IN, d->address, d->ep_in, &d->toggle_in, buf, len, 5000, error);
+}
+
+gssize rig_guest_data_out(RigGuest *g, guint disk, const guint8 *buf, gsize len, GError **error)
+{
+    RigDisk *d = disk_get(g, disk, error);
+    if (!d)
+        return -1;
+    return uhci_transfer(g, PID_OUT, d->address, d->ep_out, &d->toggle_out, (guint8 *)buf, len,
+                         5000, error);
 }
 
 gboolean rig_guest_read_csw(RigGuest *g, guint disk, guint8 *status, guint32 *residue,
@@ -518,6 +535,15 @@ gboolean rig_guest_transact(RigGuest *g, guint disk, const RigCommand *cmd, guin
         got = rig_guest_data_in(g, disk, buf, cmd->data_len, error);
         if (got < 0)
             return FALSE;
+    } else if (cmd->data_len) {
+        /* DATA-OUT in chunks the TD chain can carry. */
+        for (gsize off = 0; off < cmd->data_len;) {
+            gsize n = MIN((gsize)cmd->data_len - off, (gsize)DATA_MAX);
+            if (rig_guest_data_out(g, disk, buf + off, n, error) != (gssize)n)
+                return FALSE;
+            off += n;
+        }
+        got = cmd->data_len;
     }
     if (len)
         *len = (gsize)got;
@@ -559,4 +585,31 @@ RigCommand rig_cmd_read10(guint32 lba, guint16 blocks)
                         .cdb_len = 10,
                         .data_len = (guint32)blocks * 2048,
                         .data_in = TRUE};
+}
+
+RigCommand rig_cmd_disk_read10(guint32 lba, guint16 blocks)
+{
+    RigCommand c = rig_cmd_read10(lba, blocks);
+    c.data_len = (guint32)blocks * 512;
+    return c;
+}
+
+RigCommand rig_cmd_disk_write10(guint32 lba, guint16 blocks)
+{
+    RigCommand c = rig_cmd_disk_read10(lba, blocks);
+    c.cdb[0] = 0x2a;
+    c.data_in = FALSE;
+    return c;
+}
+
+RigCommand rig_cmd_mode_sense6(guint8 page, guint8 alloc)
+{
+    return (RigCommand){
+        .cdb = {0x1a, 0x08, page, 0, alloc, 0}, .cdb_len = 6, .data_len = alloc, .data_in = TRUE};
+}
+
+RigCommand rig_cmd_lun(RigCommand cmd, guint8 lun)
+{
+    cmd.lun = lun;
+    return cmd;
 }

@@ -33,9 +33,12 @@ static void test_durations_and_bytes(void)
     g_assert_true(sm_parse_duration("2s", &v) && v == 2000);
     g_assert_true(sm_parse_duration("3m", &v) && v == 180000);
     g_assert_true(sm_parse_duration("0", &v) && v == 0);
-    const char *bad[] = {"", "10", "-1s", "1h", "s", "1.5s", "99999999999999999999ms", "+2s"};
+    const char *bad[] = {"",    "10", "-1s",     "s",  "99999999999999999999ms", "+2s", "1min 30",
+                         "1.s", "1x", "1 min x", "1.5"};
     for (guint i = 0; i < G_N_ELEMENTS(bad); i++)
         g_assert_false(sm_parse_duration(bad[i], &v));
+    sm_parse_bytes("0", &v);
+    g_assert_true(sm_parse_bytes("100B", &v) && v == 100);
     g_assert_true(sm_parse_bytes("1024", &v) && v == 1024);
     g_assert_true(sm_parse_bytes("2M", &v) && v == 2 << 20);
     g_assert_true(sm_parse_bytes("1G", &v) && v == 1 << 30);
@@ -51,6 +54,116 @@ typedef struct {
     int code;
     const char *message; /* substring, after the file name */
 } BadFile;
+
+/* systemd.time(7) forms. */
+static void test_systemd_durations(void)
+{
+    static const struct {
+        const char *text;
+        gint64 ms;
+    } good[] = {{"1.5s", 1500},
+                {"1min 30s", 90000},
+                {"1min30s", 90000},
+                {"1h", 3600000},
+                {"2 hours", 7200000},
+                {"1d", 86400000},
+                {"7d", 604800000},
+                {"1w", 604800000},
+                {"500 msec", 500},
+                {"1500us", 2},
+                {" 3 sec ", 3000},
+                {"0.25s", 250},
+                {"1h 1min 1s 1ms", 3661001},
+                {"1 minute", 60000},
+                {"2m", 120000}};
+    for (guint i = 0; i < G_N_ELEMENTS(good); i++) {
+        gint64 v = -1;
+        g_autoptr(GError) error = NULL;
+        g_test_message("%s", good[i].text);
+        g_assert_true(sm_parse_duration_full(good[i].text, 0, &v, &error));
+        g_assert_no_error(error);
+        g_assert_cmpint(v, ==, good[i].ms);
+    }
+    /* Bare numbers only where the caller documents the unit, and only alone. */
+    gint64 v = 0;
+    g_autoptr(GError) error = NULL;
+    g_assert_true(sm_parse_duration_full("300", 1, &v, NULL) && v == 300);
+    g_assert_true(sm_parse_duration_full("30", 1000, &v, NULL) && v == 30000);
+    g_assert_true(sm_parse_duration_full("2.5", 1000, &v, NULL) && v == 2500);
+    g_assert_false(sm_parse_duration_full("30", 0, &v, &error));
+    g_assert_nonnull(strstr(error->message, "needs a unit"));
+    g_clear_error(&error);
+    g_assert_false(sm_parse_duration_full("1min 30", 1000, &v, NULL));
+    /* Huge values are refused with the limit named, never wrapped into "none" (0). */
+    const char *huge[] = {
+        "8d",         "169h",      "99999999999999999999s", "18446744073709551617ms", "604800001ms",
+        "6d 24h 1ms", "1.0000001w"};
+    for (guint i = 0; i < G_N_ELEMENTS(huge); i++) {
+        g_test_message("%s", huge[i]);
+        v = 12345;
+        g_assert_false(sm_parse_duration_full(huge[i], 0, &v, &error));
+        g_assert_nonnull(strstr(error->message, "7d"));
+        g_assert_cmpint(v, ==, 12345);
+        g_clear_error(&error);
+    }
+    g_assert_false(sm_parse_duration_full("9999999999999", 1000, &v, &error));
+    g_assert_nonnull(strstr(error->message, "7d"));
+}
+
+/* Locale-suffixed keys, duplicates, oversized files, multifd's channel count. */
+static void test_loader_edges(void)
+{
+    g_autofree char *dir = g_dir_make_tmp("smpolicy-XXXXXX", NULL);
+    g_autofree char *path = g_build_filename(dir, "edge.conf", NULL);
+    SmPolicy p;
+    sm_policy_init(&p);
+    g_autoptr(GError) error = NULL;
+
+    /* GKeyFile would hide "max-hold[de]" behind "max-hold" and accept it. */
+    g_assert_true(g_file_set_contents(path, "[gate]\nmax-hold=5s\nmax-hold[de]=5x\n", -1, NULL));
+    g_assert_false(sm_policy_load_file(&p, path, &error));
+    g_assert_error(error, SM_POLICY_ERROR, SM_POLICY_ERROR_UNKNOWN_KEY);
+    g_assert_nonnull(strstr(error->message, ":3: max-hold[de]: locale"));
+    g_clear_error(&error);
+
+    /* The last of duplicate keys is the one in force, and the one an error points at. */
+    g_assert_true(
+        g_file_set_contents(path, "[gate]\nbackoff=1s\nmax-hold=2s\nbackoff=soon\n", -1, NULL));
+    g_assert_false(sm_policy_load_file(&p, path, &error));
+    g_assert_nonnull(strstr(error->message, ":4: [gate] backoff"));
+    g_clear_error(&error);
+    g_assert_true(g_file_set_contents(path, "[gate]\nbackoff=soon\nbackoff=3s\n", -1, NULL));
+    g_assert_true(sm_policy_load_file(&p, path, &error));
+    g_assert_cmpint(p.backoff_ms, ==, 3000);
+
+    /* multifd: a boolean or a channel count. */
+    g_assert_true(g_file_set_contents(path, "[migration]\nmultifd=4\n", -1, NULL));
+    g_assert_true(sm_policy_load_file(&p, path, &error));
+    g_assert_true(p.multifd);
+    g_assert_cmpuint(p.multifd_channels, ==, 4);
+    g_assert_true(sm_policy_apply(&p, "multifd", "false", &error));
+    g_assert_false(p.multifd);
+    g_assert_true(sm_policy_apply(&p, "multifd", "1", &error));
+    g_assert_true(p.multifd);
+    g_assert_cmpuint(p.multifd_channels, ==, 1);
+    g_assert_false(sm_policy_apply(&p, "multifd", "256", &error));
+    g_assert_nonnull(strstr(error->message, "channel count"));
+    g_clear_error(&error);
+
+    /* A file far bigger than any policy is refused before it is parsed. */
+    GString *big = g_string_new("[gate]\n");
+    while (big->len < 100 * 1024)
+        g_string_append(big, "# padding padding padding padding padding padding padding\n");
+    g_assert_true(g_file_set_contents(path, big->str, (gssize)big->len, NULL));
+    g_string_free(big, TRUE);
+    g_assert_false(sm_policy_load_file(&p, path, &error));
+    g_assert_error(error, SM_POLICY_ERROR, SM_POLICY_ERROR_FILE);
+    g_assert_nonnull(strstr(error->message, "KiB"));
+    g_clear_error(&error);
+    sm_policy_clear(&p);
+    g_unlink(path);
+    g_rmdir(dir);
+}
 
 static void test_mistakes_are_located(void)
 {
@@ -101,6 +214,21 @@ static void test_missing_required(void)
     g_assert_false(sm_policy_check_complete(&p, &error));
     g_assert_error(error, SM_POLICY_ERROR, SM_POLICY_ERROR_MISSING);
     g_assert_nonnull(strstr(error->message, "db.conf: [vm] dest-qmp: missing"));
+    /* The hint names the flag the CLI has, --dest, not the key. */
+    g_assert_nonnull(strstr(error->message, "give --dest)"));
+    g_clear_error(&error);
+    /* Source and destination on one monitor: refused up front, not a connect timeout. */
+    g_assert_true(sm_policy_apply(&p, "dest-qmp", "/run/x", &error));
+    g_assert_false(sm_policy_check_complete(&p, &error));
+    g_assert_nonnull(strstr(error->message, "same address"));
+    g_clear_error(&error);
+    g_assert_true(sm_policy_apply(&p, "dest-qmp", "tcp:nocolon", &error));
+    g_assert_false(sm_policy_check_complete(&p, &error));
+    g_assert_nonnull(strstr(error->message, "destination QMP address 'tcp:nocolon'"));
+    g_clear_error(&error);
+    /* Errors name the flag as typed. */
+    g_assert_false(sm_policy_apply_flag(&p, "source-qmp", "--source", "", &error));
+    g_assert_true(g_str_has_prefix(error->message, "--source: "));
     g_clear_error(&error);
     /* A flag fills the gap, and a bad flag names itself. */
     g_assert_true(sm_policy_apply(&p, "dest-qmp", "unix:/z", &error));
@@ -126,6 +254,8 @@ int main(int argc, char **argv)
     g_test_add_func("/policy/shipped-examples", test_shipped_examples);
     g_test_add_func("/policy/durations-and-bytes", test_durations_and_bytes);
     g_test_add_func("/policy/mistakes-are-located", test_mistakes_are_located);
+    g_test_add_func("/policy/systemd-durations", test_systemd_durations);
+    g_test_add_func("/policy/loader-edges", test_loader_edges);
     g_test_add_func("/policy/missing-required", test_missing_required);
     return g_test_run();
 }

@@ -1,0 +1,268 @@
+/* The libvirt test rig seen from a test: virsh against host A or B of tests/libvirt/rig.sh,
+ * domains of the qtest guest made from the XML templates, and their QEMU processes. */
+#include "lv.h"
+
+#include <errno.h>
+#include <signal.h>
+#include <stdarg.h>
+#include <string.h>
+
+#include <glib/gstdio.h>
+
+const char *lv_rig_dir(char **why)
+{
+    const char *dir = g_getenv("SM_LV_RIG");
+    if (!dir || !*dir) {
+        *why = g_strdup("SM_LV_RIG is not set (run through tests/libvirt/run.sh)");
+        return NULL;
+    }
+    for (LvHost h = LV_A; h <= LV_B; h++) {
+        g_autofree char *sock = g_strdup_printf("%s/%s/run/libvirt-sock", dir, lv_host_name(h));
+        if (!g_file_test(sock, G_FILE_TEST_EXISTS)) {
+            *why = g_strdup_printf("libvirt host %s is not up (%s)", lv_host_name(h), sock);
+            return NULL;
+        }
+    }
+    return dir;
+}
+
+static const char *rig_dir(void)
+{
+    g_autofree char *why = NULL;
+    const char *dir = lv_rig_dir(&why);
+    if (!dir)
+        g_error("%s", why);
+    return dir;
+}
+
+const char *lv_host_name(LvHost host)
+{
+    return host == LV_A ? "A" : "B";
+}
+
+char *lv_uri(LvHost host)
+{
+    return g_strdup_printf("qemu:///system?socket=%s/%s/run/libvirt-sock", rig_dir(),
+                           lv_host_name(host));
+}
+
+static int run_virsh(LvHost host, char **out, char **err, GPtrArray *args)
+{
+    g_autoptr(GPtrArray) argv = g_ptr_array_new_with_free_func(g_free);
+    g_ptr_array_add(argv, g_strdup("virsh"));
+    g_ptr_array_add(argv, g_strdup("-c"));
+    g_ptr_array_add(argv, lv_uri(host));
+    for (guint i = 0; i < args->len; i++)
+        g_ptr_array_add(argv, g_strdup(args->pdata[i]));
+    g_ptr_array_add(argv, NULL);
+    g_autoptr(GError) error = NULL;
+    int status = 0;
+    g_autofree char *o = NULL, *e = NULL;
+    if (!g_spawn_sync(NULL, (char **)argv->pdata, NULL, G_SPAWN_SEARCH_PATH, NULL, NULL, &o, &e,
+                      &status, &error)) {
+        g_test_message("virsh: %s", error->message);
+        return -1;
+    }
+    if (out)
+        *out = g_steal_pointer(&o);
+    if (err)
+        *err = g_steal_pointer(&e);
+    g_autoptr(GError) exit_error = NULL;
+    if (g_spawn_check_wait_status(status, &exit_error))
+        return 0;
+    return exit_error->domain == G_SPAWN_EXIT_ERROR ? exit_error->code : -1;
+}
+
+int lv_virsh(LvHost host, char **out, char **err, const char *arg, ...)
+{
+    g_autoptr(GPtrArray) args = g_ptr_array_new();
+    va_list ap;
+    va_start(ap, arg);
+    for (const char *a = arg; a; a = va_arg(ap, const char *))
+        g_ptr_array_add(args, (gpointer)a);
+    va_end(ap);
+    return run_virsh(host, out, err, args);
+}
+
+/* 64 KiB of HLT, as the rig's own VMs boot: the CPU halts at the reset vector and the qtest
+ * side is the only guest software touching the hardware. */
+static const char *hlt_bios(void)
+{
+    static char *path;
+    if (!path) {
+        g_autofree char *bytes = g_malloc(65536);
+        memset(bytes, 0xf4, 65536);
+        path = g_build_filename(rig_tmpdir(), "lv-hlt.bin", NULL);
+        g_autoptr(GError) error = NULL;
+        g_assert_true(g_file_set_contents(path, bytes, 65536, &error));
+    }
+    return path;
+}
+
+/* QEMU 10 as <emulator>: libvirt runs the binary with a clean environment, so the data
+ * directory goes on the command line through a wrapper script. QEMU 10 also loads modules from
+ * the system's module directory (QEMU 7.2's) when its own lacks one, and aborts on them as soon
+ * as libvirt's capability probe lists the QOM types: the wrapper shows it only its own modules,
+ * in a mount namespace of its own. */
+static const char *qemu10_wrapper(void)
+{
+    static char *path;
+    if (!path) {
+        const char *bin = g_getenv("SM_QEMU10"), *data = g_getenv("SM_QEMU10_DATADIR");
+        g_assert_nonnull(bin);
+        g_assert_nonnull(data);
+        g_autofree char *prefix = g_path_get_dirname(data); /* PREFIX/usr/share */
+        g_autofree char *rel = g_build_filename(prefix, "..", "lib/x86_64-linux-gnu/qemu", NULL);
+        g_autofree char *modules = g_canonicalize_filename(rel, NULL);
+        g_autofree char *script =
+            g_strdup_printf("#!/bin/sh\nexec unshare --mount --propagation private sh -c "
+                            "'mount --bind \"$0\" /usr/lib/x86_64-linux-gnu/qemu && exec \"$@\"' "
+                            "'%s' '%s' -L '%s' \"$@\"\n",
+                            modules, bin, data);
+        path = g_build_filename(rig_tmpdir(), "lv-qemu10", NULL);
+        g_autoptr(GError) error = NULL;
+        g_assert_true(g_file_set_contents(path, script, -1, &error));
+        g_assert_cmpint(g_chmod(path, 0755), ==, 0);
+    }
+    return path;
+}
+
+char *lv_domain_xml(const LvDomainConfig *c)
+{
+    g_autoptr(GError) error = NULL;
+    const char *template =
+        c->form == LV_FORM_LIBVIRT ? "domain-usb-cdrom.xml" : "domain-usb-bot.xml";
+    g_autofree char *path =
+        g_build_filename(g_getenv("SM_SOURCE_ROOT"), "tests", "libvirt", template, NULL);
+    g_autofree char *text = NULL;
+    g_assert_true(g_file_get_contents(path, &text, NULL, &error));
+    g_assert_no_error(error);
+    const char *iso = rig_default_iso(&error);
+    g_assert_no_error(error);
+    const char *emulator = c->qemu == RIG_QEMU_72 ? g_getenv("SM_QEMU72") : qemu10_wrapper();
+    const char *subst[][2] = {{"@NAME@", c->name},
+                              {"@MEMORY@", "32"},
+                              {"@BIOS@", hlt_bios()},
+                              {"@EMULATOR@", emulator},
+                              {"@ISO@", iso}};
+    GString *xml = g_string_new(text);
+    for (guint i = 0; i < G_N_ELEMENTS(subst); i++)
+        g_string_replace(xml, subst[i][0], subst[i][1], 0);
+    return g_string_free(xml, FALSE);
+}
+
+void lv_domain_create(LvHost host, const LvDomainConfig *config)
+{
+    g_autofree char *xml = lv_domain_xml(config);
+    g_autofree char *file = g_strdup_printf("%s/lv-%s.xml", rig_tmpdir(), config->name);
+    g_autoptr(GError) error = NULL;
+    g_assert_true(g_file_set_contents(file, xml, -1, &error));
+    g_autofree char *err = NULL;
+    int rc = lv_virsh(host, NULL, &err, "create", file, NULL);
+    if (rc != 0)
+        g_error("virsh create %s on %s: %s", config->name, lv_host_name(host), err);
+}
+
+void lv_domain_destroy(LvHost host, const char *name)
+{
+    if (lv_domain_running(host, name))
+        lv_virsh(host, NULL, NULL, "destroy", name, NULL);
+}
+
+gboolean lv_domain_running(LvHost host, const char *name)
+{
+    g_autofree char *out = NULL;
+    if (lv_virsh(host, &out, NULL, "domstate", name, NULL) != 0)
+        return FALSE;
+    return g_str_has_prefix(g_strstrip(out), "running");
+}
+
+char *lv_qtest_path(LvHost host, const char *name)
+{
+    return g_strdup_printf("%s/%s/lib/qtest/%s.sock", rig_dir(), lv_host_name(host), name);
+}
+
+GPid lv_qemu_pid(LvHost host, const char *name)
+{
+    g_autofree char *path =
+        g_strdup_printf("%s/%s/run/qemu/%s.pid", rig_dir(), lv_host_name(host), name);
+    g_autofree char *text = NULL;
+    if (!g_file_get_contents(path, &text, NULL, NULL))
+        return 0;
+    gint64 pid = g_ascii_strtoll(text, NULL, 10);
+    if (pid <= 0 || (kill((pid_t)pid, 0) != 0 && errno == ESRCH))
+        return 0;
+    return (GPid)pid;
+}
+
+gboolean lv_wait_gone(GPid pid, guint timeout_ms)
+{
+    for (guint waited = 0; waited < timeout_ms; waited += 20) {
+        if (kill(pid, 0) != 0 && errno == ESRCH)
+            return TRUE;
+        g_usleep(20000);
+    }
+    return FALSE;
+}
+
+char *lv_qemu_log(LvHost host, const char *name)
+{
+    g_autofree char *path =
+        g_strdup_printf("%s/%s/log/qemu/%s.log", rig_dir(), lv_host_name(host), name);
+    char *text = NULL;
+    return g_file_get_contents(path, &text, NULL, NULL) ? text : g_strdup("");
+}
+
+int lv_migrate(LvHost from, const char *name, const char *const *extra, char **err)
+{
+    g_autoptr(GPtrArray) args = g_ptr_array_new_with_free_func(g_free);
+    g_ptr_array_add(args, g_strdup("migrate"));
+    g_ptr_array_add(args, g_strdup("--live"));
+    for (guint i = 0; extra && extra[i]; i++)
+        g_ptr_array_add(args, g_strdup(extra[i]));
+    /* Loopback on the command line: qemu.conf refuses 127.0.0.1 as migration_address. The
+     * port comes from the destination's migration port range. */
+    const char *tail[] = {"--migrateuri", "tcp://127.0.0.1", "--listen-address", "127.0.0.1", name};
+    for (guint i = 0; i < G_N_ELEMENTS(tail); i++)
+        g_ptr_array_add(args, g_strdup(tail[i]));
+    g_ptr_array_add(args, lv_uri(from == LV_A ? LV_B : LV_A));
+    return run_virsh(from, NULL, err, args);
+}
+
+void lv_guest_answer(RigGuest *guest, RigCommand cmd, guint8 *out, gsize len)
+{
+    g_autoptr(GError) error = NULL;
+    gsize got = 0;
+    guint8 status = 0xff;
+    g_assert_true(rig_guest_transact(guest, 0, &cmd, out, &got, &status, &error));
+    g_assert_no_error(error);
+    g_assert_cmpuint(status, ==, 0);
+    g_assert_cmpuint(got, ==, len);
+}
+
+void lv_guest_settle(RigGuest *guest, RigCommand cmd, guint8 *out, gsize len)
+{
+    g_autofree guint8 *prev = g_malloc(len);
+    lv_guest_answer(guest, cmd, prev, len);
+    for (int i = 0; i < 5; i++) {
+        lv_guest_answer(guest, cmd, out, len);
+        if (memcmp(prev, out, len) == 0)
+            return;
+        memcpy(prev, out, len);
+    }
+    g_error("no steady answer to opcode 0x%02x", cmd.cdb[0]);
+}
+
+RigGuest *lv_guest_new(LvHost host, const char *name)
+{
+    g_autoptr(GError) error = NULL;
+    g_autofree char *path = lv_qtest_path(host, name);
+    RigGuest *guest = rig_guest_new_at(path, name, &error);
+    g_assert_no_error(error);
+    /* As a guest does after power-on: TEST UNIT READY until the unit attention is gone. */
+    RigCommand tur = rig_cmd_test_unit_ready();
+    for (int i = 0; i < 2; i++)
+        g_assert_true(rig_guest_transact(guest, 0, &tur, NULL, NULL, NULL, &error));
+    g_assert_no_error(error);
+    return guest;
+}

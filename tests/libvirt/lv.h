@@ -1,0 +1,66 @@
+/* The libvirt test rig seen from a test: the two hosts of tests/libvirt/rig.sh (started by
+ * tests/libvirt/run.sh, which hands their directory over in SM_LV_RIG), virsh against either,
+ * domains of the qtest guest made from the XML templates, and their QEMU processes. */
+#pragma once
+
+#include <glib.h>
+#include "rig.h"
+
+G_BEGIN_DECLS
+
+typedef enum { LV_A, LV_B } LvHost;
+
+/* How the USB CD-ROM reaches QEMU. */
+typedef enum {
+    LV_FORM_LIBVIRT, /* <disk device='cdrom'><target bus='usb'/>: usb-storage + scsi-hd */
+    LV_FORM_BOT_CD,  /* usb-bot + scsi-cd through <qemu:commandline> */
+} LvForm;
+
+/* NULL and a reason in *why when the rig is not there (SM_LV_RIG unset or a host down). */
+const char *lv_rig_dir(char **why);
+const char *lv_host_name(LvHost host);
+/* "qemu:///system?socket=..." of a host (what --p2p and the C API take as destination). */
+char *lv_uri(LvHost host);
+
+/* Runs virsh against `host` with the NULL-terminated arguments; returns its exit status
+ * (-1 if it could not run) and its output in *out / *err if not NULL. */
+int lv_virsh(LvHost host, char **out, char **err, const char *arg, ...) G_GNUC_NULL_TERMINATED;
+
+typedef struct {
+    const char *name;
+    LvForm form;
+    RigQemu qemu;
+} LvDomainConfig;
+
+/* The domain XML of the template for `config` (ISO and BIOS made in the rig's tmpdir). */
+char *lv_domain_xml(const LvDomainConfig *config);
+/* `virsh create` on host A; the domain is transient. Asserts success. */
+void lv_domain_create(LvHost host, const LvDomainConfig *config);
+/* `virsh destroy` if it runs on `host` (no assertion: for cleanup). */
+void lv_domain_destroy(LvHost host, const char *name);
+/* Whether the domain is listed as running on `host`. */
+gboolean lv_domain_running(LvHost host, const char *name);
+
+/* The domain's qtest socket on `host` (in that host's private /var/lib/libvirt). */
+char *lv_qtest_path(LvHost host, const char *name);
+/* The QEMU process of the domain on `host` from libvirt's pidfile, 0 if none runs. */
+GPid lv_qemu_pid(LvHost host, const char *name);
+/* Waits up to timeout_ms for process `pid` to be gone. */
+gboolean lv_wait_gone(GPid pid, guint timeout_ms);
+/* The host's QEMU log of the domain (command line, QEMU's stderr, libvirt's notes). */
+char *lv_qemu_log(LvHost host, const char *name);
+
+/* `virsh migrate --live NAME DEST` from `from` to the other host over loopback TCP;
+ * `extra` (NULL-terminated or NULL) goes before the domain name, e.g. "--p2p". Returns
+ * virsh's exit status, its stderr in *err. */
+int lv_migrate(LvHost from, const char *name, const char *const *extra, char **err);
+
+/* The guest on a fresh domain: enumerated on `host`, power-on unit attention cleared. */
+RigGuest *lv_guest_new(LvHost host, const char *name);
+/* One DATA-IN transaction that must end GOOD with exactly `len` bytes. */
+void lv_guest_answer(RigGuest *guest, RigCommand cmd, guint8 *out, gsize len);
+/* The steady answer to `cmd` (asked until two answers agree: a CD-ROM reports a one-off media
+ * event after power-on). */
+void lv_guest_settle(RigGuest *guest, RigCommand cmd, guint8 *out, gsize len);
+
+G_END_DECLS
