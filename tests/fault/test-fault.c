@@ -539,8 +539,9 @@ static void test_fault(gconstpointer data)
         /* The gate now waits for replies that never come (the probe at pre-switchover): an
          * interrupt must still call the migration off, not wait for a command timeout. */
         static const char *const pre[] = {"pre-switchover", NULL};
-        g_autofree char *st = rig_wait_migration_status(src, pre, 60000, &error);
+        char *st = rig_wait_migration_status(src, pre, 60000, &error);
         g_assert_no_error(error);
+        g_free(st);
         g_usleep(300 * 1000);
         kill(g->pid, SIGINT);
     }
