@@ -504,6 +504,7 @@ static char *wait_status(SmMigration *m, const char *const *wanted, gint64 timeo
     m->in_call -= allowed == 0;
     if (!now) {
         qmp_client_unsubscribe(m->src, sub);
+        g_free(w.status);
         return NULL;
     }
     /* The event may have come in while query-migrate was on its way. */
