@@ -39,12 +39,22 @@ json_object *json_strv(const char *s)
     return s ? json_object_new_string(s) : NULL;
 }
 
-static gboolean json_flag(json_object *obj, const char *key, gboolean fallback)
+/* A request's boolean member: absent means `fallback`; anything but true/false (the string
+ * "false" above all, which json-c would coerce to true) is refused. */
+static gboolean json_flag(json_object *obj, const char *key, gboolean fallback, gboolean *out,
+                          GError **error)
 {
     json_object *v;
-    if (!obj || !json_object_object_get_ex(obj, key, &v) || !v)
-        return fallback;
-    return json_object_get_boolean(v);
+    *out = fallback;
+    if (!obj || !json_object_object_get_ex(obj, key, &v))
+        return TRUE;
+    if (!json_object_is_type(v, json_type_boolean)) {
+        g_set_error(error, G_IO_ERROR, G_IO_ERROR_INVALID_ARGUMENT, "\"%s\" must be true or false",
+                    key);
+        return FALSE;
+    }
+    *out = json_object_get_boolean(v);
+    return TRUE;
 }
 
 /* sd_notify(3) without libsystemd: one datagram to $NOTIFY_SOCKET ("@..." is abstract). */
@@ -422,6 +432,20 @@ void daemon_client_gone(Daemon *d, Client *c)
     }
 }
 
+gboolean daemon_client_follows(Daemon *d, Client *c)
+{
+    GHashTableIter it;
+    gpointer value;
+    g_hash_table_iter_init(&it, d->migrations);
+    while (g_hash_table_iter_next(&it, NULL, &value)) {
+        Mig *mig = value;
+        for (guint i = 0; !mig->done && i < mig->followers->len; i++)
+            if (((Follower *)g_ptr_array_index(mig->followers, i))->client == c)
+                return TRUE;
+    }
+    return FALSE;
+}
+
 /* ---- Requests -------------------------------------------------------------------------- */
 
 static void reply_ok(Client *c, json_object *id, json_object *fields)
@@ -556,7 +580,14 @@ static void op_list(Daemon *d, Client *c, json_object *id, json_object *req, gbo
     g->vms = json_object_new_array();
     g->entries = g_hash_table_new(g_str_hash, g_str_equal);
     g->single = single;
-    gboolean probe = single || json_flag(req, "probe", FALSE);
+    gboolean probe = FALSE;
+    g_autoptr(GError) error = NULL;
+    if (!json_flag(req, "probe", FALSE, &probe, &error)) {
+        client_reply_error(c, id, "bad-request", SM_EXIT_USAGE, "%s", error->message);
+        gather_free(g);
+        return;
+    }
+    probe = probe || single;
     g_autoptr(GPtrArray) vms = NULL;
     if (single) {
         Vm *vm = request_vm(d, c, id, req, TRUE);
@@ -588,53 +619,6 @@ static void op_list(Daemon *d, Client *c, json_object *id, json_object *req, gbo
         gather_done(g);
 }
 
-static gboolean apply_options(Client *c, SmPolicy *p, json_object *options, GError **error)
-{
-    if (!options)
-        return TRUE;
-    if (!json_object_is_type(options, json_type_object)) {
-        g_set_error(error, SM_POLICY_ERROR, SM_POLICY_ERROR_VALUE, "\"options\" is not an object");
-        return FALSE;
-    }
-    json_object_object_foreach(options, key, value)
-    {
-        /* The CLI's flag names, and the policy files' key names. */
-        const char *k = g_str_equal(key, "source") ? "source-qmp"
-                        : g_str_equal(key, "dest") ? "dest-qmp"
-                                                   : key;
-        /* Both run code as the daemon's user: not for clients that are merely in the group. */
-        if ((g_str_equal(k, "dest-prepare") || g_str_equal(k, "plugin-dir")) &&
-            !client_is_privileged(c)) {
-            g_set_error(error, SM_POLICY_ERROR, SM_POLICY_ERROR_VALUE,
-                        "--%s runs code as the daemon: only root or the daemon's user may set "
-                        "it per migration (put it in the VM's policy file)",
-                        key);
-            return FALSE;
-        }
-        g_autofree char *text = NULL;
-        if (json_object_is_type(value, json_type_string))
-            text = g_strdup(json_object_get_string(value));
-        else if (json_object_is_type(value, json_type_int))
-            text = g_strdup_printf("%" G_GINT64_FORMAT, json_object_get_int64(value));
-        else if (json_object_is_type(value, json_type_boolean))
-            text = g_strdup(json_object_get_boolean(value) ? "true" : "false");
-        else {
-            g_set_error(error, SM_POLICY_ERROR, SM_POLICY_ERROR_VALUE,
-                        "option \"%s\": a string, number or boolean is expected", key);
-            return FALSE;
-        }
-        /* --downtime-limit takes plain milliseconds, as in the CLI. */
-        if (g_str_equal(k, "downtime-limit") && *text && text[strspn(text, "0123456789")] == 0) {
-            char *ms = g_strconcat(text, "ms", NULL);
-            g_free(text);
-            text = ms;
-        }
-        if (!sm_policy_apply(p, k, text, error))
-            return FALSE;
-    }
-    return TRUE;
-}
-
 static void op_migrate(Daemon *d, Client *c, json_object *id, json_object *req)
 {
     if (d->stopping) {
@@ -644,13 +628,21 @@ static void op_migrate(Daemon *d, Client *c, json_object *id, json_object *req)
     Vm *vm = request_vm(d, c, id, req, TRUE);
     if (!vm)
         return;
+    g_autoptr(GError) error = NULL;
+    gboolean follow = TRUE;
+    if (!json_flag(req, "follow", TRUE, &follow, &error)) {
+        client_reply_error(c, id, "bad-request", SM_EXIT_USAGE, "%s", error->message);
+        return;
+    }
     SmPolicy p;
     policy_copy(&p, &vm->policy);
-    g_autoptr(GError) error = NULL;
     json_object *options = NULL;
     json_object_object_get_ex(req, "options", &options);
-    if (!apply_options(c, &p, options, &error) || !sm_policy_check_complete(&p, &error)) {
-        client_reply_error(c, id, "usage", SM_EXIT_USAGE, "%s", error->message);
+    if (!privilege_apply_options(client_is_privileged(c), &vm->policy, &p, options, &error) ||
+        !sm_policy_check_complete(&p, &error)) {
+        gboolean refused = g_error_matches(error, G_IO_ERROR, G_IO_ERROR_PERMISSION_DENIED);
+        client_reply_error(c, id, refused ? "permission-denied" : "usage", SM_EXIT_USAGE, "%s",
+                           error->message);
         sm_policy_clear(&p);
         return;
     }
@@ -666,7 +658,7 @@ static void op_migrate(Daemon *d, Client *c, json_object *id, json_object *req)
     vm->mig = mig;
     vm->last_mig = mig;
     /* "follow": false is fire-and-forget: no events, and leaving does not count. */
-    if (json_flag(req, "follow", TRUE)) {
+    if (follow) {
         mig->owner = c;
         add_follower(mig, c, id);
     }
@@ -725,8 +717,10 @@ static void op_cancel(Daemon *d, Client *c, json_object *id, json_object *req)
         return;
     }
     json_object *sig = NULL;
-    int signum = json_object_object_get_ex(req, "signal", &sig) ? json_object_get_int(sig) : 0;
-    if (signum != 0 && signum != SIGINT && signum != SIGTERM) {
+    gboolean has_sig = json_object_object_get_ex(req, "signal", &sig);
+    int signum = has_sig && json_object_is_type(sig, json_type_int) ? json_object_get_int(sig) : 0;
+    if ((has_sig && !json_object_is_type(sig, json_type_int)) ||
+        (signum != 0 && signum != SIGINT && signum != SIGTERM)) {
         client_reply_error(c, id, "bad-request", SM_EXIT_USAGE,
                            "\"signal\" is 0, %d (SIGINT) or %d (SIGTERM)", SIGINT, SIGTERM);
         return;
@@ -806,8 +800,8 @@ void daemon_handle_request(Daemon *d, Client *c, json_object *req)
         json_object_object_add(f, "pid", json_object_new_int(getpid()));
         json_object_object_add(f, "vms", json_object_new_int((int)g_hash_table_size(d->vms)));
         json_object_object_add(f, "metrics_port",
-                               d->metrics_service ? json_object_new_int((int)d->metrics_port)
-                                                  : NULL);
+                               d->metrics_listener ? json_object_new_int((int)d->metrics_port)
+                                                   : NULL);
         reply_ok(c, id, f);
     } else {
         client_reply_error(c, id, "unknown-op", SM_EXIT_USAGE,
@@ -856,7 +850,7 @@ static gboolean on_hup(gpointer data)
 }
 
 static char *opt_config_dir, *opt_socket, *opt_socket_mode, *opt_socket_group, *opt_metrics,
-    *opt_reconnect_max, *opt_refresh;
+    *opt_reconnect_max, *opt_refresh, *opt_client_idle;
 static gboolean opt_version;
 
 static const GOptionEntry entries[] = {
@@ -874,6 +868,8 @@ static const GOptionEntry entries[] = {
      "Longest wait between reconnects to a VM's QMP (default 10s)", "DURATION"},
     {"refresh", 0, 0, G_OPTION_ARG_STRING, &opt_refresh,
      "Re-read each VM's devices this often besides on events (default 60s)", "DURATION"},
+    {"client-idle-timeout", 0, 0, G_OPTION_ARG_STRING, &opt_client_idle,
+     "Close control clients that are idle and follow nothing this long (default 5min)", "DURATION"},
     {"verbose", 'v', 0, G_OPTION_ARG_NONE, &opt_verbose, "Debug logs", NULL},
     {"version", 0, 0, G_OPTION_ARG_NONE, &opt_version, "Print the version and exit", NULL},
     G_OPTION_ENTRY_NULL,
@@ -928,7 +924,8 @@ static gboolean configure(Daemon *d, GError **error)
         d->socket_gid = gr->gr_gid;
     }
     return parse_ms("reconnect-max", opt_reconnect_max, 10000, &d->reconnect_max_ms, error) &&
-           parse_ms("refresh", opt_refresh, 60000, &d->refresh_ms, error);
+           parse_ms("refresh", opt_refresh, 60000, &d->refresh_ms, error) &&
+           parse_ms("client-idle-timeout", opt_client_idle, 300000, &d->client_idle_ms, error);
 }
 
 int main(int argc, char **argv)
@@ -953,6 +950,7 @@ int main(int argc, char **argv)
     log_to_journal = g_log_writer_is_journald(fileno(stderr));
     g_log_set_writer_func(log_writer, NULL, NULL);
     signal(SIGPIPE, SIG_IGN);
+    daemon_raise_fd_limit();
 
     Daemon *d = g_new0(Daemon, 1);
     if (!configure(d, &error)) {
@@ -1011,11 +1009,7 @@ int main(int argc, char **argv)
     g_list_free_full(migs, (GDestroyNotify)mig_free);
     g_hash_table_unref(d->migrations);
     g_queue_clear(&d->finished);
-    if (d->metrics_service) {
-        g_socket_service_stop(d->metrics_service);
-        g_socket_listener_close(G_SOCKET_LISTENER(d->metrics_service));
-        g_object_unref(d->metrics_service);
-    }
+    metrics_close(d);
     metrics_clear(&d->metrics);
     g_async_queue_unref(d->inbox);
     g_main_loop_unref(d->loop);

@@ -14,6 +14,29 @@ typedef struct Daemon Daemon;
 typedef struct Vm Vm;
 typedef struct Mig Mig;
 typedef struct Client Client;
+typedef struct Listener Listener;
+
+/* At most one message per 10 s; the rest are counted and the count logged with the next. */
+typedef struct {
+    gint64 last_us;
+    guint suppressed;
+} RateLimit;
+void ratelimit_log(RateLimit *rl, GLogLevelFlags level, const char *fmt, ...) G_GNUC_PRINTF(3, 4);
+
+/* Connection caps. Control clients: the owner (root, the daemon's user) always has
+ * SM_OWNER_RESERVED slots of SM_MAX_CLIENTS that members cannot take; one member uid holds at
+ * most SM_MAX_CLIENTS_PER_UID. Metrics: SM_MAX_HTTP at once, each closed after
+ * SM_HTTP_DEADLINE_MS whatever it sent. File descriptors: SM_FDS_BASE plus SM_FDS_PER_VM per
+ * VM stay free for the VMs' own QMP connections (size LimitNOFILE= from these). */
+#define SM_MAX_CLIENTS 128
+#define SM_OWNER_RESERVED 16
+#define SM_MAX_CLIENTS_PER_UID 32
+#define SM_MAX_HTTP 16
+#define SM_HTTP_DEADLINE_MS 10000
+#define SM_FDS_BASE 64
+#define SM_FDS_PER_VM 10
+/* A control request line (and so the read buffer) is at most this long. */
+#define SM_MAX_REQUEST_BYTES (1u << 20)
 
 /* Metrics, touched on the main thread only. */
 #define SM_DOWNTIME_BUCKETS 11
@@ -38,12 +61,16 @@ struct Daemon {
     GQueue finished;        /* Mig* that ended, oldest first (bounded history) */
     guint next_migration;
     GList *clients; /* Client* */
-    GSocketService *service;
+    guint n_clients, n_http;
+    guint client_idle_ms; /* a control client idle this long (and following nothing) goes */
+    Listener *control;
+    GSource *idle_sweep;
     char *socket_path;
     guint socket_mode;
     gid_t socket_gid;
-    GSocketService *metrics_service;
+    Listener *metrics_listener;
     guint metrics_port;
+    RateLimit reject_log;
     GAsyncQueue *inbox; /* Post*: work for the main thread, in order */
     Metrics metrics;
     gboolean stopping;
@@ -126,6 +153,18 @@ void mig_event_from_worker(json_object *event, gpointer mig);
 void mig_finished_from_worker(Mig *mig, int exit_code);
 void mig_cancel(Mig *mig, int signum);
 
+/* ---- Listening (daemon-listen.c) ------------------------------------------------------ */
+
+typedef void (*ListenerAccept)(Daemon *d, GSocket *connection, gpointer data);
+/* Watches a listening socket on the main context; `func` gets each accepted connection (a
+ * borrowed reference). */
+Listener *listener_new(Daemon *d, GSocket *socket, const char *what, ListenerAccept func,
+                       gpointer data);
+void listener_free(Listener *l);
+GSocket *listener_socket(Listener *l);
+void daemon_raise_fd_limit(void);
+gboolean daemon_fd_budget_allows(Daemon *d);
+
 /* ---- Control clients (daemon-control.c) ------------------------------------------------ */
 
 gboolean control_listen(Daemon *d, GError **error);
@@ -142,6 +181,19 @@ void client_reply_error(Client *client, json_object *id, const char *code, int e
 /* Dispatch of one request (daemon.c). */
 void daemon_handle_request(Daemon *d, Client *client, json_object *request);
 void daemon_client_gone(Daemon *d, Client *client);
+/* Whether the client follows a running migration (then it is never idle). */
+gboolean daemon_client_follows(Daemon *d, Client *client);
+
+/* ---- The privilege model (daemon-privilege.c) ----------------------------------------- */
+
+/* Applies a migrate request's "options" to `p` (a copy of the VM's policy `base`). owner:
+ * root or the daemon's user. A refusal is G_IO_ERROR_PERMISSION_DENIED (the same text for
+ * every key a member may not set); a bad value an SM_POLICY_ERROR. */
+gboolean privilege_apply_options(gboolean owner, const SmPolicy *base, SmPolicy *p,
+                                 json_object *options, GError **error);
+/* Whether the peer of the unix socket `fd` is in group `gid` (its primary group, or a
+ * supplementary group as recorded at connect time). */
+gboolean privilege_peer_in_group(int fd, pid_t pid, gid_t primary, gid_t gid);
 
 /* ---- Metrics (daemon-metrics.c) -------------------------------------------------------- */
 
@@ -151,6 +203,7 @@ void metrics_observe_event(Metrics *m, json_object *event);
 void metrics_observe_probe(Metrics *m, gint64 probe_us);
 char *metrics_render(Daemon *d);
 gboolean metrics_listen(Daemon *d, const char *host_port, GError **error);
+void metrics_close(Daemon *d);
 
 /* ---- Helpers --------------------------------------------------------------------------- */
 
