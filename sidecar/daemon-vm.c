@@ -57,6 +57,7 @@ void vm_unref(Vm *vm)
         g_thread_join(vm->thread);
     sm_policy_clear(&vm->policy);
     g_free(vm->config_error);
+    g_free(vm->config_error_public);
     json_object_put(vm->snapshot);
     g_async_queue_unref(vm->jobs);
     if (vm->wctx)

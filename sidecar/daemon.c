@@ -174,6 +174,32 @@ static void remove_vm(Daemon *d, Vm *vm)
         g_hash_table_remove(d->vms, vm->name);
 }
 
+/* What a member of the socket's group may see of a policy error: where and what kind, never
+ * the file's content (a vms.d entry may be a symlink to any file the daemon can read). */
+static char *public_policy_error(const GError *e)
+{
+    static const char *const kinds[] = {
+        [SM_POLICY_ERROR_FILE] = "cannot read it",
+        [SM_POLICY_ERROR_SYNTAX] = "syntax error",
+        [SM_POLICY_ERROR_UNKNOWN_KEY] = "unknown group or key",
+        [SM_POLICY_ERROR_VALUE] = "bad value",
+        [SM_POLICY_ERROR_MISSING] = "a required key is missing",
+    };
+    const char *kind = e->domain == SM_POLICY_ERROR && e->code >= 0 &&
+                               e->code < (int)G_N_ELEMENTS(kinds) && kinds[e->code]
+                           ? kinds[e->code]
+                           : "not loaded";
+    /* "PATH[:LINE]: ..." -> "PATH[:LINE]" */
+    const char *sep = strstr(e->message, ": ");
+    g_autofree char *where = sep ? g_strndup(e->message, (gsize)(sep - e->message)) : NULL;
+    if (!where || !g_utf8_validate(where, -1, NULL)) {
+        g_free(where);
+        where = g_strdup("policy");
+    }
+    return g_strdup_printf("%s: %s (details for root and the daemon's user, and in the log)", where,
+                           kind);
+}
+
 /* (Re)reads vms.d: new files start a VM, gone files end one (after its migration), changed
  * files take effect for the next migration. A file that does not load keeps the VM's last
  * good policy and is reported (list: config_error; metrics: policy errors). */
@@ -181,7 +207,7 @@ static json_object *reload(Daemon *d)
 {
     json_object *summary = json_object_new_object();
     json_object *added = json_object_new_array(), *removed = json_object_new_array(),
-                *errors = json_object_new_array();
+                *errors = json_object_new_array(), *public_errors = json_object_new_array();
     g_autofree char *dir_path = g_build_filename(d->config_dir, "vms.d", NULL);
     g_autoptr(GError) error = NULL;
     g_autoptr(GDir) dir = g_dir_open(dir_path, 0, &error);
@@ -213,12 +239,15 @@ static json_object *reload(Daemon *d)
             json_object_array_add(added, json_object_new_string(name));
         }
         g_clear_pointer(&vm->config_error, g_free);
+        g_clear_pointer(&vm->config_error_public, g_free);
         if (!ok) {
             g_log_structured(G_LOG_DOMAIN, G_LOG_LEVEL_WARNING, "SM_VM", name, "MESSAGE",
                              "%s: policy not loaded: %s%s", name, e->message,
                              vm->has_policy ? " (keeping the previous one)" : "");
             vm->config_error = g_strdup(e->message);
+            vm->config_error_public = public_policy_error(e);
             json_object_array_add(errors, json_object_new_string(e->message));
+            json_object_array_add(public_errors, json_object_new_string(vm->config_error_public));
             sm_policy_clear(&p);
             continue;
         }
@@ -249,7 +278,20 @@ static json_object *reload(Daemon *d)
     json_object_object_add(summary, "added", added);
     json_object_object_add(summary, "removed", removed);
     json_object_object_add(summary, "errors", errors);
+    json_object_object_add(summary, "public_errors", public_errors); /* see reload_for() */
     json_object_object_add(summary, "vms", json_object_new_int((int)g_hash_table_size(d->vms)));
+    return summary;
+}
+
+/* The reload summary as `c` may see it: members get the errors without file content. */
+static json_object *reload_for(Daemon *d, Client *c)
+{
+    json_object *summary = reload(d);
+    json_object *pub = json_object_get(json_object_object_get(summary, "public_errors"));
+    json_object_object_del(summary, "public_errors");
+    if (c && !client_is_privileged(c))
+        json_object_object_add(summary, "errors", json_object_get(pub));
+    json_object_put(pub);
     return summary;
 }
 
@@ -496,7 +538,8 @@ static Vm *request_vm(Daemon *d, Client *c, json_object *id, json_object *req,
         return NULL;
     }
     if (needs_worker && !vm->has_policy) {
-        client_reply_error(c, id, "policy", SM_EXIT_USAGE, "%s", vm->config_error);
+        client_reply_error(c, id, "policy", SM_EXIT_USAGE, "%s",
+                           client_is_privileged(c) ? vm->config_error : vm->config_error_public);
         return NULL;
     }
     if (needs_worker && (vm->mig || vm->job_busy)) {
@@ -606,6 +649,8 @@ static void op_list(Daemon *d, Client *c, json_object *id, json_object *req, gbo
         if (vm->removed)
             continue;
         json_object *entry = vm_to_json(vm);
+        if (!client_is_privileged(c))
+            json_object_object_add(entry, "config_error", json_strv(vm->config_error_public));
         json_object_array_add(g->vms, entry);
         g_hash_table_insert(g->entries, vm->name, entry);
         if (probe && vm->thread && !vm->mig && !vm->job_busy)
@@ -787,7 +832,7 @@ void daemon_handle_request(Daemon *d, Client *c, json_object *req)
     } else if (g_str_equal(op, "recover")) {
         op_recover(d, c, id, req);
     } else if (g_str_equal(op, "reload")) {
-        reply_ok(c, id, reload(d));
+        reply_ok(c, id, reload_for(d, c));
     } else if (g_str_equal(op, "metrics")) {
         g_autofree char *text = metrics_render(d);
         json_object *f = json_object_new_object();
@@ -842,7 +887,7 @@ static gboolean on_hup(gpointer data)
     g_autofree char *reloading =
         g_strdup_printf("RELOADING=1\nMONOTONIC_USEC=%" G_GINT64_FORMAT, g_get_monotonic_time());
     sd_notify_send(reloading);
-    g_autoptr(json_object) summary = reload(d);
+    g_autoptr(json_object) summary = reload_for(d, NULL);
     g_log_structured(G_LOG_DOMAIN, G_LOG_LEVEL_MESSAGE, "MESSAGE", "reloaded: %s",
                      json_object_to_json_string_ext(summary, JSON_C_TO_STRING_PLAIN));
     sd_notify_send("READY=1");

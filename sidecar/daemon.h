@@ -87,14 +87,15 @@ struct Vm {
     Daemon *daemon;
     char *name;
     /* Main thread. */
-    SmPolicy policy;       /* the last policy that loaded */
-    gboolean has_policy;   /* FALSE: the file never loaded; no worker runs */
-    char *config_error;    /* the last load's error, or NULL */
-    json_object *snapshot; /* what the worker saw last: connection, runstate, devices, ... */
-    Mig *mig;              /* the running migration, or NULL */
-    Mig *last_mig;         /* the latest migration (running or ended), or NULL */
-    gboolean removed;      /* its file is gone; freed when its migration ends */
-    gboolean job_busy;     /* a recover runs on the worker */
+    SmPolicy policy;           /* the last policy that loaded */
+    gboolean has_policy;       /* FALSE: the file never loaded; no worker runs */
+    char *config_error;        /* the last load's error, or NULL */
+    char *config_error_public; /* the same without file content, for members */
+    json_object *snapshot;     /* what the worker saw last: connection, runstate, devices, ... */
+    Mig *mig;                  /* the running migration, or NULL */
+    Mig *last_mig;             /* the latest migration (running or ended), or NULL */
+    gboolean removed;          /* its file is gone; freed when its migration ends */
+    gboolean job_busy;         /* a recover runs on the worker */
     /* The worker thread: owns the VM's status QMP connection; runs probes, recover and the
      * migrations of this VM, so a slow or hung QEMU only ever stalls its own thread. */
     GThread *thread;

@@ -12,7 +12,6 @@
 
 /* ---- The daemon ------------------------------------------------------------------------ */
 
-
 static guint daemon_counter;
 
 char *bin_path(const char *name)
@@ -126,7 +125,6 @@ void daemon_free(Daemon *d)
 
 /* ---- A control client ------------------------------------------------------------------ */
 
-
 Client *client_new(Daemon *d)
 {
     g_autoptr(GSocketClient) sc = g_socket_client_new();
@@ -135,6 +133,8 @@ Client *client_new(Daemon *d)
     Client *c = g_new0(Client, 1);
     c->conn = g_socket_client_connect(sc, G_SOCKET_CONNECTABLE(addr), NULL, &error);
     g_assert_no_error(error);
+    /* A daemon that stopped answering fails the test instead of hanging it. */
+    g_socket_set_timeout(g_socket_connection_get_socket(c->conn), 180);
     c->in = g_data_input_stream_new(g_io_stream_get_input_stream(G_IO_STREAM(c->conn)));
     return c;
 }
@@ -258,7 +258,6 @@ json_object *until_event(Client *c, const char *name, GPtrArray *names)
 
 /* ---- VMs ------------------------------------------------------------------------------- */
 
-
 void pair_start(Pair *p, RigQemu qemu, const char *name, gboolean with_dest)
 {
     rig_pair_start(p, &(RigPairConfig){
@@ -282,4 +281,3 @@ void assert_runstate(RigVm *vm, const char *want)
     g_assert_no_error(error);
     g_assert_cmpstr(state, ==, want);
 }
-
