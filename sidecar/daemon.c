@@ -4,6 +4,7 @@
 #include "daemon.h"
 #include "sm-config.h" /* SM_VERSION, SM_CONFIG_DIR */
 
+#include <errno.h>
 #include <glib-unix.h>
 #include <grp.h>
 #include <signal.h>
@@ -308,8 +309,10 @@ static void follower_free(gpointer p)
 
 static void mig_free(Mig *mig)
 {
+    /* Only a migration whose job never ran still has its engine (it never connected). */
     if (mig->engine)
         sm_migration_free(mig->engine);
+    g_mutex_clear(&mig->lock);
     g_ptr_array_unref(mig->events);
     g_ptr_array_unref(mig->followers);
     vm_unref(mig->vm);
@@ -412,9 +415,10 @@ static gboolean finish_mig(gpointer p)
     Mig *mig = mp->mig;
     Vm *vm = mig->vm;
     Daemon *d = vm->daemon;
+    ASSERT_MAIN(d);
     mig->done = TRUE;
     mig->exit_code = mp->code;
-    g_clear_pointer(&mig->engine, sm_migration_free);
+    mig_unmark(mig);
     g_ptr_array_set_size(mig->followers, 0);
     mig->owner = NULL;
     if (vm->mig == mig)
@@ -447,8 +451,30 @@ void mig_finished_from_worker(Mig *mig, int exit_code)
 
 void mig_cancel(Mig *mig, int signum)
 {
+    ASSERT_MAIN(mig->vm->daemon);
+    g_mutex_lock(&mig->lock);
     if (mig->engine && !mig->done)
         sm_migration_request_cancel(mig->engine, signum);
+    g_mutex_unlock(&mig->lock);
+}
+
+void mig_mark(Mig *mig)
+{
+    g_autofree char *text = g_strdup_printf("%d %s\n", (int)getpid(), mig->id);
+    g_autoptr(GError) error = NULL;
+    if (!g_file_set_contents(mig->vm->marker, text, -1, &error))
+        g_log_structured(G_LOG_DOMAIN, G_LOG_LEVEL_WARNING, "SM_VM", mig->vm->name, "MESSAGE",
+                         "%s: cannot mark migration %s as ours (a crash now would leave the VM "
+                         "to `safe-migrate recover`): %s",
+                         mig->vm->name, mig->id, error->message);
+}
+
+void mig_unmark(Mig *mig)
+{
+    g_autofree char *text = NULL;
+    g_autofree char *mine = g_strdup_printf("%d %s\n", (int)getpid(), mig->id);
+    if (g_file_get_contents(mig->vm->marker, &text, NULL, NULL) && g_str_equal(text, mine))
+        unlink(mig->vm->marker);
 }
 
 void daemon_client_gone(Daemon *d, Client *c)
@@ -600,16 +626,16 @@ static void on_probed(Vm *vm, json_object *report, const GError *error, gpointer
     Gather *g = data;
     json_object *entry = g_hash_table_lookup(g->entries, vm->name);
     if (report) {
-        json_object *v;
-        if (json_object_object_get_ex(report, "capture_us", &v))
-            metrics_observe_probe(&vm->daemon->metrics, json_object_get_int64(v));
         json_object_object_add(entry, "report", report);
     } else {
+        gboolean busy = g_error_matches(error, G_IO_ERROR, G_IO_ERROR_BUSY);
         gboolean unreachable =
             error->domain != SM_PROBE_ERROR || error->code == SM_PROBE_ERROR_UNREACHABLE;
         json_object_object_add(entry, "probe_error", json_object_new_string(error->message));
         json_object_object_add(entry, "probe_error_code",
-                               json_object_new_string(unreachable ? "unreachable" : "probe"));
+                               json_object_new_string(busy          ? "busy"
+                                                      : unreachable ? "unreachable"
+                                                                    : "probe"));
     }
     if (--g->remaining == 0)
         gather_done(g);
@@ -694,6 +720,7 @@ static void op_migrate(Daemon *d, Client *c, json_object *id, json_object *req)
     Mig *mig = g_new0(Mig, 1);
     mig->id = g_strdup_printf("%s-%u", vm->name, ++d->next_migration);
     mig->vm = vm_ref(vm);
+    g_mutex_init(&mig->lock);
     mig->events = g_ptr_array_new_with_free_func(json_unref);
     mig->followers = g_ptr_array_new_with_free_func(follower_free);
     mig->on_disconnect = p.on_client_disconnect;
@@ -702,6 +729,9 @@ static void op_migrate(Daemon *d, Client *c, json_object *id, json_object *req)
     g_hash_table_insert(d->migrations, mig->id, mig);
     vm->mig = mig;
     vm->last_mig = mig;
+    /* The queued probe would only run after the migration: answer it now. */
+    g_autofree char *why = g_strdup_printf("%s is busy with %s", vm->name, mig->id);
+    vm_cancel_queued_probe(vm, why);
     /* "follow": false is fire-and-forget: no events, and leaving does not count. */
     if (follow) {
         mig->owner = c;
@@ -713,6 +743,7 @@ static void op_migrate(Daemon *d, Client *c, json_object *id, json_object *req)
     reply_ok(c, id, f);
     g_log_structured(G_LOG_DOMAIN, G_LOG_LEVEL_MESSAGE, "SM_VM", vm->name, "SM_MIGRATION", mig->id,
                      "MESSAGE", "%s: migration %s requested", vm->name, mig->id);
+    mig_mark(mig);
     vm_migrate(vm, mig);
 }
 
@@ -858,6 +889,23 @@ void daemon_handle_request(Daemon *d, Client *c, json_object *req)
 
 /* ---- Signals and main ------------------------------------------------------------------ */
 
+/* The unit's TimeoutStopSec= is 90 s: the daemon never waits for its migrations longer than
+ * this, and leaves what is still running to the next start (their owner marks stay, so the
+ * VMs are recovered then) rather than be killed mid-way by systemd. */
+#define STOP_DEADLINE_MS 60000
+
+static gboolean on_stop_deadline(gpointer data)
+{
+    Daemon *d = data;
+    g_log_structured(G_LOG_DOMAIN, G_LOG_LEVEL_WARNING, "MESSAGE",
+                     "stopping: %u migration(s) did not end within %d s; exiting anyway, the next "
+                     "start recovers their VMs",
+                     active_migrations(d), STOP_DEADLINE_MS / 1000);
+    d->stop_expired = TRUE;
+    g_main_loop_quit(d->loop);
+    return G_SOURCE_REMOVE;
+}
+
 static gboolean on_stop_signal(gpointer data)
 {
     Daemon *d = data;
@@ -878,6 +926,8 @@ static gboolean on_stop_signal(gpointer data)
         mig_cancel(value, SIGTERM);
     if (active == 0)
         g_main_loop_quit(d->loop);
+    else
+        g_timeout_add(STOP_DEADLINE_MS, on_stop_deadline, d);
     return G_SOURCE_CONTINUE;
 }
 
@@ -1003,6 +1053,13 @@ int main(int argc, char **argv)
         return SM_EXIT_USAGE;
     }
     d->ctx = g_main_context_default();
+    /* Held for the daemon's whole life: ASSERT_MAIN checks it. */
+    g_main_context_acquire(d->ctx);
+    g_autofree char *sock_dir = g_path_get_dirname(d->socket_path);
+    d->state_dir = g_build_filename(sock_dir, "migrations", NULL);
+    if (g_mkdir_with_parents(d->state_dir, 0700) != 0)
+        g_log_structured(G_LOG_DOMAIN, G_LOG_LEVEL_WARNING, "MESSAGE", "%s: %s", d->state_dir,
+                         g_strerror(errno));
     d->loop = g_main_loop_new(d->ctx, FALSE);
     d->vms = g_hash_table_new_full(g_str_hash, g_str_equal, g_free, (GDestroyNotify)vm_unref);
     d->migrations = g_hash_table_new(g_str_hash, g_str_equal);
@@ -1027,6 +1084,11 @@ int main(int argc, char **argv)
     sd_notify_send(ready);
 
     g_main_loop_run(d->loop);
+    if (d->stop_expired) {
+        /* Workers are stuck in their migrations: no join, no cleanup; the marks stay. */
+        control_drop_clients(d);
+        return SM_EXIT_FAILURE;
+    }
 
     /* Migrations have ended (on_stop_signal waits for them): the workers can go. */
     g_source_remove(sig_term);
@@ -1060,6 +1122,7 @@ int main(int argc, char **argv)
     g_main_loop_unref(d->loop);
     g_free(d->config_dir);
     g_free(d->socket_path);
+    g_free(d->state_dir);
     g_free(d);
     g_log_structured(G_LOG_DOMAIN, G_LOG_LEVEL_MESSAGE, "MESSAGE", "stopped");
     return SM_EXIT_OK;

@@ -73,7 +73,10 @@ struct Daemon {
     RateLimit reject_log;
     GAsyncQueue *inbox; /* Post*: work for the main thread, in order */
     Metrics metrics;
-    gboolean stopping;
+    /* One file per VM whose migration this daemon runs ("PID MIGRATION"): found at the next
+     * start, it means the migration lost its owner and the VM is recovered. */
+    char *state_dir;
+    gboolean stopping, stop_expired;
     gint exit_code;
 };
 
@@ -86,6 +89,7 @@ struct Vm {
     gint ref;
     Daemon *daemon;
     char *name;
+    char *marker; /* state_dir/NAME: its running migration's owner mark (immutable path) */
     /* Main thread. */
     SmPolicy policy;           /* the last policy that loaded */
     gboolean has_policy;       /* FALSE: the file never loaded; no worker runs */
@@ -100,6 +104,8 @@ struct Vm {
      * migrations of this VM, so a slow or hung QEMU only ever stalls its own thread. */
     GThread *thread;
     GMainContext *wctx;
+    GMutex probe_lock;
+    struct ProbeBatch *probe_next; /* the queued (not started) probe, under probe_lock */
     GAsyncQueue *jobs;
     gint stop;        /* atomic */
     gboolean stopped; /* main: the thread said it exited */
@@ -127,6 +133,8 @@ json_object *vm_to_json(Vm *vm);
 typedef void (*VmJobDone)(Vm *vm, json_object *result, const GError *error, gpointer data);
 /* A full device-state probe (briefly stops a running VM). */
 void vm_probe(Vm *vm, VmJobDone done, gpointer data);
+/* A queued probe that has not started yet is answered with a G_IO_ERROR_BUSY `why`. */
+void vm_cancel_queued_probe(Vm *vm, const char *why);
 void vm_recover(Vm *vm, VmJobDone done, gpointer data);
 void vm_migrate(Vm *vm, Mig *mig);
 
@@ -140,7 +148,11 @@ typedef struct {
 struct Mig {
     char *id;
     Vm *vm;
-    SmMigration *engine;  /* until it finished */
+    /* Until it ran: the worker frees it right after sm_migration_run (its QMP clients live on
+     * the worker's context and are closed there); `lock` guards the pointer against a
+     * cancel from the main thread meanwhile. */
+    SmMigration *engine;
+    GMutex lock;
     GPtrArray *events;    /* json_object*: every event so far */
     GPtrArray *followers; /* Follower* */
     Client *owner;        /* who asked for it; NULL once gone */
@@ -148,6 +160,15 @@ struct Mig {
     gboolean done;
     int exit_code;
 };
+
+/* The owner mark of a migration (daemon.c; written and removed on the main thread). */
+void mig_mark(Mig *mig);
+void mig_unmark(Mig *mig);
+
+/* Thread ownership, asserted at every boundary a comment names: the main thread owns the
+ * default context (acquired for the daemon's whole life), a worker its VM's context. */
+#define ASSERT_MAIN(d) g_assert(g_main_context_is_owner((d)->ctx))
+#define ASSERT_WORKER(vm) g_assert(g_main_context_is_owner((vm)->wctx))
 
 /* Called by the worker thread (engine callback) and the main thread respectively. */
 void mig_event_from_worker(json_object *event, gpointer mig);

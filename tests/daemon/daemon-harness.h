@@ -53,3 +53,9 @@ json_object *until_event(Client *c, const char *name, GPtrArray *names);
 void pair_start(Pair *p, RigQemu qemu, const char *name, gboolean with_dest);
 void pair_policy(Daemon *d, Pair *p, const char *name, const char *extra);
 void assert_runstate(RigVm *vm, const char *want);
+/* The guest leaves a GET EVENT STATUS NOTIFICATION pending (CBW sent, data not fetched):
+ * the device is busy until finish_pending_gesn() fetches and checks the data. */
+void leave_pending_gesn(Pair *p);
+void finish_pending_gesn(Pair *p);
+/* Guest RAM dirtied so that a migration takes a while. */
+void make_ram_heavy(Pair *p);

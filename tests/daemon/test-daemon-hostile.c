@@ -5,6 +5,7 @@
  * The real daemon binary, real sockets, real QEMU where QEMU is involved. */
 #include "daemon-harness.h"
 #include "fake-server.h"
+#include "qmp-commands.h"
 
 #include <errno.h>
 #include <fcntl.h>
@@ -497,6 +498,124 @@ static void test_ill_typed_qemu(void)
     g_assert_cmpint(daemon_stop(d), ==, 0);
 }
 
+/* ---- Item 4: probes coalesce, a migration never waits behind them ----------------------- */
+
+static guint64 metric(Daemon *d, const char *name)
+{
+    g_autoptr(json_object) m = call(d, "{\"op\":\"metrics\"}");
+    const char *text = str(m, "text");
+    g_autofree char *needle = g_strdup_printf("\n%s ", name);
+    const char *at = strstr(text, needle);
+    g_assert_nonnull(at);
+    return g_ascii_strtoull(at + strlen(needle), NULL, 10);
+}
+
+static void test_probe_flood(void)
+{
+    g_autoptr(Daemon) d = daemon_new();
+    Pair p = {0};
+    pair_start(&p, RIG_QEMU_72, "flood", TRUE);
+    pair_policy(d, &p, "flood", NULL);
+    daemon_start(d, NULL);
+    json_object_put(wait_connection(d, "flood", "connected", 10000));
+    guint64 before = metric(d, "safe_migrated_probe_seconds_count");
+
+    /* 40 status requests (each a device-state capture that stops the VM for a moment) and a
+     * migrate, pipelined on one connection. */
+    g_autoptr(Client) c = client_new(d);
+    GString *burst = g_string_new(NULL);
+    for (int i = 1; i <= 40; i++)
+        g_string_append_printf(burst, "{\"op\":\"status\",\"vm\":\"flood\",\"id\":%d}\n", i);
+    g_string_append(burst, "{\"op\":\"migrate\",\"vm\":\"flood\",\"id\":100}\n");
+    send_raw(c, burst->str, burst->len);
+    g_string_free(burst, TRUE);
+
+    /* Exactly one reply per request; the probes are answered by one capture or two, or
+     * refused as busy once the migration is asked for. */
+    guint replies = 0, probed = 0;
+    gboolean result = FALSE;
+    while (replies < 41 || !result) {
+        g_autoptr(json_object) o = client_next(c);
+        g_assert_nonnull(o);
+        json_object *ev = member(o, "event");
+        if (ev) {
+            if (g_str_equal(str(ev, "event"), "result")) {
+                g_assert_cmpstr(str(ev, "result"), ==, "migrated");
+                result = TRUE;
+            }
+            continue;
+        }
+        replies++;
+        gint64 id = num(o, "id");
+        if (id == 100)
+            g_assert_true(json_object_get_boolean(member(o, "ok")));
+        else if (json_object_get_boolean(member(o, "ok")))
+            probed++;
+        else
+            g_assert_cmpstr(error_code(o), ==, "busy");
+    }
+    g_assert_cmpuint(replies, ==, 41);
+    guint64 captures = metric(d, "safe_migrated_probe_seconds_count") - before;
+    g_test_message("%u status answered by a probe, %" G_GUINT64_FORMAT " captures", probed,
+                   captures);
+    g_assert_cmpuint(captures, <=, 3);
+    g_assert_cmpint(daemon_stop(d), ==, 0);
+    rig_pair_clear(&p);
+}
+
+/* ---- Item 6: a VM stranded at pre-switchover by a daemon that died ----------------------- */
+
+/* The state a daemon killed mid-migration leaves: the source paused at pre-switchover and
+ * the dead daemon's owner mark. The next start recovers the VM; a VM at pre-switchover
+ * without our mark (someone else's migration) is left alone. */
+static void pause_at_pre_switchover(Pair *p)
+{
+    g_autoptr(GError) error = NULL;
+    const QmpCapability caps[] = {{"events", TRUE}, {"pause-before-switchover", TRUE}};
+    g_assert_true(qmp_migrate_incoming(rig_vm_qmp(p->dst), p->uri, &error));
+    g_assert_true(
+        qmp_migrate_set_capabilities(rig_vm_qmp(p->src), caps, G_N_ELEMENTS(caps), &error));
+    g_assert_true(qmp_migrate(rig_vm_qmp(p->src), p->uri, &error));
+    g_assert_no_error(error);
+    const char *const want[] = {"pre-switchover", NULL};
+    g_autofree char *status = rig_wait_migration_status(p->src, want, 30000, &error);
+    g_assert_no_error(error);
+    assert_runstate(p->src, "finish-migrate"); /* stopped, waiting for migrate-continue */
+}
+
+static void test_stranded(void)
+{
+    g_autoptr(Daemon) d = daemon_new();
+    Pair p = {0}, q = {0};
+    pair_start(&p, RIG_QEMU_72, "strand", TRUE);
+    pair_start(&q, RIG_QEMU_72, "other", TRUE);
+    pair_policy(d, &p, "strand", NULL);
+    pair_policy(d, &q, "other", NULL);
+    leave_pending_gesn(&p);
+    pause_at_pre_switchover(&p);
+    pause_at_pre_switchover(&q);
+    g_autofree char *marks = g_build_filename(d->dir, "migrations", NULL);
+    g_assert_cmpint(g_mkdir_with_parents(marks, 0700), ==, 0);
+    g_autofree char *mark = g_build_filename(marks, "strand", NULL);
+    g_assert_true(g_file_set_contents(mark, "999999 strand-7\n", -1, NULL));
+
+    daemon_start(d, NULL);
+    g_autoptr(json_object) vm = wait_connection(d, "strand", "connected", 60000);
+    g_assert_cmpstr(str(vm, "runstate"), ==, "running");
+    assert_runstate(p.src, "running");
+    g_assert_false(g_file_test(mark, G_FILE_TEST_EXISTS));
+    finish_pending_gesn(&p); /* the guest's command completes on the source */
+    /* Not ours: untouched. */
+    json_object_put(wait_connection(d, "other", "connected", 20000));
+    assert_runstate(q.src, "finish-migrate");
+    g_assert_cmpint(daemon_stop(d), ==, 0);
+    g_autofree char *log = NULL;
+    g_assert_true(g_file_get_contents(d->log, &log, NULL, NULL));
+    g_assert_nonnull(strstr(log, "whose owner is gone"));
+    rig_pair_clear(&p);
+    rig_pair_clear(&q);
+}
+
 int main(int argc, char **argv)
 {
     g_test_init(&argc, &argv, NULL);
@@ -507,5 +626,7 @@ int main(int argc, char **argv)
     g_test_add_func("/daemon-hostile/fd-starvation", test_fd_starvation);
     g_test_add_func("/daemon-hostile/policy-files", test_policy_files);
     g_test_add_func("/daemon-hostile/ill-typed-qemu", test_ill_typed_qemu);
+    g_test_add_func("/daemon-hostile/probe-flood", test_probe_flood);
+    g_test_add_func("/daemon-hostile/stranded", test_stranded);
     return g_test_run();
 }

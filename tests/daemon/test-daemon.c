@@ -15,33 +15,6 @@
 
 #include "daemon-harness.h"
 
-static void leave_pending_gesn(Pair *p)
-{
-    g_autoptr(GError) error = NULL;
-    RigCommand cmd = rig_cmd_gesn();
-    g_assert_true(rig_guest_send_cbw(p->guest, 0, &cmd, NULL, &error));
-    g_assert_no_error(error);
-}
-
-static void finish_pending_gesn(Pair *p)
-{
-    g_autoptr(GError) error = NULL;
-    guint8 buf[8];
-    g_assert_cmpint(rig_guest_data_in(p->guest, 0, buf, 8, &error), ==, 8);
-    g_assert_no_error(error);
-    g_assert_cmpmem(buf, 8, p->gesn, 8);
-    guint8 status = 0xff;
-    g_assert_true(rig_guest_read_csw(p->guest, 0, &status, NULL, &error));
-    g_assert_cmpuint(status, ==, 0);
-}
-
-static void make_ram_heavy(Pair *p)
-{
-    g_autoptr(GError) error = NULL;
-    g_assert_true(rig_guest_fill_ram(p->guest, 0x200000, 8 << 20, 0x5a, &error));
-    g_assert_no_error(error);
-}
-
 /* After a migration the guest carries on, byte-correct, on the destination (which the
  * daemon's dest-prepare replaced if the migration was held). */
 static void assert_guest_moved(Pair *p, gboolean reprepared)
