@@ -8,12 +8,12 @@
 
 G_BEGIN_DECLS
 
-#ifndef G_DEFINE_AUTOPTR_CLEANUP_FUNC
-/* Only for static analysers that do not read GLib's headers (cppcheck): glib.h defines it. */
-#define G_DEFINE_AUTOPTR_CLEANUP_FUNC(TypeName, func)
-#endif
-
+/* g_autoptr(json_object) for code that asks for it (define QMP_WANT_JSON_AUTOPTR before
+ * including): json-c has no GLib cleanup of its own, and a header that defined one for every
+ * consumer would clash with the consumer's own (or another library's) definition. */
+#ifdef QMP_WANT_JSON_AUTOPTR
 G_DEFINE_AUTOPTR_CLEANUP_FUNC(json_object, json_object_put)
+#endif
 
 #define QMP_ERROR (qmp_error_quark())
 GQuark qmp_error_quark(void);
