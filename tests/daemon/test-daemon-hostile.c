@@ -578,7 +578,7 @@ static void pause_at_pre_switchover(Pair *p)
     g_assert_true(qmp_migrate(rig_vm_qmp(p->src), p->uri, &error));
     g_assert_no_error(error);
     const char *const want[] = {"pre-switchover", NULL};
-    g_autofree char *status = rig_wait_migration_status(p->src, want, 30000, &error);
+    g_free(rig_wait_migration_status(p->src, want, 30000, &error));
     g_assert_no_error(error);
     assert_runstate(p->src, "finish-migrate"); /* stopped, waiting for migrate-continue */
 }
