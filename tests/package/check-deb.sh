@@ -53,6 +53,17 @@ unshare -m bash -eu -c '
   COMP_WORDS=(safe-migrate mi); COMP_CWORD=1; _safe_migrate
   [ "${COMPREPLY[*]}" = migrate ] && echo "completion: ok"
   [ -d /etc/safe-migrate/vms.d ] && echo "config: /etc/safe-migrate (vms.d present)"
+  # defaults.conf of the configured directory applies without --vm or --config-dir.
+  mount -t tmpfs tmpfs /etc/safe-migrate
+  printf "[gate]\nmax-hold=forever\n" >/etc/safe-migrate/defaults.conf
+  set +e
+  err=$(safe-migrate migrate --source /run/a.qmp --dest /run/b.qmp --uri unix:/run/m 2>&1)
+  code=$?
+  set -e
+  [ $code = 2 ] && grep -q "/etc/safe-migrate/defaults.conf:2: \[gate\] max-hold" <<<"$err" ||
+    { echo "defaults.conf not read by default: $code $err"; exit 1; }
+  echo "defaults.conf read by default: ok"
+  umount /etc/safe-migrate
   grep "^ExecStart=" /lib/systemd/system/safe-migrated.service
   systemd-analyze verify safe-migrated.service 2>&1 | grep -v "Failed to parse system call" | grep . && exit 1
   echo "systemd-analyze verify: ok"
