@@ -38,6 +38,37 @@ static void to_unreachable(GError **error, GError *e)
     g_error_free(e);
 }
 
+#define PROBE_FD_OPAQUE "safe-migrate probe"
+
+/* QEMU 7.2 closes a removed fd only while the VM runs (monitor_fdset_cleanup checks
+ * runstate_is_running), so a capture of a stopped VM leaves its fd in the set even after
+ * remove-fd; 10.0 closes it at once. Removing our sets again once the VM runs closes them. */
+void sm_release_probe_fds(QmpClient *qmp)
+{
+    g_autoptr(json_object) sets = qmp_client_execute(qmp, "query-fdsets", NULL, NULL);
+    for (size_t i = 0;
+         json_object_is_type(sets, json_type_array) && i < json_object_array_length(sets); i++) {
+        json_object *set = json_object_array_get_idx(sets, i), *id, *fds;
+        if (!json_object_object_get_ex(set, "fdset-id", &id) ||
+            !json_object_is_type(id, json_type_int) ||
+            !json_object_object_get_ex(set, "fds", &fds) ||
+            !json_object_is_type(fds, json_type_array)) {
+            continue;
+        }
+        gboolean ours = json_object_array_length(fds) > 0;
+        for (size_t k = 0; k < json_object_array_length(fds); k++) {
+            json_object *o = json_object_object_get(json_object_array_get_idx(fds, k), "opaque");
+            ours = ours && json_object_is_type(o, json_type_string) &&
+                   g_str_equal(json_object_get_string(o), PROBE_FD_OPAQUE);
+        }
+        if (ours) {
+            g_autoptr(json_object) args = json_object_new_object();
+            json_object_object_add(args, "fdset-id", json_object_get(id));
+            json_object_put(qmp_client_execute(qmp, "remove-fd", args, NULL));
+        }
+    }
+}
+
 GBytes *sm_capture_device_state(QmpClient *qmp, GError **error)
 {
     g_autoptr(GError) e = NULL;
@@ -58,7 +89,7 @@ GBytes *sm_capture_device_state(QmpClient *qmp, GError **error)
         return NULL;
     }
     g_autoptr(json_object) add_args = json_object_new_object();
-    json_object_object_add(add_args, "opaque", json_object_new_string("safe-migrate probe"));
+    json_object_object_add(add_args, "opaque", json_object_new_string(PROBE_FD_OPAQUE));
     g_autoptr(json_object) added = qmp_client_execute_full(qmp, "add-fd", add_args, &wfd, 1, 0, &e);
     close(wfd);
     if (!added) {
@@ -121,9 +152,24 @@ GBytes *sm_capture_device_state(QmpClient *qmp, GError **error)
 
 /* ---- Discovery -------------------------------------------------------------------------- */
 
+/* A reply of another JSON type than asked for is QEMU saying something we do not understand:
+ * treated as a refusal (QMP_ERROR_COMMAND), never read as a value. */
+static json_object *typed(json_object *v, json_type want, const char *what, GError **error)
+{
+    if (v && !json_object_is_type(v, want)) {
+        g_set_error(error, QMP_ERROR, QMP_ERROR_COMMAND, "%s: unexpected reply type %s", what,
+                    json_type_to_name(json_object_get_type(v)));
+        json_object_put(v);
+        return NULL;
+    }
+    return v;
+}
+
 static char *qom_get_string(QmpClient *qmp, const char *path, const char *prop, GError **error)
 {
-    g_autoptr(json_object) v = qmp_call(qmp, "qom-get", "path", path, "property", prop, error);
+    g_autoptr(json_object) v =
+        typed(qmp_call(qmp, "qom-get", "path", path, "property", prop, error), json_type_string,
+              "qom-get", error);
     if (!v) {
         return NULL;
     }
@@ -195,6 +241,9 @@ static GHashTable *usb_ports_by_id(QmpClient *qmp)
     if (!out) {
         return map;
     }
+    if (!json_object_is_type(out, json_type_string)) {
+        return map;
+    }
     g_auto(GStrv) lines = g_strsplit(json_object_get_string(out), "\n", -1);
     for (char **l = lines; *l; l++) {
         const char *port = strstr(*l, ", Port ");
@@ -214,23 +263,34 @@ static GHashTable *usb_ports_by_id(QmpClient *qmp)
 }
 
 /* Fills device->dev_path for USB devices: usb_get_dev_path() is "<controller dev path>/<port
- * path>". The port comes from the "port" property, else from "info usb" by id; devices
- * with neither are resolved by elimination once the stream is known. */
+ * path>" (a hub's ports are "2.3"; every USB device sits on its controller's bus, hubs
+ * included). The port comes from the "port" property, else from "info usb" by id; devices
+ * with neither are resolved by elimination once the stream is known. A device whose section
+ * name cannot be derived at all is marked unsupported (the gate refuses it up front). */
 static gboolean resolve_usb_path(QmpClient *qmp, SmDevice *dev, GHashTable **ports, GError **error)
 {
     g_autoptr(GError) e = NULL;
     g_autofree char *bus = qom_get_string(qmp, dev->qom_path, "parent_bus", &e);
     if (!bus) {
-        if (is_command_error(e)) {
-            return TRUE;
+        if (!is_command_error(e)) {
+            g_propagate_error(error, g_steal_pointer(&e));
+            return FALSE;
         }
-        g_propagate_error(error, g_steal_pointer(&e));
-        return FALSE;
+        sm_device_set_fact(dev, SM_FACT_UNSUPPORTED,
+                           "its USB bus cannot be read, so neither can its state section's name");
+        return TRUE;
     }
     g_autofree char *ctrl = g_path_get_dirname(bus);
-    g_autofree char *ctrl_path = pci_dev_path(qmp, ctrl, 0, error);
+    g_autofree char *ctrl_path = pci_dev_path(qmp, ctrl, 0, &e);
     if (!ctrl_path) {
-        return error == NULL || *error == NULL;
+        if (e) {
+            g_propagate_error(error, g_steal_pointer(&e));
+            return FALSE;
+        }
+        sm_device_set_fact(dev, SM_FACT_UNSUPPORTED,
+                           "its USB controller is not a PCI device on the root bus, so its state "
+                           "section's name is not known");
+        return TRUE;
     }
     sm_device_set_fact(dev, FACT_USB_CONTROLLER, ctrl_path);
     g_autofree char *port = qom_get_string(qmp, dev->qom_path, "port", &e);
@@ -254,39 +314,62 @@ static gboolean resolve_usb_path(QmpClient *qmp, SmDevice *dev, GHashTable **por
 static const char *const containers[] = {"/machine/peripheral", "/machine/peripheral-anon",
                                          "/machine/unattached"};
 
+/* One container's devices of types a probe judges. A container QEMU does not have (no
+ * anonymous device was ever added) is empty; any other refusal or an answer of the wrong
+ * shape fails discovery: a device there would get no verdict and no gate (fail closed). */
+static gboolean discover_in(QmpClient *qmp, const SmRegistry *registry, const char *container,
+                            GPtrArray *devices, GHashTable **ports, GError **error)
+{
+    g_autoptr(GError) e = NULL;
+    g_autoptr(json_object) list =
+        typed(qmp_call(qmp, "qom-list", "path", container, NULL, NULL, &e), json_type_array,
+              "qom-list", &e);
+    if (!list) {
+        if (g_strcmp0(qmp_error_get_class(e), "DeviceNotFound") == 0) {
+            return TRUE;
+        }
+        g_prefix_error(&e, "qom-list %s: ", container);
+        to_unreachable(error, g_steal_pointer(&e));
+        return FALSE;
+    }
+    for (size_t i = 0; i < json_object_array_length(list); i++) {
+        json_object *p = json_object_array_get_idx(list, i), *n, *t;
+        if (!json_object_is_type(p, json_type_object) ||
+            !json_object_object_get_ex(p, "name", &n) ||
+            !json_object_object_get_ex(p, "type", &t) ||
+            !json_object_is_type(n, json_type_string) ||
+            !json_object_is_type(t, json_type_string)) {
+            g_set_error(error, SM_PROBE_ERROR, SM_PROBE_ERROR_CAPTURE,
+                        "qom-list %s: an entry is not a name and a type", container);
+            return FALSE;
+        }
+        const char *name = json_object_get_string(n), *ty = json_object_get_string(t);
+        if (!g_str_has_prefix(ty, "child<") || !g_str_has_suffix(ty, ">") || strlen(ty) < 8) {
+            continue;
+        }
+        g_autofree char *type = g_strndup(ty + 6, strlen(ty) - 7);
+        if (!sm_registry_find_for_type(registry, type)) {
+            continue;
+        }
+        g_autofree char *path = g_strdup_printf("%s/%s", container, name);
+        gboolean named = g_str_equal(container, "/machine/peripheral");
+        SmDevice *dev = sm_device_new(path, named ? name : NULL, type, NULL);
+        g_ptr_array_add(devices, dev);
+        if (!resolve_usb_path(qmp, dev, ports, &e)) {
+            to_unreachable(error, g_steal_pointer(&e));
+            return FALSE;
+        }
+    }
+    return TRUE;
+}
+
 GPtrArray *sm_discover_devices(QmpClient *qmp, const SmRegistry *registry, GError **error)
 {
     g_autoptr(GPtrArray) devices = g_ptr_array_new_with_free_func((GDestroyNotify)sm_device_free);
     g_autoptr(GHashTable) ports = NULL;
     for (guint c = 0; c < G_N_ELEMENTS(containers); c++) {
-        g_autoptr(GError) e = NULL;
-        g_autoptr(json_object) list =
-            qmp_call(qmp, "qom-list", "path", containers[c], NULL, NULL, &e);
-        if (!list) {
-            if (is_command_error(e)) {
-                continue; /* e.g. no /machine/peripheral-anon */
-            }
-            to_unreachable(error, g_steal_pointer(&e));
+        if (!discover_in(qmp, registry, containers[c], devices, &ports, error)) {
             return NULL;
-        }
-        for (size_t i = 0; i < json_object_array_length(list); i++) {
-            json_object *p = json_object_array_get_idx(list, i);
-            const char *name = json_object_get_string(json_object_object_get(p, "name"));
-            const char *ty = json_object_get_string(json_object_object_get(p, "type"));
-            if (!name || !ty || !g_str_has_prefix(ty, "child<") || !g_str_has_suffix(ty, ">")) {
-                continue;
-            }
-            g_autofree char *type = g_strndup(ty + 6, strlen(ty) - 7);
-            if (!sm_registry_find_for_type(registry, type)) {
-                continue;
-            }
-            g_autofree char *path = g_strdup_printf("%s/%s", containers[c], name);
-            SmDevice *dev = sm_device_new(path, c == 0 ? name : NULL, type, NULL);
-            g_ptr_array_add(devices, dev);
-            if (!resolve_usb_path(qmp, dev, &ports, &e)) {
-                to_unreachable(error, g_steal_pointer(&e));
-                return NULL;
-            }
         }
     }
     return g_steal_pointer(&devices);
@@ -402,14 +485,113 @@ GPtrArray *sm_inspect_devices(QmpClient *qmp, const SmRegistry *registry, GError
     return g_steal_pointer(&devices);
 }
 
+/* ---- A probe the guest does not see ---------------------------------------------------- */
+
+/* A member string of a command's reply ("status" of query-status / query-migrate); "" when
+ * the reply has none (query-migrate before any migration). */
+static char *reply_member(QmpClient *qmp, const char *command, const char *member, GError **error)
+{
+    g_autoptr(GError) e = NULL;
+    g_autoptr(json_object) r =
+        typed(qmp_client_execute(qmp, command, NULL, &e), json_type_object, command, &e);
+    json_object *v;
+    if (!r) {
+        to_unreachable(error, g_steal_pointer(&e));
+        return NULL;
+    }
+    if (!json_object_object_get_ex(r, member, &v)) {
+        return g_strdup("");
+    }
+    if (!json_object_is_type(v, json_type_string)) {
+        g_set_error(error, SM_PROBE_ERROR, SM_PROBE_ERROR_CAPTURE, "%s: %s is not a string",
+                    command, member);
+        return NULL;
+    }
+    return g_strdup(json_object_get_string(v));
+}
+
+static gboolean migration_in_progress(const char *status)
+{
+    static const char *const idle[] = {"", "none", "completed", "failed", "cancelled", NULL};
+    return !g_strv_contains(idle, status);
+}
+
+static void count_event(QmpClient *client, const char *name, json_object *data, gint64 ts,
+                        gpointer user_data)
+{
+    (void)client, (void)name, (void)data, (void)ts;
+    (*(guint *)user_data)++;
+}
+
+static gboolean simple_command(QmpClient *qmp, const char *command, GError **error)
+{
+    g_autoptr(GError) e = NULL;
+    g_autoptr(json_object) r = qmp_client_execute(qmp, command, NULL, &e);
+    if (!r) {
+        to_unreachable(error, g_steal_pointer(&e));
+        return FALSE;
+    }
+    return TRUE;
+}
+
+/* xen-save-devices-state on a running VM stops it as RUN_STATE_SAVE_VM, and device models act
+ * on that state change under a guest that then resumes: EHCI advances its async schedule and
+ * cancels the packets of queues it has not seen (hw/usb/hcd-ehci.c, usb_ehci_vm_state_change).
+ * An ordinary stop (RUN_STATE_PAUSED) triggers nothing of the kind, and on a VM that is not
+ * running the capture changes no run state (vm_stop acts on a running VM only). So a running
+ * VM is stopped, captured and resumed, the way a management tool's suspend/resume does it;
+ * the guest sees a pause of about a millisecond. It is resumed only if our stop is what
+ * stopped it (its STOP event), on every outcome of the capture. A running VM under migration
+ * is not touched: a stop then would change how QEMU finishes that migration. */
+static GBytes *capture_quiesced(QmpClient *qmp, GError **error)
+{
+    g_autofree char *run = reply_member(qmp, "query-status", "status", error);
+    if (!run) {
+        return NULL;
+    }
+    if (!g_str_equal(run, "running")) {
+        return sm_capture_device_state(qmp, error);
+    }
+    g_autofree char *mig = reply_member(qmp, "query-migrate", "status", error);
+    if (!mig) {
+        return NULL;
+    }
+    if (migration_in_progress(mig)) {
+        g_set_error(error, SM_PROBE_ERROR, SM_PROBE_ERROR_CAPTURE,
+                    "a migration is in progress (%s): the running VM is not stopped to probe it",
+                    mig);
+        return NULL;
+    }
+    guint stops = 0;
+    guint sub = qmp_client_subscribe(qmp, "STOP", count_event, &stops, NULL);
+    gboolean ok = simple_command(qmp, "stop", error);
+    qmp_client_unsubscribe(qmp, sub);
+    if (!ok) {
+        return NULL;
+    }
+    g_autoptr(GError) e = NULL;
+    GBytes *state = sm_capture_device_state(qmp, &e);
+    if (stops > 0 && !simple_command(qmp, "cont", error)) {
+        g_prefix_error(error, "the VM stopped for the probe could not be resumed: ");
+        g_clear_pointer(&state, g_bytes_unref);
+        return NULL;
+    }
+    sm_release_probe_fds(qmp);
+    if (!state) {
+        g_propagate_error(error, g_steal_pointer(&e));
+    }
+    return state;
+}
+
 SmReport *sm_probe_vm(QmpClient *qmp, const SmRegistry *registry, GError **error)
 {
+    /* Discovery first, while the guest runs: the stop covers the capture alone. */
     g_autoptr(GPtrArray) devices = sm_inspect_devices(qmp, registry, error);
     if (!devices) {
         return NULL;
     }
     gint64 t0 = g_get_monotonic_time();
-    g_autoptr(GBytes) state = sm_capture_device_state(qmp, error);
+    g_autoptr(GBytes) state = capture_quiesced(qmp, error);
     gint64 t1 = g_get_monotonic_time();
     if (!state) {
         return NULL;

@@ -121,6 +121,12 @@ const char *sm_device_get_fact(const SmDevice *device, const char *key);
  * "absent" / "disabled" / "enabled". The sidecar compares it across both ends. */
 #define SM_FACT_FIX "fix"
 SmFix sm_device_get_fix(const SmDevice *device); /* SM_FIX_UNKNOWN when not set */
+/* The fact discovery or a probe's inspect() sets when the device's state can never be judged,
+ * whatever the guest does (QEMU cannot migrate it, or its layout or topology is one the probe
+ * does not decode); its value says why, in one line. Holding cannot change such a device's
+ * verdict (always unknown, with this reason), so the gate refuses it at preflight, from
+ * discovery alone. */
+#define SM_FACT_UNSUPPORTED "unsupported"
 
 /* A SCSI request the device holds in its state. */
 typedef struct {
@@ -209,10 +215,14 @@ const SmProbe *sm_registry_find_for_type(const SmRegistry *registry, const char 
 /* ---- Talking to QEMU -------------------------------------------------------------------- */
 
 /* QEMU's serialization of all device state (no RAM), via add-fd + xen-save-devices-state
- * live=false + remove-fd: QEMU never opens a path. Cost: the command itself stops a running
- * VM for its duration (about a millisecond, STOP/RESUME events) and stores the migration
- * global run state as "running"; capture on a paused VM before starting a migration. */
+ * live=false + remove-fd: QEMU never opens a path. It stores the migration global run state
+ * as "running". On a running VM the command stops it as SAVE_VM, which device models react
+ * to (EHCI cancels in-flight packets): call it only on a stopped VM (sm_probe_vm does). */
 GBytes *sm_capture_device_state(QmpClient *qmp, GError **error);
+/* QEMU 7.2 keeps the fd of a capture taken while the VM was stopped (its remove-fd acts only
+ * on a running VM): call this once the VM runs again to close every fd set of our captures.
+ * Best effort, errors ignored. sm_probe_vm does it after resuming. */
+void sm_release_probe_fds(QmpClient *qmp);
 
 /* Devices of types any registered probe understands, from /machine/peripheral,
  * /machine/peripheral-anon and /machine/unattached, with dev_path resolved when possible. */
@@ -232,8 +242,12 @@ typedef struct {
 /* Offline: judge devices against a captured stream. */
 SmReport *sm_report_from_stream(GBytes *state, GPtrArray *devices, const SmRegistry *registry,
                                 const char *qemu_version);
-/* The whole thing, as the sidecar calls it. Errors only when the VM cannot be reached or
- * refuses the capture; per-device doubt is an UNKNOWN verdict instead. */
+/* The whole thing, as the sidecar calls it: discovery and inspection, then the capture. The
+ * guest never sees a capture of its running self: a running VM is stopped with an ordinary
+ * `stop`, captured and resumed (only if that stop is what stopped it, on every outcome), and
+ * refused while a migration is in progress; a stopped VM is captured as it is. Errors only
+ * when the VM cannot be reached or refuses the capture; per-device doubt is an UNKNOWN
+ * verdict instead. */
 SmReport *sm_probe_vm(QmpClient *qmp, const SmRegistry *registry, GError **error);
 void sm_report_free(SmReport *report);
 json_object *sm_report_to_json(const SmReport *report);

@@ -87,7 +87,11 @@ int main(int argc, char **argv)
     reply = qmp_client_execute_full(client, argv[2], args, (const int *)(void *)fds->data, fds->len,
                                     timeout_ms ? (guint)timeout_ms : G_MAXUINT, &error);
     if (!reply) {
-        const char *klass = qmp_error_get_class(error);
+        const char *klass;
+
+        if (!error) /* libqmp guarantees one; a missing error must still not crash us */
+            g_set_error_literal(&error, QMP_ERROR, QMP_ERROR_PROTOCOL, "no reply and no error");
+        klass = qmp_error_get_class(error);
 
         if (klass)
             g_printerr("qmp-call: %s: %s\n", klass, error->message);

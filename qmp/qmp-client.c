@@ -6,6 +6,14 @@
 
 #define DEFAULT_COMMAND_TIMEOUT_MS 30000
 #define EVENT_QUEUE_MAX 4096
+/* The queue is also bounded by bytes (of the events' lines): 4096 events of 256 KiB each
+ * would otherwise hold a gigabyte. */
+#define EVENT_QUEUE_MAX_BYTES (4u << 20)
+
+typedef struct {
+    json_object *event;
+    gsize bytes;
+} QueuedEvent;
 
 typedef struct ConnectData ConnectData;
 
@@ -51,7 +59,8 @@ struct QmpClient {
 
     GPtrArray *subscriptions;
     guint next_subscription;
-    GQueue events; /* json_object {"event","data","timestamp"} */
+    GQueue events; /* QueuedEvent: {"event","data","timestamp"} and its size */
+    gsize events_bytes;
 
     QmpDisconnectFunc disconnect_func;
     gpointer disconnect_data;
@@ -109,6 +118,38 @@ static GSource *attach_cancel(GMainContext *ctx, GCancellable *cancellable,
 static void json_put(gpointer obj)
 {
     json_object_put(obj);
+}
+
+static void queued_event_free(gpointer p)
+{
+    QueuedEvent *q = p;
+
+    json_object_put(q->event);
+    g_free(q);
+}
+
+static void events_clear(QmpClient *client)
+{
+    g_queue_clear_full(&client->events, queued_event_free);
+    client->events_bytes = 0;
+}
+
+/* Pushes one event and drops the oldest past the count or byte bound. */
+static void events_push(QmpClient *client, json_object *msg, gsize bytes)
+{
+    QueuedEvent *q = g_new(QueuedEvent, 1);
+
+    q->event = json_object_get(msg);
+    q->bytes = bytes;
+    g_queue_push_tail(&client->events, q);
+    client->events_bytes += bytes;
+    while (g_queue_get_length(&client->events) > EVENT_QUEUE_MAX ||
+           client->events_bytes > EVENT_QUEUE_MAX_BYTES) {
+        QueuedEvent *old = g_queue_pop_head(&client->events);
+
+        client->events_bytes -= old->bytes;
+        queued_event_free(old);
+    }
 }
 
 static void subscription_unref(Subscription *sub)
@@ -357,14 +398,24 @@ static void handle_reply(QmpClient *client, json_object *msg)
                                            "Reply to unknown command id %" G_GINT64_FORMAT, id));
         return;
     }
-    if (json_object_object_get_ex(msg, "return", &ret)) {
+    if (json_object_object_get_ex(msg, "return", &ret) && ret) {
         pending_finish(p, json_object_get(ret), NULL);
+    } else if (json_object_object_get_ex(msg, "return", NULL)) {
+        /* QEMU never returns null ({} for "nothing"); a NULL result must carry an error,
+         * or every caller that trusts "NULL means error" dereferences a missing one. */
+        pending_finish(p, NULL,
+                       g_error_new(QMP_ERROR, QMP_ERROR_PROTOCOL,
+                                   "Reply to command id %" G_GINT64_FORMAT " returns null", id));
     } else {
         json_object *klass = NULL, *desc = NULL;
 
         json_object_object_get_ex(msg, "error", &err);
         json_object_object_get_ex(err, "class", &klass);
         json_object_object_get_ex(err, "desc", &desc);
+        if (!json_object_is_type(klass, json_type_string))
+            klass = NULL;
+        if (!json_object_is_type(desc, json_type_string))
+            desc = NULL;
         pending_finish(
             p, NULL,
             qmp_error_new_command(klass ? json_object_get_string(klass) : "GenericError",
@@ -372,7 +423,7 @@ static void handle_reply(QmpClient *client, json_object *msg)
     }
 }
 
-static void handle_event(QmpClient *client, json_object *msg)
+static void handle_event(QmpClient *client, json_object *msg, gsize bytes)
 {
     json_object *name_obj, *data = NULL, *ts, *v;
     g_autoptr(GPtrArray) subs = NULL;
@@ -398,9 +449,7 @@ static void handle_event(QmpClient *client, json_object *msg)
     if (!json_object_object_get_ex(msg, "data", &data) || !data)
         data = empty = json_object_new_object();
 
-    g_queue_push_tail(&client->events, json_object_get(msg));
-    while (g_queue_get_length(&client->events) > EVENT_QUEUE_MAX)
-        json_put(g_queue_pop_head(&client->events));
+    events_push(client, msg, bytes);
 
     /* Snapshot: a subscriber may (un)subscribe or run a nested synchronous call. */
     subs = g_ptr_array_new_with_free_func((GDestroyNotify)subscription_unref);
@@ -475,7 +524,7 @@ static void handle_line(QmpClient *client, const char *line, gsize len)
         }
     } else if (json_object_object_get_ex(msg, "event", &ev) &&
                json_object_is_type(ev, json_type_string)) {
-        handle_event(client, msg);
+        handle_event(client, msg, len);
     } else if (json_object_object_get_ex(msg, "return", NULL) ||
                json_object_object_get_ex(msg, "error", NULL)) {
         handle_reply(client, msg);
@@ -655,7 +704,7 @@ void qmp_client_unref(QmpClient *client)
         subscription_unref(sub);
     }
     g_ptr_array_unref(client->subscriptions);
-    g_queue_clear_full(&client->events, json_put);
+    events_clear(client);
     if (client->disconnect_destroy)
         client->disconnect_destroy(client->disconnect_data);
     g_hash_table_unref(client->pending);
@@ -922,10 +971,13 @@ void qmp_client_unsubscribe(QmpClient *client, guint subscription)
 static json_object *take_event(QmpClient *client, const char *name)
 {
     for (GList *l = client->events.head; l; l = l->next) {
-        json_object *ev = l->data, *n;
+        QueuedEvent *q = l->data;
+        json_object *ev = q->event, *n;
 
         if (!name || (json_object_object_get_ex(ev, "event", &n) &&
                       g_strcmp0(json_object_get_string(n), name) == 0)) {
+            client->events_bytes -= q->bytes;
+            g_free(q);
             g_queue_delete_link(&client->events, l);
             return ev;
         }
@@ -968,5 +1020,5 @@ json_object *qmp_client_wait_event(QmpClient *client, const char *name, guint ti
 void qmp_client_clear_events(QmpClient *client)
 {
     g_return_if_fail(client != NULL);
-    g_queue_clear_full(&client->events, json_put);
+    events_clear(client);
 }

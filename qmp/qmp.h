@@ -8,12 +8,12 @@
 
 G_BEGIN_DECLS
 
-#ifndef G_DEFINE_AUTOPTR_CLEANUP_FUNC
-/* Only for static analysers that do not read GLib's headers (cppcheck): glib.h defines it. */
-#define G_DEFINE_AUTOPTR_CLEANUP_FUNC(TypeName, func)
-#endif
-
+/* g_autoptr(json_object) for code that asks for it (define QMP_WANT_JSON_AUTOPTR before
+ * including): json-c has no GLib cleanup of its own, and a header that defined one for every
+ * consumer would clash with the consumer's own (or another library's) definition. */
+#ifdef QMP_WANT_JSON_AUTOPTR
 G_DEFINE_AUTOPTR_CLEANUP_FUNC(json_object, json_object_put)
+#endif
 
 #define QMP_ERROR (qmp_error_quark())
 GQuark qmp_error_quark(void);
@@ -101,10 +101,11 @@ guint qmp_client_subscribe(QmpClient *client, const char *name, QmpEventFunc fun
 void qmp_client_unsubscribe(QmpClient *client, guint subscription);
 
 /* Synchronous event consumption: every event is also kept in a bounded per-client queue
- * (oldest dropped past 4096) so that events arriving while a synchronous call waits are not
- * lost. Returns and removes the first queued event named `name` (NULL = any); events of
- * other names stay queued. Blocks up to timeout_ms (0 = do not block). Returns the whole
- * event object {"event","data","timestamp"} (new reference) or NULL with an error. */
+ * (oldest dropped past 4096 events or 4 MiB of their text) so that events arriving while a
+ * synchronous call waits are not lost. Returns and removes the first queued event named `name`
+ * (NULL = any); events of other names stay queued. Blocks up to timeout_ms (0 = do not block).
+ * Returns the whole event object {"event","data","timestamp"} (new reference) or NULL with an
+ * error. */
 json_object *qmp_client_wait_event(QmpClient *client, const char *name, guint timeout_ms,
                                    GError **error);
 /* Drops every queued event. */

@@ -272,13 +272,9 @@ static gboolean status_connect(Vm *vm, GError **error)
 static void refresh(Vm *vm)
 {
     g_autoptr(GError) error = NULL;
-    g_autoptr(json_object) status = qmp_client_execute(vm->qmp, "query-status", NULL, &error);
-    g_autoptr(json_object) machine =
-        status ? qmp_client_execute_json(vm->qmp, "qom-get",
-                                         "{\"path\":\"/machine\",\"property\":\"type\"}", &error)
-               : NULL;
-    g_autoptr(GPtrArray) devices =
-        machine ? sm_inspect_devices(vm->qmp, vm->registry, &error) : NULL;
+    g_autofree char *status = qmp_query_status(vm->qmp, NULL, &error);
+    g_autofree char *type = status ? qmp_qom_get_string(vm->qmp, "/machine", "type", &error) : NULL;
+    g_autoptr(GPtrArray) devices = type ? sm_inspect_devices(vm->qmp, vm->registry, &error) : NULL;
     json_object *list = json_object_new_array();
     for (guint i = 0; devices && i < devices->len; i++) {
         SmDevice *dev = g_ptr_array_index(devices, i);
@@ -300,8 +296,7 @@ static void refresh(Vm *vm)
     json_object *s = json_object_new_object();
     json_object_object_add(s, "connection", json_object_new_string("connected"));
     json_object_object_add(s, "qemu_version", json_strv(qmp_client_get_version(vm->qmp)));
-    json_object_object_add(s, "runstate", json_strv(json_str(status, "status")));
-    const char *type = machine ? json_object_get_string(machine) : NULL;
+    json_object_object_add(s, "runstate", json_strv(status));
     if (type && g_str_has_suffix(type, "-machine"))
         json_object_object_add(s, "machine", json_object_new_string_len(type, strlen(type) - 8));
     else

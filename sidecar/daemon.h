@@ -6,7 +6,7 @@
 
 #include "sidecar.h"
 #include "probe.h"
-#include "qmp.h"
+#include "qmp-commands.h"
 
 #include <gio/gio.h>
 

@@ -58,6 +58,7 @@ static const KeySpec keys[] = {
     {"gate", "probe-timeout", KEY_DURATION, FIELD(probe_timeout_ms)},
     {"gate", "plugin-dir", KEY_STRING, FIELD(plugin_dir)},
     {"gate", "on-client-disconnect", KEY_DISCONNECT, FIELD(on_client_disconnect)},
+    {"gate", "require-gate", KEY_BOOL, FIELD(require_gate)},
     {"migration", "downtime-limit", KEY_DURATION, FIELD(downtime_limit_ms)},
     {"migration", "max-bandwidth", KEY_BYTES, FIELD(max_bandwidth)},
     {"migration", "multifd", KEY_MULTIFD, FIELD(multifd)},

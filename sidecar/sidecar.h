@@ -47,6 +47,7 @@ typedef struct {
     gint64 migration_timeout_ms;             /* 0: none */
     char *plugin_dir;                        /* extra probe modules, or NULL */
     SmClientDisconnect on_client_disconnect; /* safe-migrated only */
+    gboolean require_gate; /* libvirt hook: refuse to start a domain the filter cannot gate */
 } SmPolicy;
 
 void sm_policy_init(SmPolicy *policy);

@@ -7,7 +7,8 @@ set -euo pipefail
 top=$(cd "$(dirname "$0")/.." && pwd)
 sudo=""; [ "$(id -u)" = 0 ] || sudo=sudo
 packages=(meson ninja-build pkg-config gcc clang libclang-rt-14-dev libglib2.0-dev libjson-c-dev
-          qemu-system-x86 genisoimage python3 cppcheck clang-format cpio kmod xz-utils libc6-dev)
+          qemu-system-x86 genisoimage python3 cppcheck clang-format cpio kmod xz-utils libc6-dev
+          scdoc bash-completion man-db systemd)
 missing=()
 for p in "${packages[@]}"; do
   dpkg-query -W -f='${Status}' "$p" 2>/dev/null | grep -q "ok installed" || missing+=("$p")

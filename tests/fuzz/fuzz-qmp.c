@@ -1,7 +1,13 @@
 /* libFuzzer target for libqmp's reader: the input is what "QEMU" sends down a real unix
  * socket (greeting, replies, events, garbage), written whole, line by line or in small
- * chunks; the client must end in a clean error or disconnect, never a crash or a hang. */
+ * chunks; the client must end in a clean error or disconnect, never a crash or a hang.
+ * A fourth mode feeds the typed command layer: each input line is the "return" value of the
+ * next command safe-migrate sends (every JSON type, any shape); each call must give a result
+ * or an error, never neither. */
+#include "qmp-commands.h"
 #include "qmp-private.h"
+
+#include <fcntl.h>
 
 #include <errno.h>
 #include <stdint.h>
@@ -48,6 +54,9 @@ static void on_reply(GObject *source, GAsyncResult *result, gpointer data)
     g_autoptr(GError) error = NULL;
     (void)source;
     json_object *reply = qmp_client_execute_finish(r->client, result, &error);
+    /* No reply and no error is what crashed the daemon and the CLI. */
+    if (!reply && !error)
+        __builtin_trap();
     if (reply) {
         json_object_put(reply);
         r->replies++;
@@ -130,12 +139,232 @@ static void send_all(GMainContext *ctx, int server, const uint8_t *p, size_t n)
     }
 }
 
+/* ---- Typed mode ---------------------------------------------------------------------- */
+
+static int spare_fd = -1; /* passed by add-fd and getfd */
+
+static gboolean t_status(QmpClient *c, GError **e)
+{
+    gboolean running;
+    g_autofree char *s = qmp_query_status(c, &running, e);
+    return s != NULL;
+}
+
+static gboolean t_migrate_info(QmpClient *c, GError **e)
+{
+    g_autofree char *status = NULL;
+    g_autoptr(json_object) info = qmp_query_migrate(c, &status, e);
+    if (info && !status)
+        __builtin_trap();
+    return info != NULL;
+}
+
+static gboolean t_qom_list(QmpClient *c, GError **e)
+{
+    g_autoptr(GPtrArray) props = qmp_qom_list(c, "/machine", e);
+    for (guint i = 0; props && i < props->len; i++) {
+        QmpObjectProperty *p = g_ptr_array_index(props, i);
+        if (!p->name || !p->type)
+            __builtin_trap();
+    }
+    return props != NULL;
+}
+
+static gboolean t_qom_get(QmpClient *c, GError **e)
+{
+    g_autoptr(json_object) v = qmp_qom_get(c, "/machine", "type", e);
+    return v != NULL;
+}
+
+static gboolean t_qom_get_string(QmpClient *c, GError **e)
+{
+    g_autofree char *s = qmp_qom_get_string(c, "/machine", "type", e);
+    return s != NULL;
+}
+
+static gboolean t_qom_get_bool(QmpClient *c, GError **e)
+{
+    gboolean b;
+    return qmp_qom_get_bool(c, "/machine/x", "migrate-emulated-scsi-request", &b, e);
+}
+
+static gboolean t_qom_get_int(QmpClient *c, GError **e)
+{
+    gint64 v;
+    return qmp_qom_get_int(c, "/machine/x", "lun", &v, e);
+}
+
+static gboolean t_set_caps(QmpClient *c, GError **e)
+{
+    const QmpCapability caps[] = {{"events", TRUE}, {"pause-before-switchover", TRUE}};
+    return qmp_migrate_set_capabilities(c, caps, G_N_ELEMENTS(caps), e);
+}
+
+static gboolean t_set_params(QmpClient *c, GError **e)
+{
+    g_autoptr(json_object) p = json_object_new_object();
+    json_object_object_add(p, "downtime-limit", json_object_new_int(300));
+    return qmp_migrate_set_parameters(c, p, e);
+}
+
+static gboolean t_caps(QmpClient *c, GError **e)
+{
+    g_autoptr(GHashTable) caps = qmp_query_migrate_capabilities(c, e);
+    return caps != NULL;
+}
+
+static gboolean t_params(QmpClient *c, GError **e)
+{
+    g_autoptr(json_object) p = qmp_query_migrate_parameters(c, e);
+    return p != NULL;
+}
+
+static gboolean t_add_fd(QmpClient *c, GError **e)
+{
+    gint64 set, fd;
+    return qmp_add_fd(c, spare_fd, -1, "fuzz", &set, &fd, e);
+}
+
+static gboolean t_remove_fd(QmpClient *c, GError **e)
+{
+    return qmp_remove_fd(c, 1, e);
+}
+
+static gboolean t_getfd(QmpClient *c, GError **e)
+{
+    return qmp_getfd(c, spare_fd, "mig", e);
+}
+
+static gboolean t_save(QmpClient *c, GError **e)
+{
+    return qmp_xen_save_devices_state(c, "/dev/fdset/1", FALSE, e);
+}
+
+static gboolean t_migrate(QmpClient *c, GError **e)
+{
+    return qmp_migrate(c, "unix:/nowhere", e);
+}
+
+static gboolean t_incoming(QmpClient *c, GError **e)
+{
+    return qmp_migrate_incoming(c, "unix:/nowhere", e);
+}
+
+static gboolean t_cancel(QmpClient *c, GError **e)
+{
+    return qmp_migrate_cancel(c, e);
+}
+
+static gboolean t_continue(QmpClient *c, GError **e)
+{
+    return qmp_migrate_continue(c, "pre-switchover", e);
+}
+
+static gboolean t_cont(QmpClient *c, GError **e)
+{
+    return qmp_cont(c, e);
+}
+
+static gboolean t_stop(QmpClient *c, GError **e)
+{
+    return qmp_stop(c, e);
+}
+
+/* In the order of tests/fuzz/gen-corpus.py's typed seeds. */
+static gboolean (*const typed[])(QmpClient *, GError **) = {
+    t_status,      t_migrate_info, t_qom_list,   t_qom_get, t_qom_get_string, t_qom_get_bool,
+    t_qom_get_int, t_set_caps,     t_set_params, t_caps,    t_params,         t_add_fd,
+    t_remove_fd,   t_getfd,        t_save,       t_migrate, t_incoming,       t_cancel,
+    t_continue,    t_cont,         t_stop,
+};
+
+static void write_all(int server, const char *text)
+{
+    size_t n = strlen(text);
+    while (n > 0) {
+        ssize_t w = send(server, text, n, MSG_NOSIGNAL);
+        if (w <= 0)
+            return;
+        text += w;
+        n -= (size_t)w;
+    }
+}
+
+static void store_result(GObject *source, GAsyncResult *result, gpointer data)
+{
+    (void)source;
+    *(GAsyncResult **)data = g_object_ref(result);
+}
+
+static int accept_client(GMainContext *ctx)
+{
+    int server = -1;
+    for (int i = 0; server < 0; i++) {
+        g_main_context_iteration(ctx, FALSE);
+        server = accept4(listen_fd, NULL, NULL, SOCK_CLOEXEC);
+        if (server < 0 && i > 100000)
+            g_error("fuzz-qmp: the client never connected");
+    }
+    return server;
+}
+
+/* The reply to id N is written before the call that sends command N: the socket holds it
+ * until the client reads, so the synchronous typed call finds it waiting. */
+static void run_typed(GMainContext *ctx, const uint8_t *p, size_t n)
+{
+    g_autoptr(GError) error = NULL;
+    g_autoptr(GAsyncResult) result = NULL;
+    g_autofree char *address = g_strdup_printf("unix:%s", socket_path);
+    qmp_client_connect_async(address, 0, NULL, store_result, &result);
+    int server = accept_client(ctx);
+    write_all(server, "{\"QMP\": {\"version\": {\"qemu\": {\"micro\": 0, \"minor\": 0, "
+                      "\"major\": 10}, \"package\": \"\"}, \"capabilities\": []}}\n"
+                      "{\"return\": {}, \"id\": 1}\n");
+    while (!result)
+        g_main_context_iteration(ctx, TRUE);
+    QmpClient *client = qmp_client_connect_finish(result, &error);
+    if (!client)
+        __builtin_trap();
+    /* An input that turns a reply into an event must not wait 30 s for the reply. */
+    qmp_client_set_default_timeout(client, 50);
+    if (spare_fd < 0)
+        spare_fd = open("/dev/null", O_RDONLY | O_CLOEXEC);
+    gint64 id = 2;
+    for (guint i = 0; n > 0 && i < 64; i++, id++) {
+        const uint8_t *nl = memchr(p, '\n', n);
+        size_t len = nl ? (size_t)(nl - p) : n;
+        g_autofree char *value = g_strndup((const char *)p, len);
+        g_autofree char *line =
+            g_strdup_printf("{\"return\": %s, \"id\": %" G_GINT64_FORMAT "}\n", value, id);
+        p += nl ? len + 1 : len;
+        n -= nl ? len + 1 : len;
+        if (qmp_client_is_connected(client))
+            write_all(server, line);
+        gboolean ok = typed[i % G_N_ELEMENTS(typed)](client, &error);
+        if (ok == (error != NULL))
+            __builtin_trap();
+        g_clear_error(&error);
+        char sink[4096];
+        while (recv(server, sink, sizeof sink, MSG_DONTWAIT) > 0) {
+        }
+    }
+    qmp_client_unref(client);
+    close(server);
+    while (g_main_context_iteration(ctx, FALSE)) {
+    }
+}
+
 int LLVMFuzzerTestOneInput(const uint8_t *data, size_t size)
 {
     if (size < 1)
         return 0;
     setup_listener();
     GMainContext *ctx = g_main_context_default();
+    if (data[0] % 4 == 3) {
+        /* Typed mode: the harness plays the handshake, the input the replies. */
+        run_typed(ctx, data + 1, size - 1);
+        return 0;
+    }
     Run r = {0};
     g_autofree char *address = g_strdup_printf("unix:%s", socket_path);
     qmp_client_connect_async(address, 0, NULL, on_connected, &r);
@@ -148,7 +377,7 @@ int LLVMFuzzerTestOneInput(const uint8_t *data, size_t size)
     }
 
     /* First byte: how the stream is cut into writes (whole, line by line, fixed chunks). */
-    guint mode = data[0] % 3;
+    guint mode = data[0] % 4;
     const uint8_t *p = data + 1;
     size_t n = size - 1;
     if (mode == 0) {

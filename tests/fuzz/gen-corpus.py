@@ -109,6 +109,17 @@ def main():
             for seed, data in seeds.items():
                 with open(os.path.join(out, "qmp", f"{name}-{seed}"), "wb") as f:
                     f.write(data)
+    # Typed mode (first byte 3): one "return" value per line, for the typed commands in the
+    # harness's order; a line of every JSON type for every command, and well-formed replies.
+    good = ['{"status":"running","running":true}', '{"status":"active"}',
+            '[{"name":"bus","type":"child<SCSI>"}]', '"pc"', '"pc"', 'false', '2', '{}', '{}',
+            '[{"capability":"events","state":true}]', '{"downtime-limit":300}',
+            '{"fdset-id":1,"fd":4}'] + ['{}'] * 9
+    with open(os.path.join(out, "qmp", "typed-good"), "wb") as f:
+        f.write(b"\x03" + "\n".join(good).encode())
+    for i, value in enumerate(["null", "true", "0", "1.5", '"x"', "[]", "{}", "[null]", "[{}]"]):
+        with open(os.path.join(out, "qmp", f"typed-all-{i}"), "wb") as f:
+            f.write(b"\x03" + "\n".join([value] * len(good)).encode())
     for path in glob.glob(os.path.join(top, "tests", "plugin", "fixtures", "*.bin")):
         shutil.copy(path, os.path.join(out, "stream", os.path.basename(path)))
     policies = glob.glob(os.path.join(top, "etc", "*.conf")) + \

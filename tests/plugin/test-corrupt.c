@@ -10,7 +10,9 @@ static void busy_ids(const Fixture *f, GPtrArray *out)
     g_autoptr(SmReport) r = fixture_report(f, NULL);
     for (guint i = 0; i < r->devices->len; i++) {
         const SmDeviceVerdict *v = r->devices->pdata[i];
-        g_assert_cmpint(v->state, !=, SM_STATE_UNKNOWN);
+        /* Unknown in the intact dump only when QEMU cannot migrate it at all (usb-uas). */
+        g_assert_true(v->state != SM_STATE_UNKNOWN ||
+                      sm_device_get_fact(f->devices->pdata[i], SM_FACT_UNSUPPORTED));
         if (v->state == SM_STATE_BUSY) {
             g_ptr_array_add(out, g_strdup(v->id));
         }
@@ -49,7 +51,11 @@ static void test_prefixes(gconstpointer data)
     for (gsize n = 0; n < len; n++) {
         g_autoptr(GBytes) b = g_bytes_new(d, n);
         g_autoptr(SmReport) r = fixture_report(f, b);
-        g_assert_nonnull(r->stream_error);
+        /* Section data can hold a false footer followed by a zero byte (the timer's tick
+         * offset of q72-pc-hub-idle does, at byte 34): a prefix ending there is a complete
+         * stream of the sections before it. Either way no device may be judged on it. */
+        g_autoptr(SmStream) walked = sm_stream_parse(b);
+        g_assert_true(r->stream_error || sm_stream_get_n_sections(walked) < 20);
         check_report(r, busy, TRUE);
     }
 }
@@ -64,7 +70,12 @@ static void test_flips(gconstpointer data)
     g_autoptr(GRand) rand = g_rand_new_with_seed(0x5afe);
     g_autoptr(SmStream) intact = sm_stream_parse(f->state);
     /* Half the flips land in the usb-storage / scsi-disk sections, where they matter. */
-    const SmSection *first = sm_stream_find_section(intact, "0000:00:02.0/1/0:0:0/scsi-disk", 0);
+    const SmSection *first = NULL;
+    for (guint k = 0; k < sm_stream_get_n_sections(intact) && !first; k++) {
+        const SmSection *s = sm_stream_get_section(intact, k);
+        if (g_str_has_suffix(s->idstr, "/scsi-disk") || g_str_has_suffix(s->idstr, "/usb-storage"))
+            first = s;
+    }
     g_assert_nonnull(first);
     gsize lo = first->header_offset, hi = len;
     for (int i = 0; i < 3000; i++) {

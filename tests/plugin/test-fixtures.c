@@ -39,6 +39,10 @@ static void test_walk_all(void)
                                  sec->footer_offset + 5);
             }
         }
+        if (f->devices->len == 0 ||
+            g_strcmp0(((SmDevice *)f->devices->pdata[0])->dev_path, "0000:00:02.0/1") != 0) {
+            continue; /* hub, EHCI, xHCI and uas shapes: their own tests */
+        }
         g_assert_nonnull(sm_stream_find_section(s, "0000:00:02.0/1/usb-storage", 0));
         g_assert_nonnull(sm_stream_find_section(s, "0000:00:02.0/1/0:0:0/scsi-disk", 0));
         g_assert_null(sm_stream_find_section(s, "0000:00:02.0/1/usb-storage", 1));
@@ -240,14 +244,185 @@ static void test_unmapped_device(void)
     g_assert_cmpstr(only(r2)->section, ==, "0000:00:02.0/1/usb-storage");
 }
 
-static void test_usb_bot_unknown(void)
+/* QEMU versions with the new shapes' fixtures (pc-i440fx-9.0 covers the fix property). */
+static const char *const new_tags[] = {"q72-pc", "q10-pc"};
+
+static const SmDeviceVerdict *load_only(const char *tag, const char *state, SmReport **out)
+{
+    g_autofree char *name = g_strdup_printf("%s-%s", tag, state);
+    g_autoptr(Fixture) f = fixture_load(name);
+    *out = fixture_report(f, NULL);
+    return only(*out);
+}
+
+static json_object *detail(const SmDeviceVerdict *v, const char *key)
+{
+    return json_object_object_get(v->details, key);
+}
+
+/* usb-bot with a CD-ROM on LUN 0 and a disk on LUN 1: both sections found through QOM (the
+ * SCSI devices are not children of the USB device) and decoded. */
+static void test_bot_idle(void)
+{
+    for (gsize c = 0; c < G_N_ELEMENTS(new_tags); c++) {
+        g_autoptr(SmReport) r = NULL;
+        const SmDeviceVerdict *v = load_only(new_tags[c], "bot-idle", &r);
+        g_assert_cmpstr(v->type, ==, "usb-bot");
+        g_assert_cmpint(v->state, ==, SM_STATE_IDLE);
+        g_assert_true(v->safe);
+        g_assert_cmpstr(v->section, ==, "0000:00:02.0/1/usb-storage");
+        json_object *luns = detail(v, "luns");
+        g_assert_cmpuint(json_object_array_length(luns), ==, 2);
+        json_object *l1 = json_object_array_get_idx(luns, 1);
+        g_assert_cmpstr(json_object_get_string(json_object_object_get(l1, "section")), ==,
+                        "0000:00:02.0/1/0:0:1/scsi-disk");
+        g_assert_cmpstr(json_object_get_string(json_object_object_get(l1, "type")), ==, "scsi-hd");
+    }
+}
+
+/* A pending request on either LUN is busy, and the verdict names the LUN. */
+static void test_bot_pending(void)
+{
+    static const struct {
+        const char *state;
+        guint8 opcode;
+        guint lun;
+        gboolean safe;
+    } cases[] = {{"bot-lun0-pending", 0x4a, 0, FALSE},
+                 {"bot-lun1-pending", 0x25, 1, FALSE},
+                 {"bot-read10-pending", 0x28, 1, TRUE}};
+    for (gsize c = 0; c < G_N_ELEMENTS(new_tags); c++) {
+        for (gsize i = 0; i < G_N_ELEMENTS(cases); i++) {
+            g_autoptr(SmReport) r = NULL;
+            const SmDeviceVerdict *v = load_only(new_tags[c], cases[i].state, &r);
+            g_assert_cmpint(v->state, ==, SM_STATE_BUSY);
+            g_assert_cmpint(v->safe, ==, cases[i].safe);
+            g_assert_cmpstr(v->mode, ==, "DATAIN");
+            g_assert_cmpuint(v->pending->len, ==, 1);
+            const SmPendingRequest *p = v->pending->pdata[0];
+            g_assert_cmpuint(p->cdb[0], ==, cases[i].opcode);
+            g_assert_cmpuint(p->lun, ==, cases[i].lun);
+            g_autofree char *prefix = g_strdup_printf("LUN %u (", cases[i].lun);
+            g_assert_true(g_str_has_prefix(v->reason, prefix));
+            g_assert_cmpint(json_object_get_int(detail(v, "busy_lun")), ==, cases[i].lun);
+        }
+        g_autoptr(SmReport) r = NULL;
+        const SmDeviceVerdict *v = load_only(new_tags[c], "bot-csw-pending", &r);
+        g_assert_cmpint(v->state, ==, SM_STATE_BUSY);
+        g_assert_cmpstr(v->mode, ==, "CSW");
+        g_assert_false(v->safe);
+    }
+}
+
+/* A LUN's section missing, a section no discovered LUN claims, or LUN facts never gathered:
+ * unknown, never idle. */
+static void test_bot_facts_checked(void)
+{
+    static const struct {
+        const char *key, *value;
+    } cases[] = {{"usb-storage.luns", "1"},          /* LUN 1's section is a stray */
+                 {"usb-storage.luns", NULL},         /* not inspected */
+                 {"usb-storage.luns", "17"},         /* more than usb-storage's bus has */
+                 {"usb-storage.lun1.addr", "0:0:5"}, /* no such section */
+                 {"usb-storage.lun0.type", NULL}};
+    for (gsize i = 0; i < G_N_ELEMENTS(cases); i++) {
+        g_autoptr(Fixture) f = fixture_load("q72-pc-bot-idle");
+        sm_device_set_fact(f->devices->pdata[0], cases[i].key, cases[i].value);
+        g_autoptr(SmReport) r = fixture_report(f, NULL);
+        g_assert_cmpint(only(r)->state, ==, SM_STATE_UNKNOWN);
+        g_assert_false(only(r)->safe);
+    }
+}
+
+/* A USB stick's WRITE(10) waiting for its DATA-OUT, none or half of it sent: a DMA request
+ * whose received bytes are saved (scsi_disk_save_request), so it migrates (test-live
+ * finishes it on a destination and reads the bytes back). MODE SENSE is emulated: 7.2 saves
+ * no buffer, 10.0 an empty one. */
+static void test_stick(void)
+{
+    for (gsize c = 0; c < G_N_ELEMENTS(new_tags); c++) {
+        static const char *const writes[] = {"stick-write-pending", "stick-write-partial"};
+        for (gsize i = 0; i < G_N_ELEMENTS(writes); i++) {
+            g_autoptr(SmReport) r = NULL;
+            const SmDeviceVerdict *v = load_only(new_tags[c], writes[i], &r);
+            g_assert_cmpint(v->state, ==, SM_STATE_BUSY);
+            g_assert_cmpstr(v->mode, ==, "DATAOUT");
+            g_assert_true(v->safe);
+            const SmPendingRequest *p = v->pending->pdata[0];
+            g_assert_cmpuint(p->cdb[0], ==, 0x2a);
+            g_assert_false(p->emulated);
+            g_assert_true(p->migrates);
+            g_assert_cmpint(v->bytes_pending, ==, i == 0 ? 1024 : 512);
+        }
+        g_autoptr(SmReport) r = NULL;
+        const SmDeviceVerdict *v = load_only(new_tags[c], "stick-mode-sense-pending", &r);
+        g_assert_cmpint(v->state, ==, SM_STATE_BUSY);
+        g_assert_false(v->safe);
+        g_assert_cmpuint(((SmPendingRequest *)v->pending->pdata[0])->cdb[0], ==, 0x1a);
+    }
+}
+
+static const SmDeviceVerdict *by_id(const SmReport *r, const char *id)
+{
+    const SmDeviceVerdict *v = report_device(r, id);
+    g_assert_nonnull(v);
+    return v;
+}
+
+/* Section names behind a hub ("2.3"), on EHCI (and ich9 EHCI with UHCI companions) and on
+ * xHCI (whose port is read from "info usb"), for usb-storage and usb-bot. */
+static void test_topologies(void)
+{
+    static const struct {
+        const char *state, *id, *section, *scsi;
+    } cases[] = {
+        {"hub-idle", "hubcd", "0000:00:02.0/2.3/usb-storage", "0000:00:02.0/2.3/0:0:0/scsi-disk"},
+        {"ehci-idle", "ehcicd", "0000:00:04.0/1/usb-storage", "0000:00:04.0/1/0:0:0/scsi-disk"},
+        {"ehci-idle", "ehcibot", "0000:00:04.0/2/usb-storage", "0000:00:04.0/2/0:0:3/scsi-disk"},
+        {"ehci-idle", "ich9cd", "0000:00:1d.7/3/usb-storage", "0000:00:1d.7/3/0:0:0/scsi-disk"},
+        {"xhci-idle", "xhcicd", "0000:00:05.0/1/usb-storage", "0000:00:05.0/1/0:0:0/scsi-disk"},
+        {"xhci-idle", "xhcibot", "0000:00:05.0/2/usb-storage", "0000:00:05.0/2/0:0:0/scsi-disk"},
+    };
+    for (gsize c = 0; c < G_N_ELEMENTS(new_tags); c++) {
+        for (gsize i = 0; i < G_N_ELEMENTS(cases); i++) {
+            g_autofree char *name = g_strdup_printf("%s-%s", new_tags[c], cases[i].state);
+            g_autoptr(Fixture) f = fixture_load(name);
+            g_autoptr(SmReport) r = fixture_report(f, NULL);
+            const SmDeviceVerdict *v = by_id(r, cases[i].id);
+            g_assert_cmpint(v->state, ==, SM_STATE_IDLE);
+            g_assert_cmpstr(v->section, ==, cases[i].section);
+            g_assert_cmpstr(json_object_get_string(detail(v, "scsi_section")), ==, cases[i].scsi);
+        }
+    }
+}
+
+/* usb-uas: QEMU refuses to migrate it; marked unsupported from discovery alone, so the gate
+ * can refuse before migrating, and unknown with the same reason once captured. */
+static void test_uas(void)
+{
+    for (gsize c = 0; c < G_N_ELEMENTS(new_tags); c++) {
+        g_autofree char *name = g_strdup_printf("%s-uas", new_tags[c]);
+        g_autoptr(Fixture) f = fixture_load(name);
+        const SmDevice *d = f->devices->pdata[0];
+        g_assert_cmpstr(d->type, ==, "usb-uas");
+        const char *why = sm_device_get_fact(d, SM_FACT_UNSUPPORTED);
+        g_assert_nonnull(why);
+        g_assert_nonnull(strstr(why, "not migratable"));
+        g_autoptr(SmReport) r = fixture_report(f, NULL);
+        g_assert_cmpint(only(r)->state, ==, SM_STATE_UNKNOWN);
+        g_assert_cmpstr(only(r)->reason, ==, why);
+        g_assert_true(json_object_get_boolean(detail(only(r), "unsupported")));
+    }
+}
+
+/* Whatever a device's stream says, an unsupported device is unknown with that reason. */
+static void test_unsupported_fact(void)
 {
     g_autoptr(Fixture) f = fixture_load("q72-pc-idle");
-    SmDevice *d = f->devices->pdata[0];
-    g_free(d->type);
-    d->type = g_strdup("usb-bot");
+    sm_device_set_fact(f->devices->pdata[0], SM_FACT_UNSUPPORTED, "a reason");
     g_autoptr(SmReport) r = fixture_report(f, NULL);
     g_assert_cmpint(only(r)->state, ==, SM_STATE_UNKNOWN);
+    g_assert_cmpstr(only(r)->reason, ==, "a reason");
 }
 
 static void test_json_shape(void)
@@ -285,7 +460,13 @@ int main(int argc, char **argv)
     g_test_add_func("/usb-storage/version-difference", test_version_difference);
     g_test_add_func("/usb-storage/wrong-fix-is-unknown", test_wrong_fix_is_unknown);
     g_test_add_func("/usb-storage/unmapped-device", test_unmapped_device);
-    g_test_add_func("/usb-storage/usb-bot-unknown", test_usb_bot_unknown);
+    g_test_add_func("/usb-bot/idle", test_bot_idle);
+    g_test_add_func("/usb-bot/pending", test_bot_pending);
+    g_test_add_func("/usb-bot/facts-checked", test_bot_facts_checked);
+    g_test_add_func("/usb-storage/stick", test_stick);
+    g_test_add_func("/usb-storage/topologies", test_topologies);
+    g_test_add_func("/usb-uas/refused", test_uas);
+    g_test_add_func("/usb-storage/unsupported-fact", test_unsupported_fact);
     g_test_add_func("/report/json-shape", test_json_shape);
     return g_test_run();
 }

@@ -310,6 +310,190 @@ static void test_fix_enabled_loses_data(void)
     g_assert_true(rig_vm_alive(dst));
 }
 
+/* A command that must succeed; its reply is not needed. */
+static void qmp_ok(RigVm *vm, const char *command, const char *args_json)
+{
+    g_autoptr(GError) error = NULL;
+    json_object *r = qmp_client_execute_json(rig_vm_qmp(vm), command, args_json, &error);
+    g_assert_no_error(error);
+    json_object_put(r);
+}
+
+static guint count_events(QmpClient *q, const char *name)
+{
+    guint n = 0;
+    for (;;) {
+        g_autoptr(GError) error = NULL;
+        g_autoptr(json_object) ev = qmp_client_wait_event(q, name, 0, &error);
+        if (!ev)
+            return n;
+        n++;
+    }
+}
+
+/* The probe never captures a running VM: it stops it (one STOP, no SAVE_VM stop of its own),
+ * captures and resumes it (one RESUME); a paused VM stays paused with no event; a running VM
+ * under migration is refused and left alone. Fails before the fix, which captured the running
+ * VM under migration (xen-save-devices-state stopping it as save-vm). */
+static void test_probe_stops_running_vm(gconstpointer data)
+{
+    const Config *c = data;
+    g_autoptr(RigVm) vm = vm_start(c, NULL);
+    g_autoptr(QmpClient) q = connect_vm(vm);
+    g_autoptr(SmRegistry) reg = sm_registry_new();
+    g_autoptr(GError) error = NULL;
+    qmp_client_clear_events(q);
+    g_autoptr(SmReport) r = sm_probe_vm(q, reg, &error);
+    g_assert_no_error(error);
+    g_assert_cmpint(((SmDeviceVerdict *)r->devices->pdata[0])->state, ==, SM_STATE_IDLE);
+    g_assert_cmpuint(count_events(q, "STOP"), ==, 1);
+    g_assert_cmpuint(count_events(q, "RESUME"), ==, 1);
+    g_autofree char *run = rig_vm_runstate(vm, &error);
+    g_assert_cmpstr(run, ==, "running");
+
+    /* Paused by someone else: probed as it is, and left paused. */
+    qmp_ok(vm, "stop", NULL);
+    qmp_client_clear_events(q);
+    g_autoptr(SmReport) r2 = sm_probe_vm(q, reg, &error);
+    g_assert_no_error(error);
+    g_assert_cmpint(((SmDeviceVerdict *)r2->devices->pdata[0])->state, ==, SM_STATE_IDLE);
+    g_assert_cmpuint(count_events(q, "STOP") + count_events(q, "RESUME"), ==, 0);
+    g_autofree char *run2 = rig_vm_runstate(vm, &error);
+    g_assert_cmpstr(run2, ==, "paused");
+    qmp_ok(vm, "cont", NULL);
+
+    /* A migration in progress (throttled to a crawl, so it stays "active"). */
+    RigVmConfig dcfg = {.qemu = c->q10 ? RIG_QEMU_10 : RIG_QEMU_72,
+                        .machine = c->machine,
+                        .name = "live-dst",
+                        .incoming = TRUE};
+    g_autoptr(RigVm) dst = rig_vm_start(&dcfg, &error);
+    g_assert_no_error(error);
+    qmp_ok(vm, "migrate-set-parameters", "{\"max-bandwidth\":4096}");
+    g_autofree char *uri = rig_migration_uri();
+    g_autofree char *uri_json = g_strdup_printf("{\"uri\":\"%s\"}", uri);
+    qmp_ok(dst, "migrate-incoming", uri_json);
+    qmp_ok(vm, "migrate", uri_json);
+    static const char *const active[] = {"active", NULL};
+    g_autofree char *now = rig_wait_migration_status(vm, active, 10000, &error);
+    g_assert_cmpstr(now, ==, "active");
+    g_autoptr(SmReport) r3 = sm_probe_vm(q, reg, &error);
+    g_assert_null(r3);
+    g_assert_error(error, SM_PROBE_ERROR, SM_PROBE_ERROR_CAPTURE);
+    g_assert_nonnull(strstr(error->message, "migration is in progress"));
+    g_clear_error(&error);
+    g_autofree char *run3 = rig_vm_runstate(vm, &error);
+    g_assert_cmpstr(run3, ==, "running");
+    qmp_ok(vm, "migrate_cancel", NULL);
+}
+
+/* usb-bot with a CD-ROM on LUN 0 and a disk on LUN 1, found through QOM, on a live VM: idle,
+ * then a pending READ CAPACITY on LUN 1 named in the verdict, and the guest's transaction
+ * completes with the right bytes after the probe. */
+static void test_usb_bot(gconstpointer data)
+{
+    const Config *c = data;
+    g_autoptr(GError) error = NULL;
+    g_autofree char *disk = rig_disk_copy("bot-disk", &error);
+    RigVmConfig cfg = {.qemu = c->q10 ? RIG_QEMU_10 : RIG_QEMU_72,
+                       .machine = c->machine,
+                       .name = "bot",
+                       .form = RIG_FORM_BOT_CD_DISK,
+                       .disk = disk};
+    g_autoptr(RigVm) vm = rig_vm_start(&cfg, &error);
+    g_assert_no_error(error);
+    g_autoptr(RigGuest) g = rig_guest_new(vm, &error);
+    g_assert_no_error(error);
+    g_autoptr(SmRegistry) reg = sm_registry_new();
+    g_autoptr(SmReport) r = sm_probe_vm(rig_vm_qmp(vm), reg, &error);
+    g_assert_no_error(error);
+    const SmDeviceVerdict *v = r->devices->pdata[0];
+    g_assert_cmpstr(v->type, ==, "usb-bot");
+    g_assert_cmpint(v->state, ==, SM_STATE_IDLE);
+    g_assert_cmpstr(sm_fix_to_string(v->fix), ==, c->fix);
+    g_assert_cmpuint(json_object_array_length(json_object_object_get(v->details, "luns")), ==, 2);
+
+    RigCommand tur = rig_cmd_lun(rig_cmd_test_unit_ready(), 1);
+    RigCommand cap = rig_cmd_lun(rig_cmd_read_capacity(), 1);
+    guint8 ref[8], got[8], st;
+    gsize len;
+    for (int i = 0; i < 2; i++)
+        g_assert_true(rig_guest_transact(g, 0, &tur, got, &len, &st, &error));
+    g_assert_true(rig_guest_transact(g, 0, &cap, ref, &len, &st, &error));
+    g_assert_cmpuint(st, ==, 0);
+    g_assert_true(rig_guest_send_cbw(g, 0, &cap, NULL, &error));
+    g_autoptr(SmReport) r2 = sm_probe_vm(rig_vm_qmp(vm), reg, &error);
+    g_assert_no_error(error);
+    v = r2->devices->pdata[0];
+    g_assert_cmpint(v->state, ==, SM_STATE_BUSY);
+    g_assert_false(v->safe);
+    g_assert_true(g_str_has_prefix(v->reason, "LUN 1 (scsi-hd lun1hd0)"));
+    g_assert_cmpint(rig_guest_data_in(g, 0, got, 8, &error), ==, 8);
+    g_assert_cmpmem(got, 8, ref, 8);
+    g_assert_true(rig_guest_read_csw(g, 0, &st, NULL, &error));
+    g_assert_cmpuint(st, ==, 0);
+}
+
+/* The probe calls a USB stick's WRITE(10) waiting for its DATA-OUT safe (a DMA request whose
+ * received bytes are in the stream). Proof: migrate with the CBW sent and none or half of the
+ * data sent, send the rest to the destination, and read the sectors back there. */
+static void test_stick_write_migrates(gconstpointer data)
+{
+    const Config *c = data;
+    for (int sent_before = 0; sent_before <= 1; sent_before++) {
+        g_autoptr(GError) error = NULL;
+        g_autofree char *name = g_strdup_printf("stick%d", sent_before);
+        g_autofree char *disk = rig_disk_copy(name, &error);
+        RigVmConfig cfg = {.qemu = c->q10 ? RIG_QEMU_10 : RIG_QEMU_72,
+                           .machine = c->machine,
+                           .name = "stick",
+                           .form = RIG_FORM_STORAGE_DISK,
+                           .disk = disk};
+        g_autoptr(RigVm) src = rig_vm_start(&cfg, &error);
+        g_assert_no_error(error);
+        cfg.incoming = TRUE;
+        g_autoptr(RigVm) dst = rig_vm_start(&cfg, &error);
+        g_assert_no_error(error);
+        g_autoptr(RigGuest) g = rig_guest_new(src, &error);
+        g_assert_no_error(error);
+        RigCommand tur = rig_cmd_test_unit_ready();
+        guint8 buf[1024], st;
+        gsize len;
+        for (int i = 0; i < 2; i++)
+            g_assert_true(rig_guest_transact(g, 0, &tur, buf, &len, &st, &error));
+        guint8 data_out[1024];
+        for (gsize i = 0; i < sizeof data_out; i++)
+            data_out[i] = (guint8)(i * 7 + 3 + sent_before);
+        RigCommand wr = rig_cmd_disk_write10(8, 2);
+        g_assert_true(rig_guest_send_cbw(g, 0, &wr, NULL, &error));
+        if (sent_before)
+            g_assert_cmpint(rig_guest_data_out(g, 0, data_out, 512, &error), ==, 512);
+        g_autoptr(SmRegistry) reg = sm_registry_new();
+        g_autoptr(SmReport) r = sm_probe_vm(rig_vm_qmp(src), reg, &error);
+        g_assert_no_error(error);
+        const SmDeviceVerdict *v = r->devices->pdata[0];
+        g_assert_cmpint(v->state, ==, SM_STATE_BUSY);
+        g_assert_cmpstr(v->mode, ==, "DATAOUT");
+        g_assert_true(v->safe);
+        g_autofree char *result = rig_migrate(src, dst, NULL, &error);
+        g_assert_no_error(error);
+        g_assert_cmpstr(result, ==, "completed");
+        g_assert_true(rig_guest_attach(g, dst, &error));
+        g_assert_no_error(error);
+        gsize rest = sent_before ? 512 : 1024;
+        g_assert_cmpint(rig_guest_data_out(g, 0, data_out + 1024 - rest, rest, &error), ==,
+                        (gssize)rest);
+        g_assert_true(rig_guest_read_csw(g, 0, &st, NULL, &error));
+        g_assert_cmpuint(st, ==, 0);
+        RigCommand rd = rig_cmd_disk_read10(8, 2);
+        g_assert_true(rig_guest_transact(g, 0, &rd, buf, &len, &st, &error));
+        g_assert_no_error(error);
+        g_assert_cmpuint(st, ==, 0);
+        g_assert_cmpmem(buf, len, data_out, sizeof data_out);
+        g_assert_true(rig_vm_alive(dst));
+    }
+}
+
 int main(int argc, char **argv)
 {
     g_test_init(&argc, &argv, NULL);
@@ -323,6 +507,14 @@ int main(int argc, char **argv)
         g_test_add_data_func(p2, &configs[i], test_discovery);
         g_test_add_data_func(p3, &configs[i], test_cli);
         g_test_add_data_func(p4, &configs[i], test_pending_intact);
+        g_autofree char *p5 =
+            g_strdup_printf("/live/%s/%s/probe-stops-running-vm", v, configs[i].machine);
+        g_autofree char *p6 = g_strdup_printf("/live/%s/%s/usb-bot", v, configs[i].machine);
+        g_autofree char *p7 =
+            g_strdup_printf("/live/%s/%s/stick-write-migrates", v, configs[i].machine);
+        g_test_add_data_func(p5, &configs[i], test_probe_stops_running_vm);
+        g_test_add_data_func(p6, &configs[i], test_usb_bot);
+        g_test_add_data_func(p7, &configs[i], test_stick_write_migrates);
     }
     g_test_add_func("/live/plugin-dir", test_plugin_dir);
     g_test_add_func("/live/10.0/pc/fix-enabled-loses-data", test_fix_enabled_loses_data);

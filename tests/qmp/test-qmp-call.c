@@ -1,5 +1,6 @@
 /* The qmp-call CLI run as a subprocess against a real QEMU 7.2: output and exit codes
  * (0 ok, 1 QMP error, 2 usage, 3 cannot connect), and --fd passing. */
+#include "fake-server.h"
 #include "qemu-launch.h"
 
 #include <gio/gio.h>
@@ -192,6 +193,27 @@ static void test_usage(void)
     run_clear(&run);
 }
 
+/* A peer answering {"return": null}: a clean QMP error (exit 1), not a crash on the
+ * missing GError. */
+static void script_null(FakeServer *fs, gpointer data)
+{
+    (void)data;
+    fs_handshake(fs);
+    fs_reply(fs, fs_expect(fs, "query-status"), "null");
+    fs_expect_eof(fs);
+}
+
+static void test_null_reply(void)
+{
+    FakeServer *fs = fake_server_new(FALSE, script_null, NULL);
+    Run run = run_qmp_call(-1, fake_server_address(fs), "query-status", NULL);
+
+    g_assert_cmpint(run.status, ==, 1);
+    g_assert_nonnull(strstr(run.err, "null"));
+    run_clear(&run);
+    fake_server_free(fs);
+}
+
 int main(int argc, char **argv)
 {
     g_test_init(&argc, &argv, NULL);
@@ -200,5 +222,6 @@ int main(int argc, char **argv)
     g_test_add_func("/qmp-call/fd", test_fd);
     g_test_add_func("/qmp-call/dead-socket", test_dead_socket);
     g_test_add_func("/qmp-call/usage", test_usage);
+    g_test_add_func("/qmp-call/null-reply", test_null_reply);
     return g_test_run();
 }

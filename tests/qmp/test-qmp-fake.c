@@ -562,6 +562,86 @@ static void test_event_queue_bound(void)
     fake_server_free(fs);
 }
 
+/* Big events: the queue is bounded by bytes too (64 events of 256 KiB would be 16 MiB; a
+ * flood of them held a gigabyte). The survivors are the newest, in order. */
+#define BIG_EVENTS 64
+#define BIG_EVENT_BYTES (256 * 1024)
+
+static void script_big_events(FakeServer *fs, gpointer data)
+{
+    g_autofree char *pad = g_strnfill(BIG_EVENT_BYTES, 'x');
+    gint64 id;
+
+    (void)data;
+    fs_handshake(fs);
+    id = fs_expect(fs, "flood");
+    for (int i = 0; i < BIG_EVENTS; i++)
+        fs_sendf(fs, "{\"event\": \"E\", \"data\": {\"n\": %d, \"pad\": \"%s\"}}\n", i, pad);
+    fs_reply(fs, id, "{}");
+}
+
+static void test_event_queue_bytes(void)
+{
+    FakeServer *fs = fake_server_new(FALSE, script_big_events, NULL);
+    g_autoptr(QmpClient) client = connect_to(fs, NULL);
+    g_autoptr(GError) error = NULL;
+    json_object *ev;
+    int count = 0, last = -1;
+
+    json_object_put(qmp_client_execute(client, "flood", NULL, &error));
+    g_assert_no_error(error);
+    while ((ev = qmp_client_wait_event(client, "E", 0, NULL))) {
+        json_object *data = json_object_object_get(ev, "data");
+        int n = json_object_get_int(json_object_object_get(data, "n"));
+
+        g_assert_cmpint(n, >, last);
+        last = n;
+        count++;
+        json_object_put(ev);
+    }
+    g_assert_cmpint(last, ==, BIG_EVENTS - 1);
+    /* At most 4 MiB of event text stays queued. */
+    g_assert_cmpint(count, >, 0);
+    g_assert_cmpint((gint64)count * BIG_EVENT_BYTES, <=, 4 << 20);
+    fake_server_free(fs);
+}
+
+/* {"return": null} and ill-typed error members: a NULL result always comes with an error
+ * (callers rely on it; a missing error was dereferenced by the CLI and the daemon). */
+static void script_null_return(FakeServer *fs, gpointer data)
+{
+    (void)data;
+    fs_handshake(fs);
+    fs_reply(fs, fs_expect(fs, "a"), "null");
+    fs_sendf(fs, "{\"error\": 5, \"id\": %" G_GINT64_FORMAT "}\n", fs_expect(fs, "b"));
+    fs_sendf(fs, "{\"error\": {\"class\": [1], \"desc\": {}}, \"id\": %" G_GINT64_FORMAT "}\n",
+             fs_expect(fs, "c"));
+    fs_reply(fs, fs_expect(fs, "d"), "{}");
+}
+
+static void test_null_return(void)
+{
+    FakeServer *fs = fake_server_new(FALSE, script_null_return, NULL);
+    g_autoptr(QmpClient) client = connect_to(fs, NULL);
+    g_autoptr(GError) error = NULL;
+
+    g_assert_null(qmp_client_execute(client, "a", NULL, &error));
+    g_assert_error(error, QMP_ERROR, QMP_ERROR_PROTOCOL);
+    g_clear_error(&error);
+    g_assert_null(qmp_client_execute(client, "b", NULL, &error));
+    g_assert_error(error, QMP_ERROR, QMP_ERROR_COMMAND);
+    g_assert_cmpstr(qmp_error_get_class(error), ==, "GenericError");
+    g_clear_error(&error);
+    g_assert_null(qmp_client_execute(client, "c", NULL, &error));
+    g_assert_error(error, QMP_ERROR, QMP_ERROR_COMMAND);
+    g_assert_cmpstr(qmp_error_get_class(error), ==, "GenericError");
+    g_clear_error(&error);
+    /* The connection stays usable. */
+    json_object_put(qmp_client_execute(client, "d", NULL, &error));
+    g_assert_no_error(error);
+    fake_server_free(fs);
+}
+
 /* A subscriber that itself runs synchronous calls while the transport is mid-buffer. */
 typedef struct {
     json_object *later;
@@ -1034,6 +1114,8 @@ int main(int argc, char **argv)
     g_test_add_func("/qmp/fake/out-of-order", test_out_of_order);
     g_test_add_func("/qmp/fake/events", test_events);
     g_test_add_func("/qmp/fake/event-queue-bound", test_event_queue_bound);
+    g_test_add_func("/qmp/fake/event-queue-bytes", test_event_queue_bytes);
+    g_test_add_func("/qmp/fake/null-return", test_null_return);
     g_test_add_func("/qmp/fake/reentrant-subscriber", test_reentrant);
     g_test_add_func("/qmp/fake/timeout", test_timeout);
     g_test_add_func("/qmp/fake/error-reply", test_error_reply);

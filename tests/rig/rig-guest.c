@@ -472,7 +472,7 @@ gboolean rig_guest_send_cbw(RigGuest *g, guint disk, const RigCommand *cmd, guin
     memcpy(cbw + 4, &tag_le, 4);
     memcpy(cbw + 8, &len_le, 4);
     cbw[12] = cmd->data_in ? 0x80 : 0x00;
-    cbw[13] = 0; /* LUN */
+    cbw[13] = cmd->lun & 0x0f;
     cbw[14] = cmd->cdb_len;
     memcpy(cbw + 15, cmd->cdb, MIN(cmd->cdb_len, 16));
     if (tag)
@@ -487,6 +487,15 @@ gssize rig_guest_data_in(RigGuest *g, guint disk, guint8 *buf, gsize len, GError
     if (!d)
         return -1;
     return uhci_transfer(g, PID_IN, d->address, d->ep_in, &d->toggle_in, buf, len, 5000, error);
+}
+
+gssize rig_guest_data_out(RigGuest *g, guint disk, const guint8 *buf, gsize len, GError **error)
+{
+    RigDisk *d = disk_get(g, disk, error);
+    if (!d)
+        return -1;
+    return uhci_transfer(g, PID_OUT, d->address, d->ep_out, &d->toggle_out, (guint8 *)buf, len,
+                         5000, error);
 }
 
 gboolean rig_guest_read_csw(RigGuest *g, guint disk, guint8 *status, guint32 *residue,
@@ -526,6 +535,15 @@ gboolean rig_guest_transact(RigGuest *g, guint disk, const RigCommand *cmd, guin
         got = rig_guest_data_in(g, disk, buf, cmd->data_len, error);
         if (got < 0)
             return FALSE;
+    } else if (cmd->data_len) {
+        /* DATA-OUT in chunks the TD chain can carry. */
+        for (gsize off = 0; off < cmd->data_len;) {
+            gsize n = MIN((gsize)cmd->data_len - off, (gsize)DATA_MAX);
+            if (rig_guest_data_out(g, disk, buf + off, n, error) != (gssize)n)
+                return FALSE;
+            off += n;
+        }
+        got = cmd->data_len;
     }
     if (len)
         *len = (gsize)got;
@@ -567,4 +585,31 @@ RigCommand rig_cmd_read10(guint32 lba, guint16 blocks)
                         .cdb_len = 10,
                         .data_len = (guint32)blocks * 2048,
                         .data_in = TRUE};
+}
+
+RigCommand rig_cmd_disk_read10(guint32 lba, guint16 blocks)
+{
+    RigCommand c = rig_cmd_read10(lba, blocks);
+    c.data_len = (guint32)blocks * 512;
+    return c;
+}
+
+RigCommand rig_cmd_disk_write10(guint32 lba, guint16 blocks)
+{
+    RigCommand c = rig_cmd_disk_read10(lba, blocks);
+    c.cdb[0] = 0x2a;
+    c.data_in = FALSE;
+    return c;
+}
+
+RigCommand rig_cmd_mode_sense6(guint8 page, guint8 alloc)
+{
+    return (RigCommand){
+        .cdb = {0x1a, 0x08, page, 0, alloc, 0}, .cdb_len = 6, .data_len = alloc, .data_in = TRUE};
+}
+
+RigCommand rig_cmd_lun(RigCommand cmd, guint8 lun)
+{
+    cmd.lun = lun;
+    return cmd;
 }

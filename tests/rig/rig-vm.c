@@ -136,6 +136,136 @@ void rig_expected_read_capacity(guint8 out[8])
     memcpy(out + 4, &block, 4);
 }
 
+static char *default_disk;
+
+/* Bytes of the default disk: the ISO's pattern with another seed, so that a sector of the
+ * one never passes for a sector of the other. */
+static void fill_disk_pattern(guint8 *buf, gsize len)
+{
+    guint32 x = 0x2545f491u;
+    for (gsize i = 0; i < len; i++) {
+        x ^= x << 13;
+        x ^= x >> 17;
+        x ^= x << 5;
+        buf[i] = (guint8)(x >> 24);
+    }
+}
+
+enum { DISK_BYTES = 1024 * 1024 };
+
+const char *rig_default_disk(GError **error)
+{
+    if (default_disk)
+        return default_disk;
+    g_autofree char *path = g_build_filename(rig_tmpdir(), "disk.img", NULL);
+    g_autofree guint8 *data = g_malloc(DISK_BYTES);
+    fill_disk_pattern(data, DISK_BYTES);
+    if (!g_file_set_contents(path, (const char *)data, DISK_BYTES, error))
+        return NULL;
+    default_disk = g_steal_pointer(&path);
+    return default_disk;
+}
+
+gboolean rig_disk_sector(guint32 lba, guint8 out[512])
+{
+    if ((guint64)lba * 512 + 512 > DISK_BYTES)
+        return FALSE;
+    g_autofree guint8 *data = g_malloc(DISK_BYTES);
+    fill_disk_pattern(data, DISK_BYTES);
+    memcpy(out, data + (gsize)lba * 512, 512);
+    return TRUE;
+}
+
+char *rig_disk_copy(const char *name, GError **error)
+{
+    const char *src = rig_default_disk(error);
+    g_autofree char *data = NULL;
+    gsize len;
+    if (!src || !g_file_get_contents(src, &data, &len, error))
+        return NULL;
+    g_autofree char *file = g_strdup_printf("%s.img", name);
+    char *path = g_build_filename(rig_tmpdir(), file, NULL);
+    if (!g_file_set_contents(path, data, (gssize)len, error)) {
+        g_free(path);
+        return NULL;
+    }
+    return path;
+}
+
+const char *rig_form_usb_type(RigForm form)
+{
+    return form == RIG_FORM_BOT_CD || form == RIG_FORM_BOT_CD_DISK ? "usb-bot" : "usb-storage";
+}
+
+static void add2(GPtrArray *argv, const char *opt, char *value)
+{
+    g_ptr_array_add(argv, g_strdup(opt));
+    g_ptr_array_add(argv, value);
+}
+
+/* The controller's -device arguments and the bus its devices go on. */
+static const char *add_controller(GPtrArray *argv, RigController c)
+{
+    switch (c) {
+    case RIG_CTRL_EHCI:
+        add2(argv, "-device", g_strdup("usb-ehci,id=ehci,addr=0x4"));
+        return "ehci.0";
+    case RIG_CTRL_ICH9_EHCI:
+        add2(argv, "-device", g_strdup("ich9-usb-ehci1,id=ehci,addr=1d.7,multifunction=on"));
+        for (int i = 0; i < 3; i++)
+            add2(argv, "-device",
+                 g_strdup_printf("ich9-usb-uhci%d,masterbus=ehci.0,firstport=%d,addr=1d.%d,"
+                                 "multifunction=on",
+                                 i + 1, 2 * i, i));
+        return "ehci.0";
+    case RIG_CTRL_XHCI:
+        add2(argv, "-device", g_strdup("qemu-xhci,id=xhci,addr=0x5"));
+        return "xhci.0";
+    default:
+        return "uhci.0";
+    }
+}
+
+/* Storage device i of the configuration: its drives and its -device arguments. xHCI picks
+ * the port itself (its first ports are USB 3, which a given port number may not be). */
+static void add_storage(GPtrArray *argv, const RigVmConfig *c, const char *bus, guint i,
+                        const char *iso, const char *disk)
+{
+    g_autofree char *port =
+        c->controller == RIG_CTRL_XHCI ? g_strdup("") : g_strdup_printf(",port=%u", i + 1);
+    g_autofree char *cd = g_strdup_printf("if=none,id=cd%u,media=cdrom,readonly=on,format=raw,"
+                                          "file=%s",
+                                          i, iso);
+    g_autofree char *hd =
+        g_strdup_printf("if=none,id=hd%u,format=raw,file=%s,cache=writethrough", i, disk);
+    switch (c->form) {
+    case RIG_FORM_STORAGE_CD:
+        add2(argv, "-drive", g_steal_pointer(&cd));
+        add2(argv, "-device",
+             g_strdup_printf("usb-storage,bus=%s%s,drive=cd%u,id=usbcd%u", bus, port, i, i));
+        break;
+    case RIG_FORM_STORAGE_DISK:
+        add2(argv, "-drive", g_steal_pointer(&hd));
+        add2(argv, "-device",
+             g_strdup_printf("usb-storage,bus=%s%s,drive=hd%u,id=usbcd%u", bus, port, i, i));
+        break;
+    case RIG_FORM_BOT_CD:
+    case RIG_FORM_BOT_CD_DISK:
+        add2(argv, "-device", g_strdup_printf("usb-bot,bus=%s%s,id=usbcd%u", bus, port, i));
+        add2(argv, "-drive", g_steal_pointer(&cd));
+        add2(argv, "-device",
+             g_strdup_printf("scsi-cd,bus=usbcd%u.0,lun=0,drive=cd%u,id=lun0cd%u", i, i, i));
+        if (c->form == RIG_FORM_BOT_CD_DISK) {
+            add2(argv, "-drive", g_steal_pointer(&hd));
+            add2(argv, "-device",
+                 g_strdup_printf("scsi-hd,bus=usbcd%u.0,lun=1,drive=hd%u,id=lun1hd%u", i, i, i));
+        }
+        break;
+    default:
+        break;
+    }
+}
+
 /* 64 KiB of HLT: the CPU starts at the reset vector, halts with interrupts off and stays
  * there, so the qtest side is the only "guest software" touching the hardware. */
 static const char *hlt_bios(GError **error)
@@ -208,7 +338,8 @@ RigVm *rig_vm_start(const RigVmConfig *config, GError **error)
 {
     const char *iso = config->iso ? config->iso : rig_default_iso(error);
     const char *bios = config->kernel ? "" : hlt_bios(error);
-    if (!iso || !bios)
+    const char *disk = config->disk ? config->disk : rig_default_disk(error);
+    if (!iso || !bios || !disk)
         return NULL;
     guint n_disks = config->n_disks ? config->n_disks : 1;
 
@@ -269,16 +400,9 @@ RigVm *rig_vm_start(const RigVmConfig *config, GError **error)
         g_ptr_array_add(argv, g_strdup("-qtest"));
         g_ptr_array_add(argv, g_strdup_printf("unix:%s,server=on,wait=off", vm->qtest_path));
     }
-    for (guint i = 0; i < n_disks; i++) {
-        g_ptr_array_add(argv, g_strdup("-drive"));
-        g_ptr_array_add(
-            argv,
-            g_strdup_printf("if=none,id=cd%u,media=cdrom,readonly=on,format=raw,file=%s", i, iso));
-        g_ptr_array_add(argv, g_strdup("-device"));
-        g_ptr_array_add(
-            argv,
-            g_strdup_printf("usb-storage,bus=uhci.0,port=%u,drive=cd%u,id=usbcd%u", i + 1, i, i));
-    }
+    const char *bus = add_controller(argv, config->controller);
+    for (guint i = 0; i < n_disks; i++)
+        add_storage(argv, config, bus, i, iso, disk);
     for (guint i = 0; config->extra_args && config->extra_args[i]; i++) {
         const char *arg = config->extra_args[i];
         const char *at = strstr(arg, "%s");

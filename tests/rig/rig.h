@@ -19,8 +19,27 @@ typedef enum {
 
 typedef enum { RIG_QEMU_72, RIG_QEMU_10 } RigQemu;
 
-/* The whole guest-visible hardware is fixed: UHCI at PCI 00:02.0 (so sections are named
- * "0000:00:02.0/N/usb-storage"), one usb-storage CD-ROM per entry of `n_disks` on ports 1.. */
+/* How each USB storage device is presented (the shapes users run). */
+typedef enum {
+    RIG_FORM_STORAGE_CD,   /* usb-storage, media=cdrom (scsi-cd): the default */
+    RIG_FORM_STORAGE_DISK, /* usb-storage with a disk (scsi-hd): a USB stick */
+    RIG_FORM_BOT_CD,       /* usb-bot + scsi-cd on LUN 0 (how Incus presents a CD-ROM) */
+    RIG_FORM_BOT_CD_DISK,  /* usb-bot with scsi-cd on LUN 0 and scsi-hd on LUN 1 */
+    RIG_FORM_NONE,         /* no storage device from the rig (extra_args bring their own) */
+} RigForm;
+
+/* The controller the storage devices sit on. The qtest guest drives UHCI only; the real
+ * Linux guest any of them. */
+typedef enum {
+    RIG_CTRL_UHCI,      /* piix3-usb-uhci at 00:02.0, bus "uhci.0" (ports 1, 2) */
+    RIG_CTRL_EHCI,      /* usb-ehci at 00:04.0, bus "ehci.0" */
+    RIG_CTRL_ICH9_EHCI, /* ich9-usb-ehci1 at 00:1d.7 with ich9-usb-uhci1..3 companions */
+    RIG_CTRL_XHCI,      /* qemu-xhci at 00:05.0, bus "xhci.0" */
+} RigController;
+
+/* The guest-visible hardware: UHCI at PCI 00:02.0 always (so sections are named
+ * "0000:00:02.0/N/usb-storage"), and one storage device of `form` per entry of `n_disks` on
+ * `controller` (ports 1.. on UHCI and EHCI). Disks are copies of the rig's disk image. */
 typedef struct {
     RigQemu qemu;
     const char *machine; /* NULL = "pc" */
@@ -31,6 +50,9 @@ typedef struct {
     /* More QEMU arguments (further controllers, devices, drives); "%s" in one stands for the
      * ISO's path. NULL-terminated, or NULL. */
     const char *const *extra_args;
+    RigForm form;
+    RigController controller;
+    const char *disk; /* NULL = a fresh copy of rig_default_disk() per VM chain */
     /* A real Linux guest (tests/linux) instead of the HLT BIOS + qtest: boots `kernel` with
      * `initrd` and `append`, `memory_mb` of RAM (0 = 256), `accel` (NULL = "tcg"), serial
      * console appended to the file `console` (one file can serve every VM of a migration
@@ -48,6 +70,13 @@ const char *rig_tmpdir(void);
  * rig_iso_sector() gives the expected bytes of any 2048-byte sector. */
 const char *rig_default_iso(GError **error);
 gboolean rig_iso_sector(guint32 lba, guint8 out[2048]);
+/* Path of a raw disk image (1 MiB of the same kind of pattern, made once per process) and
+ * the expected bytes of its 512-byte sectors. rig_disk_copy() makes a private writable copy. */
+const char *rig_default_disk(GError **error);
+gboolean rig_disk_sector(guint32 lba, guint8 out[512]);
+char *rig_disk_copy(const char *name, GError **error);
+/* "usb-bot", "usb-storage": the QOM type of the USB device of a form. */
+const char *rig_form_usb_type(RigForm form);
 /* The READ CAPACITY(10) answer for the default ISO: last LBA and block size, big-endian. */
 void rig_expected_read_capacity(guint8 out[8]);
 
@@ -124,6 +153,7 @@ typedef struct {
     guint8 cdb_len;
     guint32 data_len; /* expected transfer length */
     gboolean data_in; /* direction (device to host) */
+    guint8 lun;       /* the CBW's LUN (usb-bot: 0..15) */
 } RigCommand;
 
 gboolean rig_guest_send_cbw(RigGuest *guest, guint disk, const RigCommand *cmd, guint32 *tag,
@@ -131,6 +161,9 @@ gboolean rig_guest_send_cbw(RigGuest *guest, guint disk, const RigCommand *cmd, 
 /* Reads up to `len` bytes of DATA-IN; returns the count read, -1 on error. A short
  * transfer ends the phase. */
 gssize rig_guest_data_in(RigGuest *guest, guint disk, guint8 *buf, gsize len, GError **error);
+/* Sends `len` bytes of DATA-OUT; returns the count sent, -1 on error. */
+gssize rig_guest_data_out(RigGuest *guest, guint disk, const guint8 *buf, gsize len,
+                          GError **error);
 /* Reads the CSW and checks its signature and tag against the last CBW of that disk. */
 gboolean rig_guest_read_csw(RigGuest *guest, guint disk, guint8 *status, guint32 *residue,
                             GError **error);
@@ -144,6 +177,12 @@ RigCommand rig_cmd_read_capacity(void); /* READ CAPACITY(10), 8 bytes */
 RigCommand rig_cmd_inquiry(void);       /* INQUIRY, 36 bytes */
 RigCommand rig_cmd_test_unit_ready(void);
 RigCommand rig_cmd_read10(guint32 lba, guint16 blocks); /* 2048-byte blocks */
+/* On a disk (512-byte blocks). */
+RigCommand rig_cmd_disk_read10(guint32 lba, guint16 blocks);
+RigCommand rig_cmd_disk_write10(guint32 lba, guint16 blocks);
+RigCommand rig_cmd_mode_sense6(guint8 page, guint8 alloc);
+/* The same command for another LUN. */
+RigCommand rig_cmd_lun(RigCommand cmd, guint8 lun);
 
 /* ---- Test fixture: a source with the guest on it and a destination waiting ---------------- */
 

@@ -1,0 +1,580 @@
+/* safe-migrate-filter: one per gated domain, started by the holder on libvirt's monitor
+ * connection (fd 3) and QEMU's (fd 4). A byte-exact relay of libvirt's QMP, passed fds
+ * included, except that it holds libvirt's `migrate` and `migrate-continue` for the gate,
+ * multiplexes its own QMP client (the gate worker, on a private socket) onto QEMU's
+ * connection with ids libvirt never sees, and hides the STOP/RESUME events its own
+ * captures cause. Its argv carries "safe-migrate" and the domain name:
+ *   safe-migrate-filter --domain NAME --config-dir DIR [--resume] */
+#define G_LOG_DOMAIN "safe-migrate-filter"
+
+#include <errno.h>
+#include <fcntl.h>
+#include <glib-unix.h>
+#include <poll.h>
+#include <signal.h>
+#include <stdio.h>
+#include <string.h>
+#include <sys/socket.h>
+#include <sys/stat.h>
+#include <sys/un.h>
+#include <unistd.h>
+
+#include "filter.h"
+#include "qmp.h"
+
+#define MAX_FDS 16
+#define MAX_LINE (16u * 1024u * 1024u)
+#define PARSE_LIMIT (64u * 1024u) /* longer QEMU lines are replies: libvirt's, never ours */
+#define OUR_ID_PREFIX "sm-filter-"
+
+typedef struct {
+    char *data;
+    gsize len;
+    GArray *fds; /* int, owned: sent with the line, then closed */
+} Line;
+
+typedef struct {
+    const char *name;
+    int fd;
+    GByteArray *in;
+    GArray *fds; /* received, not yet attached to a complete line */
+    guint watch;
+} Peer;
+
+typedef struct {
+    GMainLoop *loop;
+    SmPolicy policy;
+    gboolean gate_on;
+    gboolean resume;
+    Peer libvirt, qemu, probe;
+    int probe_listen, control_listen;
+    guint libvirt_inflight; /* libvirt commands forwarded and not yet answered */
+    GQueue deferred;        /* libvirt lines waiting for our command or a held one */
+    GQueue ours;            /* the worker's lines (ids rewritten) waiting for a free turn */
+    char *our_id;           /* our command in flight at QEMU */
+    json_object *client_id; /* the worker's own id for it */
+    gboolean hide_events;   /* it may stop and resume the VM: hide STOP/RESUME */
+    Line *held;             /* libvirt's command held for the gate */
+    json_object *held_id;
+    GBytes *greeting;
+    SmReport *paused_report;
+    SmGate *gate;
+    guint our_seq;
+} Filter;
+
+static void line_free(Line *line)
+{
+    if (!line)
+        return;
+    for (guint i = 0; line->fds && i < line->fds->len; i++)
+        close(g_array_index(line->fds, int, i));
+    if (line->fds)
+        g_array_unref(line->fds);
+    g_free(line->data);
+    g_free(line);
+}
+
+static Line *line_new(const char *data, gsize len, GArray *fds)
+{
+    Line *line = g_new0(Line, 1);
+    line->data = g_memdup2(data, len);
+    line->len = len;
+    line->fds = fds;
+    return line;
+}
+
+/* Blocking write of the whole buffer, fds with the first chunk (QEMU attaches received fds
+ * to the monitor, and getfd takes the last one: the bytes that follow are what matters). */
+static gboolean send_all(int fd, const char *data, gsize len, const GArray *fds)
+{
+    gsize done = 0;
+    gboolean fds_sent = !fds || fds->len == 0;
+    while (done < len) {
+        struct iovec iov = {.iov_base = (char *)data + done, .iov_len = len - done};
+        struct msghdr msg = {.msg_iov = &iov, .msg_iovlen = 1};
+        char control[CMSG_SPACE(sizeof(int) * MAX_FDS)];
+        if (!fds_sent) {
+            gsize bytes = sizeof(int) * fds->len;
+            memset(control, 0, sizeof control);
+            msg.msg_control = control;
+            msg.msg_controllen = CMSG_SPACE(bytes);
+            struct cmsghdr *c = CMSG_FIRSTHDR(&msg);
+            c->cmsg_level = SOL_SOCKET;
+            c->cmsg_type = SCM_RIGHTS;
+            c->cmsg_len = CMSG_LEN(bytes);
+            memcpy(CMSG_DATA(c), fds->data, bytes);
+        }
+        ssize_t n = sendmsg(fd, &msg, MSG_NOSIGNAL);
+        if (n < 0 && (errno == EINTR || errno == EAGAIN)) {
+            struct pollfd p = {.fd = fd, .events = POLLOUT};
+            poll(&p, 1, 100);
+            continue;
+        }
+        if (n < 0)
+            return FALSE;
+        fds_sent = TRUE;
+        done += (gsize)n;
+    }
+    return TRUE;
+}
+
+static void send_line(Filter *f, Peer *to, const Line *line)
+{
+    if (to->fd >= 0 && !send_all(to->fd, line->data, line->len, line->fds))
+        g_warning("write to %s: %s", to->name, g_strerror(errno));
+    (void)f;
+}
+
+/* Reads what is there; FALSE at EOF or error. */
+static gboolean peer_read(Peer *p)
+{
+    char buf[65536];
+    char control[CMSG_SPACE(sizeof(int) * MAX_FDS)];
+    struct iovec iov = {.iov_base = buf, .iov_len = sizeof buf};
+    struct msghdr msg = {
+        .msg_iov = &iov, .msg_iovlen = 1, .msg_control = control, .msg_controllen = sizeof control};
+    ssize_t n = recvmsg(p->fd, &msg, MSG_CMSG_CLOEXEC | MSG_DONTWAIT);
+    if (n < 0 && (errno == EINTR || errno == EAGAIN))
+        return TRUE;
+    if (n <= 0)
+        return FALSE;
+    for (struct cmsghdr *c = CMSG_FIRSTHDR(&msg); c; c = CMSG_NXTHDR(&msg, c)) {
+        if (c->cmsg_level != SOL_SOCKET || c->cmsg_type != SCM_RIGHTS)
+            continue;
+        guint count = (guint)((c->cmsg_len - CMSG_LEN(0)) / sizeof(int));
+        g_array_append_vals(p->fds, CMSG_DATA(c), count);
+    }
+    g_byte_array_append(p->in, (guint8 *)buf, (guint)n);
+    return TRUE;
+}
+
+/* The next complete line (with the fds received so far), or NULL. An over-long partial
+ * line is passed on as it is: nothing of ours is ever that long. */
+static Line *peer_next_line(Peer *p)
+{
+    guint8 *nl = memchr(p->in->data, '\n', p->in->len);
+    gsize len = nl ? (gsize)(nl - p->in->data) + 1 : (p->in->len > MAX_LINE ? p->in->len : 0);
+    if (!len)
+        return NULL;
+    GArray *fds = NULL;
+    if (p->fds->len) {
+        fds = p->fds;
+        p->fds = g_array_new(FALSE, FALSE, sizeof(int));
+    }
+    Line *line = line_new((char *)p->in->data, len, fds);
+    g_byte_array_remove_range(p->in, 0, (guint)len);
+    return line;
+}
+
+static json_object *parse(const Line *line)
+{
+    if (line->len > PARSE_LIMIT)
+        return NULL;
+    json_object *obj = json_tokener_parse(line->data);
+    if (obj && !json_object_is_type(obj, json_type_object)) {
+        json_object_put(obj);
+        return NULL;
+    }
+    return obj;
+}
+
+static const char *str_member(json_object *obj, const char *key)
+{
+    json_object *v;
+    if (!obj || !json_object_object_get_ex(obj, key, &v) ||
+        !json_object_is_type(v, json_type_string))
+        return NULL;
+    return json_object_get_string(v);
+}
+
+/* ---- Persisted state: a held command survives a restart of the filter ------------------ */
+
+static void save_held(Filter *f)
+{
+    g_autoptr(GError) error = NULL;
+    if (!f->held)
+        unlink(SM_LV_STATE);
+    else if (!g_file_set_contents(SM_LV_STATE, f->held->data, (gssize)f->held->len, &error))
+        g_warning("%s", error->message);
+}
+
+/* ---- Turn-taking on QEMU's connection ----------------------------------------------------- */
+
+static void from_libvirt(Filter *f, Line *line);
+
+static void send_ours(Filter *f)
+{
+    Line *line = g_queue_pop_head(&f->ours);
+    g_autoptr(json_object) cmd = parse(line);
+    const char *exec = str_member(cmd, "execute");
+    f->our_id = g_strdup(str_member(cmd, "id"));
+    f->hide_events = exec && (g_str_equal(exec, "xen-save-devices-state") ||
+                              g_str_equal(exec, "stop") || g_str_equal(exec, "cont"));
+    send_line(f, &f->qemu, line);
+    line_free(line);
+}
+
+/* Whoever may talk to QEMU next: libvirt's deferred lines first, then ours when libvirt has
+ * nothing in flight (QEMU runs one command at a time, so events seen between our command
+ * and its reply are ours). */
+static void pump(Filter *f)
+{
+    while (!f->our_id && !f->held && !g_queue_is_empty(&f->deferred))
+        from_libvirt(f, g_queue_pop_head(&f->deferred));
+    if (!f->our_id && f->libvirt_inflight == 0 && !g_queue_is_empty(&f->ours))
+        send_ours(f);
+}
+
+/* ---- libvirt -> QEMU ---------------------------------------------------------------------- */
+
+static void on_gate_done(SmGateJob *job, gpointer data);
+
+static void hold(Filter *f, Line *line, json_object *cmd, SmGateJobKind kind)
+{
+    f->held = line;
+    f->held_id = json_object_get(json_object_object_get(cmd, "id"));
+    save_held(f);
+    SmGateJob *job = g_new0(SmGateJob, 1);
+    job->kind = kind;
+    job->client_fd = -1;
+    if (kind == SM_GATE_JOB_SWITCHOVER)
+        job->paused_report = g_steal_pointer(&f->paused_report);
+    g_info("holding libvirt's %s for the gate",
+           kind == SM_GATE_JOB_SWITCHOVER ? "migrate-continue" : "migrate");
+    sm_gate_submit(f->gate, job);
+}
+
+static void from_libvirt(Filter *f, Line *line)
+{
+    if (f->our_id || f->held) {
+        g_queue_push_tail(&f->deferred, line);
+        return;
+    }
+    if (f->gate_on && g_strstr_len(line->data, (gssize)line->len, "migrate")) {
+        g_autoptr(json_object) cmd = parse(line);
+        const char *exec = str_member(cmd, "execute");
+        if (exec && g_str_equal(exec, "migrate-continue")) {
+            hold(f, line, cmd, SM_GATE_JOB_SWITCHOVER);
+            return;
+        }
+        if (exec && g_str_equal(exec, "migrate")) {
+            hold(f, line, cmd, SM_GATE_JOB_PRE_MIGRATE);
+            return;
+        }
+    }
+    f->libvirt_inflight++;
+    send_line(f, &f->qemu, line);
+    line_free(line);
+}
+
+/* Answers the held command with a QMP error, as QEMU would. */
+static void refuse_held(Filter *f, const char *message)
+{
+    g_autoptr(json_object) reply = json_object_new_object();
+    json_object *err = json_object_new_object();
+    json_object_object_add(err, "class", json_object_new_string("GenericError"));
+    json_object_object_add(err, "desc", json_object_new_string(message));
+    json_object_object_add(reply, "error", err);
+    if (f->held_id)
+        json_object_object_add(reply, "id", json_object_get(f->held_id));
+    g_autofree char *text =
+        g_strdup_printf("%s\r\n", json_object_to_json_string_ext(reply, JSON_C_TO_STRING_PLAIN));
+    Line l = {.data = text, .len = strlen(text)};
+    send_line(f, &f->libvirt, &l);
+}
+
+static void on_gate_done(SmGateJob *job, gpointer data)
+{
+    Filter *f = data;
+    if (job->kind == SM_GATE_JOB_STATUS) {
+        if (job->reply && !send_all(job->client_fd, job->reply, strlen(job->reply), NULL))
+            g_debug("status client went away");
+        close(job->client_fd);
+        sm_gate_job_free(job);
+        return;
+    }
+    g_return_if_fail(f->held);
+    if (job->kind == SM_GATE_JOB_PRE_MIGRATE)
+        f->paused_report = g_steal_pointer(&job->paused_report);
+    Line *line = g_steal_pointer(&f->held);
+    g_clear_pointer(&f->held_id, json_object_put);
+    if (job->action == SM_GATE_PROCEED) {
+        f->libvirt_inflight++;
+        send_line(f, &f->qemu, line);
+    } else {
+        f->held = line; /* refuse_held reads its id */
+        g_warning("%s", job->message);
+        refuse_held(f, job->message);
+        f->held = NULL;
+    }
+    line_free(line);
+    save_held(f);
+    sm_gate_job_free(job);
+    pump(f);
+}
+
+/* ---- QEMU -> libvirt ---------------------------------------------------------------------- */
+
+/* Our reply: back to the worker under its own id. Replies to a previous incarnation's
+ * commands (it was killed mid-command) are dropped: libvirt must never see our ids. */
+static void our_reply(Filter *f, json_object *reply, const char *id)
+{
+    if (!f->our_id || !g_str_equal(id, f->our_id)) {
+        g_info("dropping a reply to %s (not in flight)", id);
+        return;
+    }
+    g_clear_pointer(&f->our_id, g_free);
+    f->hide_events = FALSE;
+    json_object_object_del(reply, "id");
+    if (f->client_id)
+        json_object_object_add(reply, "id", json_object_get(f->client_id));
+    g_clear_pointer(&f->client_id, json_object_put);
+    g_autofree char *text =
+        g_strdup_printf("%s\r\n", json_object_to_json_string_ext(reply, JSON_C_TO_STRING_PLAIN));
+    Line l = {.data = text, .len = strlen(text)};
+    send_line(f, &f->probe, &l);
+}
+
+static void from_qemu(Filter *f, Line *line)
+{
+    g_autoptr(json_object) msg = parse(line);
+    if (!msg) { /* a long reply, or not JSON: libvirt's business */
+        if (f->libvirt_inflight)
+            f->libvirt_inflight--;
+    } else if (json_object_object_get_ex(msg, "QMP", NULL)) {
+        g_clear_pointer(&f->greeting, g_bytes_unref);
+        f->greeting = g_bytes_new(line->data, line->len);
+        g_file_set_contents(SM_LV_GREETING, line->data, (gssize)line->len, NULL);
+    } else if (json_object_object_get_ex(msg, "event", NULL)) {
+        const char *name = str_member(msg, "event");
+        gboolean run_event = name && (g_str_equal(name, "STOP") || g_str_equal(name, "RESUME"));
+        if (run_event && f->hide_events) {
+            g_info("hiding %s (caused by the gate's own capture)", name);
+            return;
+        }
+        if (name && g_str_equal(name, "RESUME")) /* a verdict never outlives a RESUME */
+            g_clear_pointer(&f->paused_report, sm_report_free);
+    } else {
+        const char *id = str_member(msg, "id");
+        if (id && g_str_has_prefix(id, OUR_ID_PREFIX)) {
+            our_reply(f, msg, id);
+            pump(f);
+            return;
+        }
+        if (f->libvirt_inflight)
+            f->libvirt_inflight--;
+    }
+    send_line(f, &f->libvirt, line);
+    if (f->libvirt_inflight == 0)
+        pump(f);
+}
+
+/* ---- The worker's QMP client, on the private probe socket --------------------------------- */
+
+static void from_probe(Filter *f, Line *line)
+{
+    g_autoptr(json_object) cmd = parse(line);
+    const char *exec = str_member(cmd, "execute");
+    if (!exec) {
+        line_free(line);
+        return;
+    }
+    json_object *id = json_object_object_get(cmd, "id");
+    if (g_str_equal(exec, "qmp_capabilities")) { /* libvirt negotiated the connection */
+        g_autoptr(json_object) reply = json_object_new_object();
+        json_object_object_add(reply, "return", json_object_new_object());
+        if (id)
+            json_object_object_add(reply, "id", json_object_get(id));
+        g_autofree char *text = g_strdup_printf("%s\r\n", json_object_to_json_string(reply));
+        Line l = {.data = text, .len = strlen(text)};
+        send_line(f, &f->probe, &l);
+        line_free(line);
+        return;
+    }
+    g_clear_pointer(&f->client_id, json_object_put);
+    f->client_id = json_object_get(id);
+    g_autofree char *ours = g_strdup_printf(OUR_ID_PREFIX "%d-%u", (int)getpid(), ++f->our_seq);
+    json_object_object_add(cmd, "id", json_object_new_string(ours));
+    g_autofree char *text = g_strdup_printf("%s\r\n", json_object_to_json_string(cmd));
+    g_queue_push_tail(&f->ours, line_new(text, strlen(text), g_steal_pointer(&line->fds)));
+    line_free(line);
+    pump(f);
+}
+
+static void peer_close(Peer *p)
+{
+    if (p->watch)
+        g_source_remove(p->watch);
+    p->watch = 0;
+    if (p->fd >= 0)
+        close(p->fd);
+    p->fd = -1;
+}
+
+static gboolean on_readable(int fd, GIOCondition cond, gpointer data);
+
+static void peer_watch(Filter *f, Peer *p, int fd)
+{
+    p->fd = fd;
+    g_byte_array_set_size(p->in, 0);
+    p->watch = g_unix_fd_add(fd, G_IO_IN | G_IO_HUP | G_IO_ERR, on_readable, f);
+}
+
+static gboolean on_readable(int fd, GIOCondition cond, gpointer data)
+{
+    Filter *f = data;
+    Peer *p = fd == f->libvirt.fd ? &f->libvirt : fd == f->qemu.fd ? &f->qemu : &f->probe;
+    (void)cond;
+    if (!peer_read(p)) {
+        if (p == &f->probe) {
+            g_info("the gate's client disconnected");
+            p->watch = 0;
+            peer_close(p);
+            return G_SOURCE_REMOVE;
+        }
+        g_info("%s closed the connection", p->name);
+        g_main_loop_quit(f->loop);
+        return G_SOURCE_CONTINUE;
+    }
+    Line *line;
+    while (p->fd >= 0 && (line = peer_next_line(p))) {
+        if (p == &f->libvirt)
+            from_libvirt(f, line);
+        else if (p == &f->qemu)
+            from_qemu(f, line), line_free(line);
+        else
+            from_probe(f, line);
+    }
+    return G_SOURCE_CONTINUE;
+}
+
+/* Only this process may be the gate's client: it reaches QEMU past libvirt. */
+static gboolean on_probe_connect(int fd, GIOCondition cond, gpointer data)
+{
+    Filter *f = data;
+    (void)cond;
+    int c = accept4(fd, NULL, NULL, SOCK_CLOEXEC);
+    struct ucred cred;
+    socklen_t len = sizeof cred;
+    if (c < 0)
+        return G_SOURCE_CONTINUE;
+    if (getsockopt(c, SOL_SOCKET, SO_PEERCRED, &cred, &len) != 0 || cred.pid != getpid() ||
+        !f->greeting || f->probe.fd >= 0) {
+        close(c);
+        return G_SOURCE_CONTINUE;
+    }
+    peer_watch(f, &f->probe, c);
+    gsize glen;
+    const char *g = g_bytes_get_data(f->greeting, &glen);
+    send_all(c, g, glen, NULL);
+    return G_SOURCE_CONTINUE;
+}
+
+/* `safe-migrate status`: one request line, one JSON reply line. */
+static gboolean on_control_connect(int fd, GIOCondition cond, gpointer data)
+{
+    Filter *f = data;
+    (void)cond;
+    int c = accept4(fd, NULL, NULL, SOCK_CLOEXEC);
+    if (c < 0)
+        return G_SOURCE_CONTINUE;
+    char buf[256];
+    struct pollfd p = {.fd = c, .events = POLLIN};
+    ssize_t n = poll(&p, 1, 1000) > 0 ? recv(c, buf, sizeof buf - 1, MSG_DONTWAIT) : -1;
+    if (n <= 0 || strncmp(buf, "status", 6) != 0) {
+        static const char bad[] = "{\"error\":\"unknown request (want: status)\"}\n";
+        send_all(c, bad, sizeof bad - 1, NULL);
+        close(c);
+        return G_SOURCE_CONTINUE;
+    }
+    SmGateJob *job = g_new0(SmGateJob, 1);
+    job->kind = SM_GATE_JOB_STATUS;
+    job->client_fd = c;
+    sm_gate_submit(f->gate, job);
+    return G_SOURCE_CONTINUE;
+}
+
+static int listen_at(const char *path)
+{
+    struct sockaddr_un addr = {.sun_family = AF_UNIX};
+    g_strlcpy(addr.sun_path, path, sizeof addr.sun_path);
+    unlink(path);
+    int fd = socket(AF_UNIX, SOCK_STREAM | SOCK_CLOEXEC, 0);
+    mode_t old = umask(0077);
+    int ok = fd >= 0 && bind(fd, (struct sockaddr *)&addr, sizeof addr) == 0 && listen(fd, 4) == 0;
+    umask(old);
+    if (!ok && fd >= 0)
+        close(fd), fd = -1;
+    return fd;
+}
+
+/* A restarted filter picks up what the dead one held and QEMU's greeting. */
+static void restore(Filter *f)
+{
+    gchar *text = NULL;
+    gsize len = 0;
+    if (g_file_get_contents(SM_LV_GREETING, &text, &len, NULL))
+        f->greeting = g_bytes_new_take(text, len);
+    if (f->resume && g_file_get_contents(SM_LV_STATE, &text, &len, NULL)) {
+        g_info("taking up the command the previous filter held");
+        from_libvirt(f, line_new(text, len, NULL));
+        g_free(text);
+    }
+}
+
+int main(int argc, char **argv)
+{
+    g_autofree char *domain = NULL, *config_dir = NULL;
+    gboolean resume = FALSE;
+    GOptionEntry entries[] = {
+        {"domain", 0, 0, G_OPTION_ARG_STRING, &domain, "libvirt domain name", "NAME"},
+        {"config-dir", 0, 0, G_OPTION_ARG_FILENAME, &config_dir, "Policy directory", "DIR"},
+        {"resume", 0, 0, G_OPTION_ARG_NONE, &resume, "Taking over a live connection", NULL},
+        G_OPTION_ENTRY_NULL,
+    };
+    g_autoptr(GOptionContext) ctx = g_option_context_new("- safe-migrate's libvirt QMP filter");
+    g_option_context_add_main_entries(ctx, entries, NULL);
+    g_autoptr(GError) error = NULL;
+    if (!g_option_context_parse(ctx, &argc, &argv, &error) || !domain ||
+        fcntl(SM_LV_FD_LIBVIRT, F_GETFD) < 0 || fcntl(SM_LV_FD_QEMU, F_GETFD) < 0) {
+        g_printerr("safe-migrate-filter: %s\n", error ? error->message : "needs --domain, fds 3 4");
+        return SM_LV_FILTER_EXIT_USAGE;
+    }
+    signal(SIGPIPE, SIG_IGN);
+    Filter f = {.resume = resume, .probe_listen = -1, .control_listen = -1};
+    sm_policy_init(&f.policy);
+    /* A policy that does not load leaves a plain relay: the domain must stay reachable. */
+    f.gate_on =
+        sm_lv_load_policy(&f.policy, config_dir ? config_dir : "/etc/safe-migrate", domain, &error);
+    if (!f.gate_on)
+        g_warning("gate off for %s: %s", domain, error->message);
+    Peer *peers[] = {&f.libvirt, &f.qemu, &f.probe};
+    const char *names[] = {"libvirt", "QEMU", "the gate"};
+    for (guint i = 0; i < 3; i++) {
+        peers[i]->name = names[i];
+        peers[i]->fd = -1;
+        peers[i]->in = g_byte_array_new();
+        peers[i]->fds = g_array_new(FALSE, FALSE, sizeof(int));
+    }
+    f.loop = g_main_loop_new(NULL, FALSE);
+    peer_watch(&f, &f.libvirt, SM_LV_FD_LIBVIRT);
+    peer_watch(&f, &f.qemu, SM_LV_FD_QEMU);
+    g_autofree char *cwd = g_get_current_dir();
+    g_autofree char *probe_path = g_build_filename(cwd, SM_LV_PROBE_SOCK, NULL);
+    f.probe_listen = listen_at(SM_LV_PROBE_SOCK);
+    f.control_listen = listen_at(SM_LV_CONTROL_SOCK);
+    if (f.probe_listen < 0 || f.control_listen < 0) {
+        g_warning("gate off: cannot listen in %s: %s", cwd, g_strerror(errno));
+        f.gate_on = FALSE;
+    } else {
+        g_unix_fd_add(f.probe_listen, G_IO_IN, on_probe_connect, &f);
+        g_unix_fd_add(f.control_listen, G_IO_IN, on_control_connect, &f);
+        f.gate = sm_gate_new(&f.policy, probe_path, NULL, on_gate_done, &f);
+    }
+    restore(&f);
+    g_info("relaying for %s%s", domain, resume ? " (restarted)" : "");
+    g_main_loop_run(f.loop);
+    /* One side closed: close the other so that libvirt sees QEMU's end (and QEMU a new
+     * client next time); the holder waits for the next connection. */
+    return SM_LV_FILTER_EXIT_CLOSED;
+}

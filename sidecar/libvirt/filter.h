@@ -1,0 +1,40 @@
+/* Inside the filter process: the relay (filter.c, main thread) and the gate worker (gate.c,
+ * its own thread and main context) that probes through the relay and decides. */
+#pragma once
+
+#include <glib.h>
+#include <json-c/json.h>
+
+#include "probe.h"
+#include "sm-libvirt.h"
+
+typedef enum {
+    SM_GATE_JOB_PRE_MIGRATE, /* libvirt sent `migrate`: a paused VM is probed now */
+    SM_GATE_JOB_SWITCHOVER,  /* libvirt sent `migrate-continue`: continue or cancel */
+    SM_GATE_JOB_STATUS,      /* a control-socket client asks for the devices' state */
+} SmGateJobKind;
+
+typedef enum {
+    SM_GATE_PROCEED, /* forward libvirt's command */
+    SM_GATE_REFUSE,  /* answer libvirt's command with `message` as a QMP error */
+} SmGateAction;
+
+typedef struct {
+    SmGateJobKind kind;
+    SmReport *paused_report; /* in: PRE_MIGRATE's report of a paused VM (owned), or NULL */
+    int client_fd;           /* STATUS: the control client, answered by the main thread */
+    /* Results. */
+    SmGateAction action;
+    char *message;
+    char *reply; /* STATUS: one JSON line */
+} SmGateJob;
+
+void sm_gate_job_free(SmGateJob *job);
+
+typedef struct SmGate SmGate;
+typedef void (*SmGateDoneFunc)(SmGateJob *job, gpointer user_data);
+/* The worker connects its QMP client to probe_socket (served by the relay). done runs on
+ * main_context with the finished job (the callee owns it). */
+SmGate *sm_gate_new(const SmPolicy *policy, const char *probe_socket, GMainContext *main_context,
+                    SmGateDoneFunc done, gpointer user_data);
+void sm_gate_submit(SmGate *gate, SmGateJob *job);

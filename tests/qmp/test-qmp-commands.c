@@ -1,0 +1,292 @@
+/* libqmp's typed command layer against a scripted peer: every command safe-migrate sends,
+ * answered with a reply of every JSON type. Each call either succeeds without an error or
+ * fails with one (a wrong type is QMP_ERROR_PROTOCOL); never NULL without an error, never a
+ * json-c assert. Then one well-formed reply each, which must decode. */
+#include "fake-server.h"
+#include "qmp-commands.h"
+
+#include <string.h>
+#include <unistd.h>
+
+/* Replies of every JSON type, and shapes that are nearly right. */
+static const char *const replies[] = {
+    "null",
+    "true",
+    "0",
+    "1.5",
+    "\"x\"",
+    "[]",
+    "{}",
+    "[null]",
+    "[1]",
+    "[{}]",
+    "[{\"name\":1,\"type\":\"x\"}]",
+    "[{\"name\":\"a\",\"type\":null}]",
+    "[{\"capability\":\"events\",\"state\":\"yes\"}]",
+    "{\"status\":null}",
+    "{\"status\":7,\"running\":true}",
+    "{\"status\":\"running\",\"running\":\"yes\"}",
+    "{\"fdset-id\":\"1\",\"fd\":3}",
+    "{\"fdset-id\":1}",
+    "[[[[[]]]]]",
+    "{\"a\":{\"b\":[{},null]}}",
+};
+
+typedef struct {
+    const char *execute; /* what goes on the wire */
+    json_type type;      /* the reply type the command accepts; json_type_null: any non-null */
+    const char *good;    /* a well-formed reply */
+    gboolean (*run)(QmpClient *client, GError **error);
+} Command;
+
+static gboolean run_query_status(QmpClient *c, GError **e)
+{
+    gboolean running = FALSE;
+    g_autofree char *s = qmp_query_status(c, &running, e);
+    return s != NULL;
+}
+
+static gboolean run_query_migrate(QmpClient *c, GError **e)
+{
+    g_autofree char *status = NULL;
+    g_autoptr(json_object) info = qmp_query_migrate(c, &status, e);
+    g_assert_true(!info || status);
+    return info != NULL;
+}
+
+static gboolean run_qom_list(QmpClient *c, GError **e)
+{
+    g_autoptr(GPtrArray) props = qmp_qom_list(c, "/machine", e);
+    for (guint i = 0; props && i < props->len; i++) {
+        QmpObjectProperty *p = g_ptr_array_index(props, i);
+        g_assert_true(p->name && p->type);
+    }
+    return props != NULL;
+}
+
+static gboolean run_qom_get(QmpClient *c, GError **e)
+{
+    g_autoptr(json_object) v = qmp_qom_get(c, "/machine", "type", e);
+    return v != NULL;
+}
+
+static gboolean run_qom_get_string(QmpClient *c, GError **e)
+{
+    g_autofree char *s = qmp_qom_get_string(c, "/machine", "type", e);
+    return s != NULL;
+}
+
+static gboolean run_qom_get_bool(QmpClient *c, GError **e)
+{
+    gboolean b;
+    return qmp_qom_get_bool(c, "/machine/x", "migrate-emulated-scsi-request", &b, e);
+}
+
+static gboolean run_qom_get_int(QmpClient *c, GError **e)
+{
+    gint64 v;
+    return qmp_qom_get_int(c, "/machine/x", "lun", &v, e);
+}
+
+static gboolean run_set_caps(QmpClient *c, GError **e)
+{
+    const QmpCapability caps[] = {{"events", TRUE}, {"pause-before-switchover", TRUE}};
+    return qmp_migrate_set_capabilities(c, caps, G_N_ELEMENTS(caps), e);
+}
+
+static gboolean run_set_params(QmpClient *c, GError **e)
+{
+    g_autoptr(json_object) p = json_object_new_object();
+    json_object_object_add(p, "downtime-limit", json_object_new_int(300));
+    return qmp_migrate_set_parameters(c, p, e);
+}
+
+static gboolean run_query_caps(QmpClient *c, GError **e)
+{
+    g_autoptr(GHashTable) caps = qmp_query_migrate_capabilities(c, e);
+    return caps != NULL;
+}
+
+static gboolean run_query_params(QmpClient *c, GError **e)
+{
+    g_autoptr(json_object) p = qmp_query_migrate_parameters(c, e);
+    return p != NULL;
+}
+
+static gboolean run_add_fd(QmpClient *c, GError **e)
+{
+    gint64 set = -1, fd = -1;
+    gboolean ok = qmp_add_fd(c, STDERR_FILENO, -1, "test", &set, &fd, e);
+    g_assert_true(!ok || (set >= 0 && fd >= 0));
+    return ok;
+}
+
+static gboolean run_remove_fd(QmpClient *c, GError **e)
+{
+    return qmp_remove_fd(c, 1, e);
+}
+
+static gboolean run_getfd(QmpClient *c, GError **e)
+{
+    return qmp_getfd(c, STDERR_FILENO, "mig", e);
+}
+
+static gboolean run_save(QmpClient *c, GError **e)
+{
+    return qmp_xen_save_devices_state(c, "/dev/fdset/1", FALSE, e);
+}
+
+static gboolean run_migrate(QmpClient *c, GError **e)
+{
+    return qmp_migrate(c, "tcp:127.0.0.1:1", e);
+}
+
+static gboolean run_incoming(QmpClient *c, GError **e)
+{
+    return qmp_migrate_incoming(c, "tcp:127.0.0.1:1", e);
+}
+
+static gboolean run_cancel(QmpClient *c, GError **e)
+{
+    return qmp_migrate_cancel(c, e);
+}
+
+static gboolean run_continue(QmpClient *c, GError **e)
+{
+    return qmp_migrate_continue(c, "pre-switchover", e);
+}
+
+static gboolean run_cont(QmpClient *c, GError **e)
+{
+    return qmp_cont(c, e);
+}
+
+static gboolean run_stop(QmpClient *c, GError **e)
+{
+    return qmp_stop(c, e);
+}
+
+static const Command commands[] = {
+    {"query-status", json_type_object, "{\"status\":\"running\",\"running\":true}",
+     run_query_status},
+    {"query-migrate", json_type_object, "{\"status\":\"active\"}", run_query_migrate},
+    {"qom-list", json_type_array, "[{\"name\":\"type\",\"type\":\"string\"}]", run_qom_list},
+    {"qom-get", json_type_null, "\"pc-i440fx-7.2-machine\"", run_qom_get},
+    {"qom-get", json_type_string, "\"pc-i440fx-7.2-machine\"", run_qom_get_string},
+    {"qom-get", json_type_boolean, "true", run_qom_get_bool},
+    {"qom-get", json_type_int, "0", run_qom_get_int},
+    {"migrate-set-capabilities", json_type_object, "{}", run_set_caps},
+    {"migrate-set-parameters", json_type_object, "{}", run_set_params},
+    {"query-migrate-capabilities", json_type_array, "[{\"capability\":\"events\",\"state\":true}]",
+     run_query_caps},
+    {"query-migrate-parameters", json_type_object, "{\"downtime-limit\":300}", run_query_params},
+    {"add-fd", json_type_object, "{\"fdset-id\":1,\"fd\":4}", run_add_fd},
+    {"remove-fd", json_type_object, "{}", run_remove_fd},
+    {"getfd", json_type_object, "{}", run_getfd},
+    {"xen-save-devices-state", json_type_object, "{}", run_save},
+    {"migrate", json_type_object, "{}", run_migrate},
+    {"migrate-incoming", json_type_object, "{}", run_incoming},
+    {"migrate_cancel", json_type_object, "{}", run_cancel},
+    {"migrate-continue", json_type_object, "{}", run_continue},
+    {"cont", json_type_object, "{}", run_cont},
+    {"stop", json_type_object, "{}", run_stop},
+};
+
+static void script_every_reply(FakeServer *fs, gpointer data)
+{
+    (void)data;
+    fs_handshake(fs);
+    for (guint c = 0; c < G_N_ELEMENTS(commands); c++) {
+        for (guint r = 0; r < G_N_ELEMENTS(replies); r++)
+            fs_reply(fs, fs_expect(fs, commands[c].execute), replies[r]);
+        fs_reply(fs, fs_expect(fs, commands[c].execute), commands[c].good);
+    }
+}
+
+static void test_every_reply_type(void)
+{
+    FakeServer *fs = fake_server_new(FALSE, script_every_reply, NULL);
+    g_autoptr(GError) error = NULL;
+    g_autoptr(QmpClient) client = qmp_client_connect(fake_server_address(fs), 5000, &error);
+    g_assert_no_error(error);
+
+    for (guint c = 0; c < G_N_ELEMENTS(commands); c++) {
+        const Command *cmd = &commands[c];
+        for (guint r = 0; r < G_N_ELEMENTS(replies); r++) {
+            g_autoptr(json_object) reply = json_tokener_parse(replies[r]);
+            gboolean ok = cmd->run(client, &error);
+            g_test_message("%s <- %s: %s", cmd->execute, replies[r],
+                           ok      ? "ok"
+                           : error ? error->message
+                                   : "NO ERROR");
+            /* Exactly one of: a result, an error. */
+            g_assert_true(ok == (error == NULL));
+            gboolean type_fits =
+                cmd->type == json_type_null ? reply != NULL : json_object_is_type(reply, cmd->type);
+            if (!type_fits)
+                g_assert_error(error, QMP_ERROR, QMP_ERROR_PROTOCOL);
+            g_clear_error(&error);
+            g_assert_true(qmp_client_is_connected(client));
+        }
+        g_assert_true(cmd->run(client, &error));
+        g_assert_no_error(error);
+    }
+    fake_server_free(fs);
+}
+
+/* The values decode: the typed layer returns what QEMU said. */
+static void script_values(FakeServer *fs, gpointer data)
+{
+    (void)data;
+    fs_handshake(fs);
+    fs_reply(fs, fs_expect(fs, "query-status"), "{\"status\":\"paused\",\"running\":false}");
+    fs_reply(fs, fs_expect(fs, "query-migrate"), "{}");
+    fs_reply(fs, fs_expect(fs, "query-migrate"), "{\"status\":\"pre-switchover\"}");
+    fs_reply(fs, fs_expect(fs, "qom-list"),
+             "[{\"name\":\"type\",\"type\":\"string\"},{\"name\":\"bus\","
+             "\"type\":\"child<SCSI>\",\"description\":\"d\"}]");
+    fs_reply(fs, fs_expect(fs, "query-migrate-capabilities"),
+             "[{\"capability\":\"events\",\"state\":true},"
+             "{\"capability\":\"multifd\",\"state\":false}]");
+    fs_reply(fs, fs_expect(fs, "add-fd"), "{\"fdset-id\":3,\"fd\":27}");
+}
+
+static void test_values(void)
+{
+    FakeServer *fs = fake_server_new(FALSE, script_values, NULL);
+    g_autoptr(GError) error = NULL;
+    g_autoptr(QmpClient) client = qmp_client_connect(fake_server_address(fs), 5000, &error);
+    g_assert_no_error(error);
+    gboolean running = TRUE;
+    g_autofree char *status = qmp_query_status(client, &running, &error);
+    g_assert_no_error(error);
+    g_assert_cmpstr(status, ==, "paused");
+    g_assert_false(running);
+    g_autofree char *m1 = NULL, *m2 = NULL;
+    json_object_put(qmp_query_migrate(client, &m1, &error));
+    g_assert_cmpstr(m1, ==, "none");
+    json_object_put(qmp_query_migrate(client, &m2, &error));
+    g_assert_cmpstr(m2, ==, "pre-switchover");
+    g_autoptr(GPtrArray) props = qmp_qom_list(client, "/machine/peripheral/cd", &error);
+    g_assert_no_error(error);
+    g_assert_cmpuint(props->len, ==, 2);
+    g_assert_cmpstr(((QmpObjectProperty *)g_ptr_array_index(props, 1))->type, ==, "child<SCSI>");
+    g_autoptr(GHashTable) caps = qmp_query_migrate_capabilities(client, &error);
+    g_assert_no_error(error);
+    g_assert_cmpint(GPOINTER_TO_INT(g_hash_table_lookup(caps, "events")), ==, 1);
+    g_assert_true(g_hash_table_contains(caps, "multifd"));
+    g_assert_cmpint(GPOINTER_TO_INT(g_hash_table_lookup(caps, "multifd")), ==, 0);
+    gint64 set = -1, fd = -1;
+    g_assert_true(qmp_add_fd(client, STDERR_FILENO, -1, NULL, &set, &fd, &error));
+    g_assert_cmpint(set, ==, 3);
+    g_assert_cmpint(fd, ==, 27);
+    fake_server_free(fs);
+}
+
+int main(int argc, char **argv)
+{
+    g_test_init(&argc, &argv, NULL);
+    g_test_add_func("/qmp/commands/every-reply-type", test_every_reply_type);
+    g_test_add_func("/qmp/commands/values", test_values);
+    return g_test_run();
+}
