@@ -486,7 +486,7 @@ static void run_recover(Vm *vm, Job *job)
     drop_status(vm);
     GError *error = NULL;
     g_autofree char *summary = NULL;
-    int code = sm_recover(vm->source_qmp, &summary, &error);
+    int code = sm_recover(vm->source_qmp, vm->policy.dest_qmp, &summary, &error);
     json_object *o = json_object_new_object();
     json_object_object_add(o, "exit_code", json_object_new_int(code));
     json_object_object_add(o, "summary", json_strv(summary));

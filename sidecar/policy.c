@@ -466,6 +466,10 @@ static gboolean apply_value(SmPolicy *policy, const KeySpec *spec, const char *v
         if (!sm_parse_duration_full(value, 0, &number, &local))
             return fail(error, SM_POLICY_ERROR_VALUE, file, line, spec->group, spec->key, "%s",
                         local->message);
+        if (number == 0 && spec->offset == FIELD(probe_timeout_ms))
+            return fail(error, SM_POLICY_ERROR_VALUE, file, line, spec->group, spec->key,
+                        "0 would let a capture that never answers stop the guest for good; "
+                        "give a time limit (e.g. 5s)");
         *(gint64 *)field = number;
         return TRUE;
     }
