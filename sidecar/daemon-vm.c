@@ -114,8 +114,7 @@ static void push_job(Vm *vm, Job *job)
 {
     static guint64 seq; /* main thread only */
     job->seq = ++seq;
-    TSAN_RELEASE(job);
-    g_async_queue_push_sorted(vm->jobs, job, job_order, NULL);
+    sm_queue_push_sorted(vm->jobs, job, job_order);
     g_main_context_wakeup(vm->wctx);
 }
 

@@ -185,16 +185,24 @@ void mig_unmark(Mig *mig);
 #define TSAN_RELEASE(p) ((void)(p))
 #define TSAN_ACQUIRE(p) ((void)(p))
 #endif
+/* The queue's own lock, as TSan should see it: every operation acquires and releases it. */
 static inline void sm_queue_push(GAsyncQueue *q, gpointer item)
 {
-    TSAN_RELEASE(item);
+    TSAN_ACQUIRE(q);
     g_async_queue_push(q, item);
+    TSAN_RELEASE(q);
+}
+static inline void sm_queue_push_sorted(GAsyncQueue *q, gpointer item, GCompareDataFunc func)
+{
+    TSAN_ACQUIRE(q);
+    g_async_queue_push_sorted(q, item, func, NULL);
+    TSAN_RELEASE(q);
 }
 static inline gpointer sm_queue_try_pop(GAsyncQueue *q)
 {
+    TSAN_ACQUIRE(q);
     gpointer item = g_async_queue_try_pop(q);
-    if (item)
-        TSAN_ACQUIRE(item);
+    TSAN_RELEASE(q);
     return item;
 }
 static inline void sm_lock(GMutex *m)
