@@ -438,7 +438,7 @@ static void check_stranded(Vm *vm)
         drop_status(vm);
         g_autofree char *summary = NULL;
         g_autoptr(GError) e = NULL;
-        int code = sm_recover(vm->source_qmp, &summary, &e);
+        int code = sm_recover(vm->source_qmp, vm->policy.dest_qmp, &summary, &e);
         vm_log(vm, code == SM_EXIT_OK ? G_LOG_LEVEL_MESSAGE : G_LOG_LEVEL_WARNING,
                "%s: recovered (exit code %d): %s", vm->name, code,
                summary ? summary
