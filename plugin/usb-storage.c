@@ -581,7 +581,7 @@ static SmDeviceVerdict *analyse(const SmProbe *probe, const SmStream *stream,
                                   : sm_device_get_fact(device, SM_FACT_UNSUPPORTED);
     if (unsupported) {
         json_object_object_add(v->details, "unsupported", json_object_new_boolean(TRUE));
-        return sm_verdict_set_unknown(v, "%s", unsupported);
+        return sm_verdict_set_unsupported(v, "%s", unsupported);
     }
     if (!sm_stream_is_complete(stream)) {
         return sm_verdict_set_unknown(v, "device state stream: %s", sm_stream_get_error(stream));
