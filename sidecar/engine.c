@@ -105,8 +105,8 @@ static json_object *jstr(const char *s)
 
 /* ------------------------------------------------------------------------------------- */
 /* Test hook: SM_FAULT_STOP_AT=PHASE (preflight, iterating, pre-switchover, cancel,
- * dest-prepare) stops the process with SIGSTOP the first time it gets there, so that the
- * fault-injection tests can act in a known phase instead of racing the event stream. */
+ * dest-prepare, switching) stops the process with SIGSTOP the first time it gets there, so
+ * that the fault-injection tests can act in a known phase instead of racing the events. */
 static void fault_point(const char *phase)
 {
     static gint fired;
