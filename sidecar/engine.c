@@ -21,7 +21,8 @@
 static const char *const src_managed_caps[] = {"events", "pause-before-switchover", "multifd",
                                                "auto-converge", NULL};
 static const char *const dst_managed_caps[] = {"events", "multifd", NULL};
-static const char *const managed_params[] = {"downtime-limit", "max-bandwidth", NULL};
+static const char *const managed_params[] = {"downtime-limit", "max-bandwidth", "multifd-channels",
+                                             NULL};
 
 struct SmMigration {
     SmPolicy policy;
@@ -725,7 +726,8 @@ static gboolean check_dest_ready(SmMigration *m, GError **error)
         return FALSE;
     /* A fresh destination (dest-prepare) is found anew: its own values are restored. */
     g_clear_pointer(&m->dst_saved, json_object_put);
-    m->dst_saved = save_settings(m->dst, dst_managed_caps, FALSE, error);
+    /* With params: multifd-channels is set on the destination too. */
+    m->dst_saved = save_settings(m->dst, dst_managed_caps, TRUE, error);
     return m->dst_saved != NULL;
 }
 

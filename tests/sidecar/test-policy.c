@@ -75,7 +75,11 @@ static void test_systemd_durations(void)
                 {"0.25s", 250},
                 {"1h 1min 1s 1ms", 3661001},
                 {"1 minute", 60000},
-                {"2m", 120000}};
+                {"2m", 120000},
+                /* Tiny but not zero is not "none" (0): it rounds up. */
+                {"0.0001ms", 1},
+                {"0s", 0},
+                {"0.0 min", 0}};
     for (guint i = 0; i < G_N_ELEMENTS(good); i++) {
         gint64 v = -1;
         g_autoptr(GError) error = NULL;
