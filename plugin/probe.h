@@ -161,12 +161,18 @@ typedef struct {
     GPtrArray *pending;   /* SmPendingRequest* */
     SmFix fix;
     json_object *details; /* probe-specific facts (object), owned */
+    /* UNKNOWN that no wait can change ("layout not understood"): refused, never held. Set
+     * by sm_verdict_set_unsupported(); FALSE for a transient unknown. */
+    gboolean final;
 } SmDeviceVerdict;
 
 SmDeviceVerdict *sm_verdict_new(const SmDevice *device, const char *probe);
 /* Marks the verdict unknown (not safe) with a reason. Returns the verdict. */
 __attribute__((format(printf, 2, 3))) SmDeviceVerdict *
 sm_verdict_set_unknown(SmDeviceVerdict *verdict, const char *fmt, ...);
+/* As sm_verdict_set_unknown, and final: the probe does not understand this layout. */
+__attribute__((format(printf, 2, 3))) SmDeviceVerdict *
+sm_verdict_set_unsupported(SmDeviceVerdict *verdict, const char *fmt, ...);
 void sm_verdict_free(SmDeviceVerdict *verdict);
 json_object *sm_verdict_to_json(const SmDeviceVerdict *verdict);
 

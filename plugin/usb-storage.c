@@ -581,17 +581,18 @@ static SmDeviceVerdict *analyse(const SmProbe *probe, const SmStream *stream,
                                   : sm_device_get_fact(device, SM_FACT_UNSUPPORTED);
     if (unsupported) {
         json_object_object_add(v->details, "unsupported", json_object_new_boolean(TRUE));
-        return sm_verdict_set_unknown(v, "%s", unsupported);
+        return sm_verdict_set_unsupported(v, "%s", unsupported);
     }
     if (!sm_stream_is_complete(stream)) {
         return sm_verdict_set_unknown(v, "device state stream: %s", sm_stream_get_error(stream));
     }
+    /* What no wait can change is final: the gate refuses it rather than holds. */
     if (!device->dev_path) {
-        return sm_verdict_set_unknown(v, "cannot tell which state section is this device's");
+        return sm_verdict_set_unsupported(v, "cannot tell which state section is this device's");
     }
     g_autoptr(GArray) luns = luns_from_facts(device);
     if (!luns) {
-        return sm_verdict_set_unknown(v, "the SCSI devices on its bus are not known");
+        return sm_verdict_set_unsupported(v, "the SCSI devices on its bus are not known");
     }
     g_autofree char *msd_id = g_strdup_printf("%s/usb-storage", device->dev_path);
     Msd m = {0};

@@ -95,6 +95,19 @@ SmDeviceVerdict *sm_verdict_set_unknown(SmDeviceVerdict *verdict, const char *fm
     return verdict;
 }
 
+SmDeviceVerdict *sm_verdict_set_unsupported(SmDeviceVerdict *verdict, const char *fmt, ...)
+{
+    va_list ap;
+    va_start(ap, fmt);
+    g_free(verdict->reason);
+    verdict->reason = g_strdup_vprintf(fmt, ap);
+    va_end(ap);
+    verdict->state = SM_STATE_UNKNOWN;
+    verdict->safe = FALSE;
+    verdict->final = TRUE;
+    return verdict;
+}
+
 void sm_verdict_free(SmDeviceVerdict *verdict)
 {
     if (!verdict) {
@@ -142,6 +155,8 @@ json_object *sm_verdict_to_json(const SmDeviceVerdict *v)
     json_object_object_add(o, "section", str_or_null(v->section));
     json_object_object_add(o, "state", json_object_new_string(sm_state_to_string(v->state)));
     json_object_object_add(o, "safe", json_object_new_boolean(v->safe));
+    if (v->final)
+        json_object_object_add(o, "final", json_object_new_boolean(TRUE));
     json_object_object_add(o, "mode", str_or_null(v->mode));
     json_object_object_add(o, "bytes_pending",
                            v->bytes_pending >= 0 ? json_object_new_int64(v->bytes_pending) : NULL);

@@ -38,6 +38,7 @@ typedef struct {
 struct QmpClient {
     gint refcount;
     GMainContext *context;
+    GThread *owner; /* the thread that connected it: its sources are on that thread's context */
     QmpTransport *transport;
     json_tokener *tokener;
     gboolean connected;
@@ -599,6 +600,7 @@ static void on_socket_connected(GObject *source, GAsyncResult *result, gpointer 
     client = g_new0(QmpClient, 1);
     client->refcount = 1;
     client->context = g_main_context_ref(g_task_get_context(data->task));
+    client->owner = g_thread_self();
     client->connected = TRUE;
     client->default_timeout_ms = DEFAULT_COMMAND_TIMEOUT_MS;
     client->max_line = QMP_DEFAULT_MAX_LINE;
@@ -725,6 +727,10 @@ void qmp_client_close(QmpClient *client)
     g_return_if_fail(client != NULL);
     if (!client->connected)
         return;
+    /* Closing destroys sources that another thread's context may be dispatching right now:
+     * a connected client is closed (or dropped) by the thread that owns it. */
+    if (client->owner != g_thread_self())
+        g_critical("qmp_client_close: the client belongs to another thread");
     qmp_transport_close(client->transport);
     reason =
         g_error_new_literal(QMP_ERROR, QMP_ERROR_DISCONNECTED, "Connection closed by the client");

@@ -55,7 +55,8 @@ QmpClient *qmp_client_ref(QmpClient *client);
 void qmp_client_unref(QmpClient *client);
 G_DEFINE_AUTOPTR_CLEANUP_FUNC(QmpClient, qmp_client_unref)
 
-/* Closes the connection: pending commands fail with QMP_ERROR_DISCONNECTED. Idempotent. */
+/* Closes the connection: pending commands fail with QMP_ERROR_DISCONNECTED. Idempotent.
+ * A client is used, closed and (while connected) dropped by the thread that connected it. */
 void qmp_client_close(QmpClient *client);
 gboolean qmp_client_is_connected(QmpClient *client);
 

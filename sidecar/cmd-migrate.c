@@ -4,6 +4,8 @@
 #include "commands.h"
 #include "qmp.h" /* json_object autoptr */
 
+#include <errno.h>
+#include <fcntl.h>
 #include <glib-unix.h>
 #include <signal.h>
 #include <stdio.h>
@@ -113,12 +115,50 @@ static void on_event(json_object *event, gpointer data)
     }
 }
 
-static gboolean on_signal(gpointer data)
+/* Every catchable signal whose default would kill the CLI mid-migration (an ssh drop sends
+ * SIGHUP, a Ctrl-\\ SIGQUIT) calls the migration off instead: the VM stays on the source and
+ * the exit code is 128 + the signal's number. SIGPIPE is ignored: a reader of --json that
+ * goes away must not leave the VM paused at pre-switchover. */
+static const int call_off_signals[] = {SIGHUP,  SIGINT,  SIGQUIT,   SIGTERM, SIGUSR1, SIGUSR2,
+                                       SIGALRM, SIGXCPU, SIGVTALRM, SIGPROF, SIGPWR};
+static int signal_pipe[2] = {-1, -1};
+
+static void on_raw_signal(int signum)
 {
-    SmMigration *m = ((gpointer *)data)[0];
-    int signum = GPOINTER_TO_INT(((gpointer *)data)[1]);
-    sm_migration_request_cancel(m, signum);
+    int saved = errno;
+    unsigned char b = (unsigned char)signum;
+    (void)!write(signal_pipe[1], &b, 1);
+    errno = saved;
+}
+
+static gboolean on_signal(gint fd, GIOCondition condition, gpointer data)
+{
+    (void)condition;
+    unsigned char b;
+    while (read(fd, &b, 1) == 1)
+        sm_migration_request_cancel(data, b);
     return G_SOURCE_CONTINUE;
+}
+
+/* Self-pipe: the handler only writes the signal's number; the main context reads it. */
+static guint catch_signals(SmMigration *m)
+{
+    if (signal_pipe[0] < 0 && pipe2(signal_pipe, O_CLOEXEC | O_NONBLOCK) < 0)
+        return 0;
+    struct sigaction sa = {.sa_handler = on_raw_signal, .sa_flags = SA_RESTART};
+    sigemptyset(&sa.sa_mask);
+    for (guint i = 0; i < G_N_ELEMENTS(call_off_signals); i++)
+        sigaction(call_off_signals[i], &sa, NULL);
+    signal(SIGPIPE, SIG_IGN);
+    return g_unix_fd_add(signal_pipe[0], G_IO_IN, on_signal, m);
+}
+
+static void release_signals(guint watch)
+{
+    for (guint i = 0; i < G_N_ELEMENTS(call_off_signals); i++)
+        signal(call_off_signals[i], SIG_DFL);
+    if (watch)
+        g_source_remove(watch);
 }
 
 /* Option values are strings so that "not given" is visible and the file's value stays. */
@@ -290,8 +330,12 @@ int sm_cmd_migrate(int argc, char **argv)
              "Without --vm, --policy or the flags, defaults.conf of the configuration\n"
              "directory applies.\n\n"
              "Exit codes: 0 migrated, 2 usage/policy error, 3 unreachable or refused,\n"
-             "4 held out (VM on source), 5 failed (VM on source), 6 VM state uncertain,\n"
-             "130/143 interrupted (VM on source).");
+             "4 held out or refused for a device (VM on source), 5 failed (VM on source),\n"
+             "6 VM state uncertain, 128+N interrupted by signal N (VM on source): 129 SIGHUP,\n"
+             "130 SIGINT, 131 SIGQUIT, 143 SIGTERM (also SIGUSR1/2, SIGALRM, SIGXCPU,\n"
+             "SIGVTALRM, SIGPROF, SIGPWR). After migrate-continue a signal does not call the\n"
+             "migration off: the gate waits for QEMU's outcome (a second signal leaves, exit 6).\n"
+             "SIGPIPE is ignored.");
     g_autoptr(GError) error = NULL;
     if (!g_option_context_parse(ctx, &argc, &argv, &error)) {
         g_printerr("safe-migrate migrate: %s\n", error->message);
@@ -350,21 +394,21 @@ int sm_cmd_migrate(int argc, char **argv)
     Output out = {.json = opt_json, .quiet = opt_quiet, .tty = isatty(STDERR_FILENO)};
     g_autoptr(SmMigration) m = sm_migration_new(&policy, on_event, &out);
     sm_policy_clear(&policy);
-    gpointer int_data[2] = {m, GINT_TO_POINTER(SIGINT)};
-    gpointer term_data[2] = {m, GINT_TO_POINTER(SIGTERM)};
-    guint sigint = g_unix_signal_add(SIGINT, on_signal, int_data);
-    guint sigterm = g_unix_signal_add(SIGTERM, on_signal, term_data);
+    guint watch = catch_signals(m);
     int code = sm_migration_run(m);
-    g_source_remove(sigint);
-    g_source_remove(sigterm);
+    release_signals(watch);
     end_line(&out);
     return code;
 }
 
-static char *opt_recover_source;
+static char *opt_recover_source, *opt_recover_dest;
 static gboolean opt_recover_json;
 static const GOptionEntry recover_entries[] = {
     {"source", 0, 0, G_OPTION_ARG_STRING, &opt_recover_source, "Source QMP address", "ADDR"},
+    {"dest", 0, 0, G_OPTION_ARG_STRING, &opt_recover_dest,
+     "Destination QMP address: without it, where the VM runs is judged from the source only "
+     "and a completed migration stays unconfirmed (exit 6)",
+     "ADDR"},
     {"json", 0, 0, G_OPTION_ARG_NONE, &opt_recover_json, "Print one JSON object", NULL},
     G_OPTION_ENTRY_NULL,
 };
@@ -384,7 +428,7 @@ int sm_cmd_recover(int argc, char **argv)
         return SM_EXIT_USAGE;
     }
     g_autofree char *summary = NULL;
-    int code = sm_recover(opt_recover_source, &summary, &error);
+    int code = sm_recover(opt_recover_source, opt_recover_dest, &summary, &error);
     if (opt_recover_json) {
         g_autoptr(json_object) obj = json_object_new_object();
         json_object_object_add(obj, "exit_code", json_object_new_int(code));
@@ -395,6 +439,8 @@ int sm_cmd_recover(int argc, char **argv)
         printf("%s\n", json_object_to_json_string_ext(obj, JSON_C_TO_STRING_PLAIN |
                                                                JSON_C_TO_STRING_NOSLASHESCAPE));
     } else if (error) {
+        if (summary)
+            printf("%s\n", summary);
         g_printerr("safe-migrate recover: %s\n", error->message);
     } else {
         printf("%s\n", summary);

@@ -1,6 +1,9 @@
 /* safe-migrated: the control socket. JSON lines over a unix stream socket, mode 0600/0660,
- * every peer checked with SO_PEERCRED; reads and writes are asynchronous with a bounded
- * output queue, so a slow or stuck client never holds the main loop or the migrations. */
+ * every peer checked with SO_PEERCRED and SO_PEERGROUPS; reads and writes are asynchronous
+ * and bounded by bytes both ways (a request line is checked while it is read, not after it
+ * was buffered whole), connections are capped (with room kept for the owner) and idle ones
+ * closed, so that a slow, stuck or hostile client never holds the main loop or the
+ * migrations. Every request gets exactly one reply, or the connection is closed. */
 #include "daemon.h"
 
 #include <errno.h>
@@ -13,18 +16,21 @@
 
 /* A client that lets this much output pile up is dropped (it still cannot stall anyone). */
 #define MAX_QUEUED_BYTES (8u << 20)
-#define MAX_REQUEST_BYTES (1u << 20)
+#define READ_CHUNK 4096
 
 struct Client {
     gint ref;
     Daemon *daemon;
     GSocketConnection *conn;
-    GDataInputStream *in;
+    GInputStream *in;
     GOutputStream *out;
     GCancellable *cancel;
-    GQueue outq; /* GBytes* */
+    guint8 chunk[READ_CHUNK];
+    GByteArray *inbuf; /* at most SM_MAX_REQUEST_BYTES + READ_CHUNK */
+    GQueue outq;       /* GBytes* */
     gsize queued;
-    gboolean writing, open, close_after_flush, privileged;
+    gboolean writing, open, close_after_flush, privileged, counted;
+    gint64 last_active_us;
     uid_t uid;
     pid_t pid;
 };
@@ -40,7 +46,7 @@ void client_unref(Client *c)
     if (!c || !g_atomic_int_dec_and_test(&c->ref))
         return;
     g_queue_clear_full(&c->outq, (GDestroyNotify)g_bytes_unref);
-    g_clear_object(&c->in);
+    g_byte_array_unref(c->inbuf);
     g_clear_object(&c->conn);
     g_clear_object(&c->cancel);
     g_free(c);
@@ -65,6 +71,7 @@ static void client_close(Client *c)
     g_io_stream_close(G_IO_STREAM(c->conn), NULL, NULL);
     Daemon *d = c->daemon;
     d->clients = g_list_remove(d->clients, c);
+    d->n_clients--;
     daemon_client_gone(d, c);
     g_log_structured(G_LOG_DOMAIN, G_LOG_LEVEL_DEBUG, "MESSAGE", "client pid %d uid %u gone",
                      (int)c->pid, (unsigned)c->uid);
@@ -79,6 +86,7 @@ static void on_written(GObject *source, GAsyncResult *res, gpointer data)
     g_autoptr(GError) error = NULL;
     gboolean ok = g_output_stream_write_all_finish(G_OUTPUT_STREAM(source), res, NULL, &error);
     c->writing = FALSE;
+    c->last_active_us = g_get_monotonic_time();
     GBytes *done = g_queue_pop_head(&c->outq);
     if (done) {
         c->queued -= g_bytes_get_size(done);
@@ -150,42 +158,85 @@ void client_reply_error(Client *c, json_object *id, const char *code, int exit_c
 
 static void read_next(Client *c);
 
-static void on_line(GObject *source, GAsyncResult *res, gpointer data)
+/* One complete request line (terminator stripped). */
+static void handle_line(Client *c, const char *line, gsize len)
+{
+    while (len > 0 && g_ascii_isspace(line[len - 1]))
+        len--;
+    gsize start = 0;
+    while (start < len && g_ascii_isspace(line[start]))
+        start++;
+    if (start == len && !memchr(line, '\0', len))
+        return; /* blank lines are not requests */
+    /* Checked before parsing, so that no error message ever echoes NUL or invalid UTF-8. */
+    if (memchr(line, '\0', len)) {
+        client_reply_error(c, NULL, "bad-request", SM_EXIT_USAGE,
+                           "a request is one JSON object per line (it contains a NUL byte)");
+        return;
+    }
+    if (!g_utf8_validate_len(line, len, NULL)) {
+        client_reply_error(c, NULL, "bad-request", SM_EXIT_USAGE,
+                           "a request is one JSON object per line, in UTF-8");
+        return;
+    }
+    json_tokener *tok = json_tokener_new();
+    json_object *req = json_tokener_parse_ex(tok, line + start, (int)(len - start));
+    enum json_tokener_error jerr = json_tokener_get_error(tok);
+    if (req && jerr == json_tokener_success && json_tokener_get_parse_end(tok) < len - start)
+        jerr = json_tokener_error_parse_unexpected;
+    if (!req || jerr != json_tokener_success || !json_object_is_type(req, json_type_object))
+        client_reply_error(
+            c, NULL, "bad-request", SM_EXIT_USAGE, "a request is one JSON object per line (%s)",
+            req && jerr == json_tokener_success ? "not an object" : json_tokener_error_desc(jerr));
+    else
+        daemon_handle_request(c->daemon, c, req);
+    json_object_put(req);
+    json_tokener_free(tok);
+}
+
+/* Hands out the complete lines in the buffer; a line that outgrows the limit is refused as
+ * soon as it does, without waiting for its end. */
+static void process_input(Client *c)
+{
+    gsize start = 0;
+    guint8 *nl;
+    while (c->open && !c->close_after_flush &&
+           (nl = memchr(c->inbuf->data + start, '\n', c->inbuf->len - start))) {
+        gsize len = (gsize)(nl - c->inbuf->data) - start;
+        if (len <= SM_MAX_REQUEST_BYTES)
+            handle_line(c, (const char *)c->inbuf->data + start, len);
+        else
+            break;
+        start += len + 1;
+    }
+    g_byte_array_remove_range(c->inbuf, 0, (guint)MIN(start, c->inbuf->len));
+    if (c->open && !c->close_after_flush && c->inbuf->len > SM_MAX_REQUEST_BYTES) {
+        client_reply_error(c, NULL, "bad-request", SM_EXIT_USAGE, "request longer than %u bytes",
+                           SM_MAX_REQUEST_BYTES);
+        c->close_after_flush = TRUE;
+        g_byte_array_set_size(c->inbuf, 0);
+        if (!c->writing && g_queue_is_empty(&c->outq))
+            client_close(c);
+    }
+}
+
+static void on_read(GObject *source, GAsyncResult *res, gpointer data)
 {
     Client *c = data;
-    gsize len = 0;
     g_autoptr(GError) error = NULL;
-    g_autofree char *line =
-        g_data_input_stream_read_line_finish(G_DATA_INPUT_STREAM(source), res, &len, &error);
+    gssize n = g_input_stream_read_finish(G_INPUT_STREAM(source), res, &error);
     if (!c->open) {
         client_unref(c);
         return;
     }
-    if (!line) {
+    if (n <= 0) {
         client_close(c); /* EOF or error */
         client_unref(c);
         return;
     }
-    if (len > MAX_REQUEST_BYTES) {
-        client_reply_error(c, NULL, "bad-request", SM_EXIT_USAGE, "request longer than %u bytes",
-                           MAX_REQUEST_BYTES);
-        c->close_after_flush = TRUE;
-        client_unref(c);
-        return;
-    }
-    g_strstrip(line);
-    if (*line) {
-        enum json_tokener_error jerr = json_tokener_success;
-        json_object *req = json_tokener_parse_verbose(line, &jerr);
-        if (!req || !json_object_is_type(req, json_type_object))
-            client_reply_error(c, NULL, "bad-request", SM_EXIT_USAGE,
-                               "a request is one JSON object per line (%s)",
-                               req ? "not an object" : json_tokener_error_desc(jerr));
-        else
-            daemon_handle_request(c->daemon, c, req);
-        if (req)
-            json_object_put(req);
-    }
+    c->last_active_us = g_get_monotonic_time();
+    g_byte_array_append(c->inbuf, c->chunk, (guint)n);
+    process_input(c);
     read_next(c);
     client_unref(c);
 }
@@ -194,50 +245,16 @@ static void read_next(Client *c)
 {
     if (!c->open || c->close_after_flush)
         return;
-    g_data_input_stream_read_line_async(c->in, G_PRIORITY_DEFAULT, c->cancel, on_line,
-                                        client_ref(c));
+    g_input_stream_read_async(c->in, c->chunk, sizeof c->chunk, G_PRIORITY_DEFAULT, c->cancel,
+                              on_read, client_ref(c));
 }
 
-/* Whether the process is in group `gid` (supplementary groups included). */
-static gboolean pid_in_group(pid_t pid, gid_t gid)
+/* The kernel's word on who connected (the file mode keeps strangers out already; this is
+ * the second lock, and covers a socket whose mode someone loosened). */
+static gboolean check_peer(Daemon *d, Client *c, GSocket *sock)
 {
-    g_autofree char *path = g_strdup_printf("/proc/%d/status", (int)pid);
-    g_autofree char *text = NULL;
-    if (!g_file_get_contents(path, &text, NULL, NULL))
-        return FALSE;
-    const char *groups = strstr(text, "\nGroups:");
-    if (!groups)
-        return FALSE;
-    g_autofree char *line = g_strndup(groups + 8, strcspn(groups + 8, "\n"));
-    g_auto(GStrv) parts = g_strsplit_set(line, " \t", -1);
-    for (guint i = 0; parts[i]; i++)
-        if (*parts[i] && g_ascii_strtoull(parts[i], NULL, 10) == gid)
-            return TRUE;
-    return FALSE;
-}
-
-static gboolean on_incoming(GSocketService *service, GSocketConnection *conn, GObject *source,
-                            gpointer data)
-{
-    Daemon *d = data;
-    (void)service, (void)source;
-    Client *c = g_new0(Client, 1);
-    c->ref = 1;
-    c->daemon = d;
-    c->conn = g_object_ref(conn);
-    c->cancel = g_cancellable_new();
-    c->in = g_data_input_stream_new(g_io_stream_get_input_stream(G_IO_STREAM(conn)));
-    c->out = g_io_stream_get_output_stream(G_IO_STREAM(conn));
-    c->open = TRUE;
-    c->pid = -1;
-    c->uid = (uid_t)-1;
-    d->clients = g_list_prepend(d->clients, c);
-
-    /* The file mode keeps strangers out already; the kernel's word on who connected is the
-     * second lock, and covers a socket whose mode someone loosened. */
     g_autoptr(GError) error = NULL;
-    g_autoptr(GCredentials) creds =
-        g_socket_get_credentials(g_socket_connection_get_socket(conn), &error);
+    g_autoptr(GCredentials) creds = g_socket_get_credentials(sock, &error);
     gboolean allowed = FALSE;
     gid_t gid = (gid_t)-1;
     if (creds) {
@@ -246,26 +263,98 @@ static gboolean on_incoming(GSocketService *service, GSocketConnection *conn, GO
         c->pid = uc->pid;
         gid = uc->gid;
         c->privileged = uc->uid == 0 || uc->uid == geteuid();
-        allowed =
-            c->privileged || ((d->socket_mode & 0070) &&
-                              (uc->gid == d->socket_gid || pid_in_group(uc->pid, d->socket_gid)));
+        allowed = c->privileged ||
+                  ((d->socket_mode & 0070) &&
+                   privilege_peer_in_group(g_socket_get_fd(sock), uc->pid, uc->gid, d->socket_gid));
     }
     if (!allowed) {
         d->metrics.client_rejects++;
-        g_log_structured(G_LOG_DOMAIN, G_LOG_LEVEL_WARNING, "MESSAGE",
-                         "refused a client: pid %d uid %d gid %d is neither the owner nor in "
-                         "the socket's group%s%s",
-                         (int)c->pid, (int)c->uid, (int)gid, error ? ": " : "",
-                         error ? error->message : "");
+        ratelimit_log(&d->reject_log, G_LOG_LEVEL_WARNING,
+                      "refused a client: pid %d uid %d gid %d is neither the owner nor in the "
+                      "socket's group%s%s",
+                      (int)c->pid, (int)c->uid, (int)gid, error ? ": " : "",
+                      error ? error->message : "");
         client_reply_error(c, NULL, "permission-denied", SM_EXIT_UNREACHABLE,
                            "uid %d may not use this socket", (int)c->uid);
+    }
+    return allowed;
+}
+
+/* Room for one more client: members never take the owner's reserved slots, and one member
+ * uid never takes all of theirs. */
+static gboolean has_room(Daemon *d, Client *c)
+{
+    if (!c->privileged) {
+        guint same_uid = 0;
+        for (GList *l = d->clients; l; l = l->next)
+            same_uid += ((Client *)l->data)->uid == c->uid;
+        if (d->n_clients > SM_MAX_CLIENTS - SM_OWNER_RESERVED || same_uid > SM_MAX_CLIENTS_PER_UID)
+            return FALSE;
+    }
+    return d->n_clients <= SM_MAX_CLIENTS;
+}
+
+static void on_accept(Daemon *d, GSocket *sock, gpointer data)
+{
+    (void)data;
+    if (!daemon_fd_budget_allows(d)) {
+        /* Closed at once: the fds left belong to the VMs' QMP connections. */
+        ratelimit_log(&d->reject_log, G_LOG_LEVEL_WARNING,
+                      "control socket: no file descriptors to spare for another client "
+                      "(%u connected): connection closed",
+                      d->n_clients);
+        g_socket_close(sock, NULL);
+        return;
+    }
+    Client *c = g_new0(Client, 1);
+    c->ref = 1;
+    c->daemon = d;
+    c->conn = g_socket_connection_factory_create_connection(sock);
+    c->cancel = g_cancellable_new();
+    c->in = g_io_stream_get_input_stream(G_IO_STREAM(c->conn));
+    c->out = g_io_stream_get_output_stream(G_IO_STREAM(c->conn));
+    c->inbuf = g_byte_array_new();
+    c->open = TRUE;
+    c->pid = -1;
+    c->uid = (uid_t)-1;
+    c->last_active_us = g_get_monotonic_time();
+    d->clients = g_list_prepend(d->clients, c);
+    d->n_clients++;
+    if (!check_peer(d, c, sock)) {
         c->close_after_flush = TRUE;
-        return TRUE;
+        return;
+    }
+    if (!has_room(d, c)) {
+        ratelimit_log(&d->reject_log, G_LOG_LEVEL_WARNING,
+                      "control socket: too many clients (%u; uid %u): connection refused",
+                      d->n_clients, (unsigned)c->uid);
+        client_reply_error(c, NULL, "busy", SM_EXIT_UNREACHABLE,
+                           "too many connections to the daemon; try again later");
+        c->close_after_flush = TRUE;
+        return;
     }
     g_log_structured(G_LOG_DOMAIN, G_LOG_LEVEL_DEBUG, "MESSAGE", "client pid %d uid %u connected",
                      (int)c->pid, (unsigned)c->uid);
     read_next(c);
-    return TRUE;
+}
+
+/* Closes control clients that said nothing, were sent nothing and follow no migration for
+ * the idle timeout: a member cannot hold connections open forever. */
+static gboolean sweep_idle(gpointer data)
+{
+    Daemon *d = data;
+    gint64 now = g_get_monotonic_time();
+    g_autoptr(GList) copy = g_list_copy(d->clients);
+    for (GList *l = copy; l; l = l->next) {
+        Client *c = l->data;
+        if (c->open && !c->writing && now - c->last_active_us >= (gint64)d->client_idle_ms * 1000 &&
+            !daemon_client_follows(d, c)) {
+            g_log_structured(G_LOG_DOMAIN, G_LOG_LEVEL_DEBUG, "MESSAGE",
+                             "client pid %d uid %u idle: closed", (int)c->pid, (unsigned)c->uid);
+            client_close(c);
+        }
+    }
+    return G_SOURCE_CONTINUE;
 }
 
 /* Refuses to take over the socket of a daemon that still answers; removes a stale one. */
@@ -301,15 +390,17 @@ gboolean control_listen(Daemon *d, GError **error)
 {
     if (!claim_path(d->socket_path, error))
         return FALSE;
-    d->service = g_socket_service_new();
+    g_autoptr(GSocket) sock =
+        g_socket_new(G_SOCKET_FAMILY_UNIX, G_SOCKET_TYPE_STREAM, G_SOCKET_PROTOCOL_DEFAULT, error);
+    if (!sock)
+        return FALSE;
     g_autoptr(GSocketAddress) addr = g_unix_socket_address_new(d->socket_path);
     /* The socket never exists with a looser mode than asked, not even for an instant. */
     mode_t old = umask(0777 & ~d->socket_mode);
-    gboolean ok =
-        g_socket_listener_add_address(G_SOCKET_LISTENER(d->service), addr, G_SOCKET_TYPE_STREAM,
-                                      G_SOCKET_PROTOCOL_DEFAULT, NULL, NULL, error);
+    gboolean ok = g_socket_bind(sock, addr, TRUE, error);
     umask(old);
-    if (!ok)
+    g_socket_set_listen_backlog(sock, SM_MAX_CLIENTS);
+    if (!ok || !g_socket_listen(sock, error))
         return FALSE;
     if (chown(d->socket_path, (uid_t)-1, d->socket_gid) != 0 ||
         chmod(d->socket_path, d->socket_mode) != 0) {
@@ -317,19 +408,23 @@ gboolean control_listen(Daemon *d, GError **error)
                     g_strerror(errno));
         return FALSE;
     }
-    g_signal_connect(d->service, "incoming", G_CALLBACK(on_incoming), d);
-    g_socket_service_start(d->service);
+    d->control = listener_new(d, sock, "control socket", on_accept, NULL);
+    d->idle_sweep = g_timeout_source_new(MAX(d->client_idle_ms / 4, 100));
+    g_source_set_callback(d->idle_sweep, sweep_idle, d, NULL);
+    g_source_attach(d->idle_sweep, d->ctx);
     return TRUE;
 }
 
 /* Stops accepting; clients already connected stay until they or the daemon leave. */
 void control_close(Daemon *d)
 {
-    if (d->service) {
-        g_socket_service_stop(d->service);
-        g_socket_listener_close(G_SOCKET_LISTENER(d->service));
-        g_clear_object(&d->service);
+    if (d->control) {
+        g_clear_pointer(&d->control, listener_free);
         unlink(d->socket_path);
+    }
+    if (d->idle_sweep) {
+        g_source_destroy(d->idle_sweep);
+        g_clear_pointer(&d->idle_sweep, g_source_unref);
     }
 }
 

@@ -1,6 +1,7 @@
 /* safe-migrated: metrics in the Prometheus text format (0.0.4), fed by the migrations'
  * own events, served by the `metrics` op and optionally over plain HTTP. */
 #include "daemon.h"
+#include "sm-config.h" /* SM_VERSION */
 
 #include <string.h>
 
@@ -105,6 +106,11 @@ char *metrics_render(Daemon *d)
         active += vm->mig != NULL;
         policy_errors += vm->config_error != NULL;
     }
+    g_string_append_printf(out,
+                           "# HELP safe_migrated_build_info The daemon's version.\n"
+                           "# TYPE safe_migrated_build_info gauge\n"
+                           "safe_migrated_build_info{version=\"%s\"} 1\n",
+                           SM_VERSION);
     g_string_append(out, "# HELP safe_migrated_vms VMs under the daemon, by QMP connection "
                          "state.\n# TYPE safe_migrated_vms gauge\n");
     for (guint i = 0; states[i]; i++)
@@ -149,11 +155,15 @@ char *metrics_render(Daemon *d)
     return g_string_free(out, FALSE);
 }
 
-/* ---- Plain HTTP: GET /metrics, one request per connection ------------------------------- */
+/* ---- Plain HTTP: GET or HEAD /metrics, one request per connection --------------------
+ * At most SM_MAX_HTTP connections at once; each gets SM_HTTP_DEADLINE_MS in all to send its
+ * request and take the answer (a slow or silent peer is cut off, it cannot pin an fd). */
 
 typedef struct {
     Daemon *daemon;
     GSocketConnection *conn;
+    GCancellable *cancel;
+    GSource *deadline;
     char buf[4096];
     gsize len;
     char *response;
@@ -161,16 +171,62 @@ typedef struct {
 
 static void http_free(Http *h)
 {
+    g_cancellable_cancel(h->cancel);
+    g_source_destroy(h->deadline);
+    g_source_unref(h->deadline);
     g_io_stream_close(G_IO_STREAM(h->conn), NULL, NULL);
     g_object_unref(h->conn);
+    g_object_unref(h->cancel);
     g_free(h->response);
+    h->daemon->n_http--;
     g_free(h);
+}
+
+/* Every pending operation holds the Http; the deadline cancels them and they free it. */
+static gboolean on_http_deadline(gpointer data)
+{
+    Http *h = data;
+    g_cancellable_cancel(h->cancel);
+    return G_SOURCE_REMOVE;
 }
 
 static void on_http_written(GObject *source, GAsyncResult *res, gpointer data)
 {
     g_output_stream_write_all_finish(G_OUTPUT_STREAM(source), res, NULL, NULL);
     http_free(data);
+}
+
+/* "GET /metrics?x=1 HTTP/1.1" -> status line and whether a body goes with it. */
+static const char *http_route(const char *request, gboolean *found, gboolean *head)
+{
+    g_autofree char *line = g_strndup(request, strcspn(request, "\r\n"));
+    g_auto(GStrv) parts = g_strsplit(line, " ", 3);
+    *found = FALSE;
+    *head = FALSE;
+    if (g_strv_length(parts) < 2)
+        return "400 Bad Request";
+    *head = g_str_equal(parts[0], "HEAD");
+    if (!*head && !g_str_equal(parts[0], "GET"))
+        return "405 Method Not Allowed";
+    parts[1][strcspn(parts[1], "?#")] = '\0'; /* Prometheus may add query parameters */
+    *found = g_str_equal(parts[1], "/metrics") || g_str_equal(parts[1], "/");
+    return *found ? "200 OK" : "404 Not Found";
+}
+
+static void http_respond(Http *h)
+{
+    gboolean found, head;
+    const char *status = http_route(h->buf, &found, &head);
+    g_autofree char *body = found ? metrics_render(h->daemon) : g_strdup_printf("%s\n", status);
+    h->response = g_strdup_printf("HTTP/1.0 %s\r\nContent-Type: text/plain; version=0.0.4; "
+                                  "charset=utf-8\r\nContent-Length: %zu\r\n%sConnection: "
+                                  "close\r\n\r\n%s",
+                                  status, strlen(body),
+                                  g_str_has_prefix(status, "405") ? "Allow: GET, HEAD\r\n" : "",
+                                  head ? "" : body);
+    g_output_stream_write_all_async(g_io_stream_get_output_stream(G_IO_STREAM(h->conn)),
+                                    h->response, strlen(h->response), G_PRIORITY_DEFAULT, h->cancel,
+                                    on_http_written, h);
 }
 
 static void on_http_read(GObject *source, GAsyncResult *res, gpointer data)
@@ -183,38 +239,37 @@ static void on_http_read(GObject *source, GAsyncResult *res, gpointer data)
     }
     h->len += (gsize)n;
     h->buf[h->len] = '\0';
-    if (!strstr(h->buf, "\r\n\r\n") && !strstr(h->buf, "\n\n")) {
-        if (h->len + 1 >= sizeof h->buf) {
-            http_free(h);
-            return;
-        }
-        g_input_stream_read_async(G_INPUT_STREAM(source), h->buf + h->len,
-                                  sizeof h->buf - 1 - h->len, G_PRIORITY_DEFAULT, NULL,
-                                  on_http_read, h);
+    if (strstr(h->buf, "\r\n\r\n") || strstr(h->buf, "\n\n")) {
+        http_respond(h);
         return;
     }
-    gboolean found =
-        g_str_has_prefix(h->buf, "GET /metrics ") || g_str_has_prefix(h->buf, "GET / ");
-    g_autofree char *body = found ? metrics_render(h->daemon) : g_strdup("not found\n");
-    h->response = g_strdup_printf("HTTP/1.0 %s\r\nContent-Type: text/plain; version=0.0.4; "
-                                  "charset=utf-8\r\nContent-Length: %zu\r\nConnection: "
-                                  "close\r\n\r\n%s",
-                                  found ? "200 OK" : "404 Not Found", strlen(body), body);
-    g_output_stream_write_all_async(g_io_stream_get_output_stream(G_IO_STREAM(h->conn)),
-                                    h->response, strlen(h->response), G_PRIORITY_DEFAULT, NULL,
-                                    on_http_written, h);
+    if (h->len + 1 >= sizeof h->buf || memchr(h->buf, '\0', h->len)) {
+        http_free(h);
+        return;
+    }
+    g_input_stream_read_async(G_INPUT_STREAM(source), h->buf + h->len, sizeof h->buf - 1 - h->len,
+                              G_PRIORITY_DEFAULT, h->cancel, on_http_read, h);
 }
 
-static gboolean on_http_incoming(GSocketService *service, GSocketConnection *conn, GObject *source,
-                                 gpointer data)
+static void on_http_accept(Daemon *d, GSocket *sock, gpointer data)
 {
-    (void)service, (void)source;
+    (void)data;
+    if (d->n_http >= SM_MAX_HTTP || !daemon_fd_budget_allows(d)) {
+        ratelimit_log(&d->reject_log, G_LOG_LEVEL_WARNING,
+                      "metrics port: %u connections open, no room for another: closed", d->n_http);
+        g_socket_close(sock, NULL);
+        return;
+    }
     Http *h = g_new0(Http, 1);
-    h->daemon = data;
-    h->conn = g_object_ref(conn);
-    g_input_stream_read_async(g_io_stream_get_input_stream(G_IO_STREAM(conn)), h->buf,
-                              sizeof h->buf - 1, G_PRIORITY_DEFAULT, NULL, on_http_read, h);
-    return TRUE;
+    h->daemon = d;
+    h->conn = g_socket_connection_factory_create_connection(sock);
+    h->cancel = g_cancellable_new();
+    h->deadline = g_timeout_source_new(SM_HTTP_DEADLINE_MS);
+    g_source_set_callback(h->deadline, on_http_deadline, h, NULL);
+    g_source_attach(h->deadline, d->ctx);
+    d->n_http++;
+    g_input_stream_read_async(g_io_stream_get_input_stream(G_IO_STREAM(h->conn)), h->buf,
+                              sizeof h->buf - 1, G_PRIORITY_DEFAULT, h->cancel, on_http_read, h);
 }
 
 gboolean metrics_listen(Daemon *d, const char *host_port, GError **error)
@@ -237,16 +292,27 @@ gboolean metrics_listen(Daemon *d, const char *host_port, GError **error)
                     "--metrics-listen: '%s' is not an IP address", host);
         return FALSE;
     }
-    d->metrics_service = g_socket_service_new();
-    g_autoptr(GSocketAddress) effective = NULL;
-    if (!g_socket_listener_add_address(G_SOCKET_LISTENER(d->metrics_service), addr,
-                                       G_SOCKET_TYPE_STREAM, G_SOCKET_PROTOCOL_TCP, NULL,
-                                       &effective, error))
+    g_autoptr(GSocket) sock = g_socket_new(g_socket_address_get_family(addr), G_SOCKET_TYPE_STREAM,
+                                           G_SOCKET_PROTOCOL_TCP, error);
+    if (!sock)
+        return FALSE;
+    g_socket_set_listen_backlog(sock, SM_MAX_HTTP);
+    if (!g_socket_bind(sock, addr, TRUE, error) || !g_socket_listen(sock, error))
+        return FALSE;
+    g_autoptr(GSocketAddress) effective = g_socket_get_local_address(sock, error);
+    if (!effective)
         return FALSE;
     d->metrics_port = g_inet_socket_address_get_port(G_INET_SOCKET_ADDRESS(effective));
-    g_signal_connect(d->metrics_service, "incoming", G_CALLBACK(on_http_incoming), d);
-    g_socket_service_start(d->metrics_service);
+    d->metrics_listener = listener_new(d, sock, "metrics port", on_http_accept, NULL);
+    /* An IPv6 address goes in brackets in a URL. */
+    gboolean v6 = strchr(host, ':') != NULL;
     g_log_structured(G_LOG_DOMAIN, G_LOG_LEVEL_MESSAGE, "MESSAGE",
-                     "metrics on http://%s:%u/metrics", host, d->metrics_port);
+                     "metrics on http://%s%s%s:%u/metrics", v6 ? "[" : "", host, v6 ? "]" : "",
+                     d->metrics_port);
     return TRUE;
+}
+
+void metrics_close(Daemon *d)
+{
+    g_clear_pointer(&d->metrics_listener, listener_free);
 }

@@ -4,24 +4,49 @@
  * GMainContext: a slow or hung QEMU stalls only its own thread, never the main loop. */
 #include "daemon.h"
 
+#include <stdlib.h>
+#include <unistd.h>
+
 #define STATUS_CONNECT_TIMEOUT_MS 5000
 #define STATUS_COMMAND_TIMEOUT_MS 10000
 #define RECONNECT_FIRST_MS 250
 
 typedef enum { JOB_PROBE, JOB_RECOVER, JOB_MIGRATE, JOB_ADDRESS } JobKind;
 
+/* Probes of one VM are coalesced: every request that arrives while a probe is queued (not
+ * yet started) joins it and gets its result; a request during a running probe makes the
+ * next one (a verdict is never older than its request). A migration cancels the queued one. */
+typedef struct {
+    VmJobDone done;
+    gpointer data;
+} Waiter;
+
+typedef struct ProbeBatch {
+    GArray *waiters; /* Waiter; main thread, or under vm->probe_lock until started */
+    gboolean started, cancelled;
+} ProbeBatch;
+
 typedef struct {
     JobKind kind;
+    guint64 seq;
     VmJobDone done;
     gpointer data;
     Mig *mig;
-    char *address;
+    char *address, *dest_address;
+    ProbeBatch *batch;
 } Job;
 
 static void job_free(Job *job)
 {
     g_free(job->address);
+    g_free(job->dest_address);
     g_free(job);
+}
+
+static void batch_free(ProbeBatch *b)
+{
+    g_array_unref(b->waiters);
+    g_free(b);
 }
 
 #define vm_log(vm, level, ...)                                                                     \
@@ -35,6 +60,8 @@ Vm *vm_new(Daemon *d, const char *name)
     vm->ref = 1;
     vm->daemon = d;
     vm->name = g_strdup(name);
+    vm->marker = g_build_filename(d->state_dir, name, NULL);
+    g_mutex_init(&vm->probe_lock);
     sm_policy_init(&vm->policy);
     vm->jobs = g_async_queue_new_full((GDestroyNotify)job_free);
     vm->snapshot = json_object_new_object();
@@ -57,19 +84,37 @@ void vm_unref(Vm *vm)
         g_thread_join(vm->thread);
     sm_policy_clear(&vm->policy);
     g_free(vm->config_error);
+    g_free(vm->config_error_public);
     json_object_put(vm->snapshot);
     g_async_queue_unref(vm->jobs);
     if (vm->wctx)
         g_main_context_unref(vm->wctx);
     g_free(vm->source_qmp);
+    g_free(vm->dest_qmp);
     g_free(vm->plugin_dir);
     g_free(vm->name);
+    g_free(vm->marker);
+    g_mutex_clear(&vm->probe_lock);
     g_free(vm);
+}
+
+/* Migrations, recovers and address changes go before probes: a migration never waits
+ * behind a queue of probes. Otherwise first come, first served. */
+static gint job_order(gconstpointer a, gconstpointer b, gpointer data)
+{
+    const Job *x = a, *y = b;
+    (void)data;
+    int px = x->kind == JOB_PROBE, py = y->kind == JOB_PROBE;
+    if (px != py)
+        return px - py;
+    return x->seq < y->seq ? -1 : x->seq > y->seq;
 }
 
 static void push_job(Vm *vm, Job *job)
 {
-    g_async_queue_push(vm->jobs, job);
+    static guint64 seq; /* main thread only */
+    job->seq = ++seq;
+    sm_queue_push_sorted(vm->jobs, job, job_order);
     g_main_context_wakeup(vm->wctx);
 }
 
@@ -81,11 +126,12 @@ void vm_stop(Vm *vm)
     g_main_context_wakeup(vm->wctx);
 }
 
-void vm_set_address(Vm *vm, const char *source_qmp)
+void vm_set_address(Vm *vm, const char *source_qmp, const char *dest_qmp)
 {
     Job *job = g_new0(Job, 1);
     job->kind = JOB_ADDRESS;
     job->address = g_strdup(source_qmp);
+    job->dest_address = g_strdup(dest_qmp);
     push_job(vm, job);
 }
 
@@ -100,7 +146,46 @@ static void push_done_job(Vm *vm, JobKind kind, VmJobDone done, gpointer data)
 
 void vm_probe(Vm *vm, VmJobDone done, gpointer data)
 {
-    push_done_job(vm, JOB_PROBE, done, data);
+    ASSERT_MAIN(vm->daemon);
+    Waiter w = {done, data};
+    sm_lock(&vm->probe_lock);
+    ProbeBatch *b = vm->probe_next;
+    if (b && !b->started) {
+        g_array_append_val(b->waiters, w);
+        sm_unlock(&vm->probe_lock);
+        return;
+    }
+    b = g_new0(ProbeBatch, 1);
+    b->waiters = g_array_new(FALSE, FALSE, sizeof(Waiter));
+    g_array_append_val(b->waiters, w);
+    vm->probe_next = b;
+    sm_unlock(&vm->probe_lock);
+    Job *job = g_new0(Job, 1);
+    job->kind = JOB_PROBE;
+    job->batch = b;
+    push_job(vm, job);
+}
+
+void vm_cancel_queued_probe(Vm *vm, const char *why)
+{
+    ASSERT_MAIN(vm->daemon);
+    sm_lock(&vm->probe_lock);
+    ProbeBatch *b = vm->probe_next;
+    g_autoptr(GArray) waiters = NULL;
+    if (b && !b->started) {
+        b->cancelled = TRUE; /* the worker frees it when it pops the job */
+        waiters = b->waiters;
+        b->waiters = g_array_new(FALSE, FALSE, sizeof(Waiter));
+        vm->probe_next = NULL;
+    }
+    sm_unlock(&vm->probe_lock);
+    if (!waiters)
+        return;
+    g_autoptr(GError) error = g_error_new_literal(G_IO_ERROR, G_IO_ERROR_BUSY, why);
+    for (guint i = 0; i < waiters->len; i++) {
+        Waiter *w = &g_array_index(waiters, Waiter, i);
+        w->done(vm, NULL, error, w->data);
+    }
 }
 
 void vm_recover(Vm *vm, VmJobDone done, gpointer data)
@@ -157,11 +242,14 @@ typedef struct {
     GError *error;
     VmJobDone done;
     gpointer data;
+    ProbeBatch *batch; /* a probe's: every waiter gets the result */
 } Result;
 
 static void result_free(gpointer p)
 {
     Result *r = p;
+    if (r->batch)
+        batch_free(r->batch);
     vm_unref(r->vm);
     if (r->obj)
         json_object_put(r->obj);
@@ -188,7 +276,22 @@ static void publish(Vm *vm, json_object *snapshot)
 static gboolean deliver_result(gpointer p)
 {
     Result *r = p;
-    r->done(r->vm, g_steal_pointer(&r->obj), r->error, r->data);
+    ASSERT_MAIN(r->vm->daemon);
+    if (!r->batch) {
+        r->done(r->vm, g_steal_pointer(&r->obj), r->error, r->data);
+        return G_SOURCE_REMOVE;
+    }
+    /* One capture, however many asked: counted once. */
+    json_object *v;
+    if (r->obj && json_object_object_get_ex(r->obj, "capture_us", &v))
+        metrics_observe_probe(&r->vm->daemon->metrics, json_object_get_int64(v));
+    for (guint i = 0; i < r->batch->waiters->len; i++) {
+        Waiter *w = &g_array_index(r->batch->waiters, Waiter, i);
+        json_object *copy = NULL;
+        if (r->obj)
+            json_object_deep_copy(r->obj, &copy, NULL);
+        w->done(r->vm, copy, r->error, w->data);
+    }
     return G_SOURCE_REMOVE;
 }
 
@@ -200,6 +303,7 @@ static void finish_job(Vm *vm, Job *job, json_object *obj, GError *error)
     r->error = error;
     r->done = job->done;
     r->data = job->data;
+    r->batch = job->batch;
     daemon_post(vm->daemon, deliver_result, r, result_free);
 }
 
@@ -238,6 +342,7 @@ static void on_qmp_event(QmpClient *client, const char *name, json_object *data,
 
 static void drop_status(Vm *vm)
 {
+    ASSERT_WORKER(vm);
     if (!vm->qmp)
         return;
     qmp_client_set_disconnect_handler(vm->qmp, NULL, NULL, NULL);
@@ -307,10 +412,66 @@ static void refresh(Vm *vm)
     publish(vm, s);
 }
 
+/* A VM found mid-migration (pre-switchover above all: paused, waiting for a gate) whose
+ * owner is gone is recovered as `safe-migrate recover` would: the migration is cancelled
+ * and the source checked to run. "Owner gone" is what the owner mark says: a mark left by
+ * another daemon process (this daemon crashed or was killed while the migration ran). A
+ * migration without our mark belongs to someone else (libvirt, an operator) and is left
+ * alone. Runs at every (re)connect of the status connection. */
+static void check_stranded(Vm *vm)
+{
+    ASSERT_WORKER(vm);
+    g_autofree char *mark = NULL;
+    if (!g_file_get_contents(vm->marker, &mark, NULL, NULL))
+        return;
+    if (atoi(mark) == (int)getpid())
+        return; /* ours: its job is queued and owns the VM */
+    g_autoptr(GError) error = NULL;
+    g_autofree char *status = NULL;
+    g_autoptr(json_object) info = qmp_query_migrate(vm->qmp, &status, &error);
+    if (!info)
+        return; /* the mark stays: the next connect looks again */
+    static const char *const ended[] = {"none", "completed", "cancelled", "failed", NULL};
+    g_strchomp(mark);
+    if (!g_strv_contains(ended, status)) {
+        vm_log(vm, G_LOG_LEVEL_WARNING,
+               "%s: migration '%s' whose owner is gone (daemon pid and migration %s): "
+               "recovering",
+               vm->name, status, mark);
+        drop_status(vm);
+        g_autofree char *summary = NULL;
+        g_autoptr(GError) e = NULL;
+        int code = sm_recover(vm->source_qmp, vm->dest_qmp, &summary, &e);
+        vm_log(vm, code == SM_EXIT_OK ? G_LOG_LEVEL_MESSAGE : G_LOG_LEVEL_WARNING,
+               "%s: recovered (exit code %d): %s", vm->name, code,
+               summary ? summary
+               : e     ? e->message
+                       : "");
+    }
+    unlink(vm->marker);
+}
+
 /* ---- Jobs (worker thread) -------------------------------------------------------------- */
+
+/* Takes the batch off the main thread's hands; FALSE if a migration cancelled it. */
+static gboolean start_batch(Vm *vm, Job *job)
+{
+    sm_lock(&vm->probe_lock);
+    job->batch->started = TRUE;
+    if (vm->probe_next == job->batch)
+        vm->probe_next = NULL;
+    gboolean cancelled = job->batch->cancelled;
+    sm_unlock(&vm->probe_lock);
+    if (cancelled)
+        g_clear_pointer(&job->batch, batch_free);
+    return !cancelled;
+}
 
 static void run_probe(Vm *vm, Job *job)
 {
+    ASSERT_WORKER(vm);
+    if (!start_batch(vm, job))
+        return;
     GError *error = NULL;
     if (!vm->qmp && !status_connect(vm, &error)) {
         finish_job(vm, job, NULL, error);
@@ -323,11 +484,12 @@ static void run_probe(Vm *vm, Job *job)
 
 static void run_recover(Vm *vm, Job *job)
 {
+    ASSERT_WORKER(vm);
     /* QEMU serves one client per monitor: the status connection makes room. */
     drop_status(vm);
     GError *error = NULL;
     g_autofree char *summary = NULL;
-    int code = sm_recover(vm->source_qmp, &summary, &error);
+    int code = sm_recover(vm->source_qmp, vm->dest_qmp, &summary, &error);
     json_object *o = json_object_new_object();
     json_object_object_add(o, "exit_code", json_object_new_int(code));
     json_object_object_add(o, "summary", json_strv(summary));
@@ -338,11 +500,19 @@ static void run_recover(Vm *vm, Job *job)
 
 static void run_migration(Vm *vm, Job *job)
 {
+    ASSERT_WORKER(vm);
+    Mig *mig = job->mig;
     drop_status(vm);
     publish(vm, disconnected_snapshot("the monitor is lent to a migration"));
-    vm_log(vm, G_LOG_LEVEL_MESSAGE, "%s: migration %s starts", vm->name, job->mig->id);
-    int code = sm_migration_run(job->mig->engine);
-    mig_finished_from_worker(job->mig, code);
+    vm_log(vm, G_LOG_LEVEL_MESSAGE, "%s: migration %s starts", vm->name, mig->id);
+    int code = sm_migration_run(mig->engine);
+    /* The engine's QMP clients have their sources on this context: they are closed here,
+     * on the thread that owns them, never by the main thread while this one iterates. */
+    sm_lock(&mig->lock);
+    SmMigration *engine = g_steal_pointer(&mig->engine);
+    sm_unlock(&mig->lock);
+    sm_migration_free(engine);
+    mig_finished_from_worker(mig, code);
 }
 
 static gboolean just_wake(gpointer data)
@@ -362,7 +532,7 @@ static gpointer vm_thread(gpointer data)
 
     while (!g_atomic_int_get(&vm->stop)) {
         Job *job;
-        while (!g_atomic_int_get(&vm->stop) && (job = g_async_queue_try_pop(vm->jobs))) {
+        while (!g_atomic_int_get(&vm->stop) && (job = sm_queue_try_pop(vm->jobs))) {
             switch (job->kind) {
             case JOB_PROBE:
                 run_probe(vm, job);
@@ -381,6 +551,8 @@ static gpointer vm_thread(gpointer data)
                 drop_status(vm);
                 g_free(vm->source_qmp);
                 vm->source_qmp = g_strdup(job->address);
+                g_free(vm->dest_qmp);
+                vm->dest_qmp = g_strdup(job->dest_address);
                 next_connect = 0;
                 backoff_ms = 0;
                 break;
@@ -407,6 +579,7 @@ static gpointer vm_thread(gpointer data)
                 ever_connected = TRUE;
                 backoff_ms = 0;
                 g_clear_pointer(&last_error, g_free);
+                check_stranded(vm);
             } else {
                 if (g_strcmp0(last_error, error->message) != 0) {
                     vm_log(vm, G_LOG_LEVEL_WARNING, "%s: cannot reach %s: %s (retrying)", vm->name,
@@ -449,8 +622,10 @@ static gpointer vm_thread(gpointer data)
     g_clear_pointer(&vm->registry, sm_registry_free);
     /* Jobs nobody will run: their completions still reach the main thread. */
     Job *job;
-    while ((job = g_async_queue_try_pop(vm->jobs))) {
-        if (job->done)
+    while ((job = sm_queue_try_pop(vm->jobs))) {
+        /* A cancelled probe's waiters were answered already. */
+        gboolean cancelled = job->kind == JOB_PROBE && !start_batch(vm, job);
+        if (!cancelled && (job->done || job->batch))
             finish_job(vm, job, NULL,
                        g_error_new(G_IO_ERROR, G_IO_ERROR_CANCELLED, "the VM was removed"));
         else if (job->kind == JOB_MIGRATE)
@@ -467,6 +642,7 @@ void vm_start(Vm *vm)
     g_assert(!vm->thread && vm->policy.source_qmp);
     vm->wctx = g_main_context_new();
     vm->source_qmp = g_strdup(vm->policy.source_qmp);
+    vm->dest_qmp = g_strdup(vm->policy.dest_qmp);
     vm->plugin_dir = g_strdup(vm->policy.plugin_dir);
     vm->registry = sm_registry_new();
     g_autoptr(GError) error = NULL;

@@ -4,6 +4,7 @@
 #include "daemon.h"
 #include "sm-config.h" /* SM_VERSION, SM_CONFIG_DIR */
 
+#include <errno.h>
 #include <glib-unix.h>
 #include <grp.h>
 #include <signal.h>
@@ -39,12 +40,22 @@ json_object *json_strv(const char *s)
     return s ? json_object_new_string(s) : NULL;
 }
 
-static gboolean json_flag(json_object *obj, const char *key, gboolean fallback)
+/* A request's boolean member: absent means `fallback`; anything but true/false (the string
+ * "false" above all, which json-c would coerce to true) is refused. */
+static gboolean json_flag(json_object *obj, const char *key, gboolean fallback, gboolean *out,
+                          GError **error)
 {
     json_object *v;
-    if (!obj || !json_object_object_get_ex(obj, key, &v) || !v)
-        return fallback;
-    return json_object_get_boolean(v);
+    *out = fallback;
+    if (!obj || !json_object_object_get_ex(obj, key, &v))
+        return TRUE;
+    if (!json_object_is_type(v, json_type_boolean)) {
+        g_set_error(error, G_IO_ERROR, G_IO_ERROR_INVALID_ARGUMENT, "\"%s\" must be true or false",
+                    key);
+        return FALSE;
+    }
+    *out = json_object_get_boolean(v);
+    return TRUE;
 }
 
 /* sd_notify(3) without libsystemd: one datagram to $NOTIFY_SOCKET ("@..." is abstract). */
@@ -111,7 +122,7 @@ typedef struct {
 static void run_posts(Daemon *d)
 {
     Post *p;
-    while ((p = g_async_queue_try_pop(d->inbox))) {
+    while ((p = sm_queue_try_pop(d->inbox))) {
         p->func(p->data);
         if (p->destroy)
             p->destroy(p->data);
@@ -133,7 +144,7 @@ void daemon_post(Daemon *d, GSourceFunc func, gpointer data, GDestroyNotify dest
     p->destroy = destroy;
     /* One queue for all workers keeps every VM's events in the order they were made; the
      * idle source only wakes the main thread to drain it. */
-    g_async_queue_push(d->inbox, p);
+    sm_queue_push(d->inbox, p);
     GSource *s = g_idle_source_new();
     g_source_set_callback(s, drain, d, NULL);
     g_source_attach(s, d->ctx);
@@ -164,6 +175,32 @@ static void remove_vm(Daemon *d, Vm *vm)
         g_hash_table_remove(d->vms, vm->name);
 }
 
+/* What a member of the socket's group may see of a policy error: where and what kind, never
+ * the file's content (a vms.d entry may be a symlink to any file the daemon can read). */
+static char *public_policy_error(const GError *e)
+{
+    static const char *const kinds[] = {
+        [SM_POLICY_ERROR_FILE] = "cannot read it",
+        [SM_POLICY_ERROR_SYNTAX] = "syntax error",
+        [SM_POLICY_ERROR_UNKNOWN_KEY] = "unknown group or key",
+        [SM_POLICY_ERROR_VALUE] = "bad value",
+        [SM_POLICY_ERROR_MISSING] = "a required key is missing",
+    };
+    const char *kind = e->domain == SM_POLICY_ERROR && e->code >= 0 &&
+                               e->code < (int)G_N_ELEMENTS(kinds) && kinds[e->code]
+                           ? kinds[e->code]
+                           : "not loaded";
+    /* "PATH[:LINE]: ..." -> "PATH[:LINE]" */
+    const char *sep = strstr(e->message, ": ");
+    g_autofree char *where = sep ? g_strndup(e->message, (gsize)(sep - e->message)) : NULL;
+    if (!where || !g_utf8_validate(where, -1, NULL)) {
+        g_free(where);
+        where = g_strdup("policy");
+    }
+    return g_strdup_printf("%s: %s (details for root and the daemon's user, and in the log)", where,
+                           kind);
+}
+
 /* (Re)reads vms.d: new files start a VM, gone files end one (after its migration), changed
  * files take effect for the next migration. A file that does not load keeps the VM's last
  * good policy and is reported (list: config_error; metrics: policy errors). */
@@ -171,7 +208,7 @@ static json_object *reload(Daemon *d)
 {
     json_object *summary = json_object_new_object();
     json_object *added = json_object_new_array(), *removed = json_object_new_array(),
-                *errors = json_object_new_array();
+                *errors = json_object_new_array(), *public_errors = json_object_new_array();
     g_autofree char *dir_path = g_build_filename(d->config_dir, "vms.d", NULL);
     g_autoptr(GError) error = NULL;
     g_autoptr(GDir) dir = g_dir_open(dir_path, 0, &error);
@@ -203,23 +240,27 @@ static json_object *reload(Daemon *d)
             json_object_array_add(added, json_object_new_string(name));
         }
         g_clear_pointer(&vm->config_error, g_free);
+        g_clear_pointer(&vm->config_error_public, g_free);
         if (!ok) {
             g_log_structured(G_LOG_DOMAIN, G_LOG_LEVEL_WARNING, "SM_VM", name, "MESSAGE",
                              "%s: policy not loaded: %s%s", name, e->message,
                              vm->has_policy ? " (keeping the previous one)" : "");
             vm->config_error = g_strdup(e->message);
+            vm->config_error_public = public_policy_error(e);
             json_object_array_add(errors, json_object_new_string(e->message));
+            json_object_array_add(public_errors, json_object_new_string(vm->config_error_public));
             sm_policy_clear(&p);
             continue;
         }
-        gboolean moved = vm->has_policy && g_strcmp0(vm->policy.source_qmp, p.source_qmp) != 0;
+        gboolean moved = vm->has_policy && (g_strcmp0(vm->policy.source_qmp, p.source_qmp) != 0 ||
+                                            g_strcmp0(vm->policy.dest_qmp, p.dest_qmp) != 0);
         sm_policy_clear(&vm->policy);
         vm->policy = p;
         vm->has_policy = TRUE;
         if (!vm->thread)
             vm_start(vm);
         else if (moved)
-            vm_set_address(vm, vm->policy.source_qmp);
+            vm_set_address(vm, vm->policy.source_qmp, vm->policy.dest_qmp);
     }
     GHashTableIter it;
     gpointer key, value;
@@ -239,7 +280,20 @@ static json_object *reload(Daemon *d)
     json_object_object_add(summary, "added", added);
     json_object_object_add(summary, "removed", removed);
     json_object_object_add(summary, "errors", errors);
+    json_object_object_add(summary, "public_errors", public_errors); /* see reload_for() */
     json_object_object_add(summary, "vms", json_object_new_int((int)g_hash_table_size(d->vms)));
+    return summary;
+}
+
+/* The reload summary as `c` may see it: members get the errors without file content. */
+static json_object *reload_for(Daemon *d, Client *c)
+{
+    json_object *summary = reload(d);
+    json_object *pub = json_object_get(json_object_object_get(summary, "public_errors"));
+    json_object_object_del(summary, "public_errors");
+    if (c && !client_is_privileged(c))
+        json_object_object_add(summary, "errors", json_object_get(pub));
+    json_object_put(pub);
     return summary;
 }
 
@@ -256,8 +310,10 @@ static void follower_free(gpointer p)
 
 static void mig_free(Mig *mig)
 {
+    /* Only a migration whose job never ran still has its engine (it never connected). */
     if (mig->engine)
         sm_migration_free(mig->engine);
+    g_mutex_clear(&mig->lock);
     g_ptr_array_unref(mig->events);
     g_ptr_array_unref(mig->followers);
     vm_unref(mig->vm);
@@ -360,9 +416,10 @@ static gboolean finish_mig(gpointer p)
     Mig *mig = mp->mig;
     Vm *vm = mig->vm;
     Daemon *d = vm->daemon;
+    ASSERT_MAIN(d);
     mig->done = TRUE;
     mig->exit_code = mp->code;
-    g_clear_pointer(&mig->engine, sm_migration_free);
+    mig_unmark(mig);
     g_ptr_array_set_size(mig->followers, 0);
     mig->owner = NULL;
     if (vm->mig == mig)
@@ -395,8 +452,30 @@ void mig_finished_from_worker(Mig *mig, int exit_code)
 
 void mig_cancel(Mig *mig, int signum)
 {
+    ASSERT_MAIN(mig->vm->daemon);
+    sm_lock(&mig->lock);
     if (mig->engine && !mig->done)
         sm_migration_request_cancel(mig->engine, signum);
+    sm_unlock(&mig->lock);
+}
+
+void mig_mark(Mig *mig)
+{
+    g_autofree char *text = g_strdup_printf("%d %s\n", (int)getpid(), mig->id);
+    g_autoptr(GError) error = NULL;
+    if (!g_file_set_contents(mig->vm->marker, text, -1, &error))
+        g_log_structured(G_LOG_DOMAIN, G_LOG_LEVEL_WARNING, "SM_VM", mig->vm->name, "MESSAGE",
+                         "%s: cannot mark migration %s as ours (a crash now would leave the VM "
+                         "to `safe-migrate recover`): %s",
+                         mig->vm->name, mig->id, error->message);
+}
+
+void mig_unmark(Mig *mig)
+{
+    g_autofree char *text = NULL;
+    g_autofree char *mine = g_strdup_printf("%d %s\n", (int)getpid(), mig->id);
+    if (g_file_get_contents(mig->vm->marker, &text, NULL, NULL) && g_str_equal(text, mine))
+        unlink(mig->vm->marker);
 }
 
 void daemon_client_gone(Daemon *d, Client *c)
@@ -420,6 +499,20 @@ void daemon_client_gone(Daemon *d, Client *c)
         if (cancel)
             mig_cancel(mig, 0);
     }
+}
+
+gboolean daemon_client_follows(Daemon *d, Client *c)
+{
+    GHashTableIter it;
+    gpointer value;
+    g_hash_table_iter_init(&it, d->migrations);
+    while (g_hash_table_iter_next(&it, NULL, &value)) {
+        Mig *mig = value;
+        for (guint i = 0; !mig->done && i < mig->followers->len; i++)
+            if (((Follower *)g_ptr_array_index(mig->followers, i))->client == c)
+                return TRUE;
+    }
+    return FALSE;
 }
 
 /* ---- Requests -------------------------------------------------------------------------- */
@@ -472,7 +565,8 @@ static Vm *request_vm(Daemon *d, Client *c, json_object *id, json_object *req,
         return NULL;
     }
     if (needs_worker && !vm->has_policy) {
-        client_reply_error(c, id, "policy", SM_EXIT_USAGE, "%s", vm->config_error);
+        client_reply_error(c, id, "policy", SM_EXIT_USAGE, "%s",
+                           client_is_privileged(c) ? vm->config_error : vm->config_error_public);
         return NULL;
     }
     if (needs_worker && (vm->mig || vm->job_busy)) {
@@ -533,16 +627,16 @@ static void on_probed(Vm *vm, json_object *report, const GError *error, gpointer
     Gather *g = data;
     json_object *entry = g_hash_table_lookup(g->entries, vm->name);
     if (report) {
-        json_object *v;
-        if (json_object_object_get_ex(report, "capture_us", &v))
-            metrics_observe_probe(&vm->daemon->metrics, json_object_get_int64(v));
         json_object_object_add(entry, "report", report);
     } else {
+        gboolean busy = g_error_matches(error, G_IO_ERROR, G_IO_ERROR_BUSY);
         gboolean unreachable =
             error->domain != SM_PROBE_ERROR || error->code == SM_PROBE_ERROR_UNREACHABLE;
         json_object_object_add(entry, "probe_error", json_object_new_string(error->message));
         json_object_object_add(entry, "probe_error_code",
-                               json_object_new_string(unreachable ? "unreachable" : "probe"));
+                               json_object_new_string(busy          ? "busy"
+                                                      : unreachable ? "unreachable"
+                                                                    : "probe"));
     }
     if (--g->remaining == 0)
         gather_done(g);
@@ -556,7 +650,14 @@ static void op_list(Daemon *d, Client *c, json_object *id, json_object *req, gbo
     g->vms = json_object_new_array();
     g->entries = g_hash_table_new(g_str_hash, g_str_equal);
     g->single = single;
-    gboolean probe = single || json_flag(req, "probe", FALSE);
+    gboolean probe = FALSE;
+    g_autoptr(GError) error = NULL;
+    if (!json_flag(req, "probe", FALSE, &probe, &error)) {
+        client_reply_error(c, id, "bad-request", SM_EXIT_USAGE, "%s", error->message);
+        gather_free(g);
+        return;
+    }
+    probe = probe || single;
     g_autoptr(GPtrArray) vms = NULL;
     if (single) {
         Vm *vm = request_vm(d, c, id, req, TRUE);
@@ -575,6 +676,8 @@ static void op_list(Daemon *d, Client *c, json_object *id, json_object *req, gbo
         if (vm->removed)
             continue;
         json_object *entry = vm_to_json(vm);
+        if (!client_is_privileged(c))
+            json_object_object_add(entry, "config_error", json_strv(vm->config_error_public));
         json_object_array_add(g->vms, entry);
         g_hash_table_insert(g->entries, vm->name, entry);
         if (probe && vm->thread && !vm->mig && !vm->job_busy)
@@ -588,53 +691,6 @@ static void op_list(Daemon *d, Client *c, json_object *id, json_object *req, gbo
         gather_done(g);
 }
 
-static gboolean apply_options(Client *c, SmPolicy *p, json_object *options, GError **error)
-{
-    if (!options)
-        return TRUE;
-    if (!json_object_is_type(options, json_type_object)) {
-        g_set_error(error, SM_POLICY_ERROR, SM_POLICY_ERROR_VALUE, "\"options\" is not an object");
-        return FALSE;
-    }
-    json_object_object_foreach(options, key, value)
-    {
-        /* The CLI's flag names, and the policy files' key names. */
-        const char *k = g_str_equal(key, "source") ? "source-qmp"
-                        : g_str_equal(key, "dest") ? "dest-qmp"
-                                                   : key;
-        /* Both run code as the daemon's user: not for clients that are merely in the group. */
-        if ((g_str_equal(k, "dest-prepare") || g_str_equal(k, "plugin-dir")) &&
-            !client_is_privileged(c)) {
-            g_set_error(error, SM_POLICY_ERROR, SM_POLICY_ERROR_VALUE,
-                        "--%s runs code as the daemon: only root or the daemon's user may set "
-                        "it per migration (put it in the VM's policy file)",
-                        key);
-            return FALSE;
-        }
-        g_autofree char *text = NULL;
-        if (json_object_is_type(value, json_type_string))
-            text = g_strdup(json_object_get_string(value));
-        else if (json_object_is_type(value, json_type_int))
-            text = g_strdup_printf("%" G_GINT64_FORMAT, json_object_get_int64(value));
-        else if (json_object_is_type(value, json_type_boolean))
-            text = g_strdup(json_object_get_boolean(value) ? "true" : "false");
-        else {
-            g_set_error(error, SM_POLICY_ERROR, SM_POLICY_ERROR_VALUE,
-                        "option \"%s\": a string, number or boolean is expected", key);
-            return FALSE;
-        }
-        /* --downtime-limit takes plain milliseconds, as in the CLI. */
-        if (g_str_equal(k, "downtime-limit") && *text && text[strspn(text, "0123456789")] == 0) {
-            char *ms = g_strconcat(text, "ms", NULL);
-            g_free(text);
-            text = ms;
-        }
-        if (!sm_policy_apply(p, k, text, error))
-            return FALSE;
-    }
-    return TRUE;
-}
-
 static void op_migrate(Daemon *d, Client *c, json_object *id, json_object *req)
 {
     if (d->stopping) {
@@ -644,19 +700,28 @@ static void op_migrate(Daemon *d, Client *c, json_object *id, json_object *req)
     Vm *vm = request_vm(d, c, id, req, TRUE);
     if (!vm)
         return;
+    g_autoptr(GError) error = NULL;
+    gboolean follow = TRUE;
+    if (!json_flag(req, "follow", TRUE, &follow, &error)) {
+        client_reply_error(c, id, "bad-request", SM_EXIT_USAGE, "%s", error->message);
+        return;
+    }
     SmPolicy p;
     policy_copy(&p, &vm->policy);
-    g_autoptr(GError) error = NULL;
     json_object *options = NULL;
     json_object_object_get_ex(req, "options", &options);
-    if (!apply_options(c, &p, options, &error) || !sm_policy_check_complete(&p, &error)) {
-        client_reply_error(c, id, "usage", SM_EXIT_USAGE, "%s", error->message);
+    if (!privilege_apply_options(client_is_privileged(c), &vm->policy, &p, options, &error) ||
+        !sm_policy_check_complete(&p, &error)) {
+        gboolean refused = g_error_matches(error, G_IO_ERROR, G_IO_ERROR_PERMISSION_DENIED);
+        client_reply_error(c, id, refused ? "permission-denied" : "usage", SM_EXIT_USAGE, "%s",
+                           error->message);
         sm_policy_clear(&p);
         return;
     }
     Mig *mig = g_new0(Mig, 1);
     mig->id = g_strdup_printf("%s-%u", vm->name, ++d->next_migration);
     mig->vm = vm_ref(vm);
+    g_mutex_init(&mig->lock);
     mig->events = g_ptr_array_new_with_free_func(json_unref);
     mig->followers = g_ptr_array_new_with_free_func(follower_free);
     mig->on_disconnect = p.on_client_disconnect;
@@ -665,8 +730,11 @@ static void op_migrate(Daemon *d, Client *c, json_object *id, json_object *req)
     g_hash_table_insert(d->migrations, mig->id, mig);
     vm->mig = mig;
     vm->last_mig = mig;
+    /* The queued probe would only run after the migration: answer it now. */
+    g_autofree char *why = g_strdup_printf("%s is busy with %s", vm->name, mig->id);
+    vm_cancel_queued_probe(vm, why);
     /* "follow": false is fire-and-forget: no events, and leaving does not count. */
-    if (json_flag(req, "follow", TRUE)) {
+    if (follow) {
         mig->owner = c;
         add_follower(mig, c, id);
     }
@@ -676,6 +744,7 @@ static void op_migrate(Daemon *d, Client *c, json_object *id, json_object *req)
     reply_ok(c, id, f);
     g_log_structured(G_LOG_DOMAIN, G_LOG_LEVEL_MESSAGE, "SM_VM", vm->name, "SM_MIGRATION", mig->id,
                      "MESSAGE", "%s: migration %s requested", vm->name, mig->id);
+    mig_mark(mig);
     vm_migrate(vm, mig);
 }
 
@@ -725,8 +794,10 @@ static void op_cancel(Daemon *d, Client *c, json_object *id, json_object *req)
         return;
     }
     json_object *sig = NULL;
-    int signum = json_object_object_get_ex(req, "signal", &sig) ? json_object_get_int(sig) : 0;
-    if (signum != 0 && signum != SIGINT && signum != SIGTERM) {
+    gboolean has_sig = json_object_object_get_ex(req, "signal", &sig);
+    int signum = has_sig && json_object_is_type(sig, json_type_int) ? json_object_get_int(sig) : 0;
+    if ((has_sig && !json_object_is_type(sig, json_type_int)) ||
+        (signum != 0 && signum != SIGINT && signum != SIGTERM)) {
         client_reply_error(c, id, "bad-request", SM_EXIT_USAGE,
                            "\"signal\" is 0, %d (SIGINT) or %d (SIGTERM)", SIGINT, SIGTERM);
         return;
@@ -793,7 +864,7 @@ void daemon_handle_request(Daemon *d, Client *c, json_object *req)
     } else if (g_str_equal(op, "recover")) {
         op_recover(d, c, id, req);
     } else if (g_str_equal(op, "reload")) {
-        reply_ok(c, id, reload(d));
+        reply_ok(c, id, reload_for(d, c));
     } else if (g_str_equal(op, "metrics")) {
         g_autofree char *text = metrics_render(d);
         json_object *f = json_object_new_object();
@@ -806,8 +877,8 @@ void daemon_handle_request(Daemon *d, Client *c, json_object *req)
         json_object_object_add(f, "pid", json_object_new_int(getpid()));
         json_object_object_add(f, "vms", json_object_new_int((int)g_hash_table_size(d->vms)));
         json_object_object_add(f, "metrics_port",
-                               d->metrics_service ? json_object_new_int((int)d->metrics_port)
-                                                  : NULL);
+                               d->metrics_listener ? json_object_new_int((int)d->metrics_port)
+                                                   : NULL);
         reply_ok(c, id, f);
     } else {
         client_reply_error(c, id, "unknown-op", SM_EXIT_USAGE,
@@ -818,6 +889,23 @@ void daemon_handle_request(Daemon *d, Client *c, json_object *req)
 }
 
 /* ---- Signals and main ------------------------------------------------------------------ */
+
+/* The unit's TimeoutStopSec= is 90 s: the daemon never waits for its migrations longer than
+ * this, and leaves what is still running to the next start (their owner marks stay, so the
+ * VMs are recovered then) rather than be killed mid-way by systemd. */
+#define STOP_DEADLINE_MS 60000
+
+static gboolean on_stop_deadline(gpointer data)
+{
+    Daemon *d = data;
+    g_log_structured(G_LOG_DOMAIN, G_LOG_LEVEL_WARNING, "MESSAGE",
+                     "stopping: %u migration(s) did not end within %d s; exiting anyway, the next "
+                     "start recovers their VMs",
+                     active_migrations(d), STOP_DEADLINE_MS / 1000);
+    d->stop_expired = TRUE;
+    g_main_loop_quit(d->loop);
+    return G_SOURCE_REMOVE;
+}
 
 static gboolean on_stop_signal(gpointer data)
 {
@@ -839,6 +927,8 @@ static gboolean on_stop_signal(gpointer data)
         mig_cancel(value, SIGTERM);
     if (active == 0)
         g_main_loop_quit(d->loop);
+    else
+        g_timeout_add(STOP_DEADLINE_MS, on_stop_deadline, d);
     return G_SOURCE_CONTINUE;
 }
 
@@ -848,7 +938,7 @@ static gboolean on_hup(gpointer data)
     g_autofree char *reloading =
         g_strdup_printf("RELOADING=1\nMONOTONIC_USEC=%" G_GINT64_FORMAT, g_get_monotonic_time());
     sd_notify_send(reloading);
-    g_autoptr(json_object) summary = reload(d);
+    g_autoptr(json_object) summary = reload_for(d, NULL);
     g_log_structured(G_LOG_DOMAIN, G_LOG_LEVEL_MESSAGE, "MESSAGE", "reloaded: %s",
                      json_object_to_json_string_ext(summary, JSON_C_TO_STRING_PLAIN));
     sd_notify_send("READY=1");
@@ -856,7 +946,7 @@ static gboolean on_hup(gpointer data)
 }
 
 static char *opt_config_dir, *opt_socket, *opt_socket_mode, *opt_socket_group, *opt_metrics,
-    *opt_reconnect_max, *opt_refresh;
+    *opt_reconnect_max, *opt_refresh, *opt_client_idle;
 static gboolean opt_version;
 
 static const GOptionEntry entries[] = {
@@ -874,6 +964,8 @@ static const GOptionEntry entries[] = {
      "Longest wait between reconnects to a VM's QMP (default 10s)", "DURATION"},
     {"refresh", 0, 0, G_OPTION_ARG_STRING, &opt_refresh,
      "Re-read each VM's devices this often besides on events (default 60s)", "DURATION"},
+    {"client-idle-timeout", 0, 0, G_OPTION_ARG_STRING, &opt_client_idle,
+     "Close control clients that are idle and follow nothing this long (default 5min)", "DURATION"},
     {"verbose", 'v', 0, G_OPTION_ARG_NONE, &opt_verbose, "Debug logs", NULL},
     {"version", 0, 0, G_OPTION_ARG_NONE, &opt_version, "Print the version and exit", NULL},
     G_OPTION_ENTRY_NULL,
@@ -928,7 +1020,8 @@ static gboolean configure(Daemon *d, GError **error)
         d->socket_gid = gr->gr_gid;
     }
     return parse_ms("reconnect-max", opt_reconnect_max, 10000, &d->reconnect_max_ms, error) &&
-           parse_ms("refresh", opt_refresh, 60000, &d->refresh_ms, error);
+           parse_ms("refresh", opt_refresh, 60000, &d->refresh_ms, error) &&
+           parse_ms("client-idle-timeout", opt_client_idle, 300000, &d->client_idle_ms, error);
 }
 
 int main(int argc, char **argv)
@@ -953,6 +1046,7 @@ int main(int argc, char **argv)
     log_to_journal = g_log_writer_is_journald(fileno(stderr));
     g_log_set_writer_func(log_writer, NULL, NULL);
     signal(SIGPIPE, SIG_IGN);
+    daemon_raise_fd_limit();
 
     Daemon *d = g_new0(Daemon, 1);
     if (!configure(d, &error)) {
@@ -960,6 +1054,13 @@ int main(int argc, char **argv)
         return SM_EXIT_USAGE;
     }
     d->ctx = g_main_context_default();
+    /* Held for the daemon's whole life: ASSERT_MAIN checks it. */
+    g_main_context_acquire(d->ctx);
+    g_autofree char *sock_dir = g_path_get_dirname(d->socket_path);
+    d->state_dir = g_build_filename(sock_dir, "migrations", NULL);
+    if (g_mkdir_with_parents(d->state_dir, 0700) != 0)
+        g_log_structured(G_LOG_DOMAIN, G_LOG_LEVEL_WARNING, "MESSAGE", "%s: %s", d->state_dir,
+                         g_strerror(errno));
     d->loop = g_main_loop_new(d->ctx, FALSE);
     d->vms = g_hash_table_new_full(g_str_hash, g_str_equal, g_free, (GDestroyNotify)vm_unref);
     d->migrations = g_hash_table_new(g_str_hash, g_str_equal);
@@ -984,6 +1085,11 @@ int main(int argc, char **argv)
     sd_notify_send(ready);
 
     g_main_loop_run(d->loop);
+    if (d->stop_expired) {
+        /* Workers are stuck in their migrations: no join, no cleanup; the marks stay. */
+        control_drop_clients(d);
+        return SM_EXIT_FAILURE;
+    }
 
     /* Migrations have ended (on_stop_signal waits for them): the workers can go. */
     g_source_remove(sig_term);
@@ -1011,16 +1117,13 @@ int main(int argc, char **argv)
     g_list_free_full(migs, (GDestroyNotify)mig_free);
     g_hash_table_unref(d->migrations);
     g_queue_clear(&d->finished);
-    if (d->metrics_service) {
-        g_socket_service_stop(d->metrics_service);
-        g_socket_listener_close(G_SOCKET_LISTENER(d->metrics_service));
-        g_object_unref(d->metrics_service);
-    }
+    metrics_close(d);
     metrics_clear(&d->metrics);
     g_async_queue_unref(d->inbox);
     g_main_loop_unref(d->loop);
     g_free(d->config_dir);
     g_free(d->socket_path);
+    g_free(d->state_dir);
     g_free(d);
     g_log_structured(G_LOG_DOMAIN, G_LOG_LEVEL_MESSAGE, "MESSAGE", "stopped");
     return SM_EXIT_OK;

@@ -8,22 +8,40 @@
 #include "sidecar.h"
 #include "probe.h"
 
+#include <gio/gio.h>
 #include <signal.h>
 #include <string.h>
+#include <unistd.h>
 
 #define CONNECT_TIMEOUT_MS 10000
 #define DEST_READY_TIMEOUT_MS 30000
 #define PROGRESS_INTERVAL_MS 1000
 #define QMP_COMMAND_TIMEOUT_MS 30000
+/* Capabilities the gate sets on each side, whose values it records first and restores. */
+static const char *const src_managed_caps[] = {"events", "pause-before-switchover", "multifd",
+                                               "auto-converge", NULL};
+static const char *const dst_managed_caps[] = {"events", "multifd", NULL};
+static const char *const managed_params[] = {"downtime-limit", "max-bandwidth", "multifd-channels",
+                                             NULL};
 
 struct SmMigration {
     SmPolicy policy;
     SmEventFunc emit_func;
     gpointer emit_data;
-    GMainContext *context;
     SmRegistry *registry;
+    GMutex context_lock; /* guards context: sm_migration_request_cancel reads it anywhere */
+    GMainContext *context;
+    gint n_cancels; /* atomic: cancel requests so far */
 
     QmpClient *src, *dst;
+    /* What QEMU had before the gate changed it (see save_settings), per side; NULL until
+     * taken. Restored on every outcome. */
+    json_object *src_saved, *dst_saved;
+    gint in_call;            /* >0: a QMP call that may be abandoned on a cancel is in flight */
+    GSource *abandon_source; /* pending abandon_call, under context_lock */
+    gboolean switching;      /* migrate-continue was sent: never cancel from here on */
+    gboolean resumed;        /* the source emitted RESUME since the preflight verdict */
+    guint resume_sub;        /* RESUME subscription on m->src */
     gint64 t0_us;
     guint attempts, holds;
     gint64 hold_started_us;
@@ -88,8 +106,8 @@ static json_object *jstr(const char *s)
 
 /* ------------------------------------------------------------------------------------- */
 /* Test hook: SM_FAULT_STOP_AT=PHASE (preflight, iterating, pre-switchover, cancel,
- * dest-prepare) stops the process with SIGSTOP the first time it gets there, so that the
- * fault-injection tests can act in a known phase instead of racing the event stream. */
+ * dest-prepare, switching) stops the process with SIGSTOP the first time it gets there, so
+ * that the fault-injection tests can act in a known phase instead of racing the events. */
 static void fault_point(const char *phase)
 {
     static gint fired;
@@ -112,24 +130,81 @@ static gboolean wake(gpointer data)
     return G_SOURCE_REMOVE;
 }
 
+/* Overflow-safe time arithmetic: a policy may hold any gint64 of milliseconds, and none of
+ * them may wrap into "now" or "never" (UBSan checks it). */
+static gint64 deadline_after_ms(gint64 ms)
+{
+    gint64 now = g_get_monotonic_time();
+    if (ms <= 0)
+        return now;
+    if (ms > (G_MAXINT64 - now) / 1000)
+        return G_MAXINT64;
+    return now + ms * 1000;
+}
+
+/* A timer length GLib can take: between 1 ms and G_MAXUINT - 1 (G_MAXUINT means "none" to
+ * libqmp, and a cast would truncate 2^32 ms to 0, "forever"). Longer waits loop. */
+static guint timer_ms(gint64 ms)
+{
+    return (guint)CLAMP(ms, 1, (gint64)G_MAXUINT - 1);
+}
+
 /* Sleeps on the context for ms, returning early (FALSE) on a cancel request. */
 static gboolean sleep_ms(SmMigration *m, gint64 ms)
 {
-    gboolean done = FALSE;
-    GSource *t = g_timeout_source_new((guint)ms);
-    g_source_set_callback(t, wake, &done, NULL);
-    g_source_attach(t, m->context);
-    while (!done && !cancel_requested(m))
-        g_main_context_iteration(m->context, TRUE);
-    g_source_destroy(t);
-    g_source_unref(t);
-    return done;
+    gint64 deadline = deadline_after_ms(ms);
+    while (!cancel_requested(m)) {
+        gint64 left = (deadline - g_get_monotonic_time()) / 1000;
+        if (left <= 0)
+            return TRUE;
+        gboolean done = FALSE;
+        GSource *t = g_timeout_source_new(timer_ms(left));
+        g_source_set_callback(t, wake, &done, NULL);
+        g_source_attach(t, m->context);
+        while (!done && !cancel_requested(m))
+            g_main_context_iteration(m->context, TRUE);
+        g_source_destroy(t);
+        g_source_unref(t);
+    }
+    return FALSE;
+}
+
+/* Runs on the migration's context after a cancel request: a QMP call that may be abandoned
+ * (queries, a capture; never migrate_cancel or anything after migrate-continue) is cut
+ * short by closing the connections, so that a hung command cannot hold a signal for its
+ * whole timeout. call_off then reconnects to the source and calls the attempt off. */
+static gboolean abandon_call(gpointer data)
+{
+    SmMigration *m = data;
+    g_assert(g_main_context_is_owner(m->context));
+    g_mutex_lock(&m->context_lock);
+    g_clear_pointer(&m->abandon_source, g_source_unref);
+    g_mutex_unlock(&m->context_lock);
+    if (m->in_call > 0 && !m->switching && m->src) {
+        if (!m->src_lost)
+            m->src_lost = g_error_new(G_IO_ERROR, G_IO_ERROR_CANCELLED,
+                                      "interrupted while waiting for a QMP reply");
+        qmp_client_close(m->src);
+        if (m->dst)
+            qmp_client_close(m->dst);
+    }
+    return G_SOURCE_REMOVE;
 }
 
 void sm_migration_request_cancel(SmMigration *m, int signum)
 {
     g_atomic_int_set(&m->cancel_signal, signum ? signum : -1);
-    g_main_context_wakeup(m->context);
+    g_atomic_int_inc(&m->n_cancels);
+    g_mutex_lock(&m->context_lock);
+    if (m->context) {
+        if (!m->abandon_source) {
+            m->abandon_source = g_idle_source_new();
+            g_source_set_callback(m->abandon_source, abandon_call, m, NULL);
+            g_source_attach(m->abandon_source, m->context);
+        }
+        g_main_context_wakeup(m->context);
+    }
+    g_mutex_unlock(&m->context_lock);
 }
 
 static void on_src_disconnect(QmpClient *client, const GError *reason, gpointer data)
@@ -216,6 +291,92 @@ static gboolean set_capabilities(QmpClient *qmp, const char *const *caps, GError
     return r != NULL;
 }
 
+/* Records the values of the capabilities in `caps` (and, with `params`, of the parameters
+ * the gate sets) as QEMU has them now: {"capabilities": [...], "parameters": {...}}, in
+ * the shape migrate-set-capabilities / migrate-set-parameters take back. */
+static json_object *save_settings(QmpClient *qmp, const char *const *caps, gboolean params,
+                                  GError **error)
+{
+    g_autoptr(json_object) list =
+        qmp_client_execute(qmp, "query-migrate-capabilities", NULL, error);
+    if (!list)
+        return NULL;
+    if (!json_object_is_type(list, json_type_array)) {
+        g_set_error(error, QMP_ERROR, QMP_ERROR_PROTOCOL,
+                    "query-migrate-capabilities: the reply is not an array");
+        return NULL;
+    }
+    g_autoptr(json_object) saved = json_object_new_object();
+    json_object *saved_caps = json_object_new_array();
+    json_object_object_add(saved, "capabilities", saved_caps);
+    for (size_t i = 0; i < json_object_array_length(list); i++) {
+        json_object *c = json_object_array_get_idx(list, i);
+        const char *name = member_str(c, "capability");
+        json_object *state = member(c, "state");
+        if (name && g_strv_contains(caps, name) && json_object_is_type(state, json_type_boolean))
+            json_object_array_add(saved_caps, fields_new("capability", jstr(name), "state",
+                                                         json_object_get(state), FIELDS_END));
+    }
+    json_object *saved_params = json_object_new_object();
+    json_object_object_add(saved, "parameters", saved_params);
+    if (params) {
+        g_autoptr(json_object) r = qmp_client_execute(qmp, "query-migrate-parameters", NULL, error);
+        if (!r)
+            return NULL;
+        for (guint i = 0; managed_params[i]; i++) {
+            json_object *v = member(r, managed_params[i]);
+            if (v && json_object_is_type(v, json_type_int))
+                json_object_object_add(saved_params, managed_params[i], json_object_get(v));
+        }
+    }
+    return g_steal_pointer(&saved);
+}
+
+/* Puts back what save_settings recorded. Fails while a migration runs (QEMU refuses). */
+static gboolean restore_settings(QmpClient *qmp, json_object *saved, GError **error)
+{
+    json_object *caps = member(saved, "capabilities"), *params = member(saved, "parameters");
+    if (json_object_array_length(caps) > 0) {
+        g_autoptr(json_object) args = fields_new("capabilities", json_object_get(caps), FIELDS_END);
+        g_autoptr(json_object) r = qmp_client_execute(qmp, "migrate-set-capabilities", args, error);
+        if (!r)
+            return FALSE;
+    }
+    if (json_object_object_length(params) > 0) {
+        g_autoptr(json_object) r = qmp_client_execute(qmp, "migrate-set-parameters", params, error);
+        if (!r)
+            return FALSE;
+    }
+    return TRUE;
+}
+
+/* Leaves both QEMUs as they were found: every outcome ends here. A side the gate cannot
+ * reach or that still migrates keeps the gate's settings; the event says which. */
+static void restore_all(SmMigration *m)
+{
+    json_object *f = json_object_new_object();
+    struct {
+        const char *name;
+        QmpClient *qmp;
+        json_object **saved;
+    } sides[] = {{"source", m->src, &m->src_saved}, {"dest", m->dst, &m->dst_saved}};
+    for (guint i = 0; i < G_N_ELEMENTS(sides); i++) {
+        if (!*sides[i].saved)
+            continue;
+        g_autoptr(GError) e = NULL;
+        if (!sides[i].qmp || !qmp_client_is_connected(sides[i].qmp))
+            e = g_error_new(QMP_ERROR, QMP_ERROR_DISCONNECTED, "not connected");
+        else
+            restore_settings(sides[i].qmp, *sides[i].saved, &e);
+        json_object_object_add(f, sides[i].name, jstr(e ? e->message : "restored"));
+        g_clear_pointer(sides[i].saved, json_object_put);
+    }
+    if (json_object_object_length(f) > 0)
+        emit(m, "restored", f);
+    else
+        json_object_put(f);
+}
+
 static gboolean configure(SmMigration *m, GError **error)
 {
     const SmPolicy *p = &m->policy;
@@ -296,7 +457,9 @@ static void on_migration_event(QmpClient *client, const char *name, json_object 
 static void emit_progress(SmMigration *m)
 {
     g_autoptr(json_object) info = NULL;
+    m->in_call++;
     g_autofree char *status = migration_status(m->src, &info, NULL);
+    m->in_call--;
     if (!status)
         return;
     json_object *ram = member(info, "ram");
@@ -321,26 +484,36 @@ static void emit_progress(SmMigration *m)
     emit(m, "progress", f);
 }
 
+/* Whether more cancel requests came than `allowed` (G_MAXINT: the wait is not
+ * interruptible; 0: the first request interrupts). */
+static gboolean cancelled_past(SmMigration *m, gint allowed)
+{
+    return g_atomic_int_get(&m->n_cancels) > allowed;
+}
+
 /* Waits until the source's migration reaches one of `wanted`. The subscription is made
  * before the status is read, so a transition between the two cannot be missed. Returns the
- * status, or NULL with an error on a lost connection, a timeout, or (when `interruptible`) a
- * cancel request. */
+ * status, or NULL with an error on a lost connection, a timeout (0: none), or more than
+ * `allowed` cancel requests. */
 static char *wait_status(SmMigration *m, const char *const *wanted, gint64 timeout_ms,
-                         gboolean progress, gboolean interruptible, GError **error)
+                         gboolean progress, gint allowed, GError **error)
 {
     StatusWait w = {.wanted = wanted};
     guint sub = qmp_client_subscribe(m->src, "MIGRATION", on_migration_event, &w, NULL);
+    m->in_call += allowed == 0;
     g_autofree char *now = migration_status(m->src, NULL, error);
+    m->in_call -= allowed == 0;
     if (!now) {
         qmp_client_unsubscribe(m->src, sub);
+        g_free(w.status);
         return NULL;
     }
     /* The event may have come in while query-migrate was on its way. */
     if (!w.status && g_strv_contains(wanted, now))
         w.status = g_steal_pointer(&now);
-    gint64 deadline = timeout_ms > 0 ? g_get_monotonic_time() + timeout_ms * 1000 : G_MAXINT64;
-    gint64 next_progress = g_get_monotonic_time() + PROGRESS_INTERVAL_MS * 1000;
-    while (!w.status && !(interruptible && cancel_requested(m)) && !m->src_lost) {
+    gint64 deadline = timeout_ms > 0 ? deadline_after_ms(timeout_ms) : G_MAXINT64;
+    gint64 next_progress = deadline_after_ms(PROGRESS_INTERVAL_MS);
+    while (!w.status && !cancelled_past(m, allowed) && !m->src_lost) {
         gboolean tick = FALSE;
         gint64 until = MIN(deadline, progress ? next_progress : deadline);
         gint64 wait = (until - g_get_monotonic_time()) / 1000;
@@ -348,24 +521,25 @@ static char *wait_status(SmMigration *m, const char *const *wanted, gint64 timeo
             if (g_get_monotonic_time() >= deadline)
                 break;
             emit_progress(m);
-            next_progress = g_get_monotonic_time() + PROGRESS_INTERVAL_MS * 1000;
+            next_progress = deadline_after_ms(PROGRESS_INTERVAL_MS);
             continue;
         }
-        GSource *t = g_timeout_source_new((guint)MIN(wait, G_MAXUINT));
+        GSource *t = g_timeout_source_new(timer_ms(wait));
         g_source_set_callback(t, wake, &tick, NULL);
         g_source_attach(t, m->context);
-        while (!tick && !w.status && !(interruptible && cancel_requested(m)) && !m->src_lost)
+        while (!tick && !w.status && !cancelled_past(m, allowed) && !m->src_lost)
             g_main_context_iteration(m->context, TRUE);
         g_source_destroy(t);
         g_source_unref(t);
     }
-    qmp_client_unsubscribe(m->src, sub);
+    if (m->src)
+        qmp_client_unsubscribe(m->src, sub);
     if (w.status)
         return w.status;
     if (m->src_lost)
         g_set_error(error, QMP_ERROR, QMP_ERROR_DISCONNECTED, "lost the source QMP: %s",
                     m->src_lost->message);
-    else if (interruptible && cancel_requested(m))
+    else if (cancelled_past(m, allowed))
         g_set_error(error, G_IO_ERROR, G_IO_ERROR_CANCELLED, "interrupted");
     else
         g_set_error(error, QMP_ERROR, QMP_ERROR_TIMEOUT, "migration did not reach %s in time",
@@ -437,6 +611,19 @@ static gboolean fix_covers(SmMigration *m, const SmReport *report, gboolean beni
             *why = g_strdup_printf("%s: fix is %s on the source and %s on the destination", name,
                                    sm_fix_to_string(v->fix), sm_fix_to_string(dest_fix(m, v)));
             return FALSE;
+        }
+        /* The probe's finding rules: a request the stream cannot carry (an emulated one with
+         * the fix off, or QEMU 10 saving its buffer empty once the transfer started) reaches
+         * the guest as zeros or stale bytes. use-fix never knowingly hands those over;
+         * use-fix-if-benign only when losing the command is harmless. */
+        for (guint j = 0; v->pending && j < v->pending->len; j++) {
+            const SmPendingRequest *r = g_ptr_array_index(v->pending, j);
+            if (!r->migrates && !(benign_only && benign_opcode(r->cdb[0]))) {
+                *why = g_strdup_printf("%s: QEMU's fix cannot carry the pending %s (the guest "
+                                       "would get lost data)",
+                                       name, sm_scsi_opcode_name(r->cdb[0]));
+                return FALSE;
+            }
         }
         if (benign_only) {
             if (!v->pending || v->pending->len == 0) {
@@ -535,7 +722,13 @@ static gboolean check_dest_ready(SmMigration *m, GError **error)
                     m->dst_machine);
         return FALSE;
     }
-    return read_dest_fix(m, error);
+    if (!read_dest_fix(m, error))
+        return FALSE;
+    /* A fresh destination (dest-prepare) is found anew: its own values are restored. */
+    g_clear_pointer(&m->dst_saved, json_object_put);
+    /* With params: multifd-channels is set on the destination too. */
+    m->dst_saved = save_settings(m->dst, dst_managed_caps, TRUE, error);
+    return m->dst_saved != NULL;
 }
 
 static json_object *verdicts_json(const SmReport *report)
@@ -547,26 +740,99 @@ static json_object *verdicts_json(const SmReport *report)
 }
 
 /* The probe under its own time limit: at pre-switchover the guest is stopped while it runs,
- * so a hung capture must not stretch the downtime without bound. */
+ * so a hung capture must not stretch the downtime without bound. Only ever called on a
+ * stopped VM: a capture stops a running one as SAVE_VM, which device models react to. */
 static SmReport *probe_source(SmMigration *m, GError **error)
 {
-    qmp_client_set_default_timeout(m->src, (guint)MAX(m->policy.probe_timeout_ms, 1));
+    qmp_client_set_default_timeout(m->src, timer_ms(m->policy.probe_timeout_ms));
+    m->in_call++;
     SmReport *report = sm_probe_vm(m->src, m->registry, error);
-    qmp_client_set_default_timeout(m->src, QMP_COMMAND_TIMEOUT_MS);
+    m->in_call--;
+    if (m->src)
+        qmp_client_set_default_timeout(m->src, QMP_COMMAND_TIMEOUT_MS);
     return report;
 }
 
-static gboolean preflight(SmMigration *m, SmReport **paused_report, GError **error)
+/* A device whose state this gate cannot read in its present layout: holding cannot change
+ * that, so the migration is refused before anything starts. From discovery facts alone, so
+ * that a running VM is never captured. */
+static gboolean check_layouts(GPtrArray *devices, GError **error)
 {
-    g_autofree char *src_state = runstate(m->src, error);
-    if (!src_state)
+    for (guint i = 0; i < devices->len; i++) {
+        SmDevice *d = g_ptr_array_index(devices, i);
+        const char *why = sm_device_get_fact(d, SM_FACT_UNSUPPORTED);
+        if (!why && !d->dev_path)
+            why = "its device path (and so its state section) cannot be determined; "
+                  "QEMU names sections by it (full-path=off on the USB bus?)";
+        if (why) {
+            g_set_error(error, SM_ENGINE_ERROR, SM_ENGINE_ERROR_HELD_OUT,
+                        "%s (%s): unknown: layout not understood: %s; the gate cannot judge it, "
+                        "so it will not migrate this VM: detach the device (or change its "
+                        "layout) before migrating",
+                        device_key(d->id, d->qom_path), d->type, why);
+            return FALSE;
+        }
+    }
+    return TRUE;
+}
+
+/* A paused source's verdict is final (its guest cannot move on): an unsafe device refuses
+ * the migration now, before anything starts. */
+static gboolean check_paused_verdicts(SmMigration *m, const SmReport *report, GError **error)
+{
+    const SmDeviceVerdict *v = first_unsafe(report);
+    if (!v)
+        return TRUE;
+    g_set_error(error, SM_ENGINE_ERROR, SM_ENGINE_ERROR_HELD_OUT,
+                "%s is %s (%s) and the source is paused, so it cannot finish: resume the VM "
+                "and let the guest complete its transfer, then migrate (the VM stays on %s)",
+                device_key(v->id, v->qom_path), sm_state_to_string(v->state),
+                v->reason ? v->reason : pending_name(v), m->policy.source_qmp);
+    return FALSE;
+}
+
+static void on_resume(QmpClient *client, const char *name, json_object *data, gint64 timestamp_us,
+                      gpointer user_data)
+{
+    (void)client, (void)name, (void)data, (void)timestamp_us;
+    ((SmMigration *)user_data)->resumed = TRUE;
+}
+
+static json_object *dest_fix_json(SmMigration *m)
+{
+    json_object *dest_devices = json_object_new_object();
+    GHashTableIter it;
+    gpointer k, v;
+    g_hash_table_iter_init(&it, m->dst_fix);
+    while (g_hash_table_iter_next(&it, &k, &v))
+        json_object_object_add(dest_devices, k, jstr(sm_fix_to_string(GPOINTER_TO_INT(v))));
+    return dest_devices;
+}
+
+static json_object *devices_json(GPtrArray *devices)
+{
+    json_object *list = json_object_new_array();
+    for (guint i = 0; i < devices->len; i++) {
+        SmDevice *d = g_ptr_array_index(devices, i);
+        json_object_array_add(list,
+                              fields_new("id", jstr(d->id), "qom_path", jstr(d->qom_path), "type",
+                                         jstr(d->type), "fix",
+                                         jstr(sm_fix_to_string(sm_device_get_fix(d))), FIELDS_END));
+    }
+    return list;
+}
+
+static gboolean check_source(SmMigration *m, char **src_state, GError **error)
+{
+    *src_state = runstate(m->src, error);
+    if (!*src_state)
         return FALSE;
-    if (!g_str_equal(src_state, "running") && !g_str_equal(src_state, "paused")) {
+    if (!g_str_equal(*src_state, "running") && !g_str_equal(*src_state, "paused")) {
         g_set_error(error, SM_ENGINE_ERROR, SM_ENGINE_ERROR_PREFLIGHT,
-                    "source is '%s'; only a running or paused VM can be migrated", src_state);
+                    "source is '%s'; only a running or paused VM can be migrated", *src_state);
         return FALSE;
     }
-    m->src_was_running = g_str_equal(src_state, "running");
+    m->src_was_running = g_str_equal(*src_state, "running");
     g_autofree char *mig = migration_status(m->src, NULL, error);
     if (!mig)
         return FALSE;
@@ -577,29 +843,41 @@ static gboolean preflight(SmMigration *m, SmReport **paused_report, GError **err
         return FALSE;
     }
     m->src_machine = machine_type(m->src, error);
-    if (!m->src_machine || !check_dest_ready(m, error))
-        return FALSE;
+    return m->src_machine != NULL;
+}
 
-    /* Probing writes "running" into the migration's global run state, so a paused source
-     * is probed now, before the stream starts, and never at pre-switchover. With the guest
-     * paused its devices cannot move on, so this verdict is final. */
-    g_autoptr(SmReport) report = probe_source(m, error);
-    if (!report)
+/* Everything that can be known before the stream starts. A running source is inspected
+ * (discovery and facts), never captured. A paused one is captured now (probing writes
+ * "running" into the migration's global run state, so never at pre-switchover) and its
+ * verdict is final for as long as no RESUME comes (tracked from here on). */
+static gboolean preflight(SmMigration *m, SmReport **paused_report, GError **error)
+{
+    g_autofree char *src_state = NULL;
+    if (!check_source(m, &src_state, error) || !check_dest_ready(m, error))
         return FALSE;
-    json_object *dest_devices = json_object_new_object();
-    GHashTableIter it;
-    gpointer k, v;
-    g_hash_table_iter_init(&it, m->dst_fix);
-    while (g_hash_table_iter_next(&it, &k, &v))
-        json_object_object_add(dest_devices, k, jstr(sm_fix_to_string(GPOINTER_TO_INT(v))));
+    m->resume_sub = qmp_client_subscribe(m->src, "RESUME", on_resume, m, NULL);
+    g_autoptr(GPtrArray) devices = sm_inspect_devices(m->src, m->registry, error);
+    if (!devices)
+        return FALSE;
+    g_autoptr(SmReport) report = NULL;
+    if (!m->src_was_running) {
+        report = probe_source(m, error);
+        if (!report)
+            return FALSE;
+    }
     emit(m, "preflight",
          fields_new("source_qemu", jstr(qmp_client_get_version(m->src)), "dest_qemu",
                     jstr(qmp_client_get_version(m->dst)), "machine", jstr(m->src_machine),
-                    "source_state", jstr(src_state), "devices", verdicts_json(report), "dest_fix",
-                    dest_devices, FIELDS_END));
+                    "source_state", jstr(src_state), "devices",
+                    report ? verdicts_json(report) : devices_json(devices), "dest_fix",
+                    dest_fix_json(m), FIELDS_END));
     fault_point("preflight");
-    if (!m->src_was_running)
-        *paused_report = g_steal_pointer(&report);
+    if (!check_layouts(devices, error) || (report && !check_paused_verdicts(m, report, error)))
+        return FALSE;
+    m->src_saved = save_settings(m->src, src_managed_caps, TRUE, error);
+    if (!m->src_saved)
+        return FALSE;
+    *paused_report = g_steal_pointer(&report);
     return TRUE;
 }
 
@@ -626,7 +904,7 @@ static gboolean cancel_attempt(SmMigration *m, GError **error)
     fault_point("cancel");
     static const char *const ends[] = {"cancelled", "failed", "completed", NULL};
     /* Not interruptible: a Ctrl-C now must not leave the source half-cancelled. */
-    g_autofree char *end = wait_status(m, ends, 30000, FALSE, FALSE, error);
+    g_autofree char *end = wait_status(m, ends, 30000, FALSE, G_MAXINT, error);
     if (!end)
         return FALSE;
     m->migration_started = FALSE;
@@ -661,46 +939,118 @@ static void on_prepare_exited(GObject *source, GAsyncResult *result, gpointer da
     *(gboolean *)data = TRUE;
 }
 
+/* dest-prepare's own process group, so that a timeout or a cancel kills all it started;
+ * SIGPIPE back to its default (the CLI ignores it, and exec keeps an ignored signal). */
+static void prepare_child_setup(gpointer data)
+{
+    (void)data;
+    setpgid(0, 0);
+    signal(SIGPIPE, SIG_DFL);
+}
+
+/* Copies dest-prepare's output to our stderr: its stdout must never mix into the --json
+ * event stream on ours. Read through a pipe we close as soon as the command exits, so that
+ * a daemon it leaves behind holding the pipe cannot hold the gate (or whoever reads the
+ * gate's own output) open. */
+static gboolean forward_output(GObject *stream, gpointer data)
+{
+    (void)data;
+    char buf[4096];
+    gssize n = g_pollable_input_stream_read_nonblocking(G_POLLABLE_INPUT_STREAM(stream), buf,
+                                                        sizeof buf, NULL, NULL);
+    if (n > 0) {
+        (void)!write(STDERR_FILENO, buf, (size_t)n);
+        return G_SOURCE_CONTINUE;
+    }
+    return n < 0 ? G_SOURCE_CONTINUE : G_SOURCE_REMOVE;
+}
+
+static GSubprocess *spawn_prepare(SmMigration *m, GError **error)
+{
+    g_autoptr(GSubprocessLauncher) l =
+        g_subprocess_launcher_new(G_SUBPROCESS_FLAGS_STDOUT_PIPE | G_SUBPROCESS_FLAGS_STDERR_MERGE);
+    g_subprocess_launcher_set_child_setup(l, prepare_child_setup, NULL, NULL);
+    g_autofree char *attempt = g_strdup_printf("%u", m->attempts + 1);
+    g_subprocess_launcher_setenv(l, "SM_VM", m->policy.name ? m->policy.name : "", TRUE);
+    g_subprocess_launcher_setenv(l, "SM_ATTEMPT", attempt, TRUE);
+    g_subprocess_launcher_setenv(l, "SM_DEST", m->policy.dest_qmp, TRUE);
+    g_subprocess_launcher_setenv(l, "SM_URI", m->policy.uri, TRUE);
+    const char *argv[] = {"/bin/sh", "-c", m->policy.dest_prepare, NULL};
+    return g_subprocess_launcher_spawnv(l, argv, error);
+}
+
+static void kill_group(GSubprocess *proc)
+{
+    const char *id = g_subprocess_get_identifier(proc);
+    if (id)
+        kill(-(pid_t)g_ascii_strtoll(id, NULL, 10), SIGKILL);
+    g_subprocess_force_exit(proc);
+}
+
+/* Runs dest-prepare to its end on the context, so that Ctrl-C still gets through; its
+ * process group is killed then, or when it overruns dest-prepare-timeout: a hung
+ * preparation must not hang the gate. */
+static gboolean wait_prepare(SmMigration *m, GSubprocess *proc, GError **error)
+{
+    gboolean done = FALSE, timed_out = FALSE;
+    g_subprocess_wait_async(proc, NULL, on_prepare_exited, &done);
+    GInputStream *out = g_subprocess_get_stdout_pipe(proc);
+    GSource *reader = g_pollable_input_stream_create_source(G_POLLABLE_INPUT_STREAM(out), NULL);
+    g_source_set_callback(reader, G_SOURCE_FUNC(forward_output), NULL, NULL);
+    g_source_attach(reader, m->context);
+    gint64 deadline = m->policy.dest_prepare_timeout_ms > 0
+                          ? deadline_after_ms(m->policy.dest_prepare_timeout_ms)
+                          : G_MAXINT64;
+    while (!done && !timed_out && !cancel_requested(m)) {
+        gboolean tick = FALSE;
+        GSource *timer = g_timeout_source_new(
+            timer_ms(MIN((deadline - g_get_monotonic_time()) / 1000, (gint64)G_MAXUINT)));
+        g_source_set_callback(timer, wake, &tick, NULL);
+        g_source_attach(timer, m->context);
+        while (!done && !tick && !cancel_requested(m))
+            g_main_context_iteration(m->context, TRUE);
+        g_source_destroy(timer);
+        g_source_unref(timer);
+        timed_out = !done && g_get_monotonic_time() >= deadline;
+    }
+    if (!done) {
+        kill_group(proc);
+        while (!done)
+            g_main_context_iteration(m->context, TRUE);
+    }
+    /* What it wrote before it exited is still in the pipe: pass it on (bounded: a daemon
+     * it left behind may write on), then let go. */
+    for (int i = 0; i < 64 && g_pollable_input_stream_is_readable(G_POLLABLE_INPUT_STREAM(out)) &&
+                    forward_output(G_OBJECT(out), NULL) == G_SOURCE_CONTINUE;
+         i++)
+        ;
+    g_source_destroy(reader);
+    g_source_unref(reader);
+    g_input_stream_close(out, NULL, NULL);
+    if (timed_out)
+        g_set_error(error, SM_ENGINE_ERROR, SM_ENGINE_ERROR_DEST_PREPARE,
+                    "dest-prepare did not finish within %" G_GINT64_FORMAT " ms (killed): %s",
+                    m->policy.dest_prepare_timeout_ms, m->policy.dest_prepare);
+    else if (!done || cancel_requested(m))
+        g_set_error(error, G_IO_ERROR, G_IO_ERROR_CANCELLED, "interrupted during dest-prepare");
+    return !timed_out && !cancel_requested(m);
+}
+
 static gboolean run_dest_prepare(SmMigration *m, GError **error)
 {
     if (m->dst) {
         qmp_client_close(m->dst);
         g_clear_pointer(&m->dst, qmp_client_unref);
     }
+    /* That destination is gone (dest-prepare replaces it): nothing to restore there. */
+    g_clear_pointer(&m->dst_saved, json_object_put);
     emit(m, "dest-prepare", fields_new("command", jstr(m->policy.dest_prepare), FIELDS_END));
-    const char *argv[] = {"/bin/sh", "-c", m->policy.dest_prepare, NULL};
-    g_autoptr(GSubprocess) proc = g_subprocess_newv(argv, G_SUBPROCESS_FLAGS_NONE, error);
+    g_autoptr(GSubprocess) proc = spawn_prepare(m, error);
     if (!proc)
         return FALSE;
     fault_point("dest-prepare");
-    /* Wait on the context so that Ctrl-C still gets through; the command is killed then, or
-     * when it overruns dest-prepare-timeout: a hung preparation must not hang the gate. */
-    gboolean done = FALSE, timed_out = FALSE;
-    g_subprocess_wait_async(proc, NULL, on_prepare_exited, &done);
-    GSource *timer = NULL;
-    if (m->policy.dest_prepare_timeout_ms > 0) {
-        timer = g_timeout_source_new((guint)MIN(m->policy.dest_prepare_timeout_ms, G_MAXUINT));
-        g_source_set_callback(timer, wake, &timed_out, NULL);
-        g_source_attach(timer, m->context);
-    }
-    while (!done && !timed_out && !cancel_requested(m))
-        g_main_context_iteration(m->context, TRUE);
-    if (timer) {
-        g_source_destroy(timer);
-        g_source_unref(timer);
-    }
-    if (!done) {
-        g_subprocess_force_exit(proc);
-        while (!done)
-            g_main_context_iteration(m->context, TRUE);
-        if (timed_out)
-            g_set_error(error, SM_ENGINE_ERROR, SM_ENGINE_ERROR_DEST_PREPARE,
-                        "dest-prepare did not finish within %" G_GINT64_FORMAT " ms (killed): %s",
-                        m->policy.dest_prepare_timeout_ms, m->policy.dest_prepare);
-        else
-            g_set_error(error, G_IO_ERROR, G_IO_ERROR_CANCELLED, "interrupted during dest-prepare");
+    if (!wait_prepare(m, proc, error))
         return FALSE;
-    }
     if (!g_subprocess_get_successful(proc)) {
         g_set_error(error, SM_ENGINE_ERROR, SM_ENGINE_ERROR_DEST_PREPARE,
                     "dest-prepare failed (%s %d): %s",
@@ -729,7 +1079,7 @@ static gboolean verify_completed(SmMigration *m, gint64 *downtime_ms, gint64 *to
         return FALSE;
     /* The destination's monitor connection may have dropped while the stream flowed (the
      * engine does not use it then): a fresh one tells where the VM runs. */
-    if (!qmp_client_is_connected(m->dst)) {
+    if (!m->dst || !qmp_client_is_connected(m->dst)) {
         g_clear_pointer(&m->dst, qmp_client_unref);
         m->dst = connect_dest(m, CONNECT_TIMEOUT_MS, error);
         if (!m->dst)
@@ -771,6 +1121,7 @@ SmMigration *sm_migration_new(const SmPolicy *policy, SmEventFunc func, gpointer
     m->emit_func = func;
     m->emit_data = user_data;
     m->dst_fix = g_hash_table_new_full(g_str_hash, g_str_equal, g_free, NULL);
+    g_mutex_init(&m->context_lock);
     return m;
 }
 
@@ -778,8 +1129,17 @@ void sm_migration_free(SmMigration *m)
 {
     if (!m)
         return;
+    g_mutex_lock(&m->context_lock);
+    if (m->abandon_source) {
+        g_source_destroy(m->abandon_source);
+        g_clear_pointer(&m->abandon_source, g_source_unref);
+    }
+    GMainContext *context = g_steal_pointer(&m->context);
+    g_mutex_unlock(&m->context_lock);
     if (m->src) {
         qmp_client_set_disconnect_handler(m->src, NULL, NULL, NULL);
+        if (m->resume_sub)
+            qmp_client_unsubscribe(m->src, m->resume_sub);
         qmp_client_close(m->src);
         qmp_client_unref(m->src);
     }
@@ -787,18 +1147,24 @@ void sm_migration_free(SmMigration *m)
         qmp_client_close(m->dst);
         qmp_client_unref(m->dst);
     }
+    if (context)
+        g_main_context_unref(context);
     sm_policy_clear(&m->policy);
     g_clear_pointer(&m->registry, sm_registry_free);
     g_clear_error(&m->src_lost);
+    g_clear_pointer(&m->src_saved, json_object_put);
+    g_clear_pointer(&m->dst_saved, json_object_put);
     g_free(m->src_machine);
     g_free(m->dst_machine);
     g_hash_table_unref(m->dst_fix);
+    g_mutex_clear(&m->context_lock);
     g_free(m);
 }
 
 static int finish(SmMigration *m, int code, const char *result, const char *path,
                   gint64 downtime_ms, gint64 total_ms, const GError *error)
 {
+    restore_all(m);
     json_object *f = fields_new(
         "result", jstr(result), "exit_code", json_object_new_int(code), "attempts",
         json_object_new_int((int)m->attempts), "holds", json_object_new_int((int)m->holds),
@@ -813,10 +1179,98 @@ static int finish(SmMigration *m, int code, const char *result, const char *path
     return code;
 }
 
+/* 128 + the signal's number, the shell's convention; a plain cancel counts as SIGINT. */
 static int interrupted_code(SmMigration *m)
 {
     gint sig = g_atomic_int_get(&m->cancel_signal);
-    return sig == SIGTERM ? SM_EXIT_SIGTERM : SM_EXIT_SIGINT;
+    return sig > 0 ? 128 + sig : SM_EXIT_SIGINT;
+}
+
+/* The source QMP went away: QEMU's monitor accepts a new connection, and the VM may be
+ * paused at pre-switchover waiting for us, so getting back in is worth a few tries. */
+static gboolean reconnect_source(SmMigration *m, GError **error)
+{
+    if (m->src) {
+        qmp_client_set_disconnect_handler(m->src, NULL, NULL, NULL);
+        g_clear_pointer(&m->src, qmp_client_unref);
+    }
+    m->resume_sub = 0;
+    for (int i = 0; i < 20 && !m->src; i++) {
+        m->src = qmp_client_connect(m->policy.source_qmp, 1000, NULL);
+        if (!m->src)
+            g_usleep(250000);
+    }
+    g_clear_error(&m->src_lost);
+    if (!m->src) {
+        g_set_error(error, SM_ENGINE_ERROR, SM_ENGINE_ERROR_UNCERTAIN,
+                    "lost the source QMP (%s) and cannot reconnect; the VM may be paused at "
+                    "pre-switchover: check 'query-migrate' on the source and run "
+                    "safe-migrate recover --source %s --dest %s",
+                    m->policy.source_qmp, m->policy.source_qmp, m->policy.dest_qmp);
+        return FALSE;
+    }
+    qmp_client_set_default_timeout(m->src, QMP_COMMAND_TIMEOUT_MS);
+    qmp_client_set_disconnect_handler(m->src, on_src_disconnect, m, NULL);
+    m->resume_sub = qmp_client_subscribe(m->src, "RESUME", on_resume, m, NULL);
+    return TRUE;
+}
+
+static int migrated(SmMigration *m)
+{
+    gint64 downtime = -1, total = -1;
+    g_autoptr(GError) error = NULL;
+    if (!verify_completed(m, &downtime, &total, &error))
+        return finish(m, SM_EXIT_UNCERTAIN, "uncertain", m->path, -1, -1, error);
+    emit(m, "completed",
+         fields_new("path", jstr(m->path), "downtime_ms", json_object_new_int64(downtime),
+                    FIELDS_END));
+    return finish(m, SM_EXIT_OK, "migrated", m->path, downtime, elapsed_ms(m), NULL);
+}
+
+/* The gate must leave while QEMU is switching over: say where each side is, as seen now. */
+static int where_it_runs(SmMigration *m, const GError *why)
+{
+    g_autofree char *src_state = m->src ? runstate(m->src, NULL) : NULL;
+    g_autofree char *dst_state = m->dst ? runstate(m->dst, NULL) : NULL;
+    g_autoptr(GError) e = g_error_new(
+        SM_ENGINE_ERROR, SM_ENGINE_ERROR_UNCERTAIN,
+        "left while QEMU was switching over (%s; a migration past migrate-continue is never "
+        "called off): the source is '%s', the destination '%s'; the one that ends 'running' "
+        "holds the VM: check both with query-status",
+        why ? why->message : "interrupted", src_state ? src_state : "unreachable",
+        dst_state ? dst_state : "unreachable");
+    return finish(m, SM_EXIT_UNCERTAIN, "uncertain", m->path, -1, -1, e);
+}
+
+/* After migrate-continue: wait for QEMU's own outcome with progress, without a time limit
+ * and without ever cancelling. One interrupt is not enough to leave (the switch takes
+ * milliseconds); a second one leaves and reports both sides. */
+static int switch_outcome(SmMigration *m)
+{
+    static const char *const ends[] = {"completed", "failed", "cancelled", NULL};
+    gint allowed = g_atomic_int_get(&m->n_cancels) + 1;
+    g_autofree char *end = NULL;
+    while (!end) {
+        g_autoptr(GError) error = NULL;
+        end = wait_status(m, ends, 0, TRUE, allowed, &error);
+        if (end)
+            break;
+        if (!m->src_lost || cancelled_past(m, allowed))
+            return where_it_runs(m, error);
+        if (!reconnect_source(m, &error))
+            return where_it_runs(m, error);
+    }
+    m->migration_started = FALSE;
+    if (g_str_equal(end, "completed"))
+        return migrated(m);
+    /* QEMU restarts the source itself when the switch fails. */
+    g_autoptr(GError) e = g_error_new(SM_ENGINE_ERROR, SM_ENGINE_ERROR_FAILED,
+                                      "migration ended '%s' after switchover", end);
+    g_autoptr(GError) error = NULL;
+    if (!source_resumed(m, &error))
+        return finish(m, SM_EXIT_UNCERTAIN, "uncertain", NULL, -1, -1, error);
+    emit(m, "aborted", fields_new("reason", jstr(e->message), FIELDS_END));
+    return finish(m, SM_EXIT_FAILED, "failed", NULL, -1, -1, e);
 }
 
 /* The attempt is off the rails (interrupt, error): bring the source back and say how it
@@ -824,59 +1278,27 @@ static int interrupted_code(SmMigration *m)
 static int call_off(SmMigration *m, int code, const char *result, const GError *why)
 {
     g_autoptr(GError) error = NULL;
+    if (m->switching)
+        return switch_outcome(m);
     if (m->src_lost) {
-        /* The socket went away: QEMU's monitor accepts a new connection. The VM may be
-         * paused at pre-switchover waiting for us, so getting back in is worth a retry. */
-        if (m->src) {
-            qmp_client_set_disconnect_handler(m->src, NULL, NULL, NULL);
-            g_clear_pointer(&m->src, qmp_client_unref);
-        }
-        for (int i = 0; i < 20 && !m->src; i++) {
-            m->src = qmp_client_connect(m->policy.source_qmp, 1000, NULL);
-            if (!m->src)
-                g_usleep(250000);
-        }
-        g_clear_error(&m->src_lost);
-        if (!m->src) {
-            g_autoptr(GError) e = g_error_new(
-                SM_ENGINE_ERROR, SM_ENGINE_ERROR_UNCERTAIN,
-                "lost the source QMP (%s) and cannot reconnect; the VM may be paused at "
-                "pre-switchover: check 'query-migrate' on the source and run "
-                "safe-migrate recover --source %s",
-                m->policy.source_qmp, m->policy.source_qmp);
-            return finish(m, SM_EXIT_UNCERTAIN, "uncertain", NULL, -1, -1, e);
-        }
-        qmp_client_set_disconnect_handler(m->src, on_src_disconnect, m, NULL);
+        if (!reconnect_source(m, &error))
+            return finish(m, SM_EXIT_UNCERTAIN, "uncertain", NULL, -1, -1, error);
         g_autofree char *st = migration_status(m->src, NULL, NULL);
         m->migration_started = st && !g_str_equal(st, "completed") &&
                                !g_str_equal(st, "cancelled") && !g_str_equal(st, "failed") &&
                                !g_str_equal(st, "none");
-        if (st && g_str_equal(st, "completed")) {
+        if (st && g_str_equal(st, "completed"))
             /* It went through while we were away: fine if both ends say so. */
-            gint64 downtime = -1, total = -1;
-            g_autoptr(GError) verr = NULL;
-            if (m->dst && verify_completed(m, &downtime, &total, &verr))
-                return finish(m, SM_EXIT_OK, "migrated", m->path, downtime, total, NULL);
-            g_autoptr(GError) e = g_error_new(
-                SM_ENGINE_ERROR, SM_ENGINE_ERROR_UNCERTAIN,
-                "the migration completed while the source QMP was away, but the destination "
-                "could not be confirmed running (%s); check it with query-status",
-                verr ? verr->message : "no connection");
-            return finish(m, SM_EXIT_UNCERTAIN, "uncertain", NULL, -1, -1, e);
-        }
+            return migrated(m);
     }
     if (m->migration_started && !cancel_attempt(m, &error)) {
-        if (g_error_matches(error, SM_ENGINE_ERROR, SM_ENGINE_ERROR_COMPLETED_ANYWAY)) {
-            gint64 downtime = -1, total = -1;
-            g_autoptr(GError) verr = NULL;
-            if (verify_completed(m, &downtime, &total, &verr))
-                return finish(m, SM_EXIT_OK, "migrated", m->path, downtime, total, NULL);
-        }
+        if (g_error_matches(error, SM_ENGINE_ERROR, SM_ENGINE_ERROR_COMPLETED_ANYWAY))
+            return migrated(m);
         g_autoptr(GError) e =
             g_error_new(SM_ENGINE_ERROR, SM_ENGINE_ERROR_UNCERTAIN,
                         "could not call the migration off (%s); check both sides with "
-                        "query-status and run safe-migrate recover --source %s",
-                        error->message, m->policy.source_qmp);
+                        "query-status and run safe-migrate recover --source %s --dest %s",
+                        error->message, m->policy.source_qmp, m->policy.dest_qmp);
         return finish(m, SM_EXIT_UNCERTAIN, "uncertain", NULL, -1, -1, e);
     }
     if (!source_resumed(m, &error))
@@ -885,10 +1307,158 @@ static int call_off(SmMigration *m, int code, const char *result, const GError *
     return finish(m, code, result, NULL, -1, -1, why);
 }
 
+/* Runs one attempt up to pre-switchover. Returns 0 there, or the run's exit code. */
+static int reach_switchover(SmMigration *m)
+{
+    g_autoptr(GError) error = NULL;
+    m->in_call++;
+    gboolean started = start_attempt(m, &error);
+    m->in_call--;
+    if (!started) {
+        if (cancel_requested(m))
+            return call_off(m, interrupted_code(m), "interrupted", NULL);
+        return call_off(m, SM_EXIT_FAILED, "failed", error);
+    }
+    static const char *const stops[] = {"pre-switchover", "completed", "failed", "cancelled", NULL};
+    g_autofree char *status =
+        wait_status(m, stops, m->policy.migration_timeout_ms, TRUE, 0, &error);
+    if (!status) {
+        if (cancel_requested(m))
+            return call_off(m, interrupted_code(m), "interrupted", NULL);
+        return call_off(m, SM_EXIT_FAILED, "failed", error);
+    }
+    if (!g_str_equal(status, "pre-switchover")) {
+        m->migration_started = FALSE;
+        g_autoptr(GError) e = g_error_new(SM_ENGINE_ERROR, SM_ENGINE_ERROR_FAILED,
+                                          "migration ended '%s' before switchover", status);
+        return call_off(m, SM_EXIT_FAILED, "failed", e);
+    }
+    return 0;
+}
+
+/* Doubles `backoff` per hold without overflowing, capped so that it never overshoots the
+ * hold budget by much. */
+static gint64 backoff_for(const SmPolicy *p, guint holds, gint64 held_ms)
+{
+    gint64 backoff = MAX(p->backoff_ms, (gint64)0);
+    for (guint i = 1; i < holds && i <= 10 && backoff <= G_MAXINT64 / 2; i++)
+        backoff *= 2;
+    gint64 left = MAX(p->max_hold_ms - MIN(held_ms, p->max_hold_ms), (gint64)0);
+    gint64 cap = left > G_MAXINT64 - backoff ? G_MAXINT64 : left + MAX(p->backoff_ms, (gint64)0);
+    return MIN(backoff, cap);
+}
+
+/* A busy device at pre-switchover and budget left: call the attempt off (the guest finishes
+ * its transfer on the source), wait, get a fresh destination. 0 to retry, or an exit code. */
+static int hold(SmMigration *m, const SmDeviceVerdict *busy, gint64 held_ms)
+{
+    g_autoptr(GError) error = NULL;
+    m->holds++;
+    g_autofree char *waiting = g_strdup_printf(
+        "%s has %s pending", device_key(busy->id, busy->qom_path), pending_name(busy));
+    emit(m, "hold",
+         fields_new("device", jstr(device_key(busy->id, busy->qom_path)), "state",
+                    jstr(sm_state_to_string(busy->state)), "pending", jstr(pending_name(busy)),
+                    "waiting_for", jstr(waiting), "held_ms", json_object_new_int64(held_ms),
+                    FIELDS_END));
+    if (!cancel_attempt(m, &error) || !source_resumed(m, &error))
+        /* With the source QMP lost, call_off reconnects, cancels and checks that the source
+         * runs, so it can vouch for the outcome itself. */
+        return call_off(m, m->src_lost ? SM_EXIT_FAILED : SM_EXIT_UNCERTAIN,
+                        m->src_lost ? "failed" : "uncertain", error);
+    if (!sleep_ms(m, backoff_for(&m->policy, m->holds, held_ms)))
+        return finish(m, interrupted_code(m), "interrupted", NULL, -1, -1, NULL);
+    if (!run_dest_prepare(m, &error)) {
+        if (cancel_requested(m))
+            return finish(m, interrupted_code(m), "interrupted", NULL, -1, -1, NULL);
+        emit(m, "aborted", fields_new("reason", jstr(error->message), FIELDS_END));
+        return finish(m, SM_EXIT_FAILED, "failed", NULL, -1, -1, error);
+    }
+    emit(m, "retry", fields_new("attempt", json_object_new_int((int)m->attempts + 1), FIELDS_END));
+    m->path = "held";
+    return 0;
+}
+
+/* A device is unsafe and holding is over (or cannot help): QEMU's fix if the policy and
+ * the probe allow it (0), else the run's exit code. */
+static int fall_back(SmMigration *m, const SmReport *report, const SmDeviceVerdict *busy,
+                     gint64 held_ms)
+{
+    const SmPolicy *p = &m->policy;
+    gboolean benign_only = p->on_unquiesceable == SM_FALLBACK_USE_FIX_IF_BENIGN;
+    g_autofree char *why = NULL;
+    if (busy->final)
+        why = g_strdup_printf("unknown: layout not understood (%s): holding cannot change it",
+                              busy->reason ? busy->reason : "?");
+    if (!busy->final && p->on_unquiesceable != SM_FALLBACK_ABORT &&
+        fix_covers(m, report, benign_only, &why)) {
+        emit(m, "fix-fallback",
+             fields_new("device", jstr(device_key(busy->id, busy->qom_path)), "pending",
+                        jstr(pending_name(busy)), "policy",
+                        jstr(sm_fallback_to_string(p->on_unquiesceable)), FIELDS_END));
+        m->path = "fix";
+        return 0;
+    }
+    g_autoptr(GError) e = g_error_new(
+        SM_ENGINE_ERROR, SM_ENGINE_ERROR_HELD_OUT,
+        "%s stayed %s (%s pending) after %u attempt(s) and %" G_GINT64_FORMAT " ms; policy %s%s%s",
+        device_key(busy->id, busy->qom_path), sm_state_to_string(busy->state), pending_name(busy),
+        m->attempts, held_ms, sm_fallback_to_string(p->on_unquiesceable), why ? ": " : "",
+        why ? why : "");
+    return call_off(m, SM_EXIT_HELD_OUT, "aborted", e);
+}
+
+/* At pre-switchover: judge (reusing a paused source's preflight verdict only while no
+ * RESUME came since), then hold, fall back or go. 0 to continue, -1 to retry, or the exit
+ * code. */
+static int judge(SmMigration *m, const SmReport *paused_report)
+{
+    g_autoptr(GError) error = NULL;
+    g_autoptr(SmReport) fresh = NULL;
+    const SmReport *report = m->resumed ? NULL : paused_report;
+    if (!report) {
+        /* Resumed since preflight: a running VM now, stopped here by the migration. */
+        m->src_was_running = m->src_was_running || m->resumed;
+        fresh = probe_source(m, &error);
+        if (!fresh) {
+            if (cancel_requested(m))
+                return call_off(m, interrupted_code(m), "interrupted", NULL);
+            return call_off(m, SM_EXIT_FAILED, "failed", error);
+        }
+        report = fresh;
+    }
+    emit(m, "pre-switchover",
+         fields_new("attempt", json_object_new_int((int)m->attempts), "devices",
+                    verdicts_json(report), "probe_us", json_object_new_int64(report->capture_us),
+                    "reused", json_object_new_boolean(report == paused_report), FIELDS_END));
+    fault_point("pre-switchover");
+    if (cancel_requested(m))
+        return call_off(m, interrupted_code(m), "interrupted", NULL);
+    const SmDeviceVerdict *busy = first_unsafe(report);
+    if (!busy)
+        return 0;
+    gint64 now = g_get_monotonic_time();
+    if (!m->hold_started_us)
+        m->hold_started_us = now;
+    gint64 held_ms = (now - m->hold_started_us) / 1000;
+    /* A paused guest cannot finish its transfer, an unreadable layout stays unreadable, and
+     * without dest-prepare there is no destination to retry on: holding cannot help then. */
+    const SmPolicy *p = &m->policy;
+    if (m->src_was_running && !busy->final && p->dest_prepare && m->attempts < p->max_attempts &&
+        held_ms < p->max_hold_ms) {
+        int code = hold(m, busy, held_ms);
+        return code ? code : -1;
+    }
+    return fall_back(m, report, busy, held_ms);
+}
+
 int sm_migration_run(SmMigration *m)
 {
     g_autoptr(GError) error = NULL;
+    g_mutex_lock(&m->context_lock);
+    g_assert(!m->context);
     m->context = g_main_context_ref_thread_default();
+    g_mutex_unlock(&m->context_lock);
     m->t0_us = g_get_monotonic_time();
     const SmPolicy *p = &m->policy;
     emit(m, "start",
@@ -908,136 +1478,110 @@ int sm_migration_run(SmMigration *m)
     qmp_client_set_disconnect_handler(m->src, on_src_disconnect, m, NULL);
 
     g_autoptr(SmReport) paused_report = NULL;
-    if (!preflight(m, &paused_report, &error))
-        return finish(m, SM_EXIT_UNREACHABLE, "refused", NULL, -1, -1, error);
+    m->in_call++;
+    gboolean ok = preflight(m, &paused_report, &error);
+    m->in_call--;
     if (cancel_requested(m))
         return finish(m, interrupted_code(m), "interrupted", NULL, -1, -1, NULL);
+    if (!ok)
+        return finish(m,
+                      g_error_matches(error, SM_ENGINE_ERROR, SM_ENGINE_ERROR_HELD_OUT)
+                          ? SM_EXIT_HELD_OUT
+                          : SM_EXIT_UNREACHABLE,
+                      "refused", NULL, -1, -1, error);
 
     m->path = "idle";
     for (;;) {
-        if (!start_attempt(m, &error))
-            return call_off(m, SM_EXIT_FAILED, "failed", error);
-        static const char *const stops[] = {"pre-switchover", "completed", "failed", "cancelled",
-                                            NULL};
-        g_autofree char *status =
-            wait_status(m, stops, p->migration_timeout_ms, TRUE, TRUE, &error);
-        if (!status) {
-            if (cancel_requested(m))
-                return call_off(m, interrupted_code(m), "interrupted", NULL);
-            return call_off(m, SM_EXIT_FAILED, "failed", error);
-        }
-        if (!g_str_equal(status, "pre-switchover")) {
-            m->migration_started = FALSE;
-            g_autoptr(GError) e = g_error_new(SM_ENGINE_ERROR, SM_ENGINE_ERROR_FAILED,
-                                              "migration ended '%s' before switchover", status);
-            return call_off(m, SM_EXIT_FAILED, "failed", e);
-        }
-
+        int code = reach_switchover(m);
+        if (code)
+            return code;
         /* The VM is stopped and its device state final: look before leaping. */
-        g_autoptr(SmReport) fresh = NULL;
-        const SmReport *report = paused_report;
-        if (!report) {
-            fresh = probe_source(m, &error);
-            if (!fresh)
-                return call_off(m, SM_EXIT_FAILED, "failed", error);
-            report = fresh;
-        }
-        emit(m, "pre-switchover",
-             fields_new("attempt", json_object_new_int((int)m->attempts), "devices",
-                        verdicts_json(report), "probe_us",
-                        json_object_new_int64(report->capture_us), FIELDS_END));
-        fault_point("pre-switchover");
-        if (cancel_requested(m))
-            return call_off(m, interrupted_code(m), "interrupted", NULL);
-
-        const SmDeviceVerdict *busy = first_unsafe(report);
-        if (busy) {
-            gint64 now = g_get_monotonic_time();
-            if (!m->hold_started_us)
-                m->hold_started_us = now;
-            gint64 held_ms = (now - m->hold_started_us) / 1000;
-            /* A paused guest cannot finish its transfer, and without dest-prepare there is
-             * no destination to retry on: holding cannot help then. */
-            gboolean can_hold = m->src_was_running && p->dest_prepare &&
-                                m->attempts < p->max_attempts && held_ms < p->max_hold_ms;
-            if (can_hold) {
-                m->holds++;
-                g_autofree char *waiting = g_strdup_printf(
-                    "%s has %s pending", device_key(busy->id, busy->qom_path), pending_name(busy));
-                emit(m, "hold",
-                     fields_new("device", jstr(device_key(busy->id, busy->qom_path)), "state",
-                                jstr(sm_state_to_string(busy->state)), "pending",
-                                jstr(pending_name(busy)), "waiting_for", jstr(waiting), "held_ms",
-                                json_object_new_int64(held_ms), FIELDS_END));
-                if (!cancel_attempt(m, &error) || !source_resumed(m, &error))
-                    /* With the source QMP lost, call_off reconnects, cancels and checks
-                     * that the source runs, so it can vouch for the outcome itself. */
-                    return call_off(m, m->src_lost ? SM_EXIT_FAILED : SM_EXIT_UNCERTAIN,
-                                    m->src_lost ? "failed" : "uncertain", error);
-                /* Exponential backoff from `backoff`, capped so it never overshoots the
-                 * hold budget by much. */
-                gint64 backoff = p->backoff_ms << MIN(m->holds - 1, 10u);
-                backoff = MIN(backoff, MAX(p->max_hold_ms - held_ms, (gint64)0) + p->backoff_ms);
-                if (!sleep_ms(m, backoff))
-                    return finish(m, interrupted_code(m), "interrupted", NULL, -1, -1, NULL);
-                if (!run_dest_prepare(m, &error)) {
-                    if (cancel_requested(m))
-                        return finish(m, interrupted_code(m), "interrupted", NULL, -1, -1, NULL);
-                    emit(m, "aborted", fields_new("reason", jstr(error->message), FIELDS_END));
-                    return finish(m, SM_EXIT_FAILED, "failed", NULL, -1, -1, error);
-                }
-                emit(m, "retry",
-                     fields_new("attempt", json_object_new_int((int)m->attempts + 1), FIELDS_END));
-                m->path = "held";
-                continue;
-            }
-            gboolean benign_only = p->on_unquiesceable == SM_FALLBACK_USE_FIX_IF_BENIGN;
-            g_autofree char *why = NULL;
-            if (p->on_unquiesceable == SM_FALLBACK_ABORT ||
-                !fix_covers(m, report, benign_only, &why)) {
-                g_autoptr(GError) e = g_error_new(
-                    SM_ENGINE_ERROR, SM_ENGINE_ERROR_HELD_OUT,
-                    "%s stayed busy (%s pending) after %u attempt(s) and %" G_GINT64_FORMAT
-                    " ms; policy %s%s%s",
-                    device_key(busy->id, busy->qom_path), pending_name(busy), m->attempts, held_ms,
-                    sm_fallback_to_string(p->on_unquiesceable), why ? ": " : "", why ? why : "");
-                return call_off(m, SM_EXIT_HELD_OUT, "aborted", e);
-            }
-            emit(m, "fix-fallback",
-                 fields_new("device", jstr(device_key(busy->id, busy->qom_path)), "pending",
-                            jstr(pending_name(busy)), "policy",
-                            jstr(sm_fallback_to_string(p->on_unquiesceable)), FIELDS_END));
-            m->path = "fix";
-        }
-
+        code = judge(m, paused_report);
+        if (code > 0)
+            return code;
+        if (code < 0)
+            continue;
+        m->switching = TRUE;
         if (!simple_command(m->src, "migrate-continue",
-                            fields_new("state", jstr("pre-switchover"), FIELDS_END), &error))
-            return call_off(m, SM_EXIT_FAILED, "failed", error);
-        static const char *const ends[] = {"completed", "failed", "cancelled", NULL};
-        g_autofree char *end = wait_status(m, ends, 60000, FALSE, TRUE, &error);
-        if (!end) {
-            if (cancel_requested(m))
-                return call_off(m, interrupted_code(m), "interrupted", NULL);
+                            fields_new("state", jstr("pre-switchover"), FIELDS_END), &error)) {
+            /* Refused: nothing switches, so the attempt may still be called off. */
+            m->switching = !g_error_matches(error, QMP_ERROR, QMP_ERROR_COMMAND);
             return call_off(m, SM_EXIT_FAILED, "failed", error);
         }
-        if (!g_str_equal(end, "completed")) {
-            m->migration_started = FALSE;
-            g_autoptr(GError) e = g_error_new(SM_ENGINE_ERROR, SM_ENGINE_ERROR_FAILED,
-                                              "migration ended '%s' after switchover", end);
-            return call_off(m, SM_EXIT_FAILED, "failed", e);
-        }
-        m->migration_started = FALSE;
-        gint64 downtime = -1, total = -1;
-        if (!verify_completed(m, &downtime, &total, &error))
-            return finish(m, SM_EXIT_UNCERTAIN, "uncertain", m->path, -1, -1, error);
-        emit(m, "completed",
-             fields_new("path", jstr(m->path), "downtime_ms", json_object_new_int64(downtime),
-                        FIELDS_END));
-        return finish(m, SM_EXIT_OK, "migrated", m->path, downtime, elapsed_ms(m), NULL);
+        fault_point("switching");
+        return switch_outcome(m);
     }
 }
 
-int sm_recover(const char *source_qmp, char **summary, GError **error)
+/* Waits (30 s at most) for a migrate_cancel to end the migration. */
+static char *recover_cancel(QmpClient *src, GError **error)
+{
+    g_autoptr(json_object) r = qmp_client_execute(src, "migrate_cancel", NULL, error);
+    if (!r)
+        return NULL;
+    gint64 deadline = deadline_after_ms(30000);
+    for (;;) {
+        char *status = migration_status(src, NULL, error);
+        if (!status || g_str_equal(status, "cancelled") || g_str_equal(status, "failed") ||
+            g_str_equal(status, "completed"))
+            return status;
+        if (g_get_monotonic_time() > deadline) {
+            g_set_error(error, SM_ENGINE_ERROR, SM_ENGINE_ERROR_UNCERTAIN,
+                        "migration still '%s' 30 s after migrate_cancel", status);
+            g_free(status);
+            return NULL;
+        }
+        g_free(status);
+        g_usleep(20000);
+    }
+}
+
+/* The gate's pause-before-switchover, left on by a gate that died, would stop the next
+ * plain migration at pre-switchover. recover cannot know what else the gate changed nor
+ * the values before it (they lived in the dead process): it turns only that one off. */
+static char *recover_disarm(QmpClient *src)
+{
+    static const char *const caps[] = {"pause-before-switchover", NULL, NULL};
+    g_autoptr(GError) e = NULL;
+    if (!set_capabilities(src, caps, &e))
+        return g_strdup_printf("; could not turn pause-before-switchover off (%s)", e->message);
+    return g_strdup("; pause-before-switchover is off (events, downtime-limit and max-bandwidth "
+                    "stay as the gate left them)");
+}
+
+/* Where the VM runs, from both sides' own run states: never claimed from one side only. */
+static int recover_where(QmpClient *src, const char *dest_qmp, gboolean completed, char **where,
+                         GError **error)
+{
+    g_autofree char *src_state = settled_runstate(src, error);
+    if (!src_state)
+        return SM_EXIT_UNCERTAIN;
+    g_autofree char *dst_state = NULL;
+    if (dest_qmp) {
+        g_autoptr(GError) e = NULL;
+        g_autoptr(QmpClient) dst = qmp_client_connect(dest_qmp, CONNECT_TIMEOUT_MS, &e);
+        dst_state = dst ? settled_runstate(dst, &e) : NULL;
+        if (!dst_state)
+            dst_state = g_strdup_printf("unreachable: %s", e->message);
+    }
+    /* A paused source still holds the VM (it may have been paused before). A destination
+     * that is not running after completion does not: recover cannot tell a VM paused before
+     * the migration from one that never started there, so it says so instead. */
+    gboolean src_live = g_str_equal(src_state, "running") || g_str_equal(src_state, "paused");
+    gboolean dst_live = dst_state && g_str_equal(dst_state, "running");
+    *where = g_strdup_printf("the source is '%s', the destination %s%s%s", src_state,
+                             dst_state ? "'" : "", dst_state ? dst_state : "was not checked",
+                             dst_state ? "'" : " (give --dest)");
+    if (completed ? (dst_live && !src_live) : (src_live && !dst_live && dst_state))
+        return SM_EXIT_OK;
+    if (!completed && src_live && !dest_qmp)
+        return SM_EXIT_OK; /* it runs on the source; the summary says what was not checked */
+    g_set_error(error, SM_ENGINE_ERROR, SM_ENGINE_ERROR_UNCERTAIN,
+                "the VM does not run on exactly one side that recover could check: %s", *where);
+    return SM_EXIT_UNCERTAIN;
+}
+
+int sm_recover(const char *source_qmp, const char *dest_qmp, char **summary, GError **error)
 {
     g_autoptr(QmpClient) src = qmp_client_connect(source_qmp, CONNECT_TIMEOUT_MS, error);
     if (!src)
@@ -1045,51 +1589,24 @@ int sm_recover(const char *source_qmp, char **summary, GError **error)
     g_autofree char *status = migration_status(src, NULL, error);
     if (!status)
         return SM_EXIT_UNREACHABLE;
-    if (g_str_equal(status, "completed")) {
-        *summary = g_strdup("the migration completed: the VM runs on the destination; the "
-                            "source is only a shell now (postmigrate)");
-        return SM_EXIT_OK;
-    }
     gboolean in_progress = !g_str_equal(status, "none") && !g_str_equal(status, "cancelled") &&
-                           !g_str_equal(status, "failed");
+                           !g_str_equal(status, "failed") && !g_str_equal(status, "completed");
     if (in_progress) {
         /* migrate_cancel also releases a migration paused at pre-switchover; QEMU then
          * resumes the VM if it was running when the migration began. */
-        g_autoptr(json_object) r = qmp_client_execute(src, "migrate_cancel", NULL, error);
-        if (!r)
+        g_free(status);
+        status = recover_cancel(src, error);
+        if (!status)
             return SM_EXIT_UNCERTAIN;
-        gint64 deadline = g_get_monotonic_time() + 30 * G_USEC_PER_SEC;
-        for (;;) {
-            g_free(status);
-            status = migration_status(src, NULL, error);
-            if (!status)
-                return SM_EXIT_UNCERTAIN;
-            if (g_str_equal(status, "cancelled") || g_str_equal(status, "failed") ||
-                g_str_equal(status, "completed"))
-                break;
-            if (g_get_monotonic_time() > deadline) {
-                g_set_error(error, SM_ENGINE_ERROR, SM_ENGINE_ERROR_UNCERTAIN,
-                            "migration still '%s' 30 s after migrate_cancel", status);
-                return SM_EXIT_UNCERTAIN;
-            }
-            g_usleep(20000);
-        }
-        if (g_str_equal(status, "completed")) {
-            *summary = g_strdup("the migration completed before it could be cancelled: the VM "
-                                "runs on the destination");
-            return SM_EXIT_OK;
-        }
     }
-    g_autofree char *state = settled_runstate(src, error);
-    if (!state)
-        return SM_EXIT_UNCERTAIN;
-    *summary = g_strdup_printf(
-        "%s; the source is '%s'",
-        in_progress ? "cancelled the migration in progress" : "no migration in progress", state);
-    if (!g_str_equal(state, "running") && !g_str_equal(state, "paused")) {
-        g_set_error(error, SM_ENGINE_ERROR, SM_ENGINE_ERROR_UNCERTAIN,
-                    "source is '%s' after recovery; inspect it by hand", state);
-        return SM_EXIT_UNCERTAIN;
-    }
-    return SM_EXIT_OK;
+    gboolean completed = g_str_equal(status, "completed");
+    g_autofree char *disarm = recover_disarm(src);
+    g_autofree char *where = NULL;
+    int code = recover_where(src, dest_qmp, completed, &where, error);
+    *summary = g_strdup_printf("%s: %s%s",
+                               completed     ? "the migration completed"
+                               : in_progress ? "cancelled the migration in progress"
+                                             : "no migration in progress",
+                               where ? where : "", disarm);
+    return code;
 }

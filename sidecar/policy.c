@@ -7,6 +7,7 @@
 
 #include <errno.h>
 #include <fcntl.h>
+#include <sys/stat.h>
 #include <locale.h>
 #include <glib/gstdio.h>
 #include <string.h>
@@ -217,6 +218,9 @@ static gboolean duration_component(const char **p, guint64 bare_us, guint64 *out
         place /= 10;
         us += (guint64)(*f - '0') * place;
     }
+    /* Below 1us but not zero ("0.0001ms") is 1us: only a written zero may mean "none". */
+    if (us == 0 && strspn(*p, "0.") < (gsize)(frac_end - *p))
+        us = 1;
     *out_us = MIN(us, max_us + 1);
     *p = s;
     return TRUE;
@@ -349,10 +353,20 @@ static gboolean check_no_locale_keys(const char *path, const char *text, GError 
 /* Reads at most POLICY_MAX_BYTES, so that a huge (or endless) file is refused, not loaded. */
 static char *read_capped(const char *path, GError **error)
 {
-    int fd = g_open(path, O_RDONLY | O_CLOEXEC, 0);
-    if (fd < 0) {
+    /* O_NONBLOCK: opening a FIFO must not wait for a writer (it hung the daemon); only a
+     * regular file is read (a device such as /dev/zero never ends). */
+    int fd = g_open(path, O_RDONLY | O_CLOEXEC | O_NONBLOCK | O_NOCTTY, 0);
+    struct stat st;
+    if (fd < 0 || fstat(fd, &st) != 0) {
         int err = errno;
+        if (fd >= 0)
+            close(fd);
         fail(error, SM_POLICY_ERROR_FILE, path, 0, NULL, NULL, "%s", g_strerror(err));
+        return NULL;
+    }
+    if (!S_ISREG(st.st_mode)) {
+        close(fd);
+        fail(error, SM_POLICY_ERROR_FILE, path, 0, NULL, NULL, "not a regular file");
         return NULL;
     }
     g_autofree char *buf = g_malloc(POLICY_MAX_BYTES + 2);
@@ -455,6 +469,10 @@ static gboolean apply_value(SmPolicy *policy, const KeySpec *spec, const char *v
         if (!sm_parse_duration_full(value, 0, &number, &local))
             return fail(error, SM_POLICY_ERROR_VALUE, file, line, spec->group, spec->key, "%s",
                         local->message);
+        if (number == 0 && spec->offset == FIELD(probe_timeout_ms))
+            return fail(error, SM_POLICY_ERROR_VALUE, file, line, spec->group, spec->key,
+                        "0 would let a capture that never answers stop the guest for good; "
+                        "give a time limit (e.g. 5s)");
         *(gint64 *)field = number;
         return TRUE;
     }

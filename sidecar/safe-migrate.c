@@ -31,8 +31,8 @@ static void usage(FILE *out)
     for (gsize i = 0; i < G_N_ELEMENTS(subcommands); i++) {
         fprintf(out, "  %-10s %s\n", subcommands[i].name, subcommands[i].summary);
     }
-    fprintf(out, "\nRun 'safe-migrate SUBCOMMAND --help' for its options and exit codes.\n"
-                 "--version: print the version.\n");
+    fprintf(out, "\nRun 'safe-migrate SUBCOMMAND --help' for its options and exit codes\n"
+                 "(2 is a usage error everywhere). --version: print the version.\n");
 }
 
 int main(int argc, char **argv)

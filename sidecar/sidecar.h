@@ -93,7 +93,11 @@ enum {
     SM_EXIT_HELD_OUT = 4,    /* a device never became idle and policy forbade the fix */
     SM_EXIT_FAILED = 5,      /* migration failed otherwise; VM running on the source */
     SM_EXIT_UNCERTAIN = 6,   /* VM state uncertain: the operator must check */
+    /* Interrupted by a signal (the migration called off, VM on the source): 128 + its
+     * number, e.g. 129 SIGHUP, 130 SIGINT, 131 SIGQUIT, 143 SIGTERM. */
+    SM_EXIT_SIGHUP = 129,
     SM_EXIT_SIGINT = 130,
+    SM_EXIT_SIGQUIT = 131,
     SM_EXIT_SIGTERM = 143,
 };
 
@@ -121,12 +125,17 @@ G_DEFINE_AUTOPTR_CLEANUP_FUNC(SmMigration, sm_migration_free);
 /* Runs the whole migration on the thread-default main context; returns the exit code. */
 int sm_migration_run(SmMigration *migration);
 /* Thread-safe, async-signal-unsafe: asks the run to call the migration off (the VM stays on
- * the source). signum (SIGINT/SIGTERM) picks the exit code; 0 for a plain cancel. */
+ * the source). signum picks the exit code (128 + signum); 0 for a plain cancel (130). A QMP
+ * query or capture in flight is abandoned (the connection closed and reopened) so that the
+ * request acts at once. After migrate-continue nothing is called off: the run waits for
+ * QEMU's outcome; a second request then leaves it, reporting both sides' states (exit 6). */
 void sm_migration_request_cancel(SmMigration *migration, int signum);
 
 /* Brings a VM left behind by a dead gate back to a clean state: cancels a migration that is
- * in progress or paused at pre-switchover and checks that the VM runs. Returns an exit
- * code and a one-line account in *summary. */
-int sm_recover(const char *source_qmp, char **summary, GError **error);
+ * in progress or paused at pre-switchover, turns pause-before-switchover off, and checks
+ * where the VM runs from both sides' run states (dest_qmp may be NULL: the summary then
+ * says the destination was not checked; a completed migration is then uncertain). Returns
+ * an exit code and a one-line account in *summary. */
+int sm_recover(const char *source_qmp, const char *dest_qmp, char **summary, GError **error);
 
 G_END_DECLS

@@ -1,5 +1,6 @@
 /* Example plugin: a probe for usb-tablet that only locates the device's state section and
- * reports it as unknown — the smallest complete use of the plugin interface. */
+ * reports it as unknown, final ("layout not understood": it decodes nothing, so no wait
+ * can make it idle) — the smallest complete use of the plugin interface. */
 #include "probe.h"
 
 #include <gmodule.h>
@@ -9,17 +10,26 @@ static SmDeviceVerdict *analyse(const SmProbe *probe, const SmStream *stream,
 {
     SmDeviceVerdict *v = sm_verdict_new(device, probe->name);
     if (!device->dev_path) {
-        return sm_verdict_set_unknown(v, "example: device path unknown");
+        return sm_verdict_set_unsupported(v, "example: device path unknown");
     }
     g_autofree char *idstr = g_strdup_printf("%s/usb-ptr", device->dev_path);
     const SmSection *s = sm_stream_find_section(stream, idstr, 0);
     if (!s) {
-        return sm_verdict_set_unknown(v, "example: no section %s", idstr);
+        return sm_verdict_set_unsupported(v, "example: no section %s", idstr);
     }
     v->section = g_strdup(idstr);
     /* Not decoded, so never "idle": the example only says where the state is. */
-    return sm_verdict_set_unknown(v, "example: section %s has %" G_GSIZE_FORMAT " bytes", idstr,
-                                  s->footer_offset - s->body_offset);
+    return sm_verdict_set_unsupported(v, "example: section %s has %" G_GSIZE_FORMAT " bytes", idstr,
+                                      s->footer_offset - s->body_offset);
+}
+
+/* Known before any capture: this probe decodes nothing, so the gate can refuse at once. */
+static gboolean inspect(const SmProbe *probe, QmpClient *qmp, SmDevice *device, GError **error)
+{
+    (void)probe, (void)qmp, (void)error;
+    sm_device_set_fact(device, SM_FACT_UNSUPPORTED,
+                       "the example probe locates usb-tablet state but decodes none of it");
+    return TRUE;
 }
 
 static const char *const types[] = {"usb-tablet", NULL};
@@ -31,6 +41,7 @@ static const SmProbe example_probe = {
     .description = "Example plugin: locates usb-tablet state, judges nothing",
     .device_types = types,
     .section_names = sections,
+    .inspect = inspect,
     .analyse = analyse,
 };
 

@@ -18,7 +18,7 @@
  * Sits between safe-migrate and a VM's sidecar monitor. It forwards SCM_RIGHTS too: the
  * probe hands QEMU its capture fd with add-fd. */
 
-typedef enum { PROXY_RUN, PROXY_CUT, PROXY_CUT_FOR_GOOD, PROXY_STOP } ProxyRequest;
+typedef enum { PROXY_RUN, PROXY_CUT, PROXY_CUT_FOR_GOOD, PROXY_STALL, PROXY_STOP } ProxyRequest;
 
 typedef struct {
     char *path, *target;
@@ -27,7 +27,8 @@ typedef struct {
     GMutex lock;
     GCond cond;
     ProxyRequest request;
-    GArray *fds; /* pairs: client, upstream */
+    GArray *fds;   /* pairs: client, upstream */
+    guint stalled; /* the first `stalled` fds: their clients' commands are swallowed */
 } Proxy;
 
 static gboolean relay(int from, int to)
@@ -116,7 +117,10 @@ static gpointer proxy_thread(gpointer data)
             (void)!read(p->wake[0], &b, 1);
             g_mutex_lock(&p->lock);
             ProxyRequest r = p->request;
-            proxy_close_pairs(p);
+            if (r == PROXY_STALL)
+                p->stalled = p->fds->len; /* a hung QEMU, as the clients connected now see it */
+            else
+                proxy_close_pairs(p), p->stalled = 0;
             if ((r == PROXY_CUT_FOR_GOOD || r == PROXY_STOP) && p->listen_fd >= 0) {
                 close(p->listen_fd);
                 p->listen_fd = -1;
@@ -144,12 +148,19 @@ static gpointer proxy_thread(gpointer data)
             if (!pf[i].revents)
                 continue;
             guint k = i - 2, peer = k ^ 1u;
+            if (k < p->stalled && k % 2 == 0) {
+                char sink[65536];
+                if (recv(pf[i].fd, sink, sizeof sink, MSG_DONTWAIT) > 0)
+                    continue;
+            }
             if (!relay(pf[i].fd, g_array_index(p->fds, int, peer))) {
                 /* One side went away: so does the other, as with a real connection. */
                 guint first = k & ~1u;
                 close(g_array_index(p->fds, int, first));
                 close(g_array_index(p->fds, int, first + 1));
                 g_array_remove_range(p->fds, first, 2);
+                if (first < p->stalled)
+                    p->stalled -= 2;
                 break; /* indices moved: poll again */
             }
         }
@@ -328,7 +339,11 @@ typedef enum {
     FAULT_CUT_DST,         /* cut the destination QMP connection */
     FAULT_KILL_DST,        /* kill -9 the destination QEMU */
     FAULT_PREPARE_FAILS,   /* dest-prepare exits 7 */
-    FAULT_PREPARE_HANGS,   /* dest-prepare never returns; the operator kills the gate */
+    FAULT_PREPARE_HANGS,   /* dest-prepare (and a child of it) never returns */
+    FAULT_SIGHUP,          /* SIGHUP at the stop point (an ssh drop) */
+    FAULT_SIGQUIT,         /* SIGQUIT at the stop point */
+    FAULT_SIGINT,          /* SIGINT at the stop point */
+    FAULT_STALL_SRC,       /* the source stops answering commands; then SIGINT */
 } Fault;
 
 typedef struct {
@@ -354,10 +369,10 @@ static char *vm_state(RigVm *vm)
     return state ? state : g_strdup_printf("unreachable (%s)", error->message);
 }
 
-static void run_recover(const char *src_addr)
+static void run_recover(const char *src_addr, const char *dst_addr)
 {
     g_autofree char *bin = safe_migrate_path();
-    const char *argv[] = {bin, "recover", "--source", src_addr, NULL};
+    const char *argv[] = {bin, "recover", "--source", src_addr, "--dest", dst_addr, NULL};
     g_autofree char *out = NULL, *err = NULL;
     int status = 0;
     g_autoptr(GError) error = NULL;
@@ -366,6 +381,26 @@ static void run_recover(const char *src_addr)
     g_assert_no_error(error);
     g_test_message("recover: %s%s", out, err);
     g_assert_true(g_spawn_check_wait_status(status, NULL));
+}
+
+/* The migration capabilities and parameters of a VM: what the gate must leave as found. */
+static char *settings(RigVm *vm)
+{
+    g_autoptr(GError) error = NULL;
+    g_autoptr(json_object) caps =
+        qmp_client_execute(rig_vm_qmp(vm), "query-migrate-capabilities", NULL, &error);
+    g_assert_no_error(error);
+    g_autoptr(json_object) params =
+        qmp_client_execute(rig_vm_qmp(vm), "query-migrate-parameters", NULL, &error);
+    g_assert_no_error(error);
+    return g_strdup_printf("%s %s", json_object_to_json_string(caps),
+                           json_object_to_json_string(params));
+}
+
+static gboolean pause_before_switchover(RigVm *vm)
+{
+    g_autofree char *s = settings(vm);
+    return strstr(s, "\"state\": true, \"capability\": \"pause-before-switchover\"") != NULL;
 }
 
 /* The dest-prepare script restarts the destination in the background: adopt the new
@@ -401,6 +436,8 @@ static char *migration_status(RigVm *vm)
                                                                : "none");
 }
 
+#define KILLED (128 + SIGKILL)
+
 static void test_fault(gconstpointer data)
 {
     const FaultCase *c = data;
@@ -421,7 +458,8 @@ static void test_fault(gconstpointer data)
 
     const char *src_direct = pair.src_addr, *dst_direct = pair.dst_addr;
     Proxy *src_proxy = NULL, *dst_proxy = NULL;
-    if (c->fault == FAULT_CUT_SRC || c->fault == FAULT_CUT_SRC_FOREVER)
+    if (c->fault == FAULT_CUT_SRC || c->fault == FAULT_CUT_SRC_FOREVER ||
+        c->fault == FAULT_STALL_SRC)
         src_proxy = proxy_new(rig_vm_sidecar_qmp_path(src));
     if (c->fault == FAULT_CUT_DST)
         dst_proxy = proxy_new(rig_vm_sidecar_qmp_path(dst));
@@ -431,15 +469,19 @@ static void test_fault(gconstpointer data)
         dst_proxy ? g_strdup_printf("unix:%s", dst_proxy->path) : g_strdup(dst_direct);
     const char *uri = pair.uri;
     g_autofree char *hang_pid = g_build_filename(rig_tmpdir(), "hang.pid", NULL);
+    g_autofree char *child_pid = g_build_filename(rig_tmpdir(), "hang-child.pid", NULL);
     g_autofree char *prepare = NULL;
     if (c->fault == FAULT_PREPARE_FAILS)
         prepare = g_strdup("exit 7");
     else if (c->fault == FAULT_PREPARE_HANGS)
-        prepare = g_strdup_printf("echo $$ > %s; exec sleep 600", hang_pid);
+        prepare =
+            g_strdup_printf("sleep 600 & echo $! > %s; echo $$ > %s; wait", child_pid, hang_pid);
     else
         prepare = g_strdup(pair.prepare);
     g_assert_no_error(error);
     unlink(hang_pid);
+    unlink(child_pid);
+    g_autofree char *before = settings(src);
     const char *args[] = {"migrate",
                           "--source",
                           src_addr,
@@ -480,10 +522,32 @@ static void test_fault(gconstpointer data)
         case FAULT_KILL_DST:
             kill(rig_vm_pid(dst), SIGKILL);
             break;
+        case FAULT_SIGHUP:
+            kill(g->pid, SIGHUP);
+            break;
+        case FAULT_SIGQUIT:
+            kill(g->pid, SIGQUIT);
+            break;
+        case FAULT_SIGINT:
+            kill(g->pid, SIGINT);
+            break;
+        case FAULT_STALL_SRC:
+            proxy_request(src_proxy, PROXY_STALL);
+            break;
         default:
             g_assert_not_reached();
         }
         kill(g->pid, SIGCONT);
+    }
+    if (c->fault == FAULT_STALL_SRC) {
+        /* The gate now waits for replies that never come (the probe at pre-switchover): an
+         * interrupt must still call the migration off, not wait for a command timeout. */
+        static const char *const pre[] = {"pre-switchover", NULL};
+        char *st = rig_wait_migration_status(src, pre, 60000, &error);
+        g_assert_no_error(error);
+        g_free(st);
+        g_usleep(300 * 1000);
+        kill(g->pid, SIGINT);
     }
     if (c->fault == FAULT_PREPARE_HANGS) {
         for (int i = 0; i < 3000 && !g_file_test(hang_pid, G_FILE_TEST_EXISTS); i++)
@@ -498,6 +562,13 @@ static void test_fault(gconstpointer data)
         pid_t hung = (pid_t)g_ascii_strtoll(text, NULL, 10);
         g_assert_cmpint(gate_wait(g), ==, c->exit_code);
         g_assert_cmpint(kill(hung, 0), ==, -1);
+        /* Its whole process group went with it. */
+        g_autofree char *child_text = NULL;
+        g_assert_true(g_file_get_contents(child_pid, &child_text, NULL, NULL));
+        pid_t child = (pid_t)g_ascii_strtoll(child_text, NULL, 10);
+        for (int i = 0; i < 100 && kill(child, 0) == 0 && proc_state(child) != 'Z'; i++)
+            g_usleep(10000);
+        g_assert_true(kill(child, 0) == -1 || proc_state(child) == 'Z');
     }
     if (c->fault != FAULT_PREPARE_HANGS)
         g_assert_cmpint(gate_wait(g), ==, c->exit_code);
@@ -516,11 +587,20 @@ static void test_fault(gconstpointer data)
     g_assert_cmpstr(s1, !=, "dead");
     static const char *const settled[] = {"none", "completed", "cancelled", "failed", NULL};
     if ((!g_str_equal(s1, "running") && !g_str_equal(d1, "running")) ||
-        !g_strv_contains(settled, m1))
-        run_recover(src_direct);
+        !g_strv_contains(settled, m1) || c->exit_code == KILLED || c->exit_code == 6)
+        run_recover(src_direct, dst_direct);
     g_autofree char *s2 = vm_state(src), *d2 = vm_state(dst), *m2 = migration_status(src);
     g_test_message("settled: source %s (migration %s), destination %s", s2, m2, d2);
     g_assert_true(g_strv_contains(settled, m2));
+    /* QEMU is left as found: whatever the gate set is restored by the gate, or, for a gate
+     * that could not (killed, or cut off for good), recover turns off what would stop the
+     * next plain migration. */
+    if (c->exit_code == KILLED || c->exit_code == 6) {
+        g_assert_false(pause_before_switchover(src));
+    } else {
+        g_autofree char *after = settings(src);
+        g_assert_cmpstr(after, ==, before);
+    }
     gboolean on_src = g_str_equal(s2, "running");
     gboolean on_dst = g_str_equal(d2, "running");
     g_assert_true(on_src != on_dst);
@@ -538,7 +618,6 @@ static void test_fault(gconstpointer data)
     rig_pair_clear(&pair);
 }
 
-#define KILLED (128 + SIGKILL)
 static const FaultCase cases[] = {
     /* kill -9 of the gate in each phase */
     {"kill-gate/preflight", RIG_QEMU_72, "pc", FAULT_KILL_GATE, "preflight", TRUE, FALSE, KILLED},
@@ -569,6 +648,18 @@ static const FaultCase cases[] = {
     /* dest-prepare fails, or hangs until dest-prepare-timeout */
     {"dest-prepare-fails", RIG_QEMU_72, "pc", FAULT_PREPARE_FAILS, NULL, TRUE, FALSE, 5},
     {"dest-prepare-hangs", RIG_QEMU_72, "pc", FAULT_PREPARE_HANGS, NULL, TRUE, FALSE, 5},
+    /* an ssh drop or a Ctrl-\\ calls the migration off, in each phase that matters */
+    {"sighup/iterating", RIG_QEMU_72, "pc", FAULT_SIGHUP, "iterating", TRUE, TRUE, 129},
+    {"sighup/pre-switchover", RIG_QEMU_72, "pc", FAULT_SIGHUP, "pre-switchover", TRUE, FALSE, 129},
+    {"sigquit/pre-switchover", RIG_QEMU_10, "pc", FAULT_SIGQUIT, "pre-switchover", TRUE, FALSE,
+     131},
+    {"sigquit/dest-prepare", RIG_QEMU_72, "pc", FAULT_SIGQUIT, "dest-prepare", TRUE, FALSE, 131},
+    /* after migrate-continue nothing is called off: QEMU's outcome stands (migrated) */
+    {"sigint/switching", RIG_QEMU_72, "pc", FAULT_SIGINT, "switching", FALSE, FALSE, 0},
+    {"sigint/switching", RIG_QEMU_10, "pc", FAULT_SIGINT, "switching", FALSE, FALSE, 0},
+    /* a source that stops answering mid-probe: SIGINT still acts at once */
+    {"stall-source/pre-switchover+SIGINT", RIG_QEMU_72, "pc", FAULT_STALL_SRC, "iterating", TRUE,
+     FALSE, 130},
 };
 
 int main(int argc, char **argv)

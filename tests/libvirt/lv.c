@@ -9,6 +9,8 @@
 
 #include <glib/gstdio.h>
 
+static gboolean process_gone(GPid pid);
+
 const char *lv_rig_dir(char **why)
 {
     const char *dir = g_getenv("SM_LV_RIG");
@@ -190,19 +192,90 @@ GPid lv_qemu_pid(LvHost host, const char *name)
     if (!g_file_get_contents(path, &text, NULL, NULL))
         return 0;
     gint64 pid = g_ascii_strtoll(text, NULL, 10);
-    if (pid <= 0 || (kill((pid_t)pid, 0) != 0 && errno == ESRCH))
+    if (pid <= 0 || process_gone((GPid)pid))
         return 0;
     return (GPid)pid;
+}
+
+static gboolean process_gone(GPid pid)
+{
+    g_autofree char *path = g_strdup_printf("/proc/%d/stat", (int)pid);
+    g_autofree char *stat = NULL;
+    if (!g_file_get_contents(path, &stat, NULL, NULL))
+        return TRUE;
+    const char *end = strrchr(stat, ')'); /* "PID (COMM) STATE ..." */
+    return end && end[1] == ' ' && end[2] == 'Z';
 }
 
 gboolean lv_wait_gone(GPid pid, guint timeout_ms)
 {
     for (guint waited = 0; waited < timeout_ms; waited += 20) {
-        if (kill(pid, 0) != 0 && errno == ESRCH)
+        if (process_gone(pid))
             return TRUE;
         g_usleep(20000);
     }
     return FALSE;
+}
+
+/* Whether the NUL-separated argument list has an argument containing "safe-migrate" and one
+ * equal to `name`. */
+static gboolean filter_args(const char *args, gsize len, const char *name)
+{
+    gboolean tool = FALSE, domain = FALSE;
+    for (gsize off = 0; off < len; off += strlen(args + off) + 1) {
+        tool = tool || strstr(args + off, "safe-migrate") != NULL;
+        domain = domain || g_str_equal(args + off, name);
+    }
+    return tool && domain;
+}
+
+GPid lv_filter_pid(LvHost host, const char *name)
+{
+    g_autofree char *ns_file = g_strdup_printf("%s/%s/mntns", rig_dir(), lv_host_name(host));
+    g_autofree char *ns = NULL;
+    if (!g_file_get_contents(ns_file, &ns, NULL, NULL))
+        return 0;
+    g_strstrip(ns);
+    g_autoptr(GDir) proc = g_dir_open("/proc", 0, NULL);
+    const char *entry;
+    while (proc && (entry = g_dir_read_name(proc))) {
+        if (!g_ascii_isdigit(entry[0]))
+            continue;
+        g_autofree char *ns_link = g_strdup_printf("/proc/%s/ns/mnt", entry);
+        g_autofree char *their_ns = g_file_read_link(ns_link, NULL);
+        if (!their_ns || !g_str_equal(their_ns, ns))
+            continue;
+        g_autofree char *cmdline_path = g_strdup_printf("/proc/%s/cmdline", entry);
+        g_autofree char *args = NULL;
+        gsize len = 0;
+        if (g_file_get_contents(cmdline_path, &args, &len, NULL) && filter_args(args, len, name))
+            return (GPid)g_ascii_strtoll(entry, NULL, 10);
+    }
+    return 0;
+}
+
+GPid lv_wait_filter(LvHost host, const char *name, GPid not, guint timeout_ms)
+{
+    for (guint waited = 0;; waited += 20) {
+        GPid pid = lv_filter_pid(host, name);
+        if ((pid && pid != not ) || waited >= timeout_ms)
+            return pid != not ? pid : 0;
+        g_usleep(20000);
+    }
+}
+
+char *lv_query_status(LvHost host, const char *name)
+{
+    g_autofree char *out = NULL, *err = NULL;
+    int rc = lv_virsh(host, &out, &err, "qemu-monitor-command", name,
+                      "{\"execute\":\"query-status\"}", NULL);
+    if (rc != 0) {
+        g_test_message("query-status of %s on %s: %s", name, lv_host_name(host), err);
+        return NULL;
+    }
+    g_autoptr(GMatchInfo) match = NULL;
+    g_autoptr(GRegex) re = g_regex_new("\"status\": *\"([a-z-]+)\"", 0, 0, NULL);
+    return g_regex_match(re, out, 0, &match) ? g_match_info_fetch(match, 1) : NULL;
 }
 
 char *lv_qemu_log(LvHost host, const char *name)
@@ -213,9 +286,9 @@ char *lv_qemu_log(LvHost host, const char *name)
     return g_file_get_contents(path, &text, NULL, NULL) ? text : g_strdup("");
 }
 
-int lv_migrate(LvHost from, const char *name, const char *const *extra, char **err)
+static GPtrArray *migrate_argv(LvHost from, const char *name, const char *const *extra)
 {
-    g_autoptr(GPtrArray) args = g_ptr_array_new_with_free_func(g_free);
+    GPtrArray *args = g_ptr_array_new_with_free_func(g_free);
     g_ptr_array_add(args, g_strdup("migrate"));
     g_ptr_array_add(args, g_strdup("--live"));
     for (guint i = 0; extra && extra[i]; i++)
@@ -225,8 +298,42 @@ int lv_migrate(LvHost from, const char *name, const char *const *extra, char **e
     const char *tail[] = {"--migrateuri", "tcp://127.0.0.1", "--listen-address", "127.0.0.1", name};
     for (guint i = 0; i < G_N_ELEMENTS(tail); i++)
         g_ptr_array_add(args, g_strdup(tail[i]));
-    g_ptr_array_add(args, lv_uri(from == LV_A ? LV_B : LV_A));
+    /* qemu+unix: what --p2p needs to pass libvirt's same-host check; virsh takes it too. */
+    g_autofree char *dest = lv_uri(from == LV_A ? LV_B : LV_A);
+    g_ptr_array_add(args, g_strconcat("qemu+unix", dest + strlen("qemu"), NULL));
+    return args;
+}
+
+int lv_migrate(LvHost from, const char *name, const char *const *extra, char **err)
+{
+    g_autoptr(GPtrArray) args = migrate_argv(from, name, extra);
     return run_virsh(from, NULL, err, args);
+}
+
+GSubprocess *lv_migrate_start(LvHost from, const char *name, const char *const *extra)
+{
+    g_autoptr(GPtrArray) args = migrate_argv(from, name, extra);
+    g_ptr_array_insert(args, 0, lv_uri(from));
+    g_ptr_array_insert(args, 0, g_strdup("-c"));
+    g_ptr_array_insert(args, 0, g_strdup("virsh"));
+    g_ptr_array_add(args, NULL);
+    g_autoptr(GError) error = NULL;
+    GSubprocess *p = g_subprocess_newv(
+        (const char *const *)args->pdata,
+        G_SUBPROCESS_FLAGS_STDOUT_SILENCE | G_SUBPROCESS_FLAGS_STDERR_PIPE, &error);
+    g_assert_no_error(error);
+    return p;
+}
+
+int lv_migrate_finish(GSubprocess *p, char **err)
+{
+    g_autoptr(GError) error = NULL;
+    g_autofree char *e = NULL;
+    g_assert_true(g_subprocess_communicate_utf8(p, NULL, NULL, NULL, &e, &error));
+    g_assert_no_error(error);
+    if (err)
+        *err = g_steal_pointer(&e);
+    return g_subprocess_get_if_exited(p) ? g_subprocess_get_exit_status(p) : -1;
 }
 
 void lv_guest_answer(RigGuest *guest, RigCommand cmd, guint8 *out, gsize len)

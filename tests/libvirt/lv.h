@@ -3,6 +3,7 @@
  * domains of the qtest guest made from the XML templates, and their QEMU processes. */
 #pragma once
 
+#include <gio/gio.h>
 #include <glib.h>
 #include "rig.h"
 
@@ -45,7 +46,15 @@ gboolean lv_domain_running(LvHost host, const char *name);
 char *lv_qtest_path(LvHost host, const char *name);
 /* The QEMU process of the domain on `host` from libvirt's pidfile, 0 if none runs. */
 GPid lv_qemu_pid(LvHost host, const char *name);
-/* Waits up to timeout_ms for process `pid` to be gone. */
+/* The gate's filter of the domain on `host`: the process in that host's namespace whose
+ * arguments carry "safe-migrate" and the domain name; 0 if none runs. */
+GPid lv_filter_pid(LvHost host, const char *name);
+/* Waits up to timeout_ms for a filter of the domain on `host` other than `not` (0: any). */
+GPid lv_wait_filter(LvHost host, const char *name, GPid not, guint timeout_ms);
+/* Runs `virsh qemu-monitor-command NAME '{"execute":"query-status"}'` and returns the
+ * status string ("running", "paused"...), NULL if libvirt could not reach QEMU. */
+char *lv_query_status(LvHost host, const char *name);
+/* Waits up to timeout_ms for process `pid` to be gone (a zombie counts as gone). */
 gboolean lv_wait_gone(GPid pid, guint timeout_ms);
 /* The host's QEMU log of the domain (command line, QEMU's stderr, libvirt's notes). */
 char *lv_qemu_log(LvHost host, const char *name);
@@ -54,6 +63,9 @@ char *lv_qemu_log(LvHost host, const char *name);
  * `extra` (NULL-terminated or NULL) goes before the domain name, e.g. "--p2p". Returns
  * virsh's exit status, its stderr in *err. */
 int lv_migrate(LvHost from, const char *name, const char *const *extra, char **err);
+/* The same, in the background; lv_migrate_finish() waits and returns the exit status. */
+GSubprocess *lv_migrate_start(LvHost from, const char *name, const char *const *extra);
+int lv_migrate_finish(GSubprocess *migration, char **err);
 
 /* The guest on a fresh domain: enumerated on `host`, power-on unit attention cleared. */
 RigGuest *lv_guest_new(LvHost host, const char *name);

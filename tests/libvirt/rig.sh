@@ -7,12 +7,14 @@
 #   rig.sh up DIR      start both hosts (idempotent; undoes what it started if it fails)
 #   rig.sh down DIR    stop both, with every process of their namespaces (QEMUs, hooks)
 #   rig.sh status DIR  one line per host
-# Hooks: files or symlinks in SM_LV_HOOKS (space-separated) are linked into each host's
-# /etc/libvirt/hooks/qemu.d/ at `up` (libvirt reads hooks when the daemon starts).
+#   rig.sh restart DIR A|B  restart that host's libvirtd (its domains keep running)
+#   rig.sh uri DIR A|B      the host's libvirt URI
+# Hooks: SM_LV_HOOKS="[NAME=]PATH ..." at `up` links each PATH as NAME (default: its base
+# name) into each host's /etc/libvirt/hooks/qemu.d/ (libvirt reads hooks when it starts).
 # Clients: tests/libvirt/vsh DIR A|B virsh-args..., or URI $(rig.sh uri DIR A).
 set -euo pipefail
 
-usage() { echo "usage: $0 up|down|status|uri DIR [A|B]" >&2; exit 2; }
+usage() { echo "usage: $0 up|down|status|restart|uri DIR [A|B]" >&2; exit 2; }
 [ $# -ge 2 ] || usage
 cmd=$1
 dir=$(realpath -m "$2")
@@ -60,9 +62,10 @@ migration_port_min = $min
 migration_port_max = $((min + 49))
 EOF
   echo 'uri_default = "qemu:///system"' >"$dir/$h/etc/libvirt.conf"
-  local hook
-  for hook in ${SM_LV_HOOKS:-}; do
-    ln -sfn "$(realpath "$hook")" "$dir/$h/etc/hooks/qemu.d/$(basename "$hook")"
+  local hook name
+  for hook in ${SM_LV_HOOKS:-}; do # PATH or NAME=PATH
+    name=$(basename "${hook%%=*}")
+    ln -sfn "$(realpath "${hook#*=}")" "$dir/$h/etc/hooks/qemu.d/$name"
   done
 }
 
@@ -75,35 +78,72 @@ pid_of() { # HOST -> libvirtd pid if it runs
 
 answering() { virsh -q -c "$(uri "$1")" version >/dev/null 2>&1; }
 
-start_host() { # HOST
-  local h=$1
-  if pid_of "$h" >/dev/null && answering "$h"; then return 0; fi
-  write_config "$h"
-  rm -f "$dir/$h/libvirtd.pid"
-  local m="" d
+anchor_of() { # HOST -> pid of the process holding the host's namespaces, if it runs
+  local p
+  p=$(cat "$dir/$1/anchor.pid" 2>/dev/null) || return 1
+  [ -n "$p" ] && kill -0 "$p" 2>/dev/null && [ -f "$dir/$1/run/.anchor" ] && echo "$p"
+}
+
+# The host's namespaces belong to an idle process (the anchor), not to libvirtd, so libvirtd
+# can be restarted into them while its domains run on.
+start_anchor() { # HOST
+  local h=$1 m="" d i
   for d in etc:/etc/libvirt run:/run/libvirt lib:/var/lib/libvirt cache:/var/cache/libvirt \
     log:/var/log/libvirt; do
     mkdir -p "${d#*:}"
     m+="mount --bind '$dir/$h/${d%%:*}' '${d#*:}' && "
   done
-  # One process from unshare to libvirtd (exec all the way): its pid is the daemon's, and the
-  # namespace lives as long as it or any QEMU it started.
+  rm -f "$dir/$h/run/.anchor"
   setsid unshare --uts --mount --propagation private sh -c \
-    "hostname $(host_name "$h") && $m exec /usr/sbin/libvirtd -p '$dir/$h/libvirtd.pid'" \
+    "hostname $(host_name "$h") && $m touch /run/libvirt/.anchor && exec sleep infinity" \
     </dev/null >>"$dir/$h/daemon.out" 2>&1 &
-  echo $! >"$dir/$h/unshare.pid"
-  local i
-  for i in $(seq 1 300); do
-    if answering "$h"; then
-      readlink "/proc/$(cat "$dir/$h/unshare.pid")/ns/mnt" >"$dir/$h/mntns"
+  echo $! >"$dir/$h/anchor.pid"
+  for i in $(seq 1 100); do
+    if anchor_of "$h" >/dev/null; then
+      readlink "/proc/$(cat "$dir/$h/anchor.pid")/ns/mnt" >"$dir/$h/mntns"
       return 0
     fi
-    kill -0 "$(cat "$dir/$h/unshare.pid")" 2>/dev/null || break
+    sleep 0.05
+  done
+  echo "rig: could not make the namespaces of host $h:" >&2
+  tail -n 5 "$dir/$h/daemon.out" >&2
+  return 1
+}
+
+start_daemon() { # HOST
+  local h=$1 anchor i
+  anchor=$(anchor_of "$h")
+  rm -f "$dir/$h/libvirtd.pid"
+  # nsenter execs libvirtd in place: the pid of this job is the daemon's.
+  setsid nsenter --target "$anchor" --mount --uts /usr/sbin/libvirtd -p "$dir/$h/libvirtd.pid" \
+    </dev/null >>"$dir/$h/daemon.out" 2>&1 &
+  local pid=$!
+  for i in $(seq 1 300); do
+    answering "$h" && return 0
+    kill -0 "$pid" 2>/dev/null || break
     sleep 0.1
   done
   echo "rig: libvirtd of host $h did not come up; its output:" >&2
   tail -n 20 "$dir/$h/daemon.out" "$dir/$h/log/libvirtd.log" >&2 2>/dev/null || true
   return 1
+}
+
+start_host() { # HOST
+  local h=$1
+  if pid_of "$h" >/dev/null && answering "$h"; then return 0; fi
+  if ! anchor_of "$h" >/dev/null; then
+    write_config "$h"
+    start_anchor "$h"
+  fi
+  start_daemon "$h"
+}
+
+stop_daemon() { # HOST: libvirtd only; its domains (and anything else in the namespace) run on
+  local h=$1 p i
+  if p=$(pid_of "$h"); then kill -TERM "$p" 2>/dev/null || true; fi
+  for i in $(seq 1 100); do pid_of "$h" >/dev/null || return 0; sleep 0.1; done
+  p=$(pid_of "$h") && kill -KILL "$p" 2>/dev/null
+  return 0
 }
 
 # Every process in HOST's mount namespace (libvirtd, its QEMUs, hook children).
@@ -125,17 +165,16 @@ stop_host() { # HOST
       timeout 20 virsh -q -c "$(uri "$h")" destroy "$d" >/dev/null 2>&1 || true
     done
   fi
-  if p=$(pid_of "$h"); then kill -TERM "$p" 2>/dev/null || true; fi
-  for i in $(seq 1 50); do pid_of "$h" >/dev/null || break; sleep 0.1; done
+  stop_daemon "$h"
   for i in $(seq 1 50); do # What is left in the namespace (QEMUs, filters...): SIGKILL.
     pids=$(ns_pids "$h")
-    p=$(cat "$dir/$h/unshare.pid" 2>/dev/null || true)
+    p=$(cat "$dir/$h/anchor.pid" 2>/dev/null || true)
     [ -n "$p" ] && kill -0 "$p" 2>/dev/null && pids+=" $p"
     [ -n "${pids// /}" ] || break
     kill -KILL $pids 2>/dev/null || true
     sleep 0.1
   done
-  rm -f "$dir/$h/mntns" "$dir/$h/libvirtd.pid" "$dir/$h/unshare.pid"
+  rm -f "$dir/$h/mntns" "$dir/$h/libvirtd.pid" "$dir/$h/anchor.pid" "$dir/$h/run/.anchor"
 }
 
 status_host() {
@@ -165,6 +204,11 @@ up)
   ;;
 down)
   for h in "${hosts[@]}"; do stop_host "$h"; done
+  ;;
+restart) # HOST: libvirtd stops and starts again in the same namespaces; domains run on
+  [ $# -ge 3 ] || usage
+  stop_daemon "$3"
+  start_daemon "$3"
   ;;
 status)
   rc=0

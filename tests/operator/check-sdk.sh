@@ -4,6 +4,10 @@
 # g_autoptr(json_object) cleanup (qmp.h must not have defined one for it) and links.
 set -euo pipefail
 build=${1:?build dir}
+compiler=${2:-cc}
+sanitize=${3:-none}
+cflags=()
+[ "$sanitize" = none ] || cflags=(-fsanitize="$sanitize")
 root=$(mktemp -d)
 trap 'rm -rf "$root"' EXIT
 meson install -C "$build" --no-rebuild --quiet --destdir "$root" >/dev/null
@@ -27,6 +31,6 @@ mkdir "$root/pc"
 sed "s|^prefix=|prefix=$root|" "$pc" >"$root/pc/libqmp.pc"
 flags=$(PKG_CONFIG_PATH=$root/pc pkg-config --cflags --libs libqmp)
 # shellcheck disable=SC2086
-cc -Wall -Werror -o "$root/consumer" "$root/consumer.c" $flags
+"$compiler" -Wall -Werror "${cflags[@]}" -o "$root/consumer" "$root/consumer.c" $flags
 LD_LIBRARY_PATH=$(dirname "$(dirname "$pc")") "$root/consumer" | grep -qx 1
 echo "libqmp consumer: ok"

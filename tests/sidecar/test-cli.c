@@ -2,6 +2,8 @@
  * exit codes in every --help, one message prefix, virsh's flag vocabulary and units, errors
  * that name the flag, the side and the address, and the JSON event encoding. No QEMU: every
  * case here ends before a VM is needed (or at an unreachable one). */
+#include <gio/gio.h>
+#include <gio/gunixsocketaddress.h>
 #include <glib.h>
 #include <glib/gstdio.h>
 #include <string.h>
@@ -203,6 +205,31 @@ static void test_json_events(void)
     g_assert_nonnull(strstr(r.out, "/nonexistent/src.qmp"));
 }
 
+/* A monitor another client holds: QEMU accepts the connection but never greets. The error
+ * names the side, the address and that likely cause (it was a bare "Timed out"). */
+static void test_held_monitor(void)
+{
+    g_autofree char *dir = g_dir_make_tmp("smcli-XXXXXX", NULL);
+    g_autofree char *path = g_build_filename(dir, "held.qmp", NULL);
+    g_autoptr(GSocket) sock =
+        g_socket_new(G_SOCKET_FAMILY_UNIX, G_SOCKET_TYPE_STREAM, G_SOCKET_PROTOCOL_DEFAULT, NULL);
+    g_autoptr(GSocketAddress) addr = g_unix_socket_address_new(path);
+    g_assert_true(g_socket_bind(sock, addr, TRUE, NULL));
+    g_assert_true(g_socket_listen(sock, NULL)); /* never accepted: no greeting */
+    g_autofree char *sm = binary("sidecar", "safe-migrate");
+    g_autofree char *dst = g_build_filename(dir, "dst.qmp", NULL);
+    g_auto(Run) r = {0};
+    g_assert_cmpint(run(&r, SM_ARGS("migrate", "--source", path, "--dest", dst, "--uri",
+                                    "unix:/nonexistent/m", "--config-dir", "/nonexistent")),
+                    ==, 3);
+    g_autofree char *want = g_strdup_printf("source QMP %s: ", path);
+    g_assert_nonnull(strstr(r.err, want));
+    g_assert_nonnull(strstr(r.err, "holding this monitor"));
+    g_socket_close(sock, NULL);
+    g_unlink(path);
+    g_rmdir(dir);
+}
+
 int main(int argc, char **argv)
 {
     g_test_init(&argc, &argv, NULL);
@@ -213,5 +240,6 @@ int main(int argc, char **argv)
     g_test_add_func("/cli/virsh-vocabulary", test_virsh_vocabulary);
     g_test_add_func("/cli/status-flags", test_status_flags);
     g_test_add_func("/cli/json-events", test_json_events);
+    g_test_add_func("/cli/held-monitor", test_held_monitor);
     return g_test_run();
 }

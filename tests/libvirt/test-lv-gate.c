@@ -1,0 +1,331 @@
+/* The gate under libvirt, scenario by scenario (issue 13 "Tests"): the hook of the build tree
+ * linked into both rig hosts, plain `virsh migrate` between them. Idle migrates first time and
+ * the guest reads right on the destination; a pending result is held (virsh fails, the guest
+ * finishes on the source with the right bytes) and the retry migrates, also with --p2p, on
+ * QEMU 10, after a libvirtd restart; kill -9 of the filter during a migration and
+ * `virsh domjobabort` during a held attempt leave the domain running on exactly one side,
+ * reachable, with its data intact. */
+#include "lv.h"
+
+#include <signal.h>
+#include <string.h>
+#include <unistd.h>
+
+typedef struct {
+    LvForm form;
+    RigQemu qemu;
+    const char *const *extra; /* more virsh migrate options */
+} GateCase;
+
+/* One gated domain on host A with the guest on it and its steady answers. */
+typedef struct {
+    char *name;
+    LvForm form;
+    RigGuest *guest;
+    guint8 inquiry[36], capacity[8];
+    LvHost on; /* where the guest is attached */
+} Vm;
+
+static gboolean skip_without_gate(void)
+{
+    g_autofree char *why = NULL;
+    if (!lv_rig_dir(&why)) {
+        g_test_skip(why);
+        return TRUE;
+    }
+    if (!g_getenv("SM_LV_HOOKS")) {
+        g_test_skip("no safe-migrate hook in the rig (SM_LV_HOOKS unset)");
+        return TRUE;
+    }
+    return FALSE;
+}
+
+static void vm_start(Vm *vm, const char *prefix, LvForm form, RigQemu qemu)
+{
+    static guint counter;
+    memset(vm, 0, sizeof *vm);
+    vm->name = g_strdup_printf("%s%u-%u", prefix, (guint)getpid(), ++counter);
+    vm->form = form;
+    LvDomainConfig config = {.name = vm->name, .form = form, .qemu = qemu};
+    lv_domain_create(LV_A, &config);
+    /* The hook put the filter on the monitor before libvirt connected. */
+    g_assert_cmpint(lv_wait_filter(LV_A, vm->name, 0, 5000), >, 0);
+    vm->guest = lv_guest_new(LV_A, vm->name);
+    lv_guest_settle(vm->guest, rig_cmd_inquiry(), vm->inquiry, sizeof vm->inquiry);
+    lv_guest_settle(vm->guest, rig_cmd_read_capacity(), vm->capacity, sizeof vm->capacity);
+}
+
+static void vm_stop(Vm *vm)
+{
+    lv_domain_destroy(LV_A, vm->name);
+    lv_domain_destroy(LV_B, vm->name);
+    rig_guest_free(vm->guest);
+    g_free(vm->name);
+}
+
+static void vm_attach(Vm *vm, LvHost host)
+{
+    g_autoptr(GError) error = NULL;
+    g_autofree char *path = lv_qtest_path(host, vm->name);
+    g_assert_true(rig_guest_attach_at(vm->guest, path, vm->name, &error));
+    g_assert_no_error(error);
+    vm->on = host;
+}
+
+/* Sector `lba` of the ISO (2048 bytes) as the guest reads it: libvirt's scsi-hd has 512-byte
+ * blocks, scsi-cd 2048-byte ones. */
+static void assert_sector(Vm *vm, guint32 lba)
+{
+    RigCommand read =
+        vm->form == LV_FORM_LIBVIRT ? rig_cmd_read10(lba * 4, 4) : rig_cmd_read10(lba, 1);
+    read.data_len = 2048;
+    guint8 got[2048], expected[2048];
+    lv_guest_answer(vm->guest, read, got, sizeof got);
+    g_assert_true(rig_iso_sector(lba, expected));
+    g_assert_cmpmem(got, sizeof got, expected, sizeof expected);
+}
+
+/* The domain runs on `host` only, unpaused, libvirt reaches QEMU through the filter, the
+ * gate is on it, and every next transaction of the guest there is byte-correct. */
+static void assert_healthy(Vm *vm, LvHost host)
+{
+    LvHost other = host == LV_A ? LV_B : LV_A;
+    g_assert_true(lv_domain_running(host, vm->name));
+    for (int i = 0; i < 100 && lv_domain_running(other, vm->name); i++)
+        g_usleep(50000); /* libvirt tears a cancelled destination down asynchronously */
+    g_assert_false(lv_domain_running(other, vm->name));
+    g_autofree char *status = lv_query_status(host, vm->name);
+    g_assert_cmpstr(status, ==, "running");
+    g_assert_cmpint(lv_wait_filter(host, vm->name, 0, 5000), >, 0);
+    if (vm->on != host)
+        vm_attach(vm, host);
+    guint8 inquiry[36], capacity[8];
+    lv_guest_answer(vm->guest, rig_cmd_inquiry(), inquiry, sizeof inquiry);
+    g_assert_cmpmem(inquiry, sizeof inquiry, vm->inquiry, sizeof vm->inquiry);
+    lv_guest_answer(vm->guest, rig_cmd_read_capacity(), capacity, sizeof capacity);
+    g_assert_cmpmem(capacity, sizeof capacity, vm->capacity, sizeof vm->capacity);
+    assert_sector(vm, 20);
+}
+
+/* Leaves a READ CAPACITY result waiting in the device. */
+static void leave_pending(Vm *vm)
+{
+    g_autoptr(GError) error = NULL;
+    RigCommand cmd = rig_cmd_read_capacity();
+    g_assert_true(rig_guest_send_cbw(vm->guest, 0, &cmd, NULL, &error));
+    g_assert_no_error(error);
+}
+
+/* The guest fetches the pending result where it runs: the bytes the source computed. */
+static void finish_pending(Vm *vm)
+{
+    g_autoptr(GError) error = NULL;
+    guint8 buf[8], status = 0xff;
+    g_assert_cmpint(rig_guest_data_in(vm->guest, 0, buf, sizeof buf, &error), ==, sizeof buf);
+    g_assert_no_error(error);
+    g_assert_true(rig_guest_read_csw(vm->guest, 0, &status, NULL, &error));
+    g_assert_no_error(error);
+    g_assert_cmpuint(status, ==, 0);
+    g_assert_cmpmem(buf, sizeof buf, vm->capacity, sizeof vm->capacity);
+}
+
+static void assert_held_message(const char *err)
+{
+    g_assert_nonnull(err);
+    g_assert_nonnull(strstr(err, "safe-migrate"));
+    g_assert_nonnull(strstr(err, "held"));
+}
+
+/* Idle: migrates at the first attempt, the guest reads right on B, B gates it too. */
+static void test_idle(gconstpointer data)
+{
+    const GateCase *c = data;
+    if (skip_without_gate())
+        return;
+    Vm vm;
+    vm_start(&vm, "idle", c->form, c->qemu);
+    g_autofree char *err = NULL;
+    int rc = lv_migrate(LV_A, vm.name, c->extra, &err);
+    g_test_message("virsh migrate: exit %d %s", rc, err);
+    g_assert_cmpint(rc, ==, 0);
+    assert_healthy(&vm, LV_B);
+    vm_stop(&vm);
+}
+
+/* Pending: virsh fails with the gate's message, nothing lost on A; the retry migrates. */
+static void test_held(gconstpointer data)
+{
+    const GateCase *c = data;
+    if (skip_without_gate())
+        return;
+    Vm vm;
+    vm_start(&vm, "held", c->form, c->qemu);
+    GPid qemu = lv_qemu_pid(LV_A, vm.name);
+    leave_pending(&vm);
+    g_autofree char *err = NULL;
+    int rc = lv_migrate(LV_A, vm.name, c->extra, &err);
+    g_test_message("virsh migrate (pending): exit %d %s", rc, err);
+    g_assert_cmpint(rc, !=, 0);
+    assert_held_message(err);
+    g_assert_cmpint(lv_qemu_pid(LV_A, vm.name), ==, qemu);
+    finish_pending(&vm);
+    assert_healthy(&vm, LV_A);
+
+    g_clear_pointer(&err, g_free);
+    rc = lv_migrate(LV_A, vm.name, c->extra, &err);
+    g_test_message("virsh migrate (retry): exit %d %s", rc, err);
+    g_assert_cmpint(rc, ==, 0);
+    assert_healthy(&vm, LV_B);
+    vm_stop(&vm);
+}
+
+static void restart_libvirtd(LvHost host)
+{
+    g_autofree char *why = NULL;
+    g_autofree char *rig =
+        g_build_filename(g_getenv("SM_SOURCE_ROOT"), "tests", "libvirt", "rig.sh", NULL);
+    const char *argv[] = {rig, "restart", lv_rig_dir(&why), lv_host_name(host), NULL};
+    int status = 0;
+    g_autoptr(GError) error = NULL;
+    g_assert_true(
+        g_spawn_sync(NULL, (char **)argv, NULL, 0, NULL, NULL, NULL, NULL, &status, &error));
+    g_assert_no_error(error);
+    g_assert_true(g_spawn_check_wait_status(status, NULL));
+}
+
+/* libvirtd restarts while the filter runs: libvirt reconnects through it, the gate holds. */
+static void test_libvirtd_restart(void)
+{
+    if (skip_without_gate())
+        return;
+    Vm vm;
+    vm_start(&vm, "rst", LV_FORM_LIBVIRT, RIG_QEMU_72);
+    GPid qemu = lv_qemu_pid(LV_A, vm.name);
+    restart_libvirtd(LV_A);
+    g_assert_cmpint(lv_qemu_pid(LV_A, vm.name), ==, qemu);
+    assert_healthy(&vm, LV_A);
+    leave_pending(&vm);
+    g_autofree char *err = NULL;
+    int rc = lv_migrate(LV_A, vm.name, NULL, &err);
+    g_test_message("virsh migrate (pending, after restart): exit %d %s", rc, err);
+    g_assert_cmpint(rc, !=, 0);
+    assert_held_message(err);
+    finish_pending(&vm);
+    assert_healthy(&vm, LV_A);
+    g_clear_pointer(&err, g_free);
+    g_assert_cmpint(lv_migrate(LV_A, vm.name, NULL, &err), ==, 0);
+    assert_healthy(&vm, LV_B);
+    vm_stop(&vm);
+}
+
+/* Guest RAM with real content, so that a migration throttled to 8 MiB/s lasts about two
+ * seconds: time to act while it runs. */
+static void make_migration_slow(Vm *vm)
+{
+    g_autoptr(GError) error = NULL;
+    g_assert_true(rig_guest_fill_ram(vm->guest, 0x100000, 16 << 20, 0x5a, &error));
+    g_assert_no_error(error);
+}
+
+/* Waits until libvirt reports the outgoing migration job of the domain on `host`. */
+static gboolean wait_job(LvHost host, const char *name, GSubprocess *migration)
+{
+    for (int i = 0; i < 500; i++) {
+        g_autofree char *out = NULL;
+        if (lv_virsh(host, &out, NULL, "domjobinfo", name, NULL) == 0 && strstr(out, "Unbounded"))
+            return TRUE;
+        if (g_subprocess_get_identifier(migration) == NULL) /* virsh already exited */
+            return FALSE;
+        g_usleep(20000);
+    }
+    return FALSE;
+}
+
+/* kill -9 of the source's filter while the migration runs: whatever the outcome, the domain
+ * runs on exactly one side, unpaused, reachable, gated again, data intact. */
+static void test_kill_mid_migration(gconstpointer data)
+{
+    gboolean pending = GPOINTER_TO_INT(data);
+    if (skip_without_gate())
+        return;
+    Vm vm;
+    vm_start(&vm, "kmid", LV_FORM_LIBVIRT, RIG_QEMU_72);
+    make_migration_slow(&vm);
+    if (pending)
+        leave_pending(&vm);
+    GPid filter = lv_filter_pid(LV_A, vm.name);
+    const char *extra[] = {"--bandwidth", "8", NULL};
+    g_autoptr(GSubprocess) migration = lv_migrate_start(LV_A, vm.name, extra);
+    g_assert_true(wait_job(LV_A, vm.name, migration));
+    g_assert_cmpint(kill(filter, SIGKILL), ==, 0);
+    g_autofree char *err = NULL;
+    int rc = lv_migrate_finish(migration, &err);
+    g_test_message("virsh migrate with the filter killed: exit %d %s", rc, err);
+    LvHost where = rc == 0 ? LV_B : LV_A;
+    if (pending) {
+        g_assert_cmpint(where, ==, LV_A); /* never switched over with a result pending */
+        finish_pending(&vm);
+    }
+    assert_healthy(&vm, where);
+    /* And the gate works for the next migration. */
+    g_clear_pointer(&err, g_free);
+    rc = lv_migrate(where, vm.name, NULL, &err);
+    g_test_message("next virsh migrate: exit %d %s", rc, err);
+    g_assert_cmpint(rc, ==, 0);
+    assert_healthy(&vm, where == LV_A ? LV_B : LV_A);
+    vm_stop(&vm);
+}
+
+/* `virsh domjobabort` again and again while a migration with a pending result runs (so some
+ * land while the filter holds libvirt's migrate-continue): the migration fails, the domain
+ * stays on A unpaused with the guest's data intact, and a retry migrates. */
+static void test_domjobabort(void)
+{
+    if (skip_without_gate())
+        return;
+    Vm vm;
+    vm_start(&vm, "abrt", LV_FORM_LIBVIRT, RIG_QEMU_72);
+    leave_pending(&vm);
+    g_autoptr(GSubprocess) migration = lv_migrate_start(LV_A, vm.name, NULL);
+    guint aborts = 0;
+    while (g_subprocess_get_identifier(migration)) {
+        if (lv_virsh(LV_A, NULL, NULL, "domjobabort", vm.name, NULL) == 0)
+            aborts++;
+        g_usleep(2000);
+    }
+    g_autofree char *err = NULL;
+    int rc = lv_migrate_finish(migration, &err);
+    g_test_message("virsh migrate under domjobabort (%u accepted): exit %d %s", aborts, rc, err);
+    g_assert_cmpint(rc, !=, 0);
+    finish_pending(&vm);
+    assert_healthy(&vm, LV_A);
+    g_clear_pointer(&err, g_free);
+    g_assert_cmpint(lv_migrate(LV_A, vm.name, NULL, &err), ==, 0);
+    assert_healthy(&vm, LV_B);
+    vm_stop(&vm);
+}
+
+int main(int argc, char **argv)
+{
+    g_test_init(&argc, &argv, NULL);
+    static const char *const p2p[] = {"--p2p", NULL};
+    static const GateCase hd72 = {LV_FORM_LIBVIRT, RIG_QEMU_72, NULL};
+    static const GateCase cd72 = {LV_FORM_BOT_CD, RIG_QEMU_72, NULL};
+    static const GateCase hd72p2p = {LV_FORM_LIBVIRT, RIG_QEMU_72, p2p};
+    static const GateCase hd10 = {LV_FORM_LIBVIRT, RIG_QEMU_10, NULL};
+    g_test_add_data_func("/libvirt/gate/idle/7.2/scsi-hd", &hd72, test_idle);
+    g_test_add_data_func("/libvirt/gate/idle/7.2/scsi-cd", &cd72, test_idle);
+    g_test_add_data_func("/libvirt/gate/idle-p2p/7.2/scsi-hd", &hd72p2p, test_idle);
+    g_test_add_data_func("/libvirt/gate/idle/10.0/scsi-hd", &hd10, test_idle);
+    g_test_add_data_func("/libvirt/gate/held/7.2/scsi-hd", &hd72, test_held);
+    g_test_add_data_func("/libvirt/gate/held/7.2/scsi-cd", &cd72, test_held);
+    g_test_add_data_func("/libvirt/gate/held-p2p/7.2/scsi-hd", &hd72p2p, test_held);
+    g_test_add_data_func("/libvirt/gate/held/10.0/scsi-hd", &hd10, test_held);
+    g_test_add_func("/libvirt/gate/libvirtd-restart", test_libvirtd_restart);
+    g_test_add_data_func("/libvirt/gate/kill-filter/mid-migration/idle", GINT_TO_POINTER(FALSE),
+                         test_kill_mid_migration);
+    g_test_add_data_func("/libvirt/gate/kill-filter/mid-migration/pending", GINT_TO_POINTER(TRUE),
+                         test_kill_mid_migration);
+    g_test_add_func("/libvirt/gate/domjobabort", test_domjobabort);
+    return g_test_run();
+}
