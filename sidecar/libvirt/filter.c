@@ -20,6 +20,7 @@
 #include <unistd.h>
 
 #include "filter.h"
+#include "sm-config.h" /* SM_CONFIG_DIR */
 #include "qmp.h"
 
 #define MAX_FDS 16
@@ -582,7 +583,7 @@ int main(int argc, char **argv)
     sm_policy_init(&f.policy);
     /* A policy that does not load leaves a plain relay: the domain must stay reachable. */
     f.gate_on =
-        sm_lv_load_policy(&f.policy, config_dir ? config_dir : "/etc/safe-migrate", domain, &error);
+        sm_lv_load_policy(&f.policy, config_dir ? config_dir : SM_CONFIG_DIR, domain, &error);
     if (!f.gate_on)
         g_warning("gate off for %s: %s", domain, error->message);
     Peer *peers[] = {&f.libvirt, &f.qemu, &f.probe};
