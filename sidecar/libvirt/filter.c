@@ -81,7 +81,9 @@ static void line_free(Line *line)
 static Line *line_new(const char *data, gsize len, GArray *fds)
 {
     Line *line = g_new0(Line, 1);
-    line->data = g_memdup2(data, len);
+    line->data = g_malloc(len + 1); /* NUL-terminated for the JSON parser, sent without it */
+    memcpy(line->data, data, len);
+    line->data[len] = 0;
     line->len = len;
     line->fds = fds;
     return line;
