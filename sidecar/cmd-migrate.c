@@ -421,8 +421,9 @@ int sm_cmd_recover(int argc, char **argv)
     g_autoptr(GOptionContext) ctx =
         g_option_context_new("- release a VM left mid-migration by a gate that died");
     g_option_context_add_main_entries(ctx, recover_entries, NULL);
-    g_option_context_set_summary(ctx, "Exit codes: 0 the VM runs on the source, 2 usage error,\n"
-                                      "3 unreachable, 6 VM state uncertain (check it).");
+    g_option_context_set_summary(
+        ctx, "Exit codes: 0 the VM runs, on one side (the summary says which),\n"
+             "2 usage error, 3 unreachable, 6 VM state uncertain (check it).");
     g_autoptr(GError) error = NULL;
     if (!g_option_context_parse(ctx, &argc, &argv, &error) || !opt_recover_source) {
         g_printerr("safe-migrate recover: %s\n", error ? error->message : "--source is required");
