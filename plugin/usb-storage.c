@@ -877,7 +877,9 @@ static gboolean inspect(const SmProbe *probe, QmpClient *qmp, SmDevice *device, 
     }
     r = record_luns(qmp, device, paths, types, error);
     if (r == QOM_REFUSED) {
-        sm_device_set_fact(device, FACT_LUNS, NULL); /* not understood: unknown verdict */
+        sm_device_set_fact(device, FACT_LUNS, NULL);
+        sm_device_set_fact(device, SM_FACT_UNSUPPORTED,
+                           "the addresses of the SCSI devices on its bus could not be read");
     }
     return r != QOM_LOST;
 }
