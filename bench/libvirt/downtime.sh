@@ -4,8 +4,9 @@
 # and migrated N times with no hook, then N times with the build tree's safe-migrate hook
 # (libvirtd restarted in between: it reads hooks when it starts), alternating in blocks.
 # Reports per mode the median / p90 of: `virsh create` (hook + filter start-up included), the
-# wall time of `virsh migrate`, and QEMU's own downtime from `virsh domjobinfo --completed`,
-# with the gated/plain ratio.
+# wall time of `virsh migrate`, QEMU's own downtime from `virsh domjobinfo --completed`, and
+# the median and p99 round trip of a QMP command through libvirt (bench/libvirt/qmp-latency.c,
+# 500 query-status per round), with the gated/plain ratio and what the filter adds.
 #   bench/libvirt/downtime.sh [-n ROUNDS] [-b BUILD_DIR]
 set -euo pipefail
 top=$(cd "$(dirname "$0")/../.." && pwd)
@@ -14,7 +15,10 @@ while getopts "n:b:" o; do
   case $o in n) rounds=$OPTARG ;; b) build=$(realpath "$OPTARG") ;; *) exit 2 ;; esac
 done
 hook=$build/sidecar/libvirt/safe-migrate-libvirt-hook
-[ -x "$hook" ] || { echo "no $hook: build first (ninja -C $build)" >&2; exit 1; }
+latency=$build/bench/libvirt-qmp-latency
+for f in "$hook" "$latency"; do
+  [ -x "$f" ] || { echo "no $f: build first (ninja -C $build)" >&2; exit 1; }
+done
 rig=$top/tests/libvirt/rig.sh
 dir=$(mktemp -d /tmp/smlvbench-XXXXXX)
 trap '"$rig" down "$dir" >/dev/null 2>&1; rm -rf "$dir"' EXIT
@@ -50,12 +54,14 @@ assert s.makefile().readline().startswith("OK")
 EOF
 }
 
-one_round() { # MODE: appends "create migrate downtime" in ms to $dir/MODE
+one_round() { # MODE: appends "create migrate downtime" (ms) "rtt-median rtt-p99" (us) to $dir/MODE
   local t0 t1 t2 down
   t0=$(now_ms)
   vsh A create "$dir/data/bench.xml" >/dev/null
   t1=$(now_ms)
   fill_ram
+  local rtt
+  rtt=$("$latency" "$(uri A)" bench 500)
   t2=$(now_ms)
   vsh A migrate --live bench "qemu+unix:///system?socket=$dir/B/run/libvirt-sock" \
     --migrateuri tcp://127.0.0.1 --listen-address 127.0.0.1
@@ -63,7 +69,7 @@ one_round() { # MODE: appends "create migrate downtime" in ms to $dir/MODE
   t3=$(now_ms)
   down=$(vsh B domjobinfo --completed bench | awk '/Total downtime/ {print $3}')
   vsh B destroy bench >/dev/null
-  echo "$((t1 - t0)) $((t3 - t2)) ${down:-NA}" >>"$dir/$1"
+  echo "$((t1 - t0)) $((t3 - t2)) ${down:-NA} $rtt" >>"$dir/$1"
 }
 
 block=5
@@ -81,13 +87,19 @@ stats() { # FILE COLUMN -> "median p90"
 }
 echo "libvirt $(virsh --version), QEMU 7.2 ($(/usr/bin/qemu-system-x86_64 --version | head -1 |
   awk '{print $4}')), $rounds rounds per mode, 64 MiB guest with 48 MiB written"
-printf '| %-28s | %-15s | %-15s | %-12s |\n' "ms (median / p90)" plain gated "ratio (med)"
+printf '| %-28s | %-15s | %-15s | %-12s |\n' "median / p90 of rounds" plain gated "ratio (med)"
 printf '|%s|%s|%s|%s|\n' ------------------------------ ----------------- ----------------- --------------
+adds=""
 col=1
-for what in "virsh create" "virsh migrate (wall)" "downtime (QEMU)"; do
+for what in "virsh create, ms" "virsh migrate (wall), ms" "downtime (QEMU), ms" \
+  "QMP round trip median, us" "QMP round trip p99, us"; do
   read -r pm pp <<<"$(stats "$dir/plain" $col)"
   read -r gm gp <<<"$(stats "$dir/gated" $col)"
   ratio=$(awk -v a="$gm" -v b="$pm" 'BEGIN {if (b > 0) printf "%.2f", a / b; else print "-"}')
   printf '| %-28s | %-15s | %-15s | %-12s |\n' "$what" "$pm / $pp" "$gm / $gp" "$ratio"
+  [ $col -ge 4 ] && adds+=" $((${gm%.*} - ${pm%.*}))"
   col=$((col + 1))
 done
+read -r add_median add_p99 <<<"$adds"
+echo "the filter adds to each relayed QMP command: $add_median us (median of round medians)," \
+  "$add_p99 us (median of round p99s)"
