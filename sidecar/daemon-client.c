@@ -255,10 +255,17 @@ static const char *or_dash(const char *s)
     return s ? s : "-";
 }
 
+/* The number of elements of an array, 0 for anything else (a daemon reply of the wrong
+ * shape must not trip json-c's assertion). */
+static size_t array_length(json_object *a)
+{
+    return json_object_is_type(a, json_type_array) ? json_object_array_length(a) : 0;
+}
+
 static void print_devices_table(json_object *devices)
 {
     printf("%-28s %-8s %-5s %-32s %s\n", "DEVICE", "STATE", "SAFE", "PENDING", "FIX");
-    for (size_t i = 0; devices && i < json_object_array_length(devices); i++) {
+    for (size_t i = 0; i < array_length(devices); i++) {
         json_object *d = json_object_array_get_idx(devices, i);
         json_object *pending = json_object_object_get(d, "pending");
         const char *what = NULL;
@@ -368,12 +375,12 @@ int sm_cmd_list(int argc, char **argv)
     }
     printf("%-16s %-13s %-13s %-8s %-10s %s\n", "VM", "CONNECTION", "RUNSTATE", "QEMU", "MIGRATION",
            "USB STORAGE");
-    for (size_t i = 0; i < json_object_array_length(vms); i++) {
+    for (size_t i = 0; i < array_length(vms); i++) {
         json_object *vm = json_object_array_get_idx(vms, i);
         json_object *report = json_object_object_get(vm, "report");
         json_object *devices = json_object_object_get(report ? report : vm, "devices");
         GString *devs = g_string_new(NULL);
-        for (size_t j = 0; devices && j < json_object_array_length(devices); j++) {
+        for (size_t j = 0; j < array_length(devices); j++) {
             json_object *d = json_object_array_get_idx(devices, j);
             g_string_append_printf(devs, "%s%s (fix %s%s%s)", j ? ", " : "",
                                    str_of(d, "id") ? str_of(d, "id")

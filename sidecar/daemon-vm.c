@@ -32,13 +32,14 @@ typedef struct {
     VmJobDone done;
     gpointer data;
     Mig *mig;
-    char *address;
+    char *address, *dest_address;
     ProbeBatch *batch;
 } Job;
 
 static void job_free(Job *job)
 {
     g_free(job->address);
+    g_free(job->dest_address);
     g_free(job);
 }
 
@@ -89,6 +90,7 @@ void vm_unref(Vm *vm)
     if (vm->wctx)
         g_main_context_unref(vm->wctx);
     g_free(vm->source_qmp);
+    g_free(vm->dest_qmp);
     g_free(vm->plugin_dir);
     g_free(vm->name);
     g_free(vm->marker);
@@ -112,7 +114,7 @@ static void push_job(Vm *vm, Job *job)
 {
     static guint64 seq; /* main thread only */
     job->seq = ++seq;
-    g_async_queue_push_sorted(vm->jobs, job, job_order, NULL);
+    sm_queue_push_sorted(vm->jobs, job, job_order);
     g_main_context_wakeup(vm->wctx);
 }
 
@@ -124,11 +126,12 @@ void vm_stop(Vm *vm)
     g_main_context_wakeup(vm->wctx);
 }
 
-void vm_set_address(Vm *vm, const char *source_qmp)
+void vm_set_address(Vm *vm, const char *source_qmp, const char *dest_qmp)
 {
     Job *job = g_new0(Job, 1);
     job->kind = JOB_ADDRESS;
     job->address = g_strdup(source_qmp);
+    job->dest_address = g_strdup(dest_qmp);
     push_job(vm, job);
 }
 
@@ -145,18 +148,18 @@ void vm_probe(Vm *vm, VmJobDone done, gpointer data)
 {
     ASSERT_MAIN(vm->daemon);
     Waiter w = {done, data};
-    g_mutex_lock(&vm->probe_lock);
+    sm_lock(&vm->probe_lock);
     ProbeBatch *b = vm->probe_next;
     if (b && !b->started) {
         g_array_append_val(b->waiters, w);
-        g_mutex_unlock(&vm->probe_lock);
+        sm_unlock(&vm->probe_lock);
         return;
     }
     b = g_new0(ProbeBatch, 1);
     b->waiters = g_array_new(FALSE, FALSE, sizeof(Waiter));
     g_array_append_val(b->waiters, w);
     vm->probe_next = b;
-    g_mutex_unlock(&vm->probe_lock);
+    sm_unlock(&vm->probe_lock);
     Job *job = g_new0(Job, 1);
     job->kind = JOB_PROBE;
     job->batch = b;
@@ -166,7 +169,7 @@ void vm_probe(Vm *vm, VmJobDone done, gpointer data)
 void vm_cancel_queued_probe(Vm *vm, const char *why)
 {
     ASSERT_MAIN(vm->daemon);
-    g_mutex_lock(&vm->probe_lock);
+    sm_lock(&vm->probe_lock);
     ProbeBatch *b = vm->probe_next;
     g_autoptr(GArray) waiters = NULL;
     if (b && !b->started) {
@@ -175,7 +178,7 @@ void vm_cancel_queued_probe(Vm *vm, const char *why)
         b->waiters = g_array_new(FALSE, FALSE, sizeof(Waiter));
         vm->probe_next = NULL;
     }
-    g_mutex_unlock(&vm->probe_lock);
+    sm_unlock(&vm->probe_lock);
     if (!waiters)
         return;
     g_autoptr(GError) error = g_error_new_literal(G_IO_ERROR, G_IO_ERROR_BUSY, why);
@@ -438,7 +441,7 @@ static void check_stranded(Vm *vm)
         drop_status(vm);
         g_autofree char *summary = NULL;
         g_autoptr(GError) e = NULL;
-        int code = sm_recover(vm->source_qmp, vm->policy.dest_qmp, &summary, &e);
+        int code = sm_recover(vm->source_qmp, vm->dest_qmp, &summary, &e);
         vm_log(vm, code == SM_EXIT_OK ? G_LOG_LEVEL_MESSAGE : G_LOG_LEVEL_WARNING,
                "%s: recovered (exit code %d): %s", vm->name, code,
                summary ? summary
@@ -453,12 +456,12 @@ static void check_stranded(Vm *vm)
 /* Takes the batch off the main thread's hands; FALSE if a migration cancelled it. */
 static gboolean start_batch(Vm *vm, Job *job)
 {
-    g_mutex_lock(&vm->probe_lock);
+    sm_lock(&vm->probe_lock);
     job->batch->started = TRUE;
     if (vm->probe_next == job->batch)
         vm->probe_next = NULL;
     gboolean cancelled = job->batch->cancelled;
-    g_mutex_unlock(&vm->probe_lock);
+    sm_unlock(&vm->probe_lock);
     if (cancelled)
         g_clear_pointer(&job->batch, batch_free);
     return !cancelled;
@@ -486,7 +489,7 @@ static void run_recover(Vm *vm, Job *job)
     drop_status(vm);
     GError *error = NULL;
     g_autofree char *summary = NULL;
-    int code = sm_recover(vm->source_qmp, vm->policy.dest_qmp, &summary, &error);
+    int code = sm_recover(vm->source_qmp, vm->dest_qmp, &summary, &error);
     json_object *o = json_object_new_object();
     json_object_object_add(o, "exit_code", json_object_new_int(code));
     json_object_object_add(o, "summary", json_strv(summary));
@@ -505,9 +508,9 @@ static void run_migration(Vm *vm, Job *job)
     int code = sm_migration_run(mig->engine);
     /* The engine's QMP clients have their sources on this context: they are closed here,
      * on the thread that owns them, never by the main thread while this one iterates. */
-    g_mutex_lock(&mig->lock);
+    sm_lock(&mig->lock);
     SmMigration *engine = g_steal_pointer(&mig->engine);
-    g_mutex_unlock(&mig->lock);
+    sm_unlock(&mig->lock);
     sm_migration_free(engine);
     mig_finished_from_worker(mig, code);
 }
@@ -529,7 +532,7 @@ static gpointer vm_thread(gpointer data)
 
     while (!g_atomic_int_get(&vm->stop)) {
         Job *job;
-        while (!g_atomic_int_get(&vm->stop) && (job = g_async_queue_try_pop(vm->jobs))) {
+        while (!g_atomic_int_get(&vm->stop) && (job = sm_queue_try_pop(vm->jobs))) {
             switch (job->kind) {
             case JOB_PROBE:
                 run_probe(vm, job);
@@ -548,6 +551,8 @@ static gpointer vm_thread(gpointer data)
                 drop_status(vm);
                 g_free(vm->source_qmp);
                 vm->source_qmp = g_strdup(job->address);
+                g_free(vm->dest_qmp);
+                vm->dest_qmp = g_strdup(job->dest_address);
                 next_connect = 0;
                 backoff_ms = 0;
                 break;
@@ -617,7 +622,7 @@ static gpointer vm_thread(gpointer data)
     g_clear_pointer(&vm->registry, sm_registry_free);
     /* Jobs nobody will run: their completions still reach the main thread. */
     Job *job;
-    while ((job = g_async_queue_try_pop(vm->jobs))) {
+    while ((job = sm_queue_try_pop(vm->jobs))) {
         /* A cancelled probe's waiters were answered already. */
         gboolean cancelled = job->kind == JOB_PROBE && !start_batch(vm, job);
         if (!cancelled && (job->done || job->batch))
@@ -637,6 +642,7 @@ void vm_start(Vm *vm)
     g_assert(!vm->thread && vm->policy.source_qmp);
     vm->wctx = g_main_context_new();
     vm->source_qmp = g_strdup(vm->policy.source_qmp);
+    vm->dest_qmp = g_strdup(vm->policy.dest_qmp);
     vm->plugin_dir = g_strdup(vm->policy.plugin_dir);
     vm->registry = sm_registry_new();
     g_autoptr(GError) error = NULL;

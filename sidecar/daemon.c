@@ -122,7 +122,7 @@ typedef struct {
 static void run_posts(Daemon *d)
 {
     Post *p;
-    while ((p = g_async_queue_try_pop(d->inbox))) {
+    while ((p = sm_queue_try_pop(d->inbox))) {
         p->func(p->data);
         if (p->destroy)
             p->destroy(p->data);
@@ -144,7 +144,7 @@ void daemon_post(Daemon *d, GSourceFunc func, gpointer data, GDestroyNotify dest
     p->destroy = destroy;
     /* One queue for all workers keeps every VM's events in the order they were made; the
      * idle source only wakes the main thread to drain it. */
-    g_async_queue_push(d->inbox, p);
+    sm_queue_push(d->inbox, p);
     GSource *s = g_idle_source_new();
     g_source_set_callback(s, drain, d, NULL);
     g_source_attach(s, d->ctx);
@@ -252,14 +252,15 @@ static json_object *reload(Daemon *d)
             sm_policy_clear(&p);
             continue;
         }
-        gboolean moved = vm->has_policy && g_strcmp0(vm->policy.source_qmp, p.source_qmp) != 0;
+        gboolean moved = vm->has_policy && (g_strcmp0(vm->policy.source_qmp, p.source_qmp) != 0 ||
+                                            g_strcmp0(vm->policy.dest_qmp, p.dest_qmp) != 0);
         sm_policy_clear(&vm->policy);
         vm->policy = p;
         vm->has_policy = TRUE;
         if (!vm->thread)
             vm_start(vm);
         else if (moved)
-            vm_set_address(vm, vm->policy.source_qmp);
+            vm_set_address(vm, vm->policy.source_qmp, vm->policy.dest_qmp);
     }
     GHashTableIter it;
     gpointer key, value;
@@ -452,10 +453,10 @@ void mig_finished_from_worker(Mig *mig, int exit_code)
 void mig_cancel(Mig *mig, int signum)
 {
     ASSERT_MAIN(mig->vm->daemon);
-    g_mutex_lock(&mig->lock);
+    sm_lock(&mig->lock);
     if (mig->engine && !mig->done)
         sm_migration_request_cancel(mig->engine, signum);
-    g_mutex_unlock(&mig->lock);
+    sm_unlock(&mig->lock);
 }
 
 void mig_mark(Mig *mig)

@@ -107,9 +107,9 @@ struct Vm {
     GMutex probe_lock;
     struct ProbeBatch *probe_next; /* the queued (not started) probe, under probe_lock */
     GAsyncQueue *jobs;
-    gint stop;        /* atomic */
-    gboolean stopped; /* main: the thread said it exited */
-    char *source_qmp; /* worker's copy, replaced by a job */
+    gint stop;                   /* atomic */
+    gboolean stopped;            /* main: the thread said it exited */
+    char *source_qmp, *dest_qmp; /* worker's copies, replaced by a job */
     char *plugin_dir;
     SmRegistry *registry;
     QmpClient *qmp;
@@ -124,7 +124,7 @@ void vm_start(Vm *vm);
 /* Asks the worker to end; the VM leaves the table when it did. */
 void vm_stop(Vm *vm);
 /* A new source address for the status connection. */
-void vm_set_address(Vm *vm, const char *source_qmp);
+void vm_set_address(Vm *vm, const char *source_qmp, const char *dest_qmp);
 /* The VM as `list` shows it (new object). */
 json_object *vm_to_json(Vm *vm);
 
@@ -167,6 +167,55 @@ void mig_unmark(Mig *mig);
 
 /* Thread ownership, asserted at every boundary a comment names: the main thread owns the
  * default context (acquired for the daemon's whole life), a worker its VM's context. */
+/* Hand-offs between threads go through GLib (GAsyncQueue, GMutex), whose futex-based locks
+ * ThreadSanitizer cannot see: these wrappers tell it (a no-op in other builds), so that the
+ * TSan run of the daemon tests reports real races only. */
+#if defined(__SANITIZE_THREAD__)
+#define SM_TSAN 1
+#elif defined(__has_feature)
+#if __has_feature(thread_sanitizer)
+#define SM_TSAN 1
+#endif
+#endif
+#ifdef SM_TSAN
+#include <sanitizer/tsan_interface.h>
+#define TSAN_RELEASE(p) __tsan_release((void *)(p))
+#define TSAN_ACQUIRE(p) __tsan_acquire((void *)(p))
+#else
+#define TSAN_RELEASE(p) ((void)(p))
+#define TSAN_ACQUIRE(p) ((void)(p))
+#endif
+/* The queue's own lock, as TSan should see it: every operation acquires and releases it. */
+static inline void sm_queue_push(GAsyncQueue *q, gpointer item)
+{
+    TSAN_ACQUIRE(q);
+    g_async_queue_push(q, item);
+    TSAN_RELEASE(q);
+}
+static inline void sm_queue_push_sorted(GAsyncQueue *q, gpointer item, GCompareDataFunc func)
+{
+    TSAN_ACQUIRE(q);
+    g_async_queue_push_sorted(q, item, func, NULL);
+    TSAN_RELEASE(q);
+}
+static inline gpointer sm_queue_try_pop(GAsyncQueue *q)
+{
+    TSAN_ACQUIRE(q);
+    gpointer item = g_async_queue_try_pop(q);
+    TSAN_RELEASE(q);
+    return item;
+}
+static inline void sm_lock(GMutex *m)
+{
+    g_mutex_lock(m);
+    TSAN_ACQUIRE(m);
+}
+static inline void sm_unlock(GMutex *m)
+{
+    TSAN_RELEASE(m);
+    g_mutex_unlock(m);
+}
+
 #define ASSERT_MAIN(d) g_assert(g_main_context_is_owner((d)->ctx))
 #define ASSERT_WORKER(vm) g_assert(g_main_context_is_owner((vm)->wctx))
 

@@ -9,6 +9,7 @@
 
 #include <errno.h>
 #include <fcntl.h>
+#include <gio/gunixsocketaddress.h>
 #include <grp.h>
 #include <signal.h>
 #include <string.h>
@@ -616,6 +617,60 @@ static void test_stranded(void)
     rig_pair_clear(&q);
 }
 
+/* ---- The CLI against a daemon answering ill-shaped replies -------------------------------- */
+
+typedef struct {
+    GSocket *listener;
+    const char *reply;
+} FakeDaemon;
+
+static gpointer fake_daemon_thread(gpointer data)
+{
+    FakeDaemon *f = data;
+    g_autoptr(GSocket) conn = g_socket_accept(f->listener, NULL, NULL);
+    if (!conn)
+        return NULL;
+    char buf[4096];
+    g_socket_receive(conn, buf, sizeof buf, NULL, NULL);
+    g_socket_send(conn, f->reply, strlen(f->reply), NULL, NULL);
+    g_socket_close(conn, NULL);
+    return NULL;
+}
+
+static void test_cli_ill_shaped_daemon(void)
+{
+    static const char *const replies[] = {
+        "{\"ok\":true,\"vms\":5}\n",
+        "{\"ok\":true,\"vms\":[{\"name\":\"x\",\"devices\":{}}]}\n",
+        "{\"ok\":true,\"vms\":[7,null,\"x\"]}\n",
+        "[1,2]\n",
+    };
+    g_autofree char *dir = g_dir_make_tmp("smfake-XXXXXX", NULL);
+    g_autofree char *path = g_build_filename(dir, "s", NULL);
+    for (guint i = 0; i < G_N_ELEMENTS(replies); i++) {
+        g_autoptr(GError) error = NULL;
+        g_autoptr(GSocketAddress) addr = g_unix_socket_address_new(path);
+        FakeDaemon f = {g_socket_new(G_SOCKET_FAMILY_UNIX, G_SOCKET_TYPE_STREAM,
+                                     G_SOCKET_PROTOCOL_DEFAULT, &error),
+                        replies[i]};
+        unlink(path);
+        g_assert_true(g_socket_bind(f.listener, addr, TRUE, &error));
+        g_assert_true(g_socket_listen(f.listener, &error));
+        GThread *t = g_thread_new("fake-daemon", fake_daemon_thread, &f);
+        g_autofree char *bin = bin_path("safe-migrate");
+        const char *argv[] = {bin, "--daemon", path, "list", NULL};
+        int status = 0;
+        g_assert_true(g_spawn_sync(NULL, (char **)argv, NULL, G_SPAWN_STDOUT_TO_DEV_NULL, NULL,
+                                   NULL, NULL, NULL, &status, &error));
+        g_thread_join(t);
+        g_object_unref(f.listener);
+        g_test_message("%s -> status %d", replies[i], status);
+        g_assert_true(WIFEXITED(status)); /* an answer, not a json-c assert */
+    }
+    unlink(path);
+    rmdir(dir);
+}
+
 int main(int argc, char **argv)
 {
     g_test_init(&argc, &argv, NULL);
@@ -628,5 +683,6 @@ int main(int argc, char **argv)
     g_test_add_func("/daemon-hostile/ill-typed-qemu", test_ill_typed_qemu);
     g_test_add_func("/daemon-hostile/probe-flood", test_probe_flood);
     g_test_add_func("/daemon-hostile/stranded", test_stranded);
+    g_test_add_func("/daemon-hostile/cli-ill-shaped-daemon", test_cli_ill_shaped_daemon);
     return g_test_run();
 }
