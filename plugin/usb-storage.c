@@ -5,6 +5,7 @@
 #define G_LOG_DOMAIN "sm-usb-storage"
 
 #include "probe.h"
+#include "qmp-commands.h"
 
 #include <string.h>
 
@@ -586,12 +587,13 @@ static SmDeviceVerdict *analyse(const SmProbe *probe, const SmStream *stream,
     if (!sm_stream_is_complete(stream)) {
         return sm_verdict_set_unknown(v, "device state stream: %s", sm_stream_get_error(stream));
     }
+    /* What no wait can change is final: the gate refuses it rather than holds. */
     if (!device->dev_path) {
-        return sm_verdict_set_unknown(v, "cannot tell which state section is this device's");
+        return sm_verdict_set_unsupported(v, "cannot tell which state section is this device's");
     }
     g_autoptr(GArray) luns = luns_from_facts(device);
     if (!luns) {
-        return sm_verdict_set_unknown(v, "the SCSI devices on its bus are not known");
+        return sm_verdict_set_unsupported(v, "the SCSI devices on its bus are not known");
     }
     g_autofree char *msd_id = g_strdup_printf("%s/usb-storage", device->dev_path);
     Msd m = {0};
@@ -626,8 +628,9 @@ static SmDeviceVerdict *analyse(const SmProbe *probe, const SmStream *stream,
 
 typedef enum { QOM_OK, QOM_REFUSED, QOM_LOST } QomResult;
 
-/* qom-list (prop NULL) or qom-get, type-checked: a reply of another JSON type than `want`
- * counts as refused (QEMU's answer is not one we understand), never as a value. */
+/* qom-list (prop NULL) or qom-get, type-checked by libqmp's typed layer: a reply of another
+ * JSON type than `want` counts as refused (QEMU's answer is not one we understand), never as a
+ * value. */
 static QomResult qom(QmpClient *qmp, const char *path, const char *prop, json_type want,
                      json_object **out, char **klass, GError **error)
 {
@@ -637,13 +640,15 @@ static QomResult qom(QmpClient *qmp, const char *path, const char *prop, json_ty
         json_object_object_add(args, "property", json_object_new_string(prop));
     }
     g_autoptr(GError) e = NULL;
-    g_autoptr(json_object) v = qmp_client_execute(qmp, prop ? "qom-get" : "qom-list", args, &e);
-    if (!v && e && !g_error_matches(e, QMP_ERROR, QMP_ERROR_COMMAND)) {
+    g_autoptr(json_object) v =
+        qmp_command_execute(qmp, prop ? "qom-get" : "qom-list", args, NULL, 0, 0, want, &e);
+    if (!v && !g_error_matches(e, QMP_ERROR, QMP_ERROR_COMMAND) &&
+        !g_error_matches(e, QMP_ERROR, QMP_ERROR_PROTOCOL)) {
         g_propagate_error(error, g_steal_pointer(&e));
         return QOM_LOST;
     }
-    if (!v || !json_object_is_type(v, want)) {
-        if (klass && e) {
+    if (!v) {
+        if (klass) {
             *klass = g_strdup(qmp_error_get_class(e));
         }
         return QOM_REFUSED;

@@ -218,6 +218,9 @@ static gboolean duration_component(const char **p, guint64 bare_us, guint64 *out
         place /= 10;
         us += (guint64)(*f - '0') * place;
     }
+    /* Below 1us but not zero ("0.0001ms") is 1us: only a written zero may mean "none". */
+    if (us == 0 && strspn(*p, "0.") < (gsize)(frac_end - *p))
+        us = 1;
     *out_us = MIN(us, max_us + 1);
     *p = s;
     return TRUE;

@@ -21,6 +21,7 @@
 
 #include "filter.h"
 #include "qmp.h"
+#include "sm-config.h" /* SM_CONFIG_DIR, from meson's sysconfdir */
 
 #define MAX_FDS 16
 #define MAX_LINE (16u * 1024u * 1024u)
@@ -545,7 +546,7 @@ int main(int argc, char **argv)
     sm_policy_init(&f.policy);
     /* A policy that does not load leaves a plain relay: the domain must stay reachable. */
     f.gate_on =
-        sm_lv_load_policy(&f.policy, config_dir ? config_dir : "/etc/safe-migrate", domain, &error);
+        sm_lv_load_policy(&f.policy, config_dir ? config_dir : SM_CONFIG_DIR, domain, &error);
     if (!f.gate_on)
         g_warning("gate off for %s: %s", domain, error->message);
     Peer *peers[] = {&f.libvirt, &f.qemu, &f.probe};

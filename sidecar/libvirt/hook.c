@@ -19,6 +19,7 @@
 #include <unistd.h>
 
 #include "sm-libvirt.h"
+#include "sm-config.h" /* SM_CONFIG_DIR, from meson's sysconfdir */
 
 #define MAX_XML (16 * 1024 * 1024)
 #define READY_TIMEOUT_MS 5000
@@ -232,8 +233,7 @@ int main(int argc, char **argv)
 {
     g_autofree char *config_dir = NULL, *lib_dir = NULL, *log_dir = NULL;
     GOptionEntry entries[] = {
-        {"config-dir", 0, 0, G_OPTION_ARG_FILENAME, &config_dir, "default /etc/safe-migrate",
-         "DIR"},
+        {"config-dir", 0, 0, G_OPTION_ARG_FILENAME, &config_dir, "default " SM_CONFIG_DIR, "DIR"},
         {"libvirt-dir", 0, 0, G_OPTION_ARG_FILENAME, &lib_dir, "default " SM_LV_DEFAULT_LIB_DIR,
          "DIR"},
         {"log-dir", 0, 0, G_OPTION_ARG_FILENAME, &log_dir, "default /var/log/libvirt/qemu", "DIR"},
@@ -261,7 +261,7 @@ int main(int argc, char **argv)
     const char *name = d.name->len ? d.name->str : argv[1];
     SmPolicy policy;
     sm_policy_init(&policy);
-    const char *cdir = config_dir ? config_dir : "/etc/safe-migrate";
+    const char *cdir = config_dir ? config_dir : SM_CONFIG_DIR;
     g_autofree char *dir = NULL;
     gboolean ok =
         sm_lv_load_policy(&policy, cdir, name, &error) &&

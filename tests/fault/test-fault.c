@@ -342,6 +342,7 @@ typedef enum {
     FAULT_PREPARE_HANGS,   /* dest-prepare (and a child of it) never returns */
     FAULT_SIGHUP,          /* SIGHUP at the stop point (an ssh drop) */
     FAULT_SIGQUIT,         /* SIGQUIT at the stop point */
+    FAULT_SIGINT,          /* SIGINT at the stop point */
     FAULT_STALL_SRC,       /* the source stops answering commands; then SIGINT */
 } Fault;
 
@@ -527,6 +528,9 @@ static void test_fault(gconstpointer data)
         case FAULT_SIGQUIT:
             kill(g->pid, SIGQUIT);
             break;
+        case FAULT_SIGINT:
+            kill(g->pid, SIGINT);
+            break;
         case FAULT_STALL_SRC:
             proxy_request(src_proxy, PROXY_STALL);
             break;
@@ -650,6 +654,9 @@ static const FaultCase cases[] = {
     {"sigquit/pre-switchover", RIG_QEMU_10, "pc", FAULT_SIGQUIT, "pre-switchover", TRUE, FALSE,
      131},
     {"sigquit/dest-prepare", RIG_QEMU_72, "pc", FAULT_SIGQUIT, "dest-prepare", TRUE, FALSE, 131},
+    /* after migrate-continue nothing is called off: QEMU's outcome stands (migrated) */
+    {"sigint/switching", RIG_QEMU_72, "pc", FAULT_SIGINT, "switching", FALSE, FALSE, 0},
+    {"sigint/switching", RIG_QEMU_10, "pc", FAULT_SIGINT, "switching", FALSE, FALSE, 0},
     /* a source that stops answering mid-probe: SIGINT still acts at once */
     {"stall-source/pre-switchover+SIGINT", RIG_QEMU_72, "pc", FAULT_STALL_SRC, "iterating", TRUE,
      FALSE, 130},

@@ -1,8 +1,29 @@
 /* libFuzzer target for the device-state stream walker and the usb-storage probe: any input
- * must give a verdict (unknown with a reason when in doubt), never a crash or a bad read. */
+ * must give a verdict (unknown with a reason when in doubt), never a crash or a bad read;
+ * and "safe" only for an idle device or one whose every pending request migrates. */
 #include "probe.h"
 
 #include <stdint.h>
+
+/* Safe means switching over now loses nothing: idle, or busy with all the state inside the
+ * stream. A final verdict is an unknown one. */
+static gboolean verdict_consistent(const SmDeviceVerdict *v)
+{
+    if (v->final && (v->state != SM_STATE_UNKNOWN || v->safe))
+        return FALSE;
+    if (!v->safe)
+        return TRUE;
+    if (v->state == SM_STATE_IDLE)
+        return TRUE;
+    if (v->state != SM_STATE_BUSY || !v->pending || v->pending->len == 0)
+        return FALSE;
+    for (guint i = 0; i < v->pending->len; i++) {
+        const SmPendingRequest *r = g_ptr_array_index(v->pending, i);
+        if (!r->migrates)
+            return FALSE;
+    }
+    return TRUE;
+}
 
 int LLVMFuzzerTestOneInput(const uint8_t *data, size_t size);
 
@@ -20,7 +41,8 @@ int LLVMFuzzerTestOneInput(const uint8_t *data, size_t size)
                 sm_device_new("/machine/peripheral/usbcd", "usbcd", "usb-storage", paths[p]);
             sm_device_set_fact(dev, SM_FACT_FIX, fixes[f]);
             SmDeviceVerdict *v = probe->analyse(probe, stream, dev);
-            if (!v || !v->reason || (v->state == SM_STATE_UNKNOWN && v->safe)) {
+            if (!v || !v->reason || (v->state == SM_STATE_UNKNOWN && v->safe) ||
+                !verdict_consistent(v)) {
                 __builtin_trap();
             }
             json_object_put(sm_verdict_to_json(v));

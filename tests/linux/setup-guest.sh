@@ -1,6 +1,7 @@
 #!/usr/bin/env bash
 # Builds the real-Linux test guest from Debian packages into a private directory: the
-# distribution kernel (vmlinuz), an initramfs with busybox-static, the USB/SCSI/CD-ROM modules,
+# distribution kernel (vmlinuz), an initramfs with busybox-static, the USB (UHCI, EHCI, xHCI) and
+# SCSI CD-ROM and disk modules,
 # the guest's init script and the static SG_IO workload program. Nothing is installed
 # system-wide for it. Idempotent: does nothing when its inputs have not changed.
 # Usage: tests/linux/setup-guest.sh [DIR]   (default: .guest under the source tree)
@@ -41,7 +42,8 @@ PATH=$PATH:/usr/sbin:/sbin depmod -b "$out/pkg" "$kver"
 
 # Modules in load order: each one's dependencies (modules.dep lists them last-loaded first)
 # before itself, each once. EHCI first: it must own the ports before its UHCI companions.
-wanted=(ehci-hcd ehci-pci uhci-hcd usb-storage cdrom sr_mod isofs)
+# xHCI for the qemu-xhci configurations, sd_mod for USB sticks and usb-bot disk LUNs.
+wanted=(ehci-hcd ehci-pci uhci-hcd xhci-hcd xhci-pci usb-storage sd_mod cdrom sr_mod isofs)
 root="$out/root"
 mkdir -p "$root"/{bin,dev,proc,sys,cd,tmp,lib/modules}
 order=()
@@ -71,5 +73,7 @@ mv "$out/initrd.gz.new" "$out/initrd.gz"
 cp "$out/pkg/boot/vmlinuz-$kver" "$out/vmlinuz"
 echo "$kver" >"$out/kernel-version"
 rm -rf "$out/pkg"
+# What this guest can do, for the test to check before asking for it.
+echo "cd ehci uhci xhci disk" >"$out/features"
 echo "$stamp" >"$out/stamp"
 echo "linux guest built in $out: kernel $kver, modules: $(tr '\n' ' ' <"$root/lib/modules/order")"

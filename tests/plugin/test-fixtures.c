@@ -411,6 +411,7 @@ static void test_uas(void)
         g_autoptr(SmReport) r = fixture_report(f, NULL);
         g_assert_cmpint(only(r)->state, ==, SM_STATE_UNKNOWN);
         g_assert_cmpstr(only(r)->reason, ==, why);
+        g_assert_true(only(r)->final);
         g_assert_true(json_object_get_boolean(detail(only(r), "unsupported")));
     }
 }
@@ -423,6 +424,7 @@ static void test_unsupported_fact(void)
     g_autoptr(SmReport) r = fixture_report(f, NULL);
     g_assert_cmpint(only(r)->state, ==, SM_STATE_UNKNOWN);
     g_assert_cmpstr(only(r)->reason, ==, "a reason");
+    g_assert_true(only(r)->final);
 }
 
 static void test_json_shape(void)

@@ -494,6 +494,32 @@ static void test_stick_write_migrates(gconstpointer data)
     }
 }
 
+/* `status` while a migration waits at pre-switchover: refused, and the migration is left as
+ * it was (a capture there would rewrite the run state the destination resumes with). */
+static void test_cli_at_switchover(void)
+{
+    g_autoptr(GError) error = NULL;
+    RigVmConfig cfg = {.qemu = RIG_QEMU_72, .name = "sw"};
+    g_autoptr(RigVm) src = rig_vm_start(&cfg, &error);
+    g_assert_no_error(error);
+    cfg.incoming = TRUE;
+    g_autoptr(RigVm) dst = rig_vm_start(&cfg, &error);
+    g_assert_no_error(error);
+    static const char *const caps[] = {"pause-before-switchover", "events", NULL};
+    g_autofree char *st = rig_migrate(src, dst, caps, &error);
+    g_assert_no_error(error);
+    g_assert_cmpstr(st, ==, "pre-switchover");
+    g_autofree char *addr = g_strdup_printf("unix:%s", rig_vm_sidecar_qmp_path(src));
+    g_autofree char *out = NULL;
+    const char *args[] = {"status", "--qmp", addr, "--json", NULL};
+    g_assert_cmpint(run_cli(args, &out), ==, 1);
+    g_assert_cmpstr(out, ==, "");
+    static const char *const still[] = {"pre-switchover", NULL};
+    g_autofree char *now = rig_wait_migration_status(src, still, 1000, &error);
+    g_assert_cmpstr(now, ==, "pre-switchover");
+    qmp_ok(src, "migrate_cancel", NULL);
+}
+
 int main(int argc, char **argv)
 {
     g_test_init(&argc, &argv, NULL);
@@ -517,6 +543,7 @@ int main(int argc, char **argv)
         g_test_add_data_func(p7, &configs[i], test_stick_write_migrates);
     }
     g_test_add_func("/live/plugin-dir", test_plugin_dir);
+    g_test_add_func("/live/7.2/pc/cli-at-switchover", test_cli_at_switchover);
     g_test_add_func("/live/10.0/pc/fix-enabled-loses-data", test_fix_enabled_loses_data);
     return g_test_run();
 }

@@ -75,7 +75,11 @@ static void test_systemd_durations(void)
                 {"0.25s", 250},
                 {"1h 1min 1s 1ms", 3661001},
                 {"1 minute", 60000},
-                {"2m", 120000}};
+                {"2m", 120000},
+                /* Tiny but not zero is not "none" (0): it rounds up. */
+                {"0.0001ms", 1},
+                {"0s", 0},
+                {"0.0 min", 0}};
     for (guint i = 0; i < G_N_ELEMENTS(good); i++) {
         gint64 v = -1;
         g_autoptr(GError) error = NULL;
@@ -200,6 +204,24 @@ static void test_mistakes_are_located(void)
     g_rmdir(dir);
 }
 
+/* A probe without a time limit would let a capture that never answers keep the guest
+ * stopped at pre-switchover for good: 0 is refused, with the key named. */
+static void test_probe_timeout_zero(void)
+{
+    SmPolicy p;
+    sm_policy_init(&p);
+    g_autoptr(GError) error = NULL;
+    g_assert_false(sm_policy_apply(&p, "probe-timeout", "0", &error));
+    g_assert_error(error, SM_POLICY_ERROR, SM_POLICY_ERROR_VALUE);
+    g_assert_nonnull(strstr(error->message, "--probe-timeout"));
+    g_clear_error(&error);
+    g_assert_false(sm_policy_apply(&p, "probe-timeout", "0ms", &error));
+    g_clear_error(&error);
+    g_assert_true(sm_policy_apply(&p, "probe-timeout", "1ms", &error));
+    g_assert_cmpint(p.probe_timeout_ms, ==, 1);
+    sm_policy_clear(&p);
+}
+
 static void test_missing_required(void)
 {
     g_autofree char *dir = g_dir_make_tmp("smpolicy-XXXXXX", NULL);
@@ -257,5 +279,6 @@ int main(int argc, char **argv)
     g_test_add_func("/policy/systemd-durations", test_systemd_durations);
     g_test_add_func("/policy/loader-edges", test_loader_edges);
     g_test_add_func("/policy/missing-required", test_missing_required);
+    g_test_add_func("/policy/probe-timeout-zero", test_probe_timeout_zero);
     return g_test_run();
 }

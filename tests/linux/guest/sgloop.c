@@ -1,5 +1,6 @@
 /* Guest-side workload of the real-Linux suite: issues SG_IO INQUIRY, READ CAPACITY(10) and
- * MODE SENSE(10) to the CD-ROM in a loop and checks every answer against the first one. Built
+ * MODE SENSE(10) (the CD capabilities page of a CD-ROM, every page of a disk) to a device in a
+ * loop and checks every answer against the first one. Built
  * static by tests/linux/setup-guest.sh; prints mismatches on stdout (the serial console). */
 #include <errno.h>
 #include <fcntl.h>
@@ -74,6 +75,11 @@ int main(int argc, char **argv)
     const char *dev = argc > 1 ? argv[1] : "/dev/sr0";
     const char *counts = argc > 2 ? argv[2] : "/tmp/sg.count";
     useconds_t pause_us = argc > 3 ? (useconds_t)strtoul(argv[3], NULL, 10) : 0;
+    if (strncmp(dev, "/dev/sd", 7) == 0) {
+        /* A disk has no CD capabilities page: every page it answers instead (0x3f). */
+        commands[2].name = "mode-sense-all";
+        commands[2].cdb[2] = 0x3f;
+    }
     int fd = open(dev, O_RDONLY | O_NONBLOCK);
     if (fd < 0) {
         printf("MISMATCH sg open %s: %s\n", dev, strerror(errno));
