@@ -31,7 +31,8 @@ struct SmMigration {
     SmRegistry *registry;
     GMutex context_lock; /* guards context: sm_migration_request_cancel reads it anywhere */
     GMainContext *context;
-    gint n_cancels; /* atomic: cancel requests so far */
+    gint n_cancels;            /* atomic: cancel requests so far */
+    GCancellable *cancellable; /* cancelled by a cancel request: interrupts connects */
 
     QmpClient *src, *dst;
     /* What QEMU had before the gate changed it (see save_settings), per side; NULL until
@@ -200,6 +201,7 @@ void sm_migration_request_cancel(SmMigration *m, int signum)
 {
     g_atomic_int_set(&m->cancel_signal, signum ? signum : -1);
     g_atomic_int_inc(&m->n_cancels);
+    g_cancellable_cancel(m->cancellable);
     g_mutex_lock(&m->context_lock);
     if (m->context) {
         if (!m->abandon_source) {
@@ -670,10 +672,23 @@ static const SmDeviceVerdict *first_unsafe(const SmReport *report)
 /* ------------------------------------------------------------------------------------- */
 /* Steps */
 
+static void store_result(GObject *source, GAsyncResult *result, gpointer data)
+{
+    (void)source;
+    *(GAsyncResult **)data = g_object_ref(result);
+}
+
+/* Connects on the migration's context; a cancel request cuts the handshake short (until the
+ * switchover: after it, connecting is how the outcome is verified). */
 static QmpClient *connect_vm(SmMigration *m, const char *address, guint timeout_ms, GError **error)
 {
     GError *local = NULL;
-    QmpClient *c = qmp_client_connect(address, timeout_ms, &local);
+    g_autoptr(GAsyncResult) result = NULL;
+    qmp_client_connect_async(address, timeout_ms, m->switching ? NULL : m->cancellable,
+                             store_result, &result);
+    while (!result)
+        g_main_context_iteration(m->context, TRUE);
+    QmpClient *c = qmp_client_connect_finish(result, &local);
     if (c) {
         qmp_client_set_default_timeout(c, QMP_COMMAND_TIMEOUT_MS);
         return c;
@@ -1206,6 +1221,7 @@ SmMigration *sm_migration_new(const SmPolicy *policy, SmEventFunc func, gpointer
     m->emit_data = user_data;
     m->dst_fix = g_hash_table_new_full(g_str_hash, g_str_equal, g_free, NULL);
     g_mutex_init(&m->context_lock);
+    m->cancellable = g_cancellable_new();
     return m;
 }
 
@@ -1239,6 +1255,7 @@ void sm_migration_free(SmMigration *m)
     g_clear_pointer(&m->src_saved, json_object_put);
     g_clear_pointer(&m->dst_saved, json_object_put);
     g_clear_pointer(&m->capture, sm_capture_free);
+    g_clear_object(&m->cancellable);
     g_clear_pointer(&m->devices, g_ptr_array_unref);
     g_free(m->src_machine);
     g_free(m->dst_machine);
@@ -1508,7 +1525,10 @@ static int judge(SmMigration *m, const SmReport *paused_report)
     const SmReport *report = m->resumed ? NULL : paused_report;
     gint64 wait_us = 0;
     if (!report) {
-        /* Resumed since preflight: a running VM now, stopped here by the migration. */
+        /* Resumed since preflight: a running VM now, stopped here by the migration. (One
+         * paused again before the switchover cannot be told apart from events alone: its
+         * STOP and the switchover's look alike; it is judged, and expected on the
+         * destination, as running.) */
         m->src_was_running = m->src_was_running || m->resumed;
         fresh = probe_at_switchover(m, &wait_us, &error);
         if (!fresh) {
@@ -1566,6 +1586,8 @@ int sm_migration_run(SmMigration *m)
     m->src = connect_vm(m, p->source_qmp, CONNECT_TIMEOUT_MS, &error);
     if (m->src)
         m->dst = connect_vm(m, p->dest_qmp, CONNECT_TIMEOUT_MS, &error);
+    if (cancel_requested(m))
+        return finish(m, interrupted_code(m), "interrupted", NULL, -1, -1, NULL);
     if (!m->src || !m->dst)
         return finish(m, SM_EXIT_UNREACHABLE, "refused", NULL, -1, -1, error);
     qmp_client_set_disconnect_handler(m->src, on_src_disconnect, m, NULL);

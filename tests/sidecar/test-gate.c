@@ -5,6 +5,9 @@
 #include <gio/gio.h>
 #include <signal.h>
 #include <string.h>
+#include <sys/socket.h>
+#include <sys/un.h>
+#include <unistd.h>
 
 /* ---- Cases ------------------------------------------------------------------------------ */
 
@@ -524,6 +527,31 @@ static void test_human_output(void)
     rig_pair_clear(&p);
 }
 
+/* A monitor that accepts but never greets (a hung QEMU): the handshake would wait for its
+ * timeout; a signal cuts it short and nothing has started. */
+static void test_interrupt_while_connecting(void)
+{
+    g_autofree char *path = g_build_filename(rig_tmpdir(), "mute.sock", NULL);
+    struct sockaddr_un sa = {.sun_family = AF_UNIX};
+    g_strlcpy(sa.sun_path, path, sizeof sa.sun_path);
+    int fd = socket(AF_UNIX, SOCK_STREAM | SOCK_CLOEXEC, 0);
+    g_assert_cmpint(bind(fd, (struct sockaddr *)&sa, sizeof sa), ==, 0);
+    g_assert_cmpint(listen(fd, 4), ==, 0);
+    g_autofree char *addr = g_strdup_printf("unix:%s", path);
+    g_autofree char *dst = g_strdup_printf("unix:%s/nothing-here", rig_tmpdir());
+    g_autofree char *uri = rig_migration_uri();
+    g_autoptr(Gate) g =
+        gate_start("migrate", "--source", addr, "--dest", dst, "--uri", uri, "--json", NULL);
+    json_object *ev = gate_until(g, "start");
+    g_assert_nonnull(ev);
+    json_object_put(ev);
+    g_usleep(200 * 1000);
+    kill((pid_t)g_ascii_strtoll(g_subprocess_get_identifier(g->proc), NULL, 10), SIGINT);
+    g_assert_cmpint(gate_wait(g), ==, 130);
+    g_assert_cmpstr(result_str(g, "result"), ==, "interrupted");
+    close(fd);
+}
+
 static void test_unreachable(void)
 {
     const char *args[] = {"migrate", "--source", "unix:/nonexistent/qmp",
@@ -609,6 +637,7 @@ int main(int argc, char **argv)
     g_test_add_func("/gate/recover-after-dead-gate", test_recover_after_dead_gate);
     g_test_add_func("/gate/bad-policy", test_bad_policy);
     g_test_add_func("/gate/unreachable", test_unreachable);
+    g_test_add_func("/gate/interrupt-while-connecting", test_interrupt_while_connecting);
     g_test_add_func("/gate/human-output", test_human_output);
     g_test_add_func("/gate/held-on-csw", test_held_on_csw);
     g_test_add_func("/gate/recover-checks-both-sides", test_recover_checks_both_sides);
