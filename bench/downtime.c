@@ -25,6 +25,10 @@ typedef struct {
     GArray *downtime, *total, *wall; /* ms, double */
 } Series;
 
+/* From the gated runs' own events: the capture at pre-switchover, the wait from the event to
+ * it, and the CLI's start to its first `migrate` (connects, preflight, caps, discovery). */
+static GArray *gate_probe_us, *gate_wait_us, *gate_start_ms;
+
 static void series_init(Series *s)
 {
     s->downtime = g_array_new(FALSE, FALSE, sizeof(double));
@@ -84,6 +88,16 @@ static gboolean gated_migration(Pair *p, Series *s, GError **error)
     Gate *g = gate_spawn(args, error);
     if (!g)
         return FALSE;
+    json_object *ev;
+    while ((ev = gate_next(g))) {
+        if (g_str_equal(event_name(ev), "attempt") && event_int(ev, "attempt", 0) == 1)
+            add(gate_start_ms, (double)event_int(ev, "t_ms", 0));
+        if (g_str_equal(event_name(ev), "pre-switchover")) {
+            add(gate_probe_us, (double)event_int(ev, "probe_us", 0));
+            add(gate_wait_us, (double)event_int(ev, "wait_us", 0));
+        }
+        json_object_put(ev);
+    }
     int code = gate_finish(g);
     double wall = elapsed_ms(t0);
     const char *result =
@@ -98,13 +112,36 @@ static gboolean gated_migration(Pair *p, Series *s, GError **error)
     return record(p, s, wall, error);
 }
 
+/* The guest-visible stop of a probe on a running VM, by QEMU's own STOP and RESUME event
+ * timestamps (status and list --probe stop, capture and resume). */
+typedef struct {
+    gint64 stop_us;
+    GArray *stopped; /* us, double */
+} StopWatch;
+
+static void on_run_event(QmpClient *client, const char *name, json_object *data,
+                         gint64 timestamp_us, gpointer user_data)
+{
+    StopWatch *w = user_data;
+    (void)client, (void)data;
+    if (g_str_equal(name, "STOP"))
+        w->stop_us = timestamp_us;
+    else if (g_str_equal(name, "RESUME") && w->stop_us > 0) {
+        add(w->stopped, (double)(timestamp_us - w->stop_us));
+        w->stop_us = 0;
+    }
+}
+
 static void probe_latency(Pair *p)
 {
+    g_autoptr(GArray) stopped = g_array_new(FALSE, FALSE, sizeof(double));
+    StopWatch watch = {0, stopped};
     g_autoptr(GArray) rtt = g_array_new(FALSE, FALSE, sizeof(double));
     g_autoptr(GArray) probe = g_array_new(FALSE, FALSE, sizeof(double));
     g_autoptr(GArray) capture = g_array_new(FALSE, FALSE, sizeof(double));
     SmRegistry *registry = sm_registry_new();
     QmpClient *qmp = rig_vm_qmp(p->src);
+    guint sub = qmp_client_subscribe(qmp, NULL, on_run_event, &watch, NULL);
     gsize bytes = 0;
     for (int i = 0; i < opt_probe_runs; i++) {
         g_autoptr(GError) error = NULL;
@@ -122,6 +159,7 @@ static void probe_latency(Pair *p)
         bytes = report->stream_bytes;
         sm_report_free(report);
     }
+    qmp_client_unsubscribe(qmp, sub);
     sm_registry_free(registry);
     printf("\nProbe on the running VM (%s, %d runs, %" G_GSIZE_FORMAT "-byte device state):\n",
            rig_qemu_name(p->qemu), opt_probe_runs, bytes);
@@ -132,6 +170,10 @@ static void probe_latency(Pair *p)
            percentile(capture, 90));
     printf("  %-44s %10.0f %10.0f\n", "whole probe (discover + capture + parse)", median(probe),
            percentile(probe, 90));
+    if (stopped->len > 0)
+        printf("  %-44s %10.0f %10.0f (p99 %.0f, %u stops)\n",
+               "guest stopped (QEMU's STOP to RESUME)", median(stopped), percentile(stopped, 90),
+               percentile(stopped, 99), stopped->len);
 }
 
 static void parse_time(void)
@@ -170,6 +212,9 @@ int main(int argc, char **argv)
     if (!p)
         g_error("cannot start the VM pair: %s", error->message);
 
+    gate_probe_us = g_array_new(FALSE, FALSE, sizeof(double));
+    gate_wait_us = g_array_new(FALSE, FALSE, sizeof(double));
+    gate_start_ms = g_array_new(FALSE, FALSE, sizeof(double));
     Series plain, gated;
     series_init(&plain);
     series_init(&gated);
@@ -194,6 +239,15 @@ int main(int argc, char **argv)
     printf(
         "  (wall: plain = migrate-incoming to 'completed' seen; safe-migrate = process start to\n"
         "   exit, including connects, preflight probe and verification)\n");
+    printf("\nInside the gated runs (their pre-switchover and attempt events):\n"
+           "  %-44s %10s %10s\n",
+           "", "median", "p90");
+    printf("  %-44s %10.0f %10.0f\n", "capture at pre-switchover (us)", median(gate_probe_us),
+           percentile(gate_probe_us, 90));
+    printf("  %-44s %10.0f %10.0f\n", "event to capture (us)", median(gate_wait_us),
+           percentile(gate_wait_us, 90));
+    printf("  %-44s %10.0f %10.0f\n", "CLI start to first migrate (ms)", median(gate_start_ms),
+           percentile(gate_start_ms, 90));
     probe_latency(p);
     parse_time();
     pair_free(p);

@@ -3,6 +3,7 @@
 #define G_LOG_DOMAIN "sm-capture"
 
 #include "probe.h"
+#include "qmp-commands.h"
 
 #include <errno.h>
 #include <fcntl.h>
@@ -12,22 +13,25 @@
 
 #define FACT_USB_CONTROLLER "usb.controller_dev_path"
 
-/* A command with one or two string arguments (k2 may be NULL). */
-static json_object *qmp_call(QmpClient *qmp, const char *cmd, const char *k1, const char *v1,
-                             const char *k2, const char *v2, GError **error)
+/* A command with one or two string arguments (k2 may be NULL) whose reply must have type
+ * `expect` (libqmp's typed layer checks it: another type is a QMP_ERROR_PROTOCOL error). */
+static json_object *qmp_call(QmpClient *qmp, const char *cmd, json_type expect, const char *k1,
+                             const char *v1, const char *k2, const char *v2, GError **error)
 {
     g_autoptr(json_object) args = json_object_new_object();
     json_object_object_add(args, k1, json_object_new_string(v1));
     if (k2) {
         json_object_object_add(args, k2, json_object_new_string(v2));
     }
-    return qmp_client_execute(qmp, cmd, args, error);
+    return qmp_command_execute(qmp, cmd, args, NULL, 0, 0, expect, error);
 }
 
-/* A QEMU-side refusal (error reply) is an answer; anything else means the VM is gone. */
+/* A QEMU-side refusal (error reply), or a reply of a type we do not understand, is an answer;
+ * anything else means the VM is gone. */
 static gboolean is_command_error(const GError *e)
 {
-    return g_error_matches(e, QMP_ERROR, QMP_ERROR_COMMAND);
+    return g_error_matches(e, QMP_ERROR, QMP_ERROR_COMMAND) ||
+           g_error_matches(e, QMP_ERROR, QMP_ERROR_PROTOCOL);
 }
 
 static void to_unreachable(GError **error, GError *e)
@@ -152,24 +156,10 @@ GBytes *sm_capture_device_state(QmpClient *qmp, GError **error)
 
 /* ---- Discovery -------------------------------------------------------------------------- */
 
-/* A reply of another JSON type than asked for is QEMU saying something we do not understand:
- * treated as a refusal (QMP_ERROR_COMMAND), never read as a value. */
-static json_object *typed(json_object *v, json_type want, const char *what, GError **error)
-{
-    if (v && !json_object_is_type(v, want)) {
-        g_set_error(error, QMP_ERROR, QMP_ERROR_COMMAND, "%s: unexpected reply type %s", what,
-                    json_type_to_name(json_object_get_type(v)));
-        json_object_put(v);
-        return NULL;
-    }
-    return v;
-}
-
 static char *qom_get_string(QmpClient *qmp, const char *path, const char *prop, GError **error)
 {
     g_autoptr(json_object) v =
-        typed(qmp_call(qmp, "qom-get", "path", path, "property", prop, error), json_type_string,
-              "qom-get", error);
+        qmp_call(qmp, "qom-get", json_type_string, "path", path, "property", prop, error);
     if (!v) {
         return NULL;
     }
@@ -182,7 +172,8 @@ static gboolean qom_get_int(QmpClient *qmp, const char *path, const char *prop, 
                             gboolean *found, GError **error)
 {
     g_autoptr(GError) e = NULL;
-    g_autoptr(json_object) v = qmp_call(qmp, "qom-get", "path", path, "property", prop, &e);
+    g_autoptr(json_object) v =
+        qmp_call(qmp, "qom-get", json_type_int, "path", path, "property", prop, &e);
     *found = FALSE;
     if (!v) {
         if (is_command_error(e)) {
@@ -190,9 +181,6 @@ static gboolean qom_get_int(QmpClient *qmp, const char *path, const char *prop, 
         }
         g_propagate_error(error, g_steal_pointer(&e));
         return FALSE;
-    }
-    if (!json_object_is_type(v, json_type_int)) {
-        return TRUE;
     }
     *out = json_object_get_int64(v);
     *found = TRUE;
@@ -236,12 +224,9 @@ static GHashTable *usb_ports_by_id(QmpClient *qmp)
 {
     GHashTable *map = g_hash_table_new_full(g_str_hash, g_str_equal, g_free, g_free);
     g_autoptr(GError) e = NULL;
-    g_autoptr(json_object) out =
-        qmp_call(qmp, "human-monitor-command", "command-line", "info usb", NULL, NULL, &e);
+    g_autoptr(json_object) out = qmp_call(qmp, "human-monitor-command", json_type_string,
+                                          "command-line", "info usb", NULL, NULL, &e);
     if (!out) {
-        return map;
-    }
-    if (!json_object_is_type(out, json_type_string)) {
         return map;
     }
     g_auto(GStrv) lines = g_strsplit(json_object_get_string(out), "\n", -1);
@@ -293,6 +278,14 @@ static gboolean resolve_usb_path(QmpClient *qmp, SmDevice *dev, GHashTable **por
         return TRUE;
     }
     sm_device_set_fact(dev, FACT_USB_CONTROLLER, ctrl_path);
+    /* Its QOM type ("usb-ehci", "qemu-xhci"...): probes judge what the controller keeps. */
+    g_autofree char *ctrl_type = qom_get_string(qmp, ctrl, "type", &e);
+    if (!ctrl_type && !is_command_error(e)) {
+        g_propagate_error(error, g_steal_pointer(&e));
+        return FALSE;
+    }
+    g_clear_error(&e);
+    sm_device_set_fact(dev, SM_FACT_USB_CONTROLLER_TYPE, ctrl_type);
     g_autofree char *port = qom_get_string(qmp, dev->qom_path, "port", &e);
     if (!port && !is_command_error(e)) {
         g_propagate_error(error, g_steal_pointer(&e));
@@ -322,8 +315,7 @@ static gboolean discover_in(QmpClient *qmp, const SmRegistry *registry, const ch
 {
     g_autoptr(GError) e = NULL;
     g_autoptr(json_object) list =
-        typed(qmp_call(qmp, "qom-list", "path", container, NULL, NULL, &e), json_type_array,
-              "qom-list", &e);
+        qmp_call(qmp, "qom-list", json_type_array, "path", container, NULL, NULL, &e);
     if (!list) {
         if (g_strcmp0(qmp_error_get_class(e), "DeviceNotFound") == 0) {
             return TRUE;
@@ -493,7 +485,7 @@ static char *reply_member(QmpClient *qmp, const char *command, const char *membe
 {
     g_autoptr(GError) e = NULL;
     g_autoptr(json_object) r =
-        typed(qmp_client_execute(qmp, command, NULL, &e), json_type_object, command, &e);
+        qmp_command_execute(qmp, command, NULL, NULL, 0, 0, json_type_object, &e);
     json_object *v;
     if (!r) {
         to_unreachable(error, g_steal_pointer(&e));

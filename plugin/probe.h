@@ -127,6 +127,8 @@ SmFix sm_device_get_fix(const SmDevice *device); /* SM_FIX_UNKNOWN when not set 
  * verdict (always unknown, with this reason), so the gate refuses it at preflight, from
  * discovery alone. */
 #define SM_FACT_UNSUPPORTED "unsupported"
+/* Set by discovery for USB devices: the QOM type of the controller whose bus they sit on. */
+#define SM_FACT_USB_CONTROLLER_TYPE "usb.controller_type"
 
 /* A SCSI request the device holds in its state. */
 typedef struct {
@@ -230,6 +232,22 @@ GBytes *sm_capture_device_state(QmpClient *qmp, GError **error);
  * Best effort, errors ignored. sm_probe_vm does it after resuming. */
 void sm_release_probe_fds(QmpClient *qmp);
 
+/* The capture split in two for the gate, whose guest is stopped from pre-switchover until
+ * migrate-continue: everything but the save itself happens before (prepare: the memfd is
+ * emptied and handed to QEMU with add-fd while the VM runs) or after (release: remove-fd),
+ * so that at switchover the only command is xen-save-devices-state into that fd. One memfd
+ * serves every attempt; the stream is mapped, never copied. */
+typedef struct SmCapture SmCapture;
+SmCapture *sm_capture_new(GError **error);
+void sm_capture_free(SmCapture *capture);
+/* Empties the memfd and adds it to QEMU (a new fd set, tagged as ours). */
+gboolean sm_capture_prepare(SmCapture *capture, QmpClient *qmp, GError **error);
+/* The one command at switchover (the VM must be stopped). The bytes map the memfd: drop them
+ * before the next prepare. */
+GBytes *sm_capture_take(SmCapture *capture, QmpClient *qmp, GError **error);
+/* Gives the fd set back (best effort; 7.2 closes it only once the VM runs, see above). */
+void sm_capture_release(SmCapture *capture, QmpClient *qmp);
+
 /* Devices of types any registered probe understands, from /machine/peripheral,
  * /machine/peripheral-anon and /machine/unattached, with dev_path resolved when possible. */
 GPtrArray *sm_discover_devices(QmpClient *qmp, const SmRegistry *registry, GError **error);
@@ -266,5 +284,6 @@ G_DEFINE_AUTOPTR_CLEANUP_FUNC(SmDevice, sm_device_free);
 G_DEFINE_AUTOPTR_CLEANUP_FUNC(SmDeviceVerdict, sm_verdict_free);
 G_DEFINE_AUTOPTR_CLEANUP_FUNC(SmRegistry, sm_registry_free);
 G_DEFINE_AUTOPTR_CLEANUP_FUNC(SmReport, sm_report_free);
+G_DEFINE_AUTOPTR_CLEANUP_FUNC(SmCapture, sm_capture_free);
 
 G_END_DECLS

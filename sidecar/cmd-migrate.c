@@ -205,7 +205,8 @@ static const GOptionEntry migrate_entries[] = {
     {"plugin-dir", 0, 0, G_OPTION_ARG_FILENAME, &opt_plugin_dir, "Extra probe modules", "DIR"},
     {"json", 0, 0, G_OPTION_ARG_NONE, &opt_json, "JSON lines on stdout, one per event", NULL},
     {"quiet", 'q', 0, G_OPTION_ARG_NONE, &opt_quiet, "Only errors", NULL},
-    {"verbose", 'v', 0, G_OPTION_ARG_NONE, &opt_verbose, "Debug logs of the gate on stderr", NULL},
+    {"verbose", 'v', 0, G_OPTION_ARG_NONE, &opt_verbose, "Debug logs (QMP traffic) on stderr",
+     NULL},
     G_OPTION_ENTRY_NULL,
 };
 
@@ -345,8 +346,8 @@ int sm_cmd_migrate(int argc, char **argv)
         g_printerr("safe-migrate migrate: unexpected argument '%s'\n", argv[1]);
         return SM_EXIT_USAGE;
     }
-    if (opt_verbose)
-        g_setenv("G_MESSAGES_DEBUG", "all", TRUE);
+    if (opt_verbose) /* the layers' debug logs (QMP traffic), not GLib's own */
+        g_setenv("G_MESSAGES_DEBUG", "qmp sm-capture sm-registry sm-stream sm-usb-storage", TRUE);
     g_autoptr(GArray) settings = g_array_new(FALSE, TRUE, sizeof(Setting));
     g_array_set_clear_func(settings, (GDestroyNotify)setting_clear);
     if (!collect_settings(settings, &error)) {
@@ -420,8 +421,9 @@ int sm_cmd_recover(int argc, char **argv)
     g_autoptr(GOptionContext) ctx =
         g_option_context_new("- release a VM left mid-migration by a gate that died");
     g_option_context_add_main_entries(ctx, recover_entries, NULL);
-    g_option_context_set_summary(ctx, "Exit codes: 0 the VM runs on the source, 2 usage error,\n"
-                                      "3 unreachable, 6 VM state uncertain (check it).");
+    g_option_context_set_summary(
+        ctx, "Exit codes: 0 the VM runs, on one side (the summary says which),\n"
+             "2 usage error, 3 unreachable, 6 VM state uncertain (check it).");
     g_autoptr(GError) error = NULL;
     if (!g_option_context_parse(ctx, &argc, &argv, &error) || !opt_recover_source) {
         g_printerr("safe-migrate recover: %s\n", error ? error->message : "--source is required");

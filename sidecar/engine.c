@@ -31,7 +31,8 @@ struct SmMigration {
     SmRegistry *registry;
     GMutex context_lock; /* guards context: sm_migration_request_cancel reads it anywhere */
     GMainContext *context;
-    gint n_cancels; /* atomic: cancel requests so far */
+    gint n_cancels;            /* atomic: cancel requests so far */
+    GCancellable *cancellable; /* cancelled by a cancel request: interrupts connects */
 
     QmpClient *src, *dst;
     /* What QEMU had before the gate changed it (see save_settings), per side; NULL until
@@ -42,6 +43,11 @@ struct SmMigration {
     gboolean switching;      /* migrate-continue was sent: never cancel from here on */
     gboolean resumed;        /* the source emitted RESUME since the preflight verdict */
     guint resume_sub;        /* RESUME subscription on m->src */
+    /* Read before each attempt's switchover, so that at pre-switchover the only command is
+     * the save into the prepared fd: the source's devices and facts, and the capture. */
+    GPtrArray *devices;
+    SmCapture *capture;
+    gint64 event_us, event_latency_us; /* when the last awaited status came, and its delay */
     gint64 t0_us;
     guint attempts, holds;
     gint64 hold_started_us;
@@ -106,8 +112,8 @@ static json_object *jstr(const char *s)
 
 /* ------------------------------------------------------------------------------------- */
 /* Test hook: SM_FAULT_STOP_AT=PHASE (preflight, iterating, pre-switchover, cancel,
- * dest-prepare, switching) stops the process with SIGSTOP the first time it gets there, so
- * that the fault-injection tests can act in a known phase instead of racing the events. */
+ * dest-prepare, prepared, switching) stops the process with SIGSTOP the first time it gets there,
+ * so that the fault-injection tests can act in a known phase instead of racing the events. */
 static void fault_point(const char *phase)
 {
     static gint fired;
@@ -195,6 +201,7 @@ void sm_migration_request_cancel(SmMigration *m, int signum)
 {
     g_atomic_int_set(&m->cancel_signal, signum ? signum : -1);
     g_atomic_int_inc(&m->n_cancels);
+    g_cancellable_cancel(m->cancellable);
     g_mutex_lock(&m->context_lock);
     if (m->context) {
         if (!m->abandon_source) {
@@ -442,16 +449,21 @@ static gboolean simple_command(QmpClient *qmp, const char *command, json_object 
 typedef struct {
     const char *const *wanted;
     char *status;
+    gint64 at_us;      /* monotonic time it was seen */
+    gint64 latency_us; /* from QEMU's event timestamp to then (wall clocks), or -1 */
 } StatusWait;
 
 static void on_migration_event(QmpClient *client, const char *name, json_object *data,
                                gint64 timestamp_us, gpointer user_data)
 {
     StatusWait *w = user_data;
-    (void)client, (void)name, (void)timestamp_us;
+    (void)client, (void)name;
     const char *s = member_str(data, "status");
-    if (s && !w->status && g_strv_contains(w->wanted, s))
+    if (s && !w->status && g_strv_contains(w->wanted, s)) {
         w->status = g_strdup(s);
+        w->at_us = g_get_monotonic_time();
+        w->latency_us = timestamp_us > 0 ? g_get_real_time() - timestamp_us : -1;
+    }
 }
 
 static void emit_progress(SmMigration *m)
@@ -498,7 +510,7 @@ static gboolean cancelled_past(SmMigration *m, gint allowed)
 static char *wait_status(SmMigration *m, const char *const *wanted, gint64 timeout_ms,
                          gboolean progress, gint allowed, GError **error)
 {
-    StatusWait w = {.wanted = wanted};
+    StatusWait w = {.wanted = wanted, .latency_us = -1};
     guint sub = qmp_client_subscribe(m->src, "MIGRATION", on_migration_event, &w, NULL);
     m->in_call += allowed == 0;
     g_autofree char *now = migration_status(m->src, NULL, error);
@@ -509,8 +521,10 @@ static char *wait_status(SmMigration *m, const char *const *wanted, gint64 timeo
         return NULL;
     }
     /* The event may have come in while query-migrate was on its way. */
-    if (!w.status && g_strv_contains(wanted, now))
+    if (!w.status && g_strv_contains(wanted, now)) {
         w.status = g_steal_pointer(&now);
+        w.at_us = g_get_monotonic_time();
+    }
     gint64 deadline = timeout_ms > 0 ? deadline_after_ms(timeout_ms) : G_MAXINT64;
     gint64 next_progress = deadline_after_ms(PROGRESS_INTERVAL_MS);
     while (!w.status && !cancelled_past(m, allowed) && !m->src_lost) {
@@ -534,6 +548,8 @@ static char *wait_status(SmMigration *m, const char *const *wanted, gint64 timeo
     }
     if (m->src)
         qmp_client_unsubscribe(m->src, sub);
+    m->event_us = w.at_us;
+    m->event_latency_us = w.latency_us;
     if (w.status)
         return w.status;
     if (m->src_lost)
@@ -656,10 +672,23 @@ static const SmDeviceVerdict *first_unsafe(const SmReport *report)
 /* ------------------------------------------------------------------------------------- */
 /* Steps */
 
+static void store_result(GObject *source, GAsyncResult *result, gpointer data)
+{
+    (void)source;
+    *(GAsyncResult **)data = g_object_ref(result);
+}
+
+/* Connects on the migration's context; a cancel request cuts the handshake short (until the
+ * switchover: after it, connecting is how the outcome is verified). */
 static QmpClient *connect_vm(SmMigration *m, const char *address, guint timeout_ms, GError **error)
 {
     GError *local = NULL;
-    QmpClient *c = qmp_client_connect(address, timeout_ms, &local);
+    g_autoptr(GAsyncResult) result = NULL;
+    qmp_client_connect_async(address, timeout_ms, m->switching ? NULL : m->cancellable,
+                             store_result, &result);
+    while (!result)
+        g_main_context_iteration(m->context, TRUE);
+    QmpClient *c = qmp_client_connect_finish(result, &local);
     if (c) {
         qmp_client_set_default_timeout(c, QMP_COMMAND_TIMEOUT_MS);
         return c;
@@ -750,6 +779,58 @@ static SmReport *probe_source(SmMigration *m, GError **error)
     m->in_call--;
     if (m->src)
         qmp_client_set_default_timeout(m->src, QMP_COMMAND_TIMEOUT_MS);
+    return report;
+}
+
+/* A state section of a probed kind that no discovered device claims (a device the discovery
+ * did not see) makes an unknown verdict of its own: never "no device, so idle". */
+static void claim_sections(SmMigration *m, SmReport *report, GBytes *state)
+{
+    g_autoptr(SmStream) stream = sm_stream_parse(state);
+    for (guint i = 0; i < sm_stream_get_n_sections(stream); i++) {
+        const SmSection *sec = sm_stream_get_section(stream, i);
+        const char *name = sec->idstr ? strrchr(sec->idstr, '/') : NULL;
+        gboolean probed = FALSE, claimed = FALSE;
+        for (guint p = 0; name && p < sm_registry_get_n_probes(m->registry); p++) {
+            const SmProbe *probe = sm_registry_get_probe(m->registry, p);
+            probed = probed || (probe->section_names && probe->section_names[0] &&
+                                g_str_equal(name + 1, probe->section_names[0]));
+        }
+        for (guint d = 0; probed && d < report->devices->len; d++) {
+            const SmDeviceVerdict *v = g_ptr_array_index(report->devices, d);
+            claimed = claimed || g_strcmp0(v->section, sec->idstr) == 0;
+        }
+        if (probed && !claimed) {
+            SmDevice *ghost = sm_device_new(sec->idstr, NULL, name + 1, NULL);
+            g_ptr_array_add(report->devices,
+                            sm_verdict_set_unknown(sm_verdict_new(ghost, NULL),
+                                                   "state section %s belongs to no discovered "
+                                                   "device",
+                                                   sec->idstr));
+            sm_device_free(ghost);
+        }
+    }
+}
+
+/* At pre-switchover, the guest stopped: the save into the prepared fd is the only command.
+ * Judged against the devices read before the switchover. */
+static SmReport *probe_at_switchover(SmMigration *m, gint64 *wait_us, GError **error)
+{
+    gint64 t0 = g_get_monotonic_time();
+    *wait_us = t0 - m->event_us;
+    qmp_client_set_default_timeout(m->src, timer_ms(m->policy.probe_timeout_ms));
+    m->in_call++;
+    g_autoptr(GBytes) state = sm_capture_take(m->capture, m->src, error);
+    m->in_call--;
+    gint64 t1 = g_get_monotonic_time();
+    if (m->src)
+        qmp_client_set_default_timeout(m->src, QMP_COMMAND_TIMEOUT_MS);
+    if (!state)
+        return NULL;
+    SmReport *report =
+        sm_report_from_stream(state, m->devices, m->registry, qmp_client_get_version(m->src));
+    report->capture_us = t1 - t0;
+    claim_sections(m, report, state);
     return report;
 }
 
@@ -881,9 +962,27 @@ static gboolean preflight(SmMigration *m, SmReport **paused_report, GError **err
     return TRUE;
 }
 
+/* Discovery, facts and the capture's fd, per attempt and while the guest runs: at
+ * pre-switchover only the save itself remains. QEMU refuses device_add and device_del while a
+ * migration runs (qdev_device_add_from_qdict / qdev_unplug: "not allowed while migrating",
+ * 7.2 and 10.0; only failover devices may be unplugged), so the devices found now are the
+ * ones the stream will hold; judge_stream still checks it, section by section. */
+static gboolean prepare_probe(SmMigration *m, GError **error)
+{
+    if (!m->capture && !(m->capture = sm_capture_new(error)))
+        return FALSE;
+    sm_capture_release(m->capture, m->src);
+    g_clear_pointer(&m->devices, g_ptr_array_unref);
+    m->devices = sm_inspect_devices(m->src, m->registry, error);
+    return m->devices && sm_capture_prepare(m->capture, m->src, error);
+}
+
 static gboolean start_attempt(SmMigration *m, GError **error)
 {
     m->attempts++;
+    if (!prepare_probe(m, error))
+        return FALSE;
+    fault_point("prepared");
     if (!configure(m, error) || !execute_uri(m->dst, "migrate-incoming", m->policy.uri, error))
         return FALSE;
     if (!execute_uri(m->src, "migrate", m->policy.uri, error))
@@ -1122,6 +1221,7 @@ SmMigration *sm_migration_new(const SmPolicy *policy, SmEventFunc func, gpointer
     m->emit_data = user_data;
     m->dst_fix = g_hash_table_new_full(g_str_hash, g_str_equal, g_free, NULL);
     g_mutex_init(&m->context_lock);
+    m->cancellable = g_cancellable_new();
     return m;
 }
 
@@ -1154,6 +1254,9 @@ void sm_migration_free(SmMigration *m)
     g_clear_error(&m->src_lost);
     g_clear_pointer(&m->src_saved, json_object_put);
     g_clear_pointer(&m->dst_saved, json_object_put);
+    g_clear_pointer(&m->capture, sm_capture_free);
+    g_clear_object(&m->cancellable);
+    g_clear_pointer(&m->devices, g_ptr_array_unref);
     g_free(m->src_machine);
     g_free(m->dst_machine);
     g_hash_table_unref(m->dst_fix);
@@ -1164,6 +1267,8 @@ void sm_migration_free(SmMigration *m)
 static int finish(SmMigration *m, int code, const char *result, const char *path,
                   gint64 downtime_ms, gint64 total_ms, const GError *error)
 {
+    if (m->capture && m->src && qmp_client_is_connected(m->src))
+        sm_capture_release(m->capture, m->src);
     restore_all(m);
     json_object *f = fields_new(
         "result", jstr(result), "exit_code", json_object_new_int(code), "attempts",
@@ -1399,12 +1504,14 @@ static int fall_back(SmMigration *m, const SmReport *report, const SmDeviceVerdi
         m->path = "fix";
         return 0;
     }
+    g_autofree char *what = busy->state == SM_STATE_UNKNOWN
+                                ? g_strdup(busy->reason ? busy->reason : "unreadable")
+                                : g_strdup_printf("%s pending", pending_name(busy));
     g_autoptr(GError) e = g_error_new(
         SM_ENGINE_ERROR, SM_ENGINE_ERROR_HELD_OUT,
-        "%s stayed %s (%s pending) after %u attempt(s) and %" G_GINT64_FORMAT " ms; policy %s%s%s",
-        device_key(busy->id, busy->qom_path), sm_state_to_string(busy->state), pending_name(busy),
-        m->attempts, held_ms, sm_fallback_to_string(p->on_unquiesceable), why ? ": " : "",
-        why ? why : "");
+        "%s stayed %s (%s) after %u attempt(s) and %" G_GINT64_FORMAT " ms; policy %s%s%s",
+        device_key(busy->id, busy->qom_path), sm_state_to_string(busy->state), what, m->attempts,
+        held_ms, sm_fallback_to_string(p->on_unquiesceable), why ? ": " : "", why ? why : "");
     return call_off(m, SM_EXIT_HELD_OUT, "aborted", e);
 }
 
@@ -1416,10 +1523,14 @@ static int judge(SmMigration *m, const SmReport *paused_report)
     g_autoptr(GError) error = NULL;
     g_autoptr(SmReport) fresh = NULL;
     const SmReport *report = m->resumed ? NULL : paused_report;
+    gint64 wait_us = 0;
     if (!report) {
-        /* Resumed since preflight: a running VM now, stopped here by the migration. */
+        /* Resumed since preflight: a running VM now, stopped here by the migration. (One
+         * paused again before the switchover cannot be told apart from events alone: its
+         * STOP and the switchover's look alike; it is judged, and expected on the
+         * destination, as running.) */
         m->src_was_running = m->src_was_running || m->resumed;
-        fresh = probe_source(m, &error);
+        fresh = probe_at_switchover(m, &wait_us, &error);
         if (!fresh) {
             if (cancel_requested(m))
                 return call_off(m, interrupted_code(m), "interrupted", NULL);
@@ -1430,7 +1541,9 @@ static int judge(SmMigration *m, const SmReport *paused_report)
     emit(m, "pre-switchover",
          fields_new("attempt", json_object_new_int((int)m->attempts), "devices",
                     verdicts_json(report), "probe_us", json_object_new_int64(report->capture_us),
-                    "reused", json_object_new_boolean(report == paused_report), FIELDS_END));
+                    "wait_us", json_object_new_int64(wait_us), "event_us",
+                    json_object_new_int64(m->event_latency_us), "reused",
+                    json_object_new_boolean(report == paused_report), FIELDS_END));
     fault_point("pre-switchover");
     if (cancel_requested(m))
         return call_off(m, interrupted_code(m), "interrupted", NULL);
@@ -1473,6 +1586,8 @@ int sm_migration_run(SmMigration *m)
     m->src = connect_vm(m, p->source_qmp, CONNECT_TIMEOUT_MS, &error);
     if (m->src)
         m->dst = connect_vm(m, p->dest_qmp, CONNECT_TIMEOUT_MS, &error);
+    if (cancel_requested(m))
+        return finish(m, interrupted_code(m), "interrupted", NULL, -1, -1, NULL);
     if (!m->src || !m->dst)
         return finish(m, SM_EXIT_UNREACHABLE, "refused", NULL, -1, -1, error);
     qmp_client_set_disconnect_handler(m->src, on_src_disconnect, m, NULL);

@@ -72,6 +72,7 @@ int main(int argc, char **argv)
             /* The subcommand sees "safe-migrate status" as its program name, whatever path
              * the binary was run by: one message prefix everywhere. */
             g_autofree char *prog = g_strdup_printf("safe-migrate %s", argv[1]);
+            g_set_prgname(prog); /* GOption's "Usage: safe-migrate status [OPTION...]" */
             argv[1] = prog;
             return subcommands[i].run(argc - 1, argv + 1);
         }

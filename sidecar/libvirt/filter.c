@@ -22,6 +22,7 @@
 #include "filter.h"
 #include "sm-config.h" /* SM_CONFIG_DIR */
 #include "qmp.h"
+#include "sm-config.h" /* SM_CONFIG_DIR, from meson's sysconfdir */
 
 #define MAX_FDS 16
 #define MAX_LINE (16u * 1024u * 1024u)

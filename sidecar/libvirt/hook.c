@@ -20,6 +20,7 @@
 
 #include "sm-config.h" /* SM_CONFIG_DIR */
 #include "sm-libvirt.h"
+#include "sm-config.h" /* SM_CONFIG_DIR, from meson's sysconfdir */
 
 #define MAX_XML (16 * 1024 * 1024)
 #define READY_TIMEOUT_MS 5000

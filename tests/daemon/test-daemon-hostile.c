@@ -195,6 +195,10 @@ static void test_privilege(void)
         g_autoptr(json_object) r = member_call(d, too_far[i]);
         g_assert_cmpstr(error_code(r), ==, "permission-denied");
     }
+    /* exec: URIs never come from a request, not even the owner's. */
+    g_autoptr(json_object) owner_exec = call(d, exec_req);
+    g_assert_cmpstr(error_code(owner_exec), ==, "permission-denied");
+
     g_autoptr(Client) m = member_client(d);
     client_send(m, "{\"op\":\"migrate\",\"vm\":\"vm1\",\"options\":{\"max-hold\":\"2s\","
                    "\"max-attempts\":1,\"on-unquiesceable\":\"abort\",\"backoff\":\"100ms\"}}");
@@ -204,10 +208,6 @@ static void test_privilege(void)
     g_assert_cmpint(num(start, "max_hold_ms"), ==, 2000);
     g_autoptr(json_object) result = until_event(m, "result", NULL);
     g_assert_cmpint(num(result, "exit_code"), ==, 3); /* nothing reachable: refused */
-
-    /* exec: URIs never come from a request, not even the owner's. */
-    g_autoptr(json_object) owner_exec = call(d, exec_req);
-    g_assert_cmpstr(error_code(owner_exec), ==, "permission-denied");
     g_assert_false(g_file_test(marker, G_FILE_TEST_EXISTS));
     g_assert_cmpint(daemon_stop(d), ==, 0);
 }

@@ -27,11 +27,34 @@ typedef struct {
     GMutex lock;
     GCond cond;
     ProxyRequest request;
-    GArray *fds;   /* pairs: client, upstream */
-    guint stalled; /* the first `stalled` fds: their clients' commands are swallowed */
+    GArray *fds;    /* pairs: client, upstream */
+    guint stalled;  /* the first `stalled` fds: their clients' commands are swallowed */
+    GPtrArray *log; /* the monitor traffic (log_traffic), or NULL */
 } Proxy;
 
-static gboolean relay(int from, int to)
+/* What the source's monitor saw, in order: each command's name as the client sent it, and
+ * "EVENT:pre-switchover" where QEMU announced that status. Text scanned per read: enough for
+ * QMP's one-object-per-line traffic here. */
+static void log_traffic(GPtrArray *log, const char *buf, gssize n, gboolean from_client)
+{
+    g_autofree char *text = g_strndup(buf, (gsize)n);
+    for (const char *at = text; (at = strstr(at, from_client ? "\"execute\"" : "\"event\""));
+         at++) {
+        if (!from_client) {
+            const char *end = strchr(at, '\n');
+            g_autofree char *line = end ? g_strndup(at, (gsize)(end - at)) : g_strdup(at);
+            if (strstr(line, "\"MIGRATION\"") && strstr(line, "\"pre-switchover\""))
+                g_ptr_array_add(log, g_strdup("EVENT:pre-switchover"));
+            continue;
+        }
+        const char *q = strchr(at + 9, '"');
+        const char *e = q ? strchr(q + 1, '"') : NULL;
+        if (e)
+            g_ptr_array_add(log, g_strndup(q + 1, (gsize)(e - q - 1)));
+    }
+}
+
+static gboolean relay(int from, int to, GPtrArray *log, gboolean from_client)
 {
     char buf[65536];
     char control[CMSG_SPACE(sizeof(int) * 16)];
@@ -41,6 +64,8 @@ static gboolean relay(int from, int to)
     ssize_t n = recvmsg(from, &msg, MSG_CMSG_CLOEXEC);
     if (n <= 0)
         return FALSE;
+    if (log)
+        log_traffic(log, buf, n, from_client);
     /* Forward the descriptors with the first byte, as they came. */
     struct msghdr out = {.msg_iov = &iov, .msg_iovlen = 1};
     int fds[16], n_fds = 0;
@@ -153,7 +178,7 @@ static gpointer proxy_thread(gpointer data)
                 if (recv(pf[i].fd, sink, sizeof sink, MSG_DONTWAIT) > 0)
                     continue;
             }
-            if (!relay(pf[i].fd, g_array_index(p->fds, int, peer))) {
+            if (!relay(pf[i].fd, g_array_index(p->fds, int, peer), p->log, k % 2 == 0)) {
                 /* One side went away: so does the other, as with a real connection. */
                 guint first = k & ~1u;
                 close(g_array_index(p->fds, int, first));
@@ -167,9 +192,10 @@ static gpointer proxy_thread(gpointer data)
     }
 }
 
-static Proxy *proxy_new(const char *target)
+static Proxy *proxy_new(const char *target, gboolean logged)
 {
     Proxy *p = g_new0(Proxy, 1);
+    p->log = logged ? g_ptr_array_new_with_free_func(g_free) : NULL; /* set before the thread */
     static guint counter;
     p->path = g_strdup_printf("%s/proxy%u", rig_tmpdir(), ++counter);
     p->target = g_strdup(target);
@@ -207,6 +233,8 @@ static void proxy_free(Proxy *p)
     close(p->wake[0]);
     close(p->wake[1]);
     g_array_unref(p->fds);
+    if (p->log)
+        g_ptr_array_unref(p->log);
     g_mutex_clear(&p->lock);
     g_cond_clear(&p->cond);
     g_free(p->path);
@@ -344,6 +372,7 @@ typedef enum {
     FAULT_SIGQUIT,         /* SIGQUIT at the stop point */
     FAULT_SIGINT,          /* SIGINT at the stop point */
     FAULT_STALL_SRC,       /* the source stops answering commands; then SIGINT */
+    FAULT_WATCH_SRC,       /* no fault: the source's monitor traffic is recorded */
 } Fault;
 
 typedef struct {
@@ -459,10 +488,10 @@ static void test_fault(gconstpointer data)
     const char *src_direct = pair.src_addr, *dst_direct = pair.dst_addr;
     Proxy *src_proxy = NULL, *dst_proxy = NULL;
     if (c->fault == FAULT_CUT_SRC || c->fault == FAULT_CUT_SRC_FOREVER ||
-        c->fault == FAULT_STALL_SRC)
-        src_proxy = proxy_new(rig_vm_sidecar_qmp_path(src));
+        c->fault == FAULT_STALL_SRC || c->fault == FAULT_WATCH_SRC)
+        src_proxy = proxy_new(rig_vm_sidecar_qmp_path(src), c->fault == FAULT_WATCH_SRC);
     if (c->fault == FAULT_CUT_DST)
-        dst_proxy = proxy_new(rig_vm_sidecar_qmp_path(dst));
+        dst_proxy = proxy_new(rig_vm_sidecar_qmp_path(dst), FALSE);
     g_autofree char *src_addr =
         src_proxy ? g_strdup_printf("unix:%s", src_proxy->path) : g_strdup(src_direct);
     g_autofree char *dst_addr =
@@ -572,6 +601,18 @@ static void test_fault(gconstpointer data)
     }
     if (c->fault != FAULT_PREPARE_HANGS)
         g_assert_cmpint(gate_wait(g), ==, c->exit_code);
+    if (c->fault == FAULT_WATCH_SRC) {
+        /* The guest is stopped from the pre-switchover event to migrate-continue: the gate
+         * sends nothing then but the save into the fd it prepared before (issue 15). */
+        proxy_request(src_proxy, PROXY_CUT_FOR_GOOD);
+        GPtrArray *log = src_proxy->log;
+        guint at = 0;
+        while (at < log->len && !g_str_equal(g_ptr_array_index(log, at), "EVENT:pre-switchover"))
+            at++;
+        g_assert_cmpuint(at + 2, <, log->len);
+        g_assert_cmpstr(g_ptr_array_index(log, at + 1), ==, "xen-save-devices-state");
+        g_assert_cmpstr(g_ptr_array_index(log, at + 2), ==, "migrate-continue");
+    }
     /* A dest-prepare the gate started goes on without it: wait for its new QEMU. */
     if (gate_saw(g, "dest-prepare") && c->fault != FAULT_PREPARE_FAILS &&
         c->fault != FAULT_PREPARE_HANGS)
@@ -657,6 +698,9 @@ static const FaultCase cases[] = {
     /* after migrate-continue nothing is called off: QEMU's outcome stands (migrated) */
     {"sigint/switching", RIG_QEMU_72, "pc", FAULT_SIGINT, "switching", FALSE, FALSE, 0},
     {"sigint/switching", RIG_QEMU_10, "pc", FAULT_SIGINT, "switching", FALSE, FALSE, 0},
+    /* no fault: between pre-switchover and migrate-continue only the capture */
+    {"watch-source/switchover-traffic", RIG_QEMU_72, "pc", FAULT_WATCH_SRC, NULL, FALSE, FALSE, 0},
+    {"watch-source/switchover-traffic", RIG_QEMU_10, "pc", FAULT_WATCH_SRC, NULL, FALSE, FALSE, 0},
     /* a source that stops answering mid-probe: SIGINT still acts at once */
     {"stall-source/pre-switchover+SIGINT", RIG_QEMU_72, "pc", FAULT_STALL_SRC, "iterating", TRUE,
      FALSE, 130},

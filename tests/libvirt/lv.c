@@ -132,21 +132,29 @@ static const char *qemu10_wrapper(void)
 char *lv_domain_xml(const LvDomainConfig *c)
 {
     g_autoptr(GError) error = NULL;
-    const char *template =
-        c->form == LV_FORM_LIBVIRT ? "domain-usb-cdrom.xml" : "domain-usb-bot.xml";
+    const char *templates[] = {"domain-usb-cdrom.xml", "domain-usb-bot.xml", "domain-linux.xml"};
     g_autofree char *path =
-        g_build_filename(g_getenv("SM_SOURCE_ROOT"), "tests", "libvirt", template, NULL);
+        g_build_filename(g_getenv("SM_SOURCE_ROOT"), "tests", "libvirt", templates[c->form], NULL);
     g_autofree char *text = NULL;
     g_assert_true(g_file_get_contents(path, &text, NULL, &error));
     g_assert_no_error(error);
-    const char *iso = rig_default_iso(&error);
+    const char *iso = c->iso ? c->iso : rig_default_iso(&error);
     g_assert_no_error(error);
     const char *emulator = c->qemu == RIG_QEMU_72 ? g_getenv("SM_QEMU72") : qemu10_wrapper();
-    const char *subst[][2] = {{"@NAME@", c->name},
-                              {"@MEMORY@", "32"},
-                              {"@BIOS@", hlt_bios()},
-                              {"@EMULATOR@", emulator},
-                              {"@ISO@", iso}};
+    g_autofree char *memory = g_strdup_printf("%u", c->memory_mb ? c->memory_mb : 32);
+    const char *linux_only = "";
+    const char *subst[][2] = {
+        {"@NAME@", c->name},
+        {"@MEMORY@", memory},
+        {"@EMULATOR@", emulator},
+        {"@ISO@", iso},
+        {"@BIOS@", c->form == LV_FORM_LINUX ? linux_only : hlt_bios()},
+        {"@TYPE@", c->type ? c->type : "qemu"},
+        {"@KERNEL@", c->kernel ? c->kernel : linux_only},
+        {"@INITRD@", c->initrd ? c->initrd : linux_only},
+        {"@CMDLINE@", c->cmdline ? c->cmdline : linux_only},
+        {"@CONSOLE@", c->console ? c->console : "/dev/null"},
+    };
     GString *xml = g_string_new(text);
     for (guint i = 0; i < G_N_ELEMENTS(subst); i++)
         g_string_replace(xml, subst[i][0], subst[i][1], 0);

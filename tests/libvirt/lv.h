@@ -15,6 +15,7 @@ typedef enum { LV_A, LV_B } LvHost;
 typedef enum {
     LV_FORM_LIBVIRT, /* <disk device='cdrom'><target bus='usb'/>: usb-storage + scsi-hd */
     LV_FORM_BOT_CD,  /* usb-bot + scsi-cd through <qemu:commandline> */
+    LV_FORM_LINUX,   /* the real Linux guest (tests/linux) with usb-bot + scsi-cd */
 } LvForm;
 
 /* NULL and a reason in *why when the rig is not there (SM_LV_RIG unset or a host down). */
@@ -31,6 +32,12 @@ typedef struct {
     const char *name;
     LvForm form;
     RigQemu qemu;
+    const char *iso; /* NULL: the rig's default ISO */
+    /* LV_FORM_LINUX: domain type ("kvm" or "qemu"), RAM, kernel, initrd, command line, and
+     * the file the serial console is appended to. */
+    const char *type;
+    guint memory_mb;
+    const char *kernel, *initrd, *cmdline, *console;
 } LvDomainConfig;
 
 /* The domain XML of the template for `config` (ISO and BIOS made in the rig's tmpdir). */

@@ -66,6 +66,8 @@ static void test_help_lists_exit_codes(void)
         g_auto(Run) r = {0};
         g_assert_cmpint(run(&r, SM_ARGS(subs[i], "--help")), ==, 0);
         g_assert_nonnull(strstr(r.out, "Exit codes: 0 "));
+        g_autofree char *usage = g_strdup_printf("Usage:\n  safe-migrate %s [OPTION", subs[i]);
+        g_assert_nonnull(strstr(r.out, usage));
     }
     g_autofree char *smd = binary("sidecar", "safe-migrated");
     g_autofree char *qc = binary("qmp", "qmp-call");

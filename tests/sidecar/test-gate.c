@@ -5,6 +5,9 @@
 #include <gio/gio.h>
 #include <signal.h>
 #include <string.h>
+#include <sys/socket.h>
+#include <sys/un.h>
+#include <unistd.h>
 
 /* ---- Cases ------------------------------------------------------------------------------ */
 
@@ -326,6 +329,47 @@ static void test_layout_not_understood(void)
     rig_pair_clear(&p);
 }
 
+static char proc_state(pid_t pid)
+{
+    g_autofree char *path = g_strdup_printf("/proc/%d/stat", (int)pid);
+    g_autofree char *text = NULL;
+    if (!g_file_get_contents(path, &text, NULL, NULL))
+        return 0;
+    const char *close_paren = strrchr(text, ')');
+    return close_paren && close_paren[1] ? close_paren[2] : 0;
+}
+
+/* A device the discovery before the switchover did not see (hot-plugged between discovery
+ * and `migrate`; QEMU refuses it during the migration itself): its state section belongs to
+ * no discovered device, and that is unknown, never "no device, so idle". */
+static void test_section_without_device(void)
+{
+    RigPair p;
+    rig_pair_start(
+        &p, &(RigPairConfig){.src_qemu = RIG_QEMU_72, .dst_qemu = RIG_QEMU_72, .machine = "pc"});
+    g_autofree char *plugins =
+        g_build_filename(g_getenv("SM_BUILD_ROOT"), "plugin", "examples", NULL);
+    g_setenv("SM_FAULT_STOP_AT", "prepared", TRUE);
+    g_autoptr(Gate) g =
+        gate_start("migrate", "--source", p.src_addr, "--dest", p.dst_addr, "--uri", p.uri,
+                   "--max-attempts", "1", "--plugin-dir", plugins, "--json", NULL);
+    g_unsetenv("SM_FAULT_STOP_AT");
+    pid_t pid = (pid_t)g_ascii_strtoll(g_subprocess_get_identifier(g->proc), NULL, 10);
+    for (int i = 0; i < 3000 && proc_state(pid) != 'T'; i++)
+        g_usleep(10000);
+    g_assert_cmpint(proc_state(pid), ==, 'T');
+    g_autoptr(GError) error = NULL;
+    json_object *r = qmp_client_execute_json(rig_vm_qmp(p.src), "device_add",
+                                             "{\"driver\":\"usb-tablet\",\"id\":\"late\"}", &error);
+    g_assert_no_error(error);
+    json_object_put(r);
+    kill(pid, SIGCONT);
+    g_assert_cmpint(gate_wait(g), ==, 4);
+    g_assert_nonnull(strstr(result_str(g, "error"), "belongs to no discovered device"));
+    assert_runstate(p.src, "running");
+    rig_pair_clear(&p);
+}
+
 static void test_dest_prepare_fails(void)
 {
     RigPair p;
@@ -483,6 +527,31 @@ static void test_human_output(void)
     rig_pair_clear(&p);
 }
 
+/* A monitor that accepts but never greets (a hung QEMU): the handshake would wait for its
+ * timeout; a signal cuts it short and nothing has started. */
+static void test_interrupt_while_connecting(void)
+{
+    g_autofree char *path = g_build_filename(rig_tmpdir(), "mute.sock", NULL);
+    struct sockaddr_un sa = {.sun_family = AF_UNIX};
+    g_strlcpy(sa.sun_path, path, sizeof sa.sun_path);
+    int fd = socket(AF_UNIX, SOCK_STREAM | SOCK_CLOEXEC, 0);
+    g_assert_cmpint(bind(fd, (struct sockaddr *)&sa, sizeof sa), ==, 0);
+    g_assert_cmpint(listen(fd, 4), ==, 0);
+    g_autofree char *addr = g_strdup_printf("unix:%s", path);
+    g_autofree char *dst = g_strdup_printf("unix:%s/nothing-here", rig_tmpdir());
+    g_autofree char *uri = rig_migration_uri();
+    g_autoptr(Gate) g =
+        gate_start("migrate", "--source", addr, "--dest", dst, "--uri", uri, "--json", NULL);
+    json_object *ev = gate_until(g, "start");
+    g_assert_nonnull(ev);
+    json_object_put(ev);
+    g_usleep(200 * 1000);
+    kill((pid_t)g_ascii_strtoll(g_subprocess_get_identifier(g->proc), NULL, 10), SIGINT);
+    g_assert_cmpint(gate_wait(g), ==, 130);
+    g_assert_cmpstr(result_str(g, "result"), ==, "interrupted");
+    close(fd);
+}
+
 static void test_unreachable(void)
 {
     const char *args[] = {"migrate", "--source", "unix:/nonexistent/qmp",
@@ -568,10 +637,12 @@ int main(int argc, char **argv)
     g_test_add_func("/gate/recover-after-dead-gate", test_recover_after_dead_gate);
     g_test_add_func("/gate/bad-policy", test_bad_policy);
     g_test_add_func("/gate/unreachable", test_unreachable);
+    g_test_add_func("/gate/interrupt-while-connecting", test_interrupt_while_connecting);
     g_test_add_func("/gate/human-output", test_human_output);
     g_test_add_func("/gate/held-on-csw", test_held_on_csw);
     g_test_add_func("/gate/recover-checks-both-sides", test_recover_checks_both_sides);
     g_test_add_func("/gate/dest-prepare-output", test_dest_prepare_output);
     g_test_add_func("/gate/layout-not-understood", test_layout_not_understood);
+    g_test_add_func("/gate/section-without-device", test_section_without_device);
     return g_test_run();
 }
