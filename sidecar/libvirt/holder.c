@@ -90,6 +90,14 @@ static pid_t spawn_filter(const char *filter, char **args, int resume)
     _exit(127);
 }
 
+/* The peer shut its end: a filter that died after that (or exited with a sanitizer's code)
+ * is not restarted on a dead connection. */
+static int side_closed(int fd)
+{
+    struct pollfd p = {.fd = fd, .events = POLLRDHUP};
+    return poll(&p, 1, 0) > 0 && (p.revents & (POLLRDHUP | POLLHUP | POLLERR));
+}
+
 /* Runs filters on one libvirt connection until it is over. */
 static void serve_connection(const char *filter, char **args)
 {
@@ -101,6 +109,8 @@ static void serve_connection(const char *filter, char **args)
         while (pid > 0 && waitpid(pid, &status, 0) < 0 && errno == EINTR)
             ;
         if (pid > 0 && WIFEXITED(status) && WEXITSTATUS(status) == SM_LV_FILTER_EXIT_CLOSED)
+            return;
+        if (side_closed(LIBVIRT_FD) || side_closed(QEMU_FD)) /* nothing left to relay */
             return;
         logf_("filter ended (%s); starting it again on the same connection",
               pid < 0               ? "fork failed"

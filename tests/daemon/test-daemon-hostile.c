@@ -671,6 +671,22 @@ static void test_cli_ill_shaped_daemon(void)
     rmdir(dir);
 }
 
+/* ---- Issue 16's metrics items: an IPv6 URL in brackets ------------------------------------- */
+
+static void test_metrics_ipv6(void)
+{
+    g_autoptr(Daemon) d = daemon_new();
+    const char *const extra[] = {"--metrics-listen", "[::1]:0", NULL};
+    daemon_start(d, extra);
+    g_autoptr(json_object) hello = call(d, "{\"op\":\"hello\"}");
+    g_autofree char *url =
+        g_strdup_printf("http://[::1]:%d/metrics", (int)num(hello, "metrics_port"));
+    g_assert_cmpint(daemon_stop(d), ==, 0);
+    g_autofree char *log = NULL;
+    g_assert_true(g_file_get_contents(d->log, &log, NULL, NULL));
+    g_assert_nonnull(strstr(log, url));
+}
+
 int main(int argc, char **argv)
 {
     g_test_init(&argc, &argv, NULL);
@@ -684,5 +700,6 @@ int main(int argc, char **argv)
     g_test_add_func("/daemon-hostile/probe-flood", test_probe_flood);
     g_test_add_func("/daemon-hostile/stranded", test_stranded);
     g_test_add_func("/daemon-hostile/cli-ill-shaped-daemon", test_cli_ill_shaped_daemon);
+    g_test_add_func("/daemon-hostile/metrics-ipv6", test_metrics_ipv6);
     return g_test_run();
 }
