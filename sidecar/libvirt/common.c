@@ -27,11 +27,11 @@ gboolean sm_lv_load_policy(SmPolicy *policy, const char *config_dir, const char 
     if (!sm_policy_load(policy, config_dir, has_vm ? name : NULL, error))
         return FALSE;
     if (policy->on_unquiesceable != SM_FALLBACK_ABORT) {
+        g_autofree char *defaults = g_build_filename(config_dir, "defaults.conf", NULL);
         g_set_error(error, SM_POLICY_ERROR, SM_POLICY_ERROR_VALUE,
-                    "%s: on-unquiesceable=%s is not supported under libvirt (the filter cannot "
-                    "read the destination's fix state); use abort",
-                    policy->file ? policy->file : config_dir,
-                    sm_fallback_to_string(policy->on_unquiesceable));
+                    "%s: [gate] on-unquiesceable=%s is not supported under libvirt (the filter "
+                    "cannot read the destination's fix state); use abort",
+                    has_vm ? vm_file : defaults, sm_fallback_to_string(policy->on_unquiesceable));
         return FALSE;
     }
     return TRUE;
