@@ -112,13 +112,36 @@ static gboolean gated_migration(Pair *p, Series *s, GError **error)
     return record(p, s, wall, error);
 }
 
+/* The guest-visible stop of a probe on a running VM, by QEMU's own STOP and RESUME event
+ * timestamps (status and list --probe stop, capture and resume). */
+typedef struct {
+    gint64 stop_us;
+    GArray *stopped; /* us, double */
+} StopWatch;
+
+static void on_run_event(QmpClient *client, const char *name, json_object *data,
+                         gint64 timestamp_us, gpointer user_data)
+{
+    StopWatch *w = user_data;
+    (void)client, (void)data;
+    if (g_str_equal(name, "STOP"))
+        w->stop_us = timestamp_us;
+    else if (g_str_equal(name, "RESUME") && w->stop_us > 0) {
+        add(w->stopped, (double)(timestamp_us - w->stop_us));
+        w->stop_us = 0;
+    }
+}
+
 static void probe_latency(Pair *p)
 {
+    g_autoptr(GArray) stopped = g_array_new(FALSE, FALSE, sizeof(double));
+    StopWatch watch = {0, stopped};
     g_autoptr(GArray) rtt = g_array_new(FALSE, FALSE, sizeof(double));
     g_autoptr(GArray) probe = g_array_new(FALSE, FALSE, sizeof(double));
     g_autoptr(GArray) capture = g_array_new(FALSE, FALSE, sizeof(double));
     SmRegistry *registry = sm_registry_new();
     QmpClient *qmp = rig_vm_qmp(p->src);
+    guint sub = qmp_client_subscribe(qmp, NULL, on_run_event, &watch, NULL);
     gsize bytes = 0;
     for (int i = 0; i < opt_probe_runs; i++) {
         g_autoptr(GError) error = NULL;
@@ -136,6 +159,7 @@ static void probe_latency(Pair *p)
         bytes = report->stream_bytes;
         sm_report_free(report);
     }
+    qmp_client_unsubscribe(qmp, sub);
     sm_registry_free(registry);
     printf("\nProbe on the running VM (%s, %d runs, %" G_GSIZE_FORMAT "-byte device state):\n",
            rig_qemu_name(p->qemu), opt_probe_runs, bytes);
@@ -146,6 +170,10 @@ static void probe_latency(Pair *p)
            percentile(capture, 90));
     printf("  %-44s %10.0f %10.0f\n", "whole probe (discover + capture + parse)", median(probe),
            percentile(probe, 90));
+    if (stopped->len > 0)
+        printf("  %-44s %10.0f %10.0f (p99 %.0f, %u stops)\n",
+               "guest stopped (QEMU's STOP to RESUME)", median(stopped), percentile(stopped, 90),
+               percentile(stopped, 99), stopped->len);
 }
 
 static void parse_time(void)

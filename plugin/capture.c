@@ -278,6 +278,14 @@ static gboolean resolve_usb_path(QmpClient *qmp, SmDevice *dev, GHashTable **por
         return TRUE;
     }
     sm_device_set_fact(dev, FACT_USB_CONTROLLER, ctrl_path);
+    /* Its QOM type ("usb-ehci", "qemu-xhci"...): probes judge what the controller keeps. */
+    g_autofree char *ctrl_type = qom_get_string(qmp, ctrl, "type", &e);
+    if (!ctrl_type && !is_command_error(e)) {
+        g_propagate_error(error, g_steal_pointer(&e));
+        return FALSE;
+    }
+    g_clear_error(&e);
+    sm_device_set_fact(dev, SM_FACT_USB_CONTROLLER_TYPE, ctrl_type);
     g_autofree char *port = qom_get_string(qmp, dev->qom_path, "port", &e);
     if (!port && !is_command_error(e)) {
         g_propagate_error(error, g_steal_pointer(&e));

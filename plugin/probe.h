@@ -127,6 +127,8 @@ SmFix sm_device_get_fix(const SmDevice *device); /* SM_FIX_UNKNOWN when not set 
  * verdict (always unknown, with this reason), so the gate refuses it at preflight, from
  * discovery alone. */
 #define SM_FACT_UNSUPPORTED "unsupported"
+/* Set by discovery for USB devices: the QOM type of the controller whose bus they sit on. */
+#define SM_FACT_USB_CONTROLLER_TYPE "usb.controller_type"
 
 /* A SCSI request the device holds in its state. */
 typedef struct {

@@ -62,6 +62,8 @@ json_object *qmp_command_execute(QmpClient *client, const char *command, json_ob
     return reply;
 }
 
+G_DEFINE_AUTOPTR_CLEANUP_FUNC(QmpFdset, qmp_fdset_free)
+
 static json_object *get_member(const char *command, json_object *obj, const char *member,
                                json_type expect, GError **error)
 {
@@ -337,6 +339,63 @@ gboolean qmp_remove_fd(QmpClient *client, gint64 fdset_id, GError **error)
 {
     g_autoptr(json_object) args = args1("fdset-id", json_object_new_int64(fdset_id));
     return run_void(client, "remove-fd", args, error);
+}
+
+void qmp_fdset_free(QmpFdset *set)
+{
+    if (!set)
+        return;
+    g_array_unref(set->fds);
+    g_ptr_array_unref(set->opaque);
+    g_free(set);
+}
+
+/* One FdsetInfo: {"fdset-id": int, "fds": [{"fd": int, "opaque"?: str}]}. */
+static QmpFdset *fdset_from_json(json_object *e, GError **error)
+{
+    const char *cmd = "query-fdsets";
+    g_autoptr(QmpFdset) set = g_new0(QmpFdset, 1);
+    json_object *fds;
+
+    set->fds = g_array_new(FALSE, FALSE, sizeof(gint64));
+    set->opaque = g_ptr_array_new_with_free_func(g_free);
+    if (!qmp_reply_check(cmd, e, json_type_object, error) ||
+        !qmp_reply_get_int(cmd, e, "fdset-id", &set->fdset_id, error) ||
+        !(fds = get_member(cmd, e, "fds", json_type_array, error)))
+        return NULL;
+    for (size_t i = 0; i < json_object_array_length(fds); i++) {
+        json_object *f = json_object_array_get_idx(fds, i), *o = NULL;
+        gint64 fd;
+
+        if (!qmp_reply_check(cmd, f, json_type_object, error) ||
+            !qmp_reply_get_int(cmd, f, "fd", &fd, error))
+            return NULL;
+        if (json_object_object_get_ex(f, "opaque", &o) &&
+            !(o = get_member(cmd, f, "opaque", json_type_string, error)))
+            return NULL;
+        g_array_append_val(set->fds, fd);
+        g_ptr_array_add(set->opaque, o ? g_strdup(json_object_get_string(o)) : NULL);
+    }
+    return g_steal_pointer(&set);
+}
+
+GPtrArray *qmp_query_fdsets(QmpClient *client, GError **error)
+{
+    g_autoptr(json_object) r =
+        qmp_command_execute(client, "query-fdsets", NULL, NULL, 0, 0, json_type_array, error);
+    g_autoptr(GPtrArray) sets = NULL;
+
+    if (!r)
+        return NULL;
+    sets = g_ptr_array_new_with_free_func((GDestroyNotify)qmp_fdset_free);
+    for (size_t i = 0; i < json_object_array_length(r); i++) {
+        QmpFdset *set = fdset_from_json(json_object_array_get_idx(r, i), error);
+
+        if (!set)
+            return NULL;
+        g_ptr_array_add(sets, set);
+    }
+    return g_steal_pointer(&sets);
 }
 
 gboolean qmp_getfd(QmpClient *client, int fd, const char *fdname, GError **error)

@@ -64,6 +64,14 @@ gboolean qmp_migrate_set_parameters(QmpClient *client, json_object *params, GErr
 gboolean qmp_add_fd(QmpClient *client, int fd, gint64 fdset_id, const char *opaque,
                     gint64 *out_fdset_id, gint64 *out_fd, GError **error);
 gboolean qmp_remove_fd(QmpClient *client, gint64 fdset_id, GError **error);
+typedef struct {
+    gint64 fdset_id;
+    GArray *fds;       /* gint64: QEMU's fd numbers */
+    GPtrArray *opaque; /* char* per fd, NULL where QEMU has none */
+} QmpFdset;
+void qmp_fdset_free(QmpFdset *set);
+/* query-fdsets: QmpFdset* (owned by the array). */
+GPtrArray *qmp_query_fdsets(QmpClient *client, GError **error);
 /* getfd: passes `fd` under the name `fdname` (for "fd:NAME" migration URIs). */
 gboolean qmp_getfd(QmpClient *client, int fd, const char *fdname, GError **error);
 gboolean qmp_xen_save_devices_state(QmpClient *client, const char *filename, gboolean live,

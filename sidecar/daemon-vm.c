@@ -477,9 +477,14 @@ static void run_probe(Vm *vm, Job *job)
         finish_job(vm, job, NULL, error);
         return;
     }
-    g_autoptr(SmReport) report = sm_probe_vm(vm->qmp, vm->registry, &error);
+    SmReport *report = sm_probe_vm(vm->qmp, vm->registry, &error);
     qmp_client_clear_events(vm->qmp);
-    finish_job(vm, job, report ? sm_report_to_json(report) : NULL, error);
+    json_object *obj = report ? sm_report_to_json(report) : NULL;
+    /* The JSON shares json-c objects with the report (a verdict's details), and json-c's
+     * reference counts are not atomic: the report lets go of them here, before the JSON
+     * crosses to the main thread (ThreadSanitizer caught the worker's late put). */
+    g_clear_pointer(&report, sm_report_free);
+    finish_job(vm, job, obj, error);
 }
 
 static void run_recover(Vm *vm, Job *job)

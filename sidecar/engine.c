@@ -1525,7 +1525,10 @@ static int judge(SmMigration *m, const SmReport *paused_report)
     const SmReport *report = m->resumed ? NULL : paused_report;
     gint64 wait_us = 0;
     if (!report) {
-        /* Resumed since preflight: a running VM now, stopped here by the migration. */
+        /* Resumed since preflight: a running VM now, stopped here by the migration. (One
+         * paused again before the switchover cannot be told apart from events alone: its
+         * STOP and the switchover's look alike; it is judged, and expected on the
+         * destination, as running.) */
         m->src_was_running = m->src_was_running || m->resumed;
         fresh = probe_at_switchover(m, &wait_us, &error);
         if (!fresh) {

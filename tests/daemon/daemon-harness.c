@@ -5,6 +5,7 @@
 #include <gio/gunixsocketaddress.h>
 #include <signal.h>
 #include <string.h>
+#include <sys/prctl.h>
 #include <sys/resource.h>
 #include <sys/socket.h>
 #include <sys/stat.h>
@@ -38,10 +39,15 @@ void daemon_write_vm(Daemon *d, const char *name, const char *text)
     g_assert_true(g_file_set_contents(path, text, -1, &error));
 }
 
-static void set_nofile(gpointer data)
+/* In the daemon's child: it dies with the test (an aborted test must not leave a daemon
+ * holding the test's stdout, which meson waits on), and gets its fd limit if one is set. */
+static void child_setup(gpointer data)
 {
-    struct rlimit rl = {GPOINTER_TO_UINT(data), GPOINTER_TO_UINT(data)};
-    setrlimit(RLIMIT_NOFILE, &rl);
+    prctl(PR_SET_PDEATHSIG, SIGKILL);
+    if (GPOINTER_TO_UINT(data)) {
+        struct rlimit rl = {GPOINTER_TO_UINT(data), GPOINTER_TO_UINT(data)};
+        setrlimit(RLIMIT_NOFILE, &rl);
+    }
 }
 
 Daemon *daemon_new(void)
@@ -73,8 +79,7 @@ void daemon_start(Daemon *d, const char *const *extra)
     g_subprocess_launcher_setenv(l, "NOTIFY_SOCKET", notify_path, TRUE);
     g_subprocess_launcher_unsetenv(l, "JOURNAL_STREAM");
     g_subprocess_launcher_set_stderr_file_path(l, d->log);
-    if (d->nofile)
-        g_subprocess_launcher_set_child_setup(l, set_nofile, GUINT_TO_POINTER(d->nofile), NULL);
+    g_subprocess_launcher_set_child_setup(l, child_setup, GUINT_TO_POINTER(d->nofile), NULL);
     g_autoptr(GPtrArray) argv = g_ptr_array_new_with_free_func(g_free);
     g_ptr_array_add(argv, bin_path("safe-migrated"));
     const char *base[] = {"--config-dir",    d->dir, "--socket", d->sock,

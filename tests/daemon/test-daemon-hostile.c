@@ -195,6 +195,10 @@ static void test_privilege(void)
         g_autoptr(json_object) r = member_call(d, too_far[i]);
         g_assert_cmpstr(error_code(r), ==, "permission-denied");
     }
+    /* exec: URIs never come from a request, not even the owner's. */
+    g_autoptr(json_object) owner_exec = call(d, exec_req);
+    g_assert_cmpstr(error_code(owner_exec), ==, "permission-denied");
+
     g_autoptr(Client) m = member_client(d);
     client_send(m, "{\"op\":\"migrate\",\"vm\":\"vm1\",\"options\":{\"max-hold\":\"2s\","
                    "\"max-attempts\":1,\"on-unquiesceable\":\"abort\",\"backoff\":\"100ms\"}}");
@@ -204,10 +208,6 @@ static void test_privilege(void)
     g_assert_cmpint(num(start, "max_hold_ms"), ==, 2000);
     g_autoptr(json_object) result = until_event(m, "result", NULL);
     g_assert_cmpint(num(result, "exit_code"), ==, 3); /* nothing reachable: refused */
-
-    /* exec: URIs never come from a request, not even the owner's. */
-    g_autoptr(json_object) owner_exec = call(d, exec_req);
-    g_assert_cmpstr(error_code(owner_exec), ==, "permission-denied");
     g_assert_false(g_file_test(marker, G_FILE_TEST_EXISTS));
     g_assert_cmpint(daemon_stop(d), ==, 0);
 }
@@ -671,6 +671,22 @@ static void test_cli_ill_shaped_daemon(void)
     rmdir(dir);
 }
 
+/* ---- Issue 16's metrics items: an IPv6 URL in brackets ------------------------------------- */
+
+static void test_metrics_ipv6(void)
+{
+    g_autoptr(Daemon) d = daemon_new();
+    const char *const extra[] = {"--metrics-listen", "[::1]:0", NULL};
+    daemon_start(d, extra);
+    g_autoptr(json_object) hello = call(d, "{\"op\":\"hello\"}");
+    g_autofree char *url =
+        g_strdup_printf("http://[::1]:%d/metrics", (int)num(hello, "metrics_port"));
+    g_assert_cmpint(daemon_stop(d), ==, 0);
+    g_autofree char *log = NULL;
+    g_assert_true(g_file_get_contents(d->log, &log, NULL, NULL));
+    g_assert_nonnull(strstr(log, url));
+}
+
 int main(int argc, char **argv)
 {
     g_test_init(&argc, &argv, NULL);
@@ -684,5 +700,6 @@ int main(int argc, char **argv)
     g_test_add_func("/daemon-hostile/probe-flood", test_probe_flood);
     g_test_add_func("/daemon-hostile/stranded", test_stranded);
     g_test_add_func("/daemon-hostile/cli-ill-shaped-daemon", test_cli_ill_shaped_daemon);
+    g_test_add_func("/daemon-hostile/metrics-ipv6", test_metrics_ipv6);
     return g_test_run();
 }

@@ -230,6 +230,17 @@ static gboolean t_remove_fd(QmpClient *c, GError **e)
     return qmp_remove_fd(c, 1, e);
 }
 
+static gboolean t_fdsets(QmpClient *c, GError **e)
+{
+    g_autoptr(GPtrArray) sets = qmp_query_fdsets(c, e);
+    for (guint i = 0; sets && i < sets->len; i++) {
+        QmpFdset *set = g_ptr_array_index(sets, i);
+        if (set->fds->len != set->opaque->len)
+            __builtin_trap();
+    }
+    return sets != NULL;
+}
+
 static gboolean t_getfd(QmpClient *c, GError **e)
 {
     return qmp_getfd(c, spare_fd, "mig", e);
@@ -275,7 +286,7 @@ static gboolean (*const typed[])(QmpClient *, GError **) = {
     t_status,      t_migrate_info, t_qom_list,   t_qom_get, t_qom_get_string, t_qom_get_bool,
     t_qom_get_int, t_set_caps,     t_set_params, t_caps,    t_params,         t_add_fd,
     t_remove_fd,   t_getfd,        t_save,       t_migrate, t_incoming,       t_cancel,
-    t_continue,    t_cont,         t_stop,
+    t_continue,    t_cont,         t_stop,       t_fdsets,
 };
 
 static void write_all(int server, const char *text)

@@ -541,6 +541,30 @@ static void campaign_clear(Campaign *k)
     g_string_free(k->crash_signals, TRUE);
 }
 
+static gboolean on_ehci(const Config *cfg)
+{
+    return cfg->controller == RIG_CTRL_EHCI || cfg->controller == RIG_CTRL_ICH9_EHCI;
+}
+
+/* The gate refuses USB storage on EHCI at preflight (QEMU does not migrate EHCI's queues; the
+ * guest's memory was corrupted after gated migrations there): exit 4, nothing migrated, the
+ * guest goes on on the source without an error. */
+static void expect_refused(Campaign *k)
+{
+    g_autoptr(GError) error = NULL;
+    RigVmConfig incoming = vm_config(k, TRUE, "lx-refused");
+    RigVm *dst = rig_vm_start(&incoming, &error);
+    g_assert_no_error(error);
+    k->done = 1;
+    RigVm *holder = migrate_safe(k, dst);
+    g_assert_true(holder == k->vm);
+    g_assert_cmpuint(k->held_out, ==, 1);
+    g_assert_cmpuint(k->attempts, ==, 0);
+    rig_vm_free(dst);
+    g_assert_true(console_wait_progress(&k->con, k->vm, 3, 30000));
+    g_assert_cmpuint(k->con.problems, ==, 0);
+}
+
 static void test_campaign(gconstpointer data)
 {
     const Config *cfg = data;
@@ -549,6 +573,11 @@ static void test_campaign(gconstpointer data)
         return;
     g_autoptr(GError) error = NULL;
     guint problems0 = k.con.problems;
+    if (cfg->safe && on_ehci(cfg)) {
+        expect_refused(&k);
+        campaign_clear(&k);
+        return;
+    }
 
     for (k.done = 0; k.done < n_migrations && k.vm;) {
         g_autofree char *name = g_strdup_printf("lx%u", k.done + 1);
@@ -635,7 +664,8 @@ static void test_status(gconstpointer data)
         json_object *devs = json_object_object_get(rep, "devices");
         g_assert_cmpuint(json_object_array_length(devs), ==, 1);
         const char *state = member_str(json_object_array_get_idx(devs, 0), "state");
-        g_assert_cmpstr(state, !=, "unknown");
+        /* EHCI: never judged (refused at preflight), but probed just the same. */
+        g_assert_cmpstr(state, !=, on_ehci(cfg) ? "idle" : "unknown");
         idle += g_str_equal(state, "idle");
         busy += g_str_equal(state, "busy");
         g_assert_true(is_running(k.vm));

@@ -29,6 +29,9 @@ static const char *const replies[] = {
     "{\"fdset-id\":\"1\",\"fd\":3}",
     "{\"fdset-id\":1}",
     "[[[[[]]]]]",
+    "[{\"fdset-id\":1,\"fds\":{}}]",
+    "[{\"fdset-id\":1,\"fds\":[{\"fd\":\"3\"}]}]",
+    "[{\"fdset-id\":1,\"fds\":[{\"fd\":3,\"opaque\":7}]}]",
     "{\"a\":{\"b\":[{},null]}}",
 };
 
@@ -126,6 +129,16 @@ static gboolean run_remove_fd(QmpClient *c, GError **e)
     return qmp_remove_fd(c, 1, e);
 }
 
+static gboolean run_query_fdsets(QmpClient *c, GError **e)
+{
+    g_autoptr(GPtrArray) sets = qmp_query_fdsets(c, e);
+    for (guint i = 0; sets && i < sets->len; i++) {
+        QmpFdset *set = g_ptr_array_index(sets, i);
+        g_assert_cmpuint(set->fds->len, ==, set->opaque->len);
+    }
+    return sets != NULL;
+}
+
 static gboolean run_getfd(QmpClient *c, GError **e)
 {
     return qmp_getfd(c, STDERR_FILENO, "mig", e);
@@ -182,6 +195,9 @@ static const Command commands[] = {
     {"query-migrate-parameters", json_type_object, "{\"downtime-limit\":300}", run_query_params},
     {"add-fd", json_type_object, "{\"fdset-id\":1,\"fd\":4}", run_add_fd},
     {"remove-fd", json_type_object, "{}", run_remove_fd},
+    {"query-fdsets", json_type_array,
+     "[{\"fdset-id\":1,\"fds\":[{\"fd\":27,\"opaque\":\"safe-migrate probe\"},{\"fd\":28}]}]",
+     run_query_fdsets},
     {"getfd", json_type_object, "{}", run_getfd},
     {"xen-save-devices-state", json_type_object, "{}", run_save},
     {"migrate", json_type_object, "{}", run_migrate},

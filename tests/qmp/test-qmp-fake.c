@@ -642,6 +642,39 @@ static void test_null_return(void)
     fake_server_free(fs);
 }
 
+/* A connected client's sources live on its owner's context: closing it from another thread
+ * is the race the daemon once had (a migration's clients closed by the main thread while the
+ * worker iterated). libqmp says so, as a critical. */
+static void script_idle(FakeServer *fs, gpointer data)
+{
+    (void)data;
+    fs_handshake(fs);
+    fs_expect_eof(fs);
+}
+
+static gpointer close_elsewhere(gpointer client)
+{
+    qmp_client_close(client);
+    return NULL;
+}
+
+static void test_close_other_thread(void)
+{
+    if (g_test_subprocess()) {
+        FakeServer *fs = fake_server_new(FALSE, script_idle, NULL);
+        g_autoptr(QmpClient) client = connect_to(fs, NULL);
+
+        g_log_set_always_fatal(G_LOG_LEVEL_CRITICAL);
+        g_thread_join(g_thread_new("other", close_elsewhere, client));
+        fake_server_free(fs);
+        return;
+    }
+    /* Fatal in the child (criticals are fatal in the tests), with the reason on stderr. */
+    g_test_trap_subprocess(NULL, 10 * G_USEC_PER_SEC, G_TEST_SUBPROCESS_DEFAULT);
+    g_test_trap_assert_failed();
+    g_test_trap_assert_stderr("*belongs to another thread*");
+}
+
 /* A subscriber that itself runs synchronous calls while the transport is mid-buffer. */
 typedef struct {
     json_object *later;
@@ -1116,6 +1149,7 @@ int main(int argc, char **argv)
     g_test_add_func("/qmp/fake/event-queue-bound", test_event_queue_bound);
     g_test_add_func("/qmp/fake/event-queue-bytes", test_event_queue_bytes);
     g_test_add_func("/qmp/fake/null-return", test_null_return);
+    g_test_add_func("/qmp/fake/close-other-thread", test_close_other_thread);
     g_test_add_func("/qmp/fake/reentrant-subscriber", test_reentrant);
     g_test_add_func("/qmp/fake/timeout", test_timeout);
     g_test_add_func("/qmp/fake/error-reply", test_error_reply);
