@@ -2,8 +2,8 @@
  * libvirt does, domain XML on stdin, and connects to monitor.sock) and QEMU (it listens on the
  * domain's monitor.sock first). Domains without USB storage and other operations are left
  * untouched; a USB domain gets the holder and filter, which relay bytes exactly and pass fds
- * (SCM_RIGHTS) both ways; a policy the filter cannot apply leaves the socket in place, and
- * require-gate=true refuses the start. */
+ * (SCM_RIGHTS) both ways, by the holder alone when the filter cannot run; a policy the filter
+ * cannot apply leaves the socket in place, and require-gate=true refuses the start. */
 #include <errno.h>
 #include <gio/gio.h>
 #include <glib/gstdio.h>
@@ -69,11 +69,12 @@ static void host_clear(Host *h)
     g_free(h->root), g_free(h->lib), g_free(h->dir), g_free(h->config), g_free(h->logs);
 }
 
+static const char *hook_path;
+
 /* Runs the hook as libvirt does; returns its exit status, stderr in *err. */
 static int run_hook(Host *h, const char *op, const char *subop, const char *xml, char **err)
 {
-    g_autofree char *hook = g_build_filename(g_getenv("SM_BUILD_ROOT"), "sidecar", "libvirt",
-                                             "safe-migrate-libvirt-hook", NULL);
+    const char *hook = hook_path;
     const char *argv[] = {hook,    "--config-dir", h->config, "--libvirt-dir", h->lib, "--log-dir",
                           h->logs, "hooked",       op,        subop,           "-",    NULL};
     g_autoptr(GError) error = NULL;
@@ -146,7 +147,7 @@ static char *recv_exact(int sock, gsize len, int *fd)
     return buf;
 }
 
-static void test_relay(void)
+static void relay_round(void)
 {
     Host h;
     host_init(&h);
@@ -190,6 +191,37 @@ static void test_relay(void)
     host_clear(&h);
 }
 
+static void test_relay(void)
+{
+    relay_round();
+}
+
+/* A filter that cannot run (here: one that exits at once, next to a copy of the hook and the
+ * holder): the holder gives up on it and relays by itself, fds included; libvirt keeps its
+ * monitor. */
+static void test_filter_broken(void)
+{
+    g_autofree char *bin = g_dir_make_tmp("sm-hook-bin-XXXXXX", NULL);
+    const char *names[] = {"safe-migrate-libvirt-hook", "safe-migrate-holder"};
+    for (guint i = 0; i < G_N_ELEMENTS(names); i++) {
+        g_autofree char *from =
+            g_build_filename(g_getenv("SM_BUILD_ROOT"), "sidecar", "libvirt", names[i], NULL);
+        g_autofree char *to = g_build_filename(bin, names[i], NULL);
+        g_autofree char *cmd = g_strdup_printf("cp '%s' '%s'", from, to);
+        g_assert_cmpint(system(cmd), ==, 0);
+    }
+    g_autofree char *filter = g_build_filename(bin, "safe-migrate-filter", NULL);
+    g_assert_true(g_file_set_contents(filter, "#!/bin/sh\nexit 1\n", -1, NULL));
+    g_assert_cmpint(g_chmod(filter, 0755), ==, 0);
+    g_autofree char *hook = g_build_filename(bin, names[0], NULL);
+    const char *saved = hook_path;
+    hook_path = hook;
+    relay_round();
+    hook_path = saved;
+    g_autofree char *cmd = g_strdup_printf("rm -rf '%s'", bin);
+    g_assert_cmpint(system(cmd), ==, 0);
+}
+
 static void test_refused(gconstpointer data)
 {
     gboolean require = GPOINTER_TO_INT(data);
@@ -216,8 +248,12 @@ static void test_refused(gconstpointer data)
 int main(int argc, char **argv)
 {
     g_test_init(&argc, &argv, NULL);
+    g_autofree char *hook = g_build_filename(g_getenv("SM_BUILD_ROOT"), "sidecar", "libvirt",
+                                             "safe-migrate-libvirt-hook", NULL);
+    hook_path = hook;
     g_test_add_func("/libvirt/hook/untouched", test_untouched);
     g_test_add_func("/libvirt/hook/relay-bytes-and-fds", test_relay);
+    g_test_add_func("/libvirt/hook/filter-broken-holder-relays", test_filter_broken);
     g_test_add_data_func("/libvirt/hook/policy-refused/ungated", GINT_TO_POINTER(FALSE),
                          test_refused);
     g_test_add_data_func("/libvirt/hook/policy-refused/require-gate", GINT_TO_POINTER(TRUE),
