@@ -179,13 +179,13 @@ static void probe_latency(Pair *p)
                percentile(stopped, 99), stopped->len);
 }
 
-/* The fastest of batches of 100: a run preempted by another process only slows some batches,
+/* The fastest of batches of 10: a run preempted by another process only slows some batches,
  * so the best one tells the cost itself on a shared machine. */
 static double best_batch_ns(const Fixture *f, int runs)
 {
     double best = INFINITY;
-    for (int done = 0; done < runs; done += 100) {
-        int n = MIN(100, runs - done);
+    for (int done = 0; done < runs; done += 10) {
+        int n = MIN(10, runs - done);
         gint64 t0 = g_get_monotonic_time();
         for (int k = 0; k < n; k++)
             sm_report_free(fixture_report(f, f->state));
@@ -213,7 +213,7 @@ static void parse_time(void)
         printf("  %-32s %6" G_GSIZE_FORMAT " %13.0f %13.0f %13.0f\n", f->name,
                g_bytes_get_size(f->state), walk, full, best_batch_ns(f, opt_parse_runs));
     }
-    printf("  (ns per dump: means over all runs, and the fastest batch of 100 walk+verdict)\n");
+    printf("  (ns per dump: means over all runs, and the fastest batch of 10 walk+verdicts)\n");
 }
 
 int main(int argc, char **argv)
