@@ -316,9 +316,9 @@ static void add_int(json_object *o, const char *k, gint64 v)
 /* EHCI does not migrate its queues: the destination rebuilds them from guest memory, and QEMU
  * flushes the source's (catching unlinks the guest made) only for savevm, not for a live
  * migration (hw/usb/hcd-ehci.c, usb_ehci_vm_state_change). Through the gate, with no capture
- * of the running VM, the real Linux guest's kernel memory was corrupted after 2 of 31 EHCI
- * migrations (a jump to 0x1 from the timer path; an Oops under SG_IO), each after a switchover
- * judged idle; the stream carries nothing that tells when it is safe. */
+ * of the running VM, the real Linux guest's kernel memory was corrupted after 3 of 52 EHCI
+ * migrations (a jump to 0x1 from the timer path; list corruption freeing an SG_IO page), each
+ * after a switchover judged idle; the stream carries nothing that tells when it is safe. */
 #define EHCI_REASON                                                                                \
     "on an EHCI controller: QEMU does not migrate EHCI's transfer queues and a migrated guest "    \
     "can have its memory corrupted (attach the device to qemu-xhci or UHCI)"

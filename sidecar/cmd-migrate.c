@@ -12,10 +12,7 @@
 #include <string.h>
 #include <unistd.h>
 
-typedef struct {
-    gboolean json, quiet, tty;
-    gboolean line_open; /* a progress line without its newline is on screen */
-} Output;
+typedef SmCliOutput Output;
 
 static void end_line(Output *out)
 {
@@ -324,6 +321,8 @@ static gboolean collect_settings(GArray *out, GError **error)
 
 int sm_cmd_migrate(int argc, char **argv)
 {
+    if (sm_migrate_is_libvirt_form(argc, argv)) /* DOMAIN DESTURI: cmd-migrate-libvirt.c */
+        return sm_cmd_migrate_libvirt(argc, argv);
     g_autoptr(GOptionContext) ctx =
         g_option_context_new("- migrate a VM, gated on its USB devices");
     g_option_context_add_main_entries(ctx, migrate_entries, NULL);
@@ -449,4 +448,19 @@ int sm_cmd_recover(int argc, char **argv)
         printf("%s\n", summary);
     }
     return code;
+}
+
+void sm_cli_print_event(json_object *event, gpointer output)
+{
+    on_event(event, output);
+}
+
+void sm_cli_end_line(SmCliOutput *output)
+{
+    end_line(output);
+}
+
+const GOptionEntry *sm_migrate_qmp_entries(void)
+{
+    return migrate_entries;
 }

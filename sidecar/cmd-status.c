@@ -36,6 +36,8 @@ int sm_cmd_status(int argc, char **argv)
 {
     if (sm_daemon_socket)
         return sm_daemon_cmd_status(argc, argv);
+    if (sm_status_is_libvirt_form(argc, argv))
+        return sm_cmd_status_libvirt(argc, argv);
     g_autofree char *addr = NULL;
     g_autofree char *plugin_dir = NULL;
     g_autofree char *timeout = NULL;

@@ -21,3 +21,20 @@ int sm_daemon_cmd_recover(int argc, char **argv);
 /* Asks the daemon to migrate VM with `options` (CLI flag or policy key names -> strings;
  * consumed) and feeds every event to func; returns the migration's exit code. */
 int sm_daemon_migrate(const char *vm, json_object *options, SmEventFunc func, gpointer data);
+
+/* The migrate subcommand's output (cmd-migrate.c), shared by its libvirt form: the progress
+ * line on stderr or JSON lines on stdout, one per engine event. */
+typedef struct {
+    gboolean json, quiet, tty;
+    gboolean line_open; /* a progress line without its newline is on screen */
+} SmCliOutput;
+void sm_cli_print_event(json_object *event, gpointer output); /* an SmEventFunc */
+void sm_cli_end_line(SmCliOutput *output);
+
+/* `safe-migrate migrate DOMAIN DESTURI` and `safe-migrate status -c URI DOMAIN`: libvirt
+ * domains (cmd-migrate-libvirt.c), selected by positional arguments or -c/--connect. */
+gboolean sm_migrate_is_libvirt_form(int argc, char **argv);
+const GOptionEntry *sm_migrate_qmp_entries(void); /* the QMP form's options */
+int sm_cmd_migrate_libvirt(int argc, char **argv);
+gboolean sm_status_is_libvirt_form(int argc, char **argv);
+int sm_cmd_status_libvirt(int argc, char **argv);

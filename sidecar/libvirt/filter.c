@@ -20,6 +20,7 @@
 #include <unistd.h>
 
 #include "filter.h"
+#include "sm-config.h" /* SM_CONFIG_DIR */
 #include "qmp.h"
 #include "sm-config.h" /* SM_CONFIG_DIR, from meson's sysconfdir */
 
@@ -31,7 +32,8 @@
 typedef struct {
     char *data;
     gsize len;
-    GArray *fds; /* int, owned: sent with the line, then closed */
+    GArray *fds;            /* int, owned: sent with the line, then closed */
+    json_object *client_id; /* the gate's lines: the id its client gave (ours replaced it) */
 } Line;
 
 typedef struct {
@@ -71,6 +73,8 @@ static void line_free(Line *line)
         close(g_array_index(line->fds, int, i));
     if (line->fds)
         g_array_unref(line->fds);
+    if (line->client_id)
+        json_object_put(line->client_id);
     g_free(line->data);
     g_free(line);
 }
@@ -78,7 +82,9 @@ static void line_free(Line *line)
 static Line *line_new(const char *data, gsize len, GArray *fds)
 {
     Line *line = g_new0(Line, 1);
-    line->data = g_memdup2(data, len);
+    line->data = g_malloc(len + 1); /* NUL-terminated for the JSON parser, sent without it */
+    memcpy(line->data, data, len);
+    line->data[len] = 0;
     line->len = len;
     line->fds = fds;
     return line;
@@ -199,6 +205,17 @@ static void save_held(Filter *f)
         g_warning("%s", error->message);
 }
 
+/* Tests: stop here once if SM_LV_FAULT names this phase ("hold": a held command saved). */
+static void fault_point(const char *phase)
+{
+    g_autofree char *want = NULL;
+    if (!g_file_get_contents(SM_LV_FAULT, &want, NULL, NULL) ||
+        !g_str_equal(g_strstrip(want), phase))
+        return;
+    unlink(SM_LV_FAULT);
+    raise(SIGSTOP);
+}
+
 /* ---- Turn-taking on QEMU's connection ----------------------------------------------------- */
 
 static void from_libvirt(Filter *f, Line *line);
@@ -209,9 +226,19 @@ static void send_ours(Filter *f)
     g_autoptr(json_object) cmd = parse(line);
     const char *exec = str_member(cmd, "execute");
     f->our_id = g_strdup(str_member(cmd, "id"));
+    g_clear_pointer(&f->client_id, json_object_put);
+    f->client_id = g_steal_pointer(&line->client_id);
     f->hide_events = exec && (g_str_equal(exec, "xen-save-devices-state") ||
                               g_str_equal(exec, "stop") || g_str_equal(exec, "cont"));
+    /* A filter killed between the probe's stop and cont must not leave the VM paused: the
+     * next one resumes it (restore()). */
+    if (exec && g_str_equal(exec, "stop"))
+        g_file_set_contents(SM_LV_STOPPED, "", 0, NULL);
+    else if (exec && g_str_equal(exec, "cont"))
+        unlink(SM_LV_STOPPED);
     send_line(f, &f->qemu, line);
+    if (exec && g_str_equal(exec, "stop"))
+        fault_point("probe-stopped");
     line_free(line);
 }
 
@@ -235,6 +262,8 @@ static void hold(Filter *f, Line *line, json_object *cmd, SmGateJobKind kind)
     f->held = line;
     f->held_id = json_object_get(json_object_object_get(cmd, "id"));
     save_held(f);
+    if (kind == SM_GATE_JOB_SWITCHOVER)
+        fault_point("hold");
     SmGateJob *job = g_new0(SmGateJob, 1);
     job->kind = kind;
     job->client_fd = -1;
@@ -349,6 +378,9 @@ static void from_qemu(Filter *f, Line *line)
     } else if (json_object_object_get_ex(msg, "event", NULL)) {
         const char *name = str_member(msg, "event");
         gboolean run_event = name && (g_str_equal(name, "STOP") || g_str_equal(name, "RESUME"));
+        /* The gate's client sees every event: its probe resumes a VM only on the STOP
+         * event of its own stop. */
+        send_line(f, &f->probe, line);
         if (run_event && f->hide_events) {
             g_info("hiding %s (caused by the gate's own capture)", name);
             return;
@@ -392,12 +424,13 @@ static void from_probe(Filter *f, Line *line)
         line_free(line);
         return;
     }
-    g_clear_pointer(&f->client_id, json_object_put);
-    f->client_id = json_object_get(id);
+    json_object *client_id = json_object_get(id); /* the add below drops cmd's reference */
     g_autofree char *ours = g_strdup_printf(OUR_ID_PREFIX "%d-%u", (int)getpid(), ++f->our_seq);
     json_object_object_add(cmd, "id", json_object_new_string(ours));
     g_autofree char *text = g_strdup_printf("%s\r\n", json_object_to_json_string(cmd));
-    g_queue_push_tail(&f->ours, line_new(text, strlen(text), g_steal_pointer(&line->fds)));
+    Line *mine = line_new(text, strlen(text), g_steal_pointer(&line->fds));
+    mine->client_id = client_id;
+    g_queue_push_tail(&f->ours, mine);
     line_free(line);
     pump(f);
 }
@@ -516,6 +549,13 @@ static void restore(Filter *f)
     gsize len = 0;
     if (g_file_get_contents(SM_LV_GREETING, &text, &len, NULL))
         f->greeting = g_bytes_new_take(text, len);
+    if (f->resume && g_file_test(SM_LV_STOPPED, G_FILE_TEST_EXISTS)) {
+        static const char cont[] = "{\"execute\":\"cont\",\"id\":\"" OUR_ID_PREFIX "resume\"}\r\n";
+        g_warning("the previous filter died with the VM stopped for a probe: resuming it");
+        g_queue_push_tail(&f->ours, line_new(cont, sizeof cont - 1, NULL));
+        unlink(SM_LV_STOPPED);
+        pump(f);
+    }
     if (f->resume && g_file_get_contents(SM_LV_STATE, &text, &len, NULL)) {
         g_info("taking up the command the previous filter held");
         from_libvirt(f, line_new(text, len, NULL));

@@ -2,12 +2,14 @@
  * alive while the filter (which parses and decides) may die. It accepts libvirt on the
  * monitor path, connects to QEMU's renamed socket, runs the filter on both fds and starts it
  * again on the same fds when it dies: libvirt never sees its monitor close, so it never
- * decides that QEMU crashed. Runs in the domain's directory; its argv names no domain.
- *   safe-migrate-holder FILTER  (fd 3: the listening monitor socket; fd 4: a ready pipe) */
+ * decides that QEMU crashed. A filter that cannot run at all is replaced by a plain relay. Runs in
+ * the domain's directory; its argv names no domain. safe-migrate-holder FILTER  (fd 3: the
+ * listening monitor socket; fd 4: a ready pipe) */
 #include <errno.h>
 #include <fcntl.h>
 #include <poll.h>
 #include <signal.h>
+#include <stddef.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
@@ -90,6 +92,66 @@ static pid_t spawn_filter(const char *filter, char **args, int resume)
     _exit(127);
 }
 
+/* The peer shut its end: a filter that died after that (or exited with a sanitizer's code)
+ * is not restarted on a dead connection. */
+static int side_closed(int fd)
+{
+    struct pollfd p = {.fd = fd, .events = POLLRDHUP};
+    return poll(&p, 1, 0) > 0 && (p.revents & (POLLRDHUP | POLLHUP | POLLERR));
+}
+
+/* One read's bytes and fds from `from`, written whole to `to`; 0 when a side is gone. */
+static int pass(int from, int to)
+{
+    char buf[65536], control[CMSG_SPACE(sizeof(int) * 16)];
+    struct iovec iov = {.iov_base = buf, .iov_len = sizeof buf};
+    struct msghdr msg = {
+        .msg_iov = &iov, .msg_iovlen = 1, .msg_control = control, .msg_controllen = sizeof control};
+    ssize_t n = recvmsg(from, &msg, MSG_CMSG_CLOEXEC);
+    if (n <= 0)
+        return n < 0 && errno == EINTR;
+    struct msghdr out = {.msg_iov = &iov, .msg_iovlen = 1};
+    if (msg.msg_controllen > 0) {
+        out.msg_control = control;
+        out.msg_controllen = msg.msg_controllen;
+    }
+    int ok = 1;
+    for (size_t done = 0; ok && done < (size_t)n;) {
+        iov.iov_base = buf + done;
+        iov.iov_len = (size_t)n - done;
+        ssize_t w = sendmsg(to, &out, MSG_NOSIGNAL);
+        if (w < 0 && errno == EINTR)
+            continue;
+        ok = w > 0;
+        done += ok ? (size_t)w : 0;
+        out.msg_control = NULL, out.msg_controllen = 0; /* fds go with the first bytes */
+    }
+    for (struct cmsghdr *c = CMSG_FIRSTHDR(&msg); c; c = CMSG_NXTHDR(&msg, c))
+        if (c->cmsg_level == SOL_SOCKET && c->cmsg_type == SCM_RIGHTS)
+            for (size_t i = 0; i < (c->cmsg_len - CMSG_LEN(0)) / sizeof(int); i++)
+                close(((int *)CMSG_DATA(c))[i]);
+    return ok;
+}
+
+/* The filter cannot run at all (a broken install or upgrade): relay libvirt's monitor as it
+ * is, without the gate, rather than leave libvirt waiting on a monitor nobody reads. */
+static void relay_alone(void)
+{
+    logf_("%s", "the filter keeps failing: relaying this connection WITHOUT the gate");
+    for (;;) {
+        struct pollfd p[2] = {{.fd = LIBVIRT_FD, .events = POLLIN},
+                              {.fd = QEMU_FD, .events = POLLIN}};
+        if (poll(p, 2, -1) < 0) {
+            if (errno == EINTR)
+                continue;
+            return;
+        }
+        if ((p[0].revents && !pass(LIBVIRT_FD, QEMU_FD)) ||
+            (p[1].revents && !pass(QEMU_FD, LIBVIRT_FD)))
+            return;
+    }
+}
+
 /* Runs filters on one libvirt connection until it is over. */
 static void serve_connection(const char *filter, char **args)
 {
@@ -102,11 +164,17 @@ static void serve_connection(const char *filter, char **args)
             ;
         if (pid > 0 && WIFEXITED(status) && WEXITSTATUS(status) == SM_LV_FILTER_EXIT_CLOSED)
             return;
+        if (side_closed(LIBVIRT_FD) || side_closed(QEMU_FD)) /* nothing left to relay */
+            return;
         logf_("filter ended (%s); starting it again on the same connection",
               pid < 0               ? "fork failed"
               : WIFSIGNALED(status) ? strsignal(WTERMSIG(status))
                                     : "exit");
         fast_failures = time(NULL) - started < 2 ? fast_failures + 1 : 0;
+        if (fast_failures >= 5) {
+            relay_alone();
+            return;
+        }
         /* A filter that cannot run at all would spin: back off up to a second. */
         struct timespec pause = {0, 50000000L * (fast_failures < 20 ? fast_failures : 20)};
         nanosleep(&pause, NULL);

@@ -18,6 +18,7 @@
 #include <sys/wait.h>
 #include <unistd.h>
 
+#include "sm-config.h" /* SM_CONFIG_DIR */
 #include "sm-libvirt.h"
 #include "sm-config.h" /* SM_CONFIG_DIR, from meson's sysconfdir */
 
@@ -114,8 +115,8 @@ static int listen_unix(const char *path, mode_t mode)
 
 /* Double fork: the holder belongs to no one libvirt waits for, keeps none of the hook's
  * pipes open, and runs in the domain's directory. */
-static void spawn_holder(const char *dir, const char *holder, const char *filter, int listen_fd,
-                         int ready_fd)
+static void spawn_holder(const char *dir, const char *log_path, const char *holder,
+                         const char *filter, int listen_fd, int ready_fd)
 {
     pid_t pid = fork();
     if (pid < 0)
@@ -130,7 +131,7 @@ static void spawn_holder(const char *dir, const char *holder, const char *filter
     int null = open("/dev/null", O_RDONLY);
     if (chdir(dir) < 0 || null < 0)
         _exit(1);
-    int log = open(SM_LV_LOG, O_WRONLY | O_CREAT | O_APPEND, 0600);
+    int log = open(log_path, O_WRONLY | O_CREAT | O_APPEND, 0600);
     /* Out of the way first (either may already be 3 or 4), then into place: dup2 clears
      * close-on-exec on the copies. */
     listen_fd = fcntl(listen_fd, F_DUPFD, 100);
@@ -167,7 +168,7 @@ static gboolean write_args(const char *dir, const char *name, const char *config
 /* Renames QEMU's socket aside, listens in its place and starts the holder; undoes all of it
  * when the holder does not come up. */
 static gboolean gate_domain(const char *dir, const char *name, const char *config_dir,
-                            GError **error)
+                            const char *log_path, GError **error)
 {
     g_autofree char *self = g_file_read_link("/proc/self/exe", error);
     if (!self)
@@ -197,7 +198,7 @@ static gboolean gate_domain(const char *dir, const char *name, const char *confi
     int lfd = listen_unix(monitor, st.st_mode & 07777);
     gboolean ok = lfd >= 0 && pipe2(ready, O_CLOEXEC) == 0;
     if (ok) {
-        spawn_holder(dir, holder, filter, lfd, ready[1]);
+        spawn_holder(dir, log_path, holder, filter, lfd, ready[1]);
         close(ready[1]);
         ok = wait_ready(ready[0]);
         close(ready[0]);
@@ -210,7 +211,7 @@ static gboolean gate_domain(const char *dir, const char *name, const char *confi
         if (rename(aside, monitor) != 0)
             g_warning("cannot put %s back: %s", monitor, g_strerror(errno));
         g_set_error(error, G_FILE_ERROR, g_file_error_from_errno(saved),
-                    "the holder did not start (see %s/%s)", dir, SM_LV_LOG);
+                    "the holder did not start (see %s)", log_path);
     }
     return ok;
 }
@@ -263,17 +264,20 @@ int main(int argc, char **argv)
     sm_policy_init(&policy);
     const char *cdir = config_dir ? config_dir : SM_CONFIG_DIR;
     g_autofree char *dir = NULL;
+    /* The filter's log outlives the domain's directory (libvirt deletes it at stop). */
+    const char *ldir = log_dir ? log_dir : "/var/log/libvirt/qemu";
+    g_autofree char *log_path = g_strdup_printf("%s/%s." SM_LV_LOG, ldir, name);
     gboolean ok =
         sm_lv_load_policy(&policy, cdir, name, &error) &&
         (dir = sm_lv_domain_dir(lib_dir ? lib_dir : SM_LV_DEFAULT_LIB_DIR, d.id, &error)) &&
-        gate_domain(dir, name, cdir, &error);
+        gate_domain(dir, name, cdir, log_path, &error);
     int code = 0;
     if (!ok) {
         g_autofree char *text = g_strdup_printf(
             "%s: %s; %s", name, error->message,
             policy.require_gate ? "refusing to start it ungated (require-gate=true)"
                                 : "the domain starts UNGATED: its migrations are not protected");
-        report(name, log_dir ? log_dir : "/var/log/libvirt/qemu", text);
+        report(name, ldir, text);
         code = policy.require_gate ? 1 : 0;
     }
     sm_policy_clear(&policy);

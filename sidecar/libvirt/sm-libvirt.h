@@ -15,9 +15,13 @@ G_BEGIN_DECLS
 #define SM_LV_PROBE_SOCK "safe-migrate-probe.sock" /* the filter's own QMP client comes in here */
 #define SM_LV_CONTROL_SOCK "safe-migrate.ctl"      /* `safe-migrate status` asks here */
 #define SM_LV_STATE "safe-migrate.state"       /* a libvirt command held across a filter restart */
+#define SM_LV_STOPPED "safe-migrate.stopped"   /* the probe's stop is not yet undone by cont */
 #define SM_LV_GREETING "safe-migrate.greeting" /* QEMU's greeting, for a restarted filter */
 #define SM_LV_ARGS "safe-migrate.args"         /* the filter's argv, NUL-separated */
-#define SM_LV_LOG "safe-migrate.log"
+#define SM_LV_LOG "safe-migrate.log" /* LOG_DIR/NAME.safe-migrate.log, next to libvirt's */
+/* Tests only: a phase name written here makes the filter stop itself (SIGSTOP) once there,
+ * so a test can kill it at that exact point. Only root can write the domain's directory. */
+#define SM_LV_FAULT "safe-migrate.fault"
 #define SM_LV_DEFAULT_LIB_DIR "/var/lib/libvirt/qemu"
 
 /* fds the holder hands the filter. */

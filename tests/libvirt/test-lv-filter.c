@@ -3,8 +3,11 @@
  * libvirt's own commands pass through the relay; kill -9 of the filter leaves the VM running,
  * reachable and gated again; a pending result at switchover makes plain `virsh migrate` fail
  * with the filter's message while the domain keeps running on the source with its data
- * intact, and the retry migrates. */
+ * intact, and the retry migrates; the same for usb-bot + scsi-cd; kill -9 of the filter while
+ * it holds migrate-continue, or while a status probe has the VM stopped. */
 #include "lv.h"
+
+#include <gio/gio.h>
 
 #include <errno.h>
 #include <signal.h>
@@ -192,14 +195,6 @@ static void test_held_then_retry(gconstpointer data)
     g_assert_cmpint(csw, ==, 0);
     g_assert_cmpmem(buf, sizeof buf, reference, sizeof reference);
 
-    /* usb-bot's state is not decoded by the probe (yet): unknown, refused, never retried. */
-    if (form == LV_FORM_BOT_CD && strstr(err, "state unknown")) {
-        g_autofree char *status = ask_status(LV_A, name);
-        g_assert_nonnull(strstr(status, "\"state\":\"unknown\""));
-        lv_domain_destroy(LV_A, name);
-        g_test_incomplete("usb-bot state is not decoded by the usb-storage probe: refused");
-        return;
-    }
     g_assert_nonnull(strstr(err, "READ CAPACITY"));
     g_clear_pointer(&err, g_free);
     rc = lv_migrate(LV_A, name, NULL, &err);
@@ -215,6 +210,128 @@ static void test_held_then_retry(gconstpointer data)
     lv_domain_destroy(LV_B, name);
 }
 
+static gboolean stopped(GPid pid)
+{
+    g_autofree char *path = g_strdup_printf("/proc/%d/stat", (int)pid);
+    g_autofree char *stat = NULL;
+    if (!g_file_get_contents(path, &stat, NULL, NULL))
+        return FALSE;
+    const char *end = strrchr(stat, ')');
+    return end && end[1] == ' ' && end[2] == 'T';
+}
+
+/* kill -9 of the filter while it holds libvirt's migrate-continue (stopped there by the fault
+ * file): its restart takes the held command up again; idle, the migration completes;
+ * pending, it is refused and the domain runs on the source, never left paused. */
+static void test_kill_while_held(gconstpointer data)
+{
+    gboolean pending = GPOINTER_TO_INT(data);
+    if (skip_without_rig())
+        return;
+    g_autoptr(GError) error = NULL;
+    g_autofree char *name = unique_name("kil");
+    LvDomainConfig config = {.name = name, .form = LV_FORM_LIBVIRT, .qemu = RIG_QEMU_72};
+    lv_domain_create(LV_A, &config);
+    g_autoptr(RigGuest) guest = lv_guest_new(LV_A, name);
+    RigCommand cmd = rig_cmd_read_capacity();
+    guint8 reference[8], buf[8];
+    lv_guest_settle(guest, cmd, reference, sizeof reference);
+    if (pending)
+        g_assert_true(rig_guest_send_cbw(guest, 0, &cmd, NULL, &error));
+    g_assert_no_error(error);
+    g_autofree char *dir = domain_dir(LV_A, name);
+    g_autofree char *fault = g_build_filename(dir, "safe-migrate.fault", NULL);
+    g_assert_true(g_file_set_contents(fault, "hold\n", -1, NULL));
+    GPid filter = filter_pid(name);
+
+    g_autofree char *uri_a = lv_uri(LV_A), *uri_b = lv_uri(LV_B);
+    const char *argv[] = {"virsh",
+                          "-c",
+                          uri_a,
+                          "migrate",
+                          "--live",
+                          "--migrateuri",
+                          "tcp://127.0.0.1",
+                          "--listen-address",
+                          "127.0.0.1",
+                          name,
+                          uri_b,
+                          NULL};
+    g_autoptr(GSubprocess) virsh = g_subprocess_newv(
+        argv, G_SUBPROCESS_FLAGS_STDERR_PIPE | G_SUBPROCESS_FLAGS_STDOUT_SILENCE, &error);
+    g_assert_no_error(error);
+    for (int i = 0; i < 600 && !stopped(filter); i++)
+        g_usleep(50000);
+    g_assert_true(stopped(filter));
+    g_assert_cmpint(kill(filter, SIGKILL), ==, 0);
+    g_autofree char *err = NULL;
+    g_assert_true(g_subprocess_communicate_utf8(virsh, NULL, NULL, NULL, &err, &error));
+    int rc = g_subprocess_get_exit_status(virsh);
+    g_test_message("virsh migrate with the filter killed while holding: %d %s", rc, err);
+    g_assert_cmpint(filter_pid(name) == filter, ==, FALSE);
+    if (!pending) {
+        g_assert_cmpint(rc, ==, 0);
+        g_assert_true(lv_domain_running(LV_B, name));
+        g_autofree char *qtest_b = lv_qtest_path(LV_B, name);
+        g_assert_true(rig_guest_attach_at(guest, qtest_b, name, &error));
+        lv_guest_answer(guest, cmd, buf, sizeof buf);
+        g_assert_cmpmem(buf, sizeof buf, reference, sizeof reference);
+        lv_domain_destroy(LV_B, name);
+        return;
+    }
+    g_assert_cmpint(rc, !=, 0);
+    g_assert_nonnull(strstr(err, "safe-migrate"));
+    g_assert_nonnull(strstr(err, "held"));
+    g_assert_true(lv_domain_running(LV_A, name));
+    g_assert_false(lv_domain_running(LV_B, name));
+    g_autofree char *st = query_status(LV_A, name);
+    g_assert_nonnull(strstr(st, "\"running\""));
+    g_assert_cmpint(rig_guest_data_in(guest, 0, buf, sizeof buf, &error), ==, sizeof buf);
+    g_assert_no_error(error);
+    g_assert_cmpmem(buf, sizeof buf, reference, sizeof reference);
+    lv_domain_destroy(LV_A, name);
+}
+
+/* kill -9 of the filter while a status probe has the VM stopped (between its stop and its
+ * cont): the restarted filter resumes the VM, and libvirt never saw it paused. */
+static void test_kill_while_stopped(void)
+{
+    if (skip_without_rig())
+        return;
+    g_autofree char *name = unique_name("stp");
+    LvDomainConfig config = {.name = name, .form = LV_FORM_LIBVIRT, .qemu = RIG_QEMU_72};
+    lv_domain_create(LV_A, &config);
+    g_autoptr(RigGuest) guest = lv_guest_new(LV_A, name);
+    guint8 inq[36], again[36];
+    lv_guest_settle(guest, rig_cmd_inquiry(), inq, sizeof inq);
+    g_autofree char *dir = domain_dir(LV_A, name);
+    g_autofree char *fault = g_build_filename(dir, "safe-migrate.fault", NULL);
+    g_assert_true(g_file_set_contents(fault, "probe-stopped\n", -1, NULL));
+    GPid filter = filter_pid(name);
+    g_autofree char *path = g_build_filename(dir, "safe-migrate.ctl", NULL);
+    struct sockaddr_un addr = {.sun_family = AF_UNIX};
+    g_strlcpy(addr.sun_path, path, sizeof addr.sun_path);
+    int fd = socket(AF_UNIX, SOCK_STREAM, 0);
+    g_assert_cmpint(connect(fd, (struct sockaddr *)&addr, sizeof addr), ==, 0);
+    g_assert_cmpint(write(fd, "status\n", 7), ==, 7);
+    for (int i = 0; i < 600 && !stopped(filter); i++)
+        g_usleep(50000);
+    g_assert_true(stopped(filter));
+    g_autofree char *marker = g_build_filename(dir, "safe-migrate.stopped", NULL);
+    g_assert_true(g_file_test(marker, G_FILE_TEST_EXISTS)); /* the probe's stop was sent */
+    g_assert_cmpint(kill(filter, SIGKILL), ==, 0);
+    close(fd);
+    g_autofree char *st = query_status(LV_A, name);
+    g_assert_nonnull(st);
+    g_assert_nonnull(strstr(st, "\"running\""));
+    lv_guest_answer(guest, rig_cmd_inquiry(), again, sizeof again);
+    g_assert_cmpmem(again, sizeof again, inq, sizeof inq);
+    g_autofree char *state = NULL;
+    g_assert_cmpint(lv_virsh(LV_A, &state, NULL, "domstate", name, NULL), ==, 0);
+    g_assert_nonnull(strstr(state, "running"));
+    lv_domain_destroy(LV_A, name);
+}
+
 int main(int argc, char **argv)
 {
     g_test_init(&argc, &argv, NULL);
@@ -223,5 +340,10 @@ int main(int argc, char **argv)
                          GINT_TO_POINTER(LV_FORM_LIBVIRT), test_held_then_retry);
     g_test_add_data_func("/libvirt/filter/held-then-retry/scsi-cd", GINT_TO_POINTER(LV_FORM_BOT_CD),
                          test_held_then_retry);
+    g_test_add_data_func("/libvirt/filter/kill-while-held/idle", GINT_TO_POINTER(FALSE),
+                         test_kill_while_held);
+    g_test_add_data_func("/libvirt/filter/kill-while-held/pending", GINT_TO_POINTER(TRUE),
+                         test_kill_while_held);
+    g_test_add_func("/libvirt/filter/kill-while-stopped-for-status", test_kill_while_stopped);
     return g_test_run();
 }
