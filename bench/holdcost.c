@@ -102,13 +102,15 @@ typedef struct {
     GArray *final_ms, *final_mib; /* the attempt that switched over */
     GArray *total_mib;            /* every attempt's bytes */
     GArray *qemu_ms;              /* QEMU's total-time of the attempt that switched over */
+    GArray *stopped_ms;           /* the held attempt: the guest stopped, QEMU's STOP to RESUME */
     guint holds;
 } Series;
 
 static void series_init(Series *s)
 {
-    GArray **all[] = {&s->wall,   &s->downtime, &s->held_ms,   &s->held_mib,  &s->precopy_ms,
-                      &s->gap_ms, &s->final_ms, &s->final_mib, &s->total_mib, &s->qemu_ms};
+    GArray **all[] = {&s->wall,       &s->downtime, &s->held_ms,   &s->held_mib,
+                      &s->precopy_ms, &s->gap_ms,   &s->final_ms,  &s->final_mib,
+                      &s->total_mib,  &s->qemu_ms,  &s->stopped_ms};
     for (guint i = 0; i < G_N_ELEMENTS(all); i++)
         *all[i] = g_array_new(FALSE, FALSE, sizeof(double));
 }
@@ -200,7 +202,24 @@ typedef struct {
     double attempt_mib; /* RAM sent so far by the attempt under way (polled) */
     double held_mib;    /* by the attempts called off */
     gboolean replaced, held;
+    gint64 stop_us;  /* QEMU's STOP timestamp on the source, until its RESUME */
+    GArray *stopped; /* where the STOP-to-RESUME spans go (ms) */
 } Watch;
+
+/* The source's STOP and RESUME, by QEMU's own timestamps: a held attempt stops the guest from
+ * the switchover until the cancelled attempt gives it back. */
+static void on_run_event(QmpClient *client, const char *name, json_object *data,
+                         gint64 timestamp_us, gpointer user_data)
+{
+    Watch *w = user_data;
+    (void)client, (void)data;
+    if (g_str_equal(name, "STOP"))
+        w->stop_us = timestamp_us;
+    else if (g_str_equal(name, "RESUME") && w->stop_us > 0) {
+        add(w->stopped, (double)(timestamp_us - w->stop_us) / 1000.0);
+        w->stop_us = 0;
+    }
+}
 
 /* One event of the gate's: attempt boundaries, and the parked transfer finished on a hold. */
 static void on_event(Pair *p, Dirtier *d, Series *s, Watch *w, const char *line)
@@ -277,7 +296,9 @@ static void gated_migration(Pair *p, Dirtier *d, Series *s, gboolean park)
         g_error("safe-migrate: %s", error->message);
     int fd = g_unix_input_stream_get_fd(G_UNIX_INPUT_STREAM(g_subprocess_get_stdout_pipe(g->proc)));
     g_autoptr(GString) buf = g_string_new(NULL);
-    Watch w = {0};
+    Watch w = {.stopped = s->stopped_ms};
+    QmpClient *qmp = rig_vm_qmp(p->src);
+    guint sub = qmp_client_subscribe(qmp, NULL, on_run_event, &w, NULL);
     for (;;) {
         struct pollfd pfd = {.fd = fd, .events = POLLIN};
         if (poll(&pfd, 1, 2) > 0) {
@@ -299,6 +320,7 @@ static void gated_migration(Pair *p, Dirtier *d, Series *s, gboolean park)
                        g_str_equal(status, "device")))
             w.attempt_mib = MAX(w.attempt_mib, mib);
     }
+    qmp_client_unsubscribe(qmp, sub);
     g_subprocess_wait(g->proc, NULL, NULL);
     int code = g_subprocess_get_if_exited(g->proc) ? g_subprocess_get_exit_status(g->proc) : -1;
     gate_free(g);
@@ -373,6 +395,7 @@ static void report(RigQemu qemu, Series *plain, Series *clean, Series *held, Dir
     row("plain QMP", plain->downtime, median(plain->downtime));
     row("gate, no hold", clean->downtime, median(plain->downtime));
     row("gate, one hold (the final attempt)", held->downtime, median(plain->downtime));
+    row("held attempt: guest stopped (STOP to RESUME)", held->stopped_ms, median(plain->downtime));
     printf(
         "  holds in the parked runs: %u (of %d runs); guest writes that failed: %" G_GUINT64_FORMAT
         "\n",
