@@ -35,13 +35,26 @@ gboolean migration_times(RigVm *vm, gint64 *downtime_ms, gint64 *total_ms, GErro
 
 Pair *pair_new(RigQemu qemu, const char *machine, guint ram_mb, GError **error)
 {
+    return pair_new_sized(qemu, machine, 0, ram_mb, error);
+}
+
+Pair *pair_new_sized(RigQemu qemu, const char *machine, guint memory_mb, guint ram_mb,
+                     GError **error)
+{
     Pair *p = g_new0(Pair, 1);
     p->qemu = qemu;
     p->machine = machine;
-    p->src = rig_vm_start(&(RigVmConfig){.qemu = qemu, .machine = machine, .name = "a"}, error);
+    p->memory_mb = memory_mb;
+    p->src = rig_vm_start(
+        &(RigVmConfig){.qemu = qemu, .machine = machine, .name = "a", .memory_mb = memory_mb},
+        error);
     if (p->src)
-        p->dst = rig_vm_start(
-            &(RigVmConfig){.qemu = qemu, .machine = machine, .name = "b", .incoming = TRUE}, error);
+        p->dst = rig_vm_start(&(RigVmConfig){.qemu = qemu,
+                                             .machine = machine,
+                                             .name = "b",
+                                             .incoming = TRUE,
+                                             .memory_mb = memory_mb},
+                              error);
     if (p->dst)
         p->guest = rig_guest_new(p->src, error);
     if (!p->guest) {
@@ -84,9 +97,12 @@ gboolean pair_swap(Pair *p, gboolean dst_replaced, GError **error)
     /* The old source is a postmigrate shell: a fresh incoming QEMU takes its place. Started
      * by us rather than by its prepare script, so that it is our child and a crash shows its
      * signal. */
-    RigVm *fresh = rig_vm_start(
-        &(RigVmConfig){.qemu = p->qemu, .machine = p->machine, .name = "vm", .incoming = TRUE},
-        error);
+    RigVm *fresh = rig_vm_start(&(RigVmConfig){.qemu = p->qemu,
+                                               .machine = p->machine,
+                                               .name = "vm",
+                                               .incoming = TRUE,
+                                               .memory_mb = p->memory_mb},
+                                error);
     if (!fresh)
         return FALSE;
     char *prepare = rig_vm_prepare_script(fresh, TRUE, error);

@@ -11,6 +11,7 @@
 typedef struct {
     RigQemu qemu;
     const char *machine;
+    guint memory_mb;  /* guest RAM; 0 = the rig's 16 MiB */
     RigVm *src, *dst; /* src holds the guest and runs; dst waits with -incoming defer */
     char *src_prepare, *dst_prepare;
     RigGuest *guest;
@@ -19,6 +20,9 @@ typedef struct {
 /* Starts both QEMUs and the guest; the guest clears power-on events and fills `ram_mb` of
  * RAM with non-zero bytes, so every migration carries real pages. */
 Pair *pair_new(RigQemu qemu, const char *machine, guint ram_mb, GError **error);
+/* The same with `memory_mb` of guest RAM (0 = 16 MiB); the fill starts at 2 MiB. */
+Pair *pair_new_sized(RigQemu qemu, const char *machine, guint memory_mb, guint ram_mb,
+                     GError **error);
 void pair_free(Pair *p);
 /* After a migration that completed: the guest follows the VM to dst, the old source is
  * replaced by a fresh -incoming QEMU, and the roles swap. `dst_replaced`: dest-prepare ran

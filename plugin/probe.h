@@ -249,7 +249,10 @@ GBytes *sm_capture_take(SmCapture *capture, QmpClient *qmp, GError **error);
 void sm_capture_release(SmCapture *capture, QmpClient *qmp);
 
 /* Devices of types any registered probe understands, from /machine/peripheral,
- * /machine/peripheral-anon and /machine/unattached, with dev_path resolved when possible. */
+ * /machine/peripheral-anon and /machine/unattached, with dev_path resolved when possible and,
+ * for USB devices, the controller's type (SM_FACT_USB_CONTROLLER_TYPE). A device whose section
+ * name cannot be derived is marked SM_FACT_UNSUPPORTED. Fails (closed) when a container QEMU
+ * has cannot be listed or lists entries of a shape not understood. */
 GPtrArray *sm_discover_devices(QmpClient *qmp, const SmRegistry *registry, GError **error);
 /* sm_discover_devices, then every device's probe gathers its facts (fix state...) with
  * read-only queries; the device state is not captured. */

@@ -83,7 +83,7 @@ static pid_t spawn_filter(const char *filter, char **args, int resume)
     dup2(QEMU_FD, SM_LV_FD_QEMU);
     char *argv[66];
     int n = 0;
-    for (; args[n] && n < 63; n++)
+    for (; n < 63 && args[n]; n++)
         argv[n] = args[n];
     if (resume)
         argv[n++] = "--resume";

@@ -51,7 +51,11 @@ char *lv_uri(LvHost host)
 static int run_virsh(LvHost host, char **out, char **err, GPtrArray *args)
 {
     g_autoptr(GPtrArray) argv = g_ptr_array_new_with_free_func(g_free);
-    g_ptr_array_add(argv, g_strdup("virsh"));
+    /* A libvirt call that hangs (say, on a monitor that never greets) fails the test in
+     * bounded time instead of holding it until meson's timeout. */
+    const char *bounded[] = {"timeout", "--kill-after=5", "240", "virsh"};
+    for (guint i = 0; i < G_N_ELEMENTS(bounded); i++)
+        g_ptr_array_add(argv, g_strdup(bounded[i]));
     g_ptr_array_add(argv, g_strdup("-c"));
     g_ptr_array_add(argv, lv_uri(host));
     for (guint i = 0; i < args->len; i++)
@@ -187,6 +191,33 @@ gboolean lv_domain_running(LvHost host, const char *name)
     return g_str_has_prefix(g_strstrip(out), "running");
 }
 
+char *lv_domain_dir(LvHost host, const char *name)
+{
+    g_autofree char *lib = g_strdup_printf("%s/%s/lib/qemu", rig_dir(), lv_host_name(host));
+    g_autofree char *suffix = g_strdup_printf("-%s", name);
+    g_autoptr(GDir) dir = g_dir_open(lib, 0, NULL);
+    const char *entry;
+    while (dir && (entry = g_dir_read_name(dir)))
+        if (g_str_has_prefix(entry, "domain-") && g_str_has_suffix(entry, suffix))
+            return g_build_filename(lib, entry, NULL);
+    return NULL;
+}
+
+static char process_state(GPid pid)
+{
+    g_autofree char *path = g_strdup_printf("/proc/%d/stat", (int)pid);
+    g_autofree char *stat = NULL;
+    if (!g_file_get_contents(path, &stat, NULL, NULL))
+        return 0;
+    const char *end = strrchr(stat, ')'); /* "PID (COMM) STATE ..." */
+    return end && end[1] == ' ' ? end[2] : 0;
+}
+
+gboolean lv_process_stopped(GPid pid)
+{
+    return process_state(pid) == 'T';
+}
+
 char *lv_qtest_path(LvHost host, const char *name)
 {
     return g_strdup_printf("%s/%s/lib/qtest/%s.sock", rig_dir(), lv_host_name(host), name);
@@ -207,12 +238,8 @@ GPid lv_qemu_pid(LvHost host, const char *name)
 
 static gboolean process_gone(GPid pid)
 {
-    g_autofree char *path = g_strdup_printf("/proc/%d/stat", (int)pid);
-    g_autofree char *stat = NULL;
-    if (!g_file_get_contents(path, &stat, NULL, NULL))
-        return TRUE;
-    const char *end = strrchr(stat, ')'); /* "PID (COMM) STATE ..." */
-    return end && end[1] == ' ' && end[2] == 'Z';
+    char state = process_state(pid);
+    return state == 0 || state == 'Z';
 }
 
 gboolean lv_wait_gone(GPid pid, guint timeout_ms)
@@ -262,12 +289,12 @@ GPid lv_filter_pid(LvHost host, const char *name)
     return 0;
 }
 
-GPid lv_wait_filter(LvHost host, const char *name, GPid not, guint timeout_ms)
+GPid lv_wait_filter(LvHost host, const char *name, GPid other, guint timeout_ms)
 {
     for (guint waited = 0;; waited += 20) {
         GPid pid = lv_filter_pid(host, name);
-        if ((pid && pid != not ) || waited >= timeout_ms)
-            return pid != not ? pid : 0;
+        if ((pid && pid != other) || waited >= timeout_ms)
+            return pid != other ? pid : 0;
         g_usleep(20000);
     }
 }
@@ -323,7 +350,9 @@ GSubprocess *lv_migrate_start(LvHost from, const char *name, const char *const *
     g_autoptr(GPtrArray) args = migrate_argv(from, name, extra);
     g_ptr_array_insert(args, 0, lv_uri(from));
     g_ptr_array_insert(args, 0, g_strdup("-c"));
-    g_ptr_array_insert(args, 0, g_strdup("virsh"));
+    const char *bounded[] = {"timeout", "--kill-after=5", "240", "virsh"};
+    for (guint i = G_N_ELEMENTS(bounded); i > 0; i--)
+        g_ptr_array_insert(args, 0, g_strdup(bounded[i - 1]));
     g_ptr_array_add(args, NULL);
     g_autoptr(GError) error = NULL;
     GSubprocess *p = g_subprocess_newv(

@@ -49,6 +49,10 @@ void lv_domain_destroy(LvHost host, const char *name);
 /* Whether the domain is listed as running on `host`. */
 gboolean lv_domain_running(LvHost host, const char *name);
 
+/* The domain's libvirt directory on `host` (DIR/H/lib/qemu/domain-ID-NAME), NULL if none. */
+char *lv_domain_dir(LvHost host, const char *name);
+/* Whether process `pid` is stopped (SIGSTOP: state T in /proc/PID/stat). */
+gboolean lv_process_stopped(GPid pid);
 /* The domain's qtest socket on `host` (in that host's private /var/lib/libvirt). */
 char *lv_qtest_path(LvHost host, const char *name);
 /* The QEMU process of the domain on `host` from libvirt's pidfile, 0 if none runs. */
@@ -56,8 +60,8 @@ GPid lv_qemu_pid(LvHost host, const char *name);
 /* The gate's filter of the domain on `host`: the process in that host's namespace whose
  * arguments carry "safe-migrate" and the domain name; 0 if none runs. */
 GPid lv_filter_pid(LvHost host, const char *name);
-/* Waits up to timeout_ms for a filter of the domain on `host` other than `not` (0: any). */
-GPid lv_wait_filter(LvHost host, const char *name, GPid not, guint timeout_ms);
+/* Waits up to timeout_ms for a filter of the domain on `host` other than `other` (0: any). */
+GPid lv_wait_filter(LvHost host, const char *name, GPid other, guint timeout_ms);
 /* Runs `virsh qemu-monitor-command NAME '{"execute":"query-status"}'` and returns the
  * status string ("running", "paused"...), NULL if libvirt could not reach QEMU. */
 char *lv_query_status(LvHost host, const char *name);

@@ -18,6 +18,11 @@ cleanup() {
 }
 trap cleanup EXIT
 trap 'exit 143' TERM INT
+# meson's timeout ends with SIGKILL of the whole process group, which no trap survives: a
+# watcher in a session of its own takes the rig down once this script is gone, however.
+setsid bash -c 'while kill -0 "$1" 2>/dev/null; do sleep 1; done
+  "$2/rig.sh" down "$3"; [ -n "$4" ] || rm -rf "$3"' watcher $$ "$here" "$dir" \
+  "${SM_KEEP_TMP:-}" </dev/null >/dev/null 2>&1 &
 if ! "$here/rig.sh" up "$dir" >"$dir/rig-up.log" 2>&1; then
   why=$(grep -m1 -iE "error|cannot|failed|denied" "$dir/rig-up.log" "$dir"/*/daemon.out \
     "$dir"/*/log/libvirtd.log 2>/dev/null | head -n1 | cut -c1-200)

@@ -27,7 +27,8 @@ static void console_read(Console *c)
     if (!g_file_get_contents(c->path, &text, NULL, NULL))
         return;
     g_auto(GStrv) lines = g_strsplit(text, "\n", -1);
-    guint complete = g_strv_length(lines) - 1; /* the last one may still be growing */
+    guint n_lines = g_strv_length(lines);       /* 0 for an empty file */
+    guint complete = n_lines ? n_lines - 1 : 0; /* the last one may still be growing */
     for (guint i = 0; i < complete; i++) {
         const char *tags[] = {"HB ", "READY", "MISMATCH", "KERR ", "FATAL"};
         const char *at = NULL;

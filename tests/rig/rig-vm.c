@@ -382,7 +382,8 @@ RigVm *rig_vm_start(const RigVmConfig *config, GError **error)
         g_ptr_array_add(argv, g_strdup("-serial"));
         g_ptr_array_add(argv, g_strdup("chardev:console"));
     } else {
-        const char *qtest_args[] = {"16", "-serial", "none", "-bios", bios};
+        g_ptr_array_add(argv, g_strdup_printf("%u", config->memory_mb ? config->memory_mb : 16));
+        const char *qtest_args[] = {"-serial", "none", "-bios", bios};
         for (guint i = 0; i < G_N_ELEMENTS(qtest_args); i++)
             g_ptr_array_add(argv, g_strdup(qtest_args[i]));
     }

@@ -56,7 +56,8 @@ typedef struct {
     /* A real Linux guest (tests/linux) instead of the HLT BIOS + qtest: boots `kernel` with
      * `initrd` and `append`, `memory_mb` of RAM (0 = 256), `accel` (NULL = "tcg"), serial
      * console appended to the file `console` (one file can serve every VM of a migration
-     * chain: only the side that runs writes), and exits instead of rebooting. */
+     * chain: only the side that runs writes), and exits instead of rebooting.
+     * `memory_mb` sizes the HLT BIOS + qtest VM too (0 = 16). */
     const char *kernel, *initrd, *append, *console, *accel;
     guint memory_mb;
 } RigVmConfig;
