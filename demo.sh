@@ -1,4 +1,5 @@
 #!/usr/bin/env bash
+# SPDX-License-Identifier: GPL-2.0-or-later
 # Sets everything up on a fresh Debian 12 machine, builds, and runs the demo: two local QEMUs,
 # a USB CD-ROM, and what a migration between CBW and DATA-IN does.
 set -euo pipefail

@@ -1,4 +1,5 @@
 #!/usr/bin/env bash
+# SPDX-License-Identifier: GPL-2.0-or-later
 # Runs the whole test suite: unit and real-QEMU integration tests, in a normal build and in an
 # ASan/UBSan build. Installs what is missing first. Ends with "N passed, N failed".
 set -uo pipefail

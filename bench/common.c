@@ -1,3 +1,4 @@
+/* SPDX-License-Identifier: GPL-2.0-or-later */
 /* Shared bench plumbing: VM pairs that migrate back and forth, the safe-migrate CLI as a
  * child process, percentiles. */
 #include "common.h"

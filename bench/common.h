@@ -1,3 +1,4 @@
+/* SPDX-License-Identifier: GPL-2.0-or-later */
 /* Shared by the benchmarks: a VM pair that migrates back and forth (the rig's QEMUs and
  * guest), the safe-migrate CLI run as a child with its JSON events, and small statistics. */
 #pragma once

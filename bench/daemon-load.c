@@ -1,3 +1,4 @@
+/* SPDX-License-Identifier: GPL-2.0-or-later */
 /* Load benchmark of safe-migrated: many real QEMU VMs (HLT BIOS, 16 MiB) under one daemon.
  * Reports the daemon's RSS, CPU and threads, and list / list --probe / migration wall times,
  * each against a baseline measured in the same run (an empty daemon, one VM, one migration). */

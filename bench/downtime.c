@@ -1,3 +1,4 @@
+/* SPDX-License-Identifier: GPL-2.0-or-later */
 /* Gate cost: the same VM migrated back and forth, plain QMP migrations and safe-migrate
  * migrations alternating in one run (idle device), compared on QEMU's reported downtime and
  * total time; then the probe's own latency on a running VM and the parse time alone. */

@@ -1,3 +1,4 @@
+/* SPDX-License-Identifier: GPL-2.0-or-later */
 /* Hazard campaign: a guest that keeps issuing BOT transactions (GESN, INQUIRY, READ CAPACITY,
  * TEST UNIT READY, READ(10)) with a few ms between them, and N migrations back and forth that
  * land at a random phase of a transaction; plain QMP migrate against safe-migrate, on QEMU 7.2

@@ -1,3 +1,4 @@
+/* SPDX-License-Identifier: GPL-2.0-or-later */
 /* Hold cost: what one held attempt costs on a VM that keeps dirtying memory. A large VM whose
  * "guest" (qtest memsets from a thread of this program) keeps rewriting part of its RAM while
  * it migrates back and forth; per round a plain QMP migration, a safe-migrate migration with

@@ -1,3 +1,4 @@
+/* SPDX-License-Identifier: GPL-2.0-or-later */
 /* What the libvirt filter adds to each relayed QMP command: query-status round trips on a
  * real QEMU's spare monitor, straight (the baseline) and through safe-migrate-filter on the
  * fds a holder would give it (libvirt's end a socketpair, QEMU's a connection), in

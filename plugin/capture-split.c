@@ -1,3 +1,4 @@
+/* SPDX-License-Identifier: GPL-2.0-or-later */
 /* The capture split around the switchover (SmCapture, probe.h): the gate prepares the fd
  * before the guest stops, takes the device state with one command while it is stopped, and
  * gives the fd back once it runs again, so the guest-visible downtime carries the save alone. */

@@ -1,3 +1,4 @@
+/* SPDX-License-Identifier: GPL-2.0-or-later */
 /* Talking to QEMU: captures the device state over QMP (add-fd + xen-save-devices-state),
  * finds devices in the QOM tree and maps them to their state sections, builds reports. */
 #define G_LOG_DOMAIN "sm-capture"

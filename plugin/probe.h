@@ -1,3 +1,4 @@
+/* SPDX-License-Identifier: GPL-2.0-or-later */
 /* The device-state probe layer: reads QEMU's own serialization of device state, finds the
  * devices in the QOM tree and lets probes (built-in or GModule plugins) judge each device. */
 #pragma once

@@ -1,3 +1,4 @@
+/* SPDX-License-Identifier: GPL-2.0-or-later */
 /* Probe registry: the built-in probes plus probes loaded from GModule plugins. */
 #define G_LOG_DOMAIN "sm-registry"
 

@@ -1,3 +1,4 @@
+/* SPDX-License-Identifier: GPL-2.0-or-later */
 /* Walker for QEMU's device-state stream (QEVM v3): finds section boundaries by their footers,
  * with backtracking, and a bounds-checked reader for decoding section bodies. */
 #define G_LOG_DOMAIN "sm-stream"

@@ -1,3 +1,4 @@
+/* SPDX-License-Identifier: GPL-2.0-or-later */
 /* Built-in probe for USB mass storage over Bulk-Only Transport (usb-storage, and usb-bot with
  * 1..16 LUNs) with scsi-disk (scsi-cd/scsi-hd): decodes the sections field by field and judges
  * whether a transaction is in flight and whether its state travels with the migration.

@@ -1,3 +1,4 @@
+/* SPDX-License-Identifier: GPL-2.0-or-later */
 /* Devices, verdicts and their JSON form; SCSI opcode names for reports. */
 #include "probe.h"
 

@@ -1,3 +1,4 @@
+/* SPDX-License-Identifier: GPL-2.0-or-later */
 /* libqmp addresses: "unix:PATH", "tcp:HOST:PORT" (HOST may be "[v6]") or a bare PATH. */
 #include "qmp-private.h"
 

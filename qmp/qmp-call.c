@@ -1,3 +1,4 @@
+/* SPDX-License-Identifier: GPL-2.0-or-later */
 /* qmp-call: runs one QMP command against a QEMU monitor socket and prints the reply.
  * Exit status: 0 success, 1 QMP or runtime error, 2 usage, 3 cannot connect. */
 #include "qmp.h"

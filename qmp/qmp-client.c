@@ -1,3 +1,4 @@
+/* SPDX-License-Identifier: GPL-2.0-or-later */
 /* libqmp protocol layer: greeting and capabilities negotiation, commands matched to replies
  * by id, timeouts, events (subscribers and a bounded queue), and the synchronous wrappers. */
 #include "qmp-private.h"

@@ -1,3 +1,4 @@
+/* SPDX-License-Identifier: GPL-2.0-or-later */
 /* libqmp typed commands: arguments built and replies type-checked in one place, so that no
  * caller ever dereferences a reply QEMU (or something posing as QEMU) shaped differently. */
 #include "qmp-commands.h"

@@ -1,3 +1,4 @@
+/* SPDX-License-Identifier: GPL-2.0-or-later */
 /* libqmp typed commands: one synchronous function per QMP command safe-migrate sends. Every
  * reply is type-checked here, in one place: a reply of the wrong JSON type (null included)
  * is a QMP_ERROR_PROTOCOL GError, never a NULL without an error and never a json-c assert. */

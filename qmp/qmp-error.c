@@ -1,3 +1,4 @@
+/* SPDX-License-Identifier: GPL-2.0-or-later */
 /* libqmp errors: the QMP_ERROR domain, an extended GError domain so that QEMU's error class
  * travels with the error itself (it survives g_error_copy() and g_prefix_error()). */
 #include "qmp-private.h"

@@ -1,3 +1,4 @@
+/* SPDX-License-Identifier: GPL-2.0-or-later */
 /* libqmp internals: the transport layer (socket, line framing, fd passing) shared by
  * qmp-client.c and qmp-address.c. Not installed. */
 #pragma once

@@ -1,3 +1,4 @@
+/* SPDX-License-Identifier: GPL-2.0-or-later */
 /* libqmp transport: a non-blocking socket split into '\n'-terminated lines, with a bounded
  * input buffer and an output queue whose messages may carry SCM_RIGHTS file descriptors. */
 #include "qmp-private.h"

@@ -1,3 +1,4 @@
+/* SPDX-License-Identifier: GPL-2.0-or-later */
 /* libqmp: an asynchronous QMP (QEMU Machine Protocol) client on the GLib main loop, with a
  * synchronous layer on top. The one public header of the qmp/ layer. */
 #pragma once

@@ -1,3 +1,4 @@
+/* SPDX-License-Identifier: GPL-2.0-or-later */
 /* `safe-migrate migrate DOMAIN DESTURI` and `safe-migrate status -c URI DOMAIN`: libvirt
  * domains, through libvirt's C API. The gate itself runs in the filter on the domain's
  * monitor (sidecar/libvirt/); this drives libvirt's migration job, shows its progress from

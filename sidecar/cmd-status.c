@@ -1,3 +1,4 @@
+/* SPDX-License-Identifier: GPL-2.0-or-later */
 /* `safe-migrate status`: captures the VM's device state once (stopping a running VM for the
  * capture and resuming it) and prints each USB storage device's verdict (idle/busy/unknown,
  * pending request, fix state) as a table or JSON. */

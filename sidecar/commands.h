@@ -1,3 +1,4 @@
+/* SPDX-License-Identifier: GPL-2.0-or-later */
 /* Subcommands of the safe-migrate CLI: each takes the argv after the subcommand name
  * (argv[0] is "safe-migrate SUBCOMMAND") and returns the process exit code. */
 #pragma once

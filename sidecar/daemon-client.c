@@ -1,3 +1,4 @@
+/* SPDX-License-Identifier: GPL-2.0-or-later */
 /* `safe-migrate --daemon SOCKET ...`: the CLI as a client of safe-migrated's JSON-lines
  * control socket, with the same output and exit codes as the in-process commands. */
 #include "commands.h"

@@ -1,3 +1,4 @@
+/* SPDX-License-Identifier: GPL-2.0-or-later */
 /* safe-migrated: the control socket. JSON lines over a unix stream socket, mode 0600/0660,
  * every peer checked with SO_PEERCRED and SO_PEERGROUPS; reads and writes are asynchronous
  * and bounded by bytes both ways (a request line is checked while it is read, not after it

@@ -1,3 +1,4 @@
+/* SPDX-License-Identifier: GPL-2.0-or-later */
 /* safe-migrated: accepting connections without being starved by them. One listener for the
  * control socket and one for the metrics port: accept errors (EMFILE above all) pause the
  * listener with a growing back-off instead of spinning on a readable socket, warnings are

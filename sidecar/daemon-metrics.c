@@ -1,3 +1,4 @@
+/* SPDX-License-Identifier: GPL-2.0-or-later */
 /* safe-migrated: metrics in the Prometheus text format (0.0.4), fed by the migrations'
  * own events, served by the `metrics` op and optionally over plain HTTP. */
 #include "daemon.h"

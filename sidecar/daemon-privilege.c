@@ -1,3 +1,4 @@
+/* SPDX-License-Identifier: GPL-2.0-or-later */
 /* safe-migrated: the privilege model, in one place. Who may use the control socket (the
  * owner: root or the daemon's user; members of the socket's group, checked with
  * SO_PEERGROUPS), and what a request may change of a VM's policy:

@@ -1,3 +1,4 @@
+/* SPDX-License-Identifier: GPL-2.0-or-later */
 /* safe-migrated, ThreadSanitizer builds only (-Db_sanitize=thread): GLib is not instrumented
  * and its GMutex/GCond/GRecMutex are futex-based, so TSan cannot see them and would report
  * every hand-off guarded by one (the engine's cancel, GAsyncQueue) as a race. These wrappers

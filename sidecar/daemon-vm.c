@@ -1,3 +1,4 @@
+/* SPDX-License-Identifier: GPL-2.0-or-later */
 /* safe-migrated: one worker thread per VM. It holds the VM's status QMP connection
  * (reconnecting with backoff), keeps a cheap snapshot of it (run state, devices and their fix)
  * for `list`, and runs the VM's probes, recover and migrations, each on the worker's own

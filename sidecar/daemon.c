@@ -1,3 +1,4 @@
+/* SPDX-License-Identifier: GPL-2.0-or-later */
 /* safe-migrated: the per-host sidecar daemon. It loads vms.d/NAME.conf, watches every VM over a
  * QMP monitor of its own (daemon-vm.c), runs migrations with the same gate engine as the CLI
  * (one worker thread per VM), and serves a JSON-lines control socket (daemon-control.c). */

@@ -1,3 +1,4 @@
+/* SPDX-License-Identifier: GPL-2.0-or-later */
 /* safe-migrated internals, shared by daemon*.c: the VM table and its per-VM worker threads,
  * migrations, control clients and metrics. Not a public header (the API is the socket). */
 #pragma once

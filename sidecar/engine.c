@@ -1,3 +1,4 @@
+/* SPDX-License-Identifier: GPL-2.0-or-later */
 /* The gate: one migration from preflight to verified completion. It pauses QEMU before
  * switchover, probes the device state, and continues only when no device would lose a
  * transaction; otherwise it calls the attempt off (the source resumes) and retries.

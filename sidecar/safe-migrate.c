@@ -1,3 +1,4 @@
+/* SPDX-License-Identifier: GPL-2.0-or-later */
 /* safe-migrate: the sidecar CLI. A subcommand dispatcher; each subcommand parses its own
  * options (GOptionContext) in its own file. */
 #include <glib.h>

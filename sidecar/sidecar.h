@@ -1,3 +1,4 @@
+/* SPDX-License-Identifier: GPL-2.0-or-later */
 /* The sidecar layer's one public header: migration policy and the gate engine, shared by the
  * safe-migrate CLI and the safe-migrated daemon. */
 #pragma once

@@ -1,4 +1,5 @@
 #!/usr/bin/env python3
+# SPDX-License-Identifier: GPL-2.0-or-later
 """Counts real test results (one per GTest case, from each test's TAP output) in meson's
 testlog.json files, and prints `N passed, N failed`. A test program that crashed or timed out
 before printing its plan counts as one failure on top of the cases it reported."""

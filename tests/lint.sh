@@ -1,4 +1,5 @@
 #!/usr/bin/env bash
+# SPDX-License-Identifier: GPL-2.0-or-later
 # Lint as a test: cppcheck on the C sources and clang-format conformance of every C file.
 set -uo pipefail
 cd "${SM_SOURCE_ROOT:-$(dirname "$0")/..}"

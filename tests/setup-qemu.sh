@@ -1,4 +1,5 @@
 #!/usr/bin/env bash
+# SPDX-License-Identifier: GPL-2.0-or-later
 # Installs the two QEMUs the tests need: 7.2 from the distribution, 10.x unpacked from the
 # bookworm-backports suite of this machine's own configured mirror into a private prefix.
 # Usage: tests/setup-qemu.sh [PREFIX]   (default: .qemu10 under the source tree)

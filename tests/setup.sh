@@ -1,4 +1,5 @@
 #!/usr/bin/env bash
+# SPDX-License-Identifier: GPL-2.0-or-later
 # Installs everything the build and the tests need on Debian 12: compilers, libraries, tools,
 # QEMU 7.2 from the distribution, QEMU 10 unpacked into .qemu10 (tests/setup-qemu.sh), and the
 # real-Linux test guest built into .guest (tests/linux/setup-guest.sh), and libvirt 9.0 for

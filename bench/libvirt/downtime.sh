@@ -1,4 +1,5 @@
 #!/usr/bin/env bash
+# SPDX-License-Identifier: GPL-2.0-or-later
 # Plain against gated `virsh migrate` in one run, on the two-host libvirt rig of tests/libvirt:
 # the same USB CD-ROM domain (qtest guest, HLT BIOS, RAM filled so pages really move) created
 # and migrated N times with no hook, then N times with the build tree's safe-migrate hook

@@ -1,3 +1,4 @@
+/* SPDX-License-Identifier: GPL-2.0-or-later */
 /* Round-trip time of one QMP command through libvirt (virDomainQemuMonitorCommand, the path
  * of every command libvirt sends), to compare a domain behind the safe-migrate filter with a
  * plain one: prints the median and p99 in microseconds of N query-status calls.

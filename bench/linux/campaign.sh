@@ -1,4 +1,5 @@
 #!/usr/bin/env bash
+# SPDX-License-Identifier: GPL-2.0-or-later
 # The long real-Linux campaign: migrates the Debian-kernel test guest N times per configuration
 # (QEMU 7.2 pc with UHCI, EHCI, ich9 EHCI and xHCI x usb-storage CD-ROM and stick, usb-bot with
 # a CD-ROM and with a CD-ROM and a disk; 10.0 pc, 10.0 pc-i440fx-9.0, 10.0 xHCI; plain migrate

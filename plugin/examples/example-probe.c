@@ -1,3 +1,4 @@
+/* SPDX-License-Identifier: GPL-2.0-or-later */
 /* Example plugin: a probe for usb-tablet that only locates the device's state section and
  * reports it as unknown, final ("layout not understood": it decodes nothing, so no wait
  * can make it idle) — the smallest complete use of the plugin interface. */

@@ -1,3 +1,4 @@
+/* SPDX-License-Identifier: GPL-2.0-or-later */
 /* Shared by the hook, the filter and the CLI: where a domain's runtime files are, and the
  * policy of a libvirt domain. */
 #include "sm-libvirt.h"

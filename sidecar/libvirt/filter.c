@@ -1,3 +1,4 @@
+/* SPDX-License-Identifier: GPL-2.0-or-later */
 /* safe-migrate-filter: one per gated domain, started by the holder on libvirt's monitor
  * connection (fd 3) and QEMU's (fd 4). A byte-exact relay of libvirt's QMP, passed fds
  * included, except that it holds libvirt's `migrate` and `migrate-continue` for the gate,

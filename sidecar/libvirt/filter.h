@@ -1,3 +1,4 @@
+/* SPDX-License-Identifier: GPL-2.0-or-later */
 /* Inside the filter process: the relay (filter.c, main thread) and the gate worker (gate.c,
  * its own thread and main context) that probes through the relay and decides. */
 #pragma once

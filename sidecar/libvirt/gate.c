@@ -1,3 +1,4 @@
+/* SPDX-License-Identifier: GPL-2.0-or-later */
 /* The filter's gate worker: its own thread and main context, and a QMP client that reaches
  * QEMU through the relay (which multiplexes it onto libvirt's connection). It answers one
  * job at a time: probe a paused VM before `migrate`, decide at pre-switchover (continue, or

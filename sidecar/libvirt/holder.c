@@ -1,3 +1,4 @@
+/* SPDX-License-Identifier: GPL-2.0-or-later */
 /* safe-migrate-holder: the minimal process that keeps libvirt's monitor connection and QEMU's
  * alive while the filter (which parses and decides) may die. It accepts libvirt on the
  * monitor path, connects to QEMU's renamed socket, runs the filter on both fds and starts it

@@ -1,3 +1,4 @@
+/* SPDX-License-Identifier: GPL-2.0-or-later */
 /* safe-migrate-libvirt-hook: libvirt's qemu hook (linked as /etc/libvirt/hooks/qemu.d/
  * safe-migrate). At `start begin` of a domain with a USB disk or CD-ROM, libvirt listens on
  * the domain's monitor.sock, QEMU holds that listening fd, and libvirt has not connected yet:

@@ -1,3 +1,4 @@
+/* SPDX-License-Identifier: GPL-2.0-or-later */
 /* safe-migrate under libvirt: the conventions the qemu hook, the per-domain holder and filter
  * and the CLI share (runtime files in the domain's own libvirt directory), and their helpers. */
 #pragma once

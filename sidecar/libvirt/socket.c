@@ -1,3 +1,4 @@
+/* SPDX-License-Identifier: GPL-2.0-or-later */
 /* The one socket helper the holder shares with the hook and the filter (no GLib calls, so the
  * holder stays a small process with nothing to go wrong). */
 #include "sm-libvirt.h"

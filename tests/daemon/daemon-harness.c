@@ -1,3 +1,4 @@
+/* SPDX-License-Identifier: GPL-2.0-or-later */
 /* The safe-migrated test harness (see daemon-harness.h). */
 #include "daemon-harness.h"
 

@@ -1,3 +1,4 @@
+/* SPDX-License-Identifier: GPL-2.0-or-later */
 /* The safe-migrated test harness: the real daemon started like systemd would, control
  * clients on its socket, and the rig's VM pairs with their policy files. Shared by the
  * end-to-end tests (test-daemon.c) and the hostile-client tests (test-daemon-hostile.c). */

@@ -1,3 +1,4 @@
+/* SPDX-License-Identifier: GPL-2.0-or-later */
 /* safe-migrated under attack (issue 11): a member of the socket's group trying to steer the
  * root daemon, hostile and malformed requests, fd starvation through the metrics port and
  * the control socket, hostile policy files, a VM's QEMU answering ill-typed replies, a flood

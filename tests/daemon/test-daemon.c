@@ -1,3 +1,4 @@
+/* SPDX-License-Identifier: GPL-2.0-or-later */
 /* Integration tests of safe-migrated: the real daemon binary over its real control socket,
  * watching and migrating real QEMU VMs from the rig, with the guest played over qtest. */
 #include "rig.h"

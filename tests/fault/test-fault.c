@@ -1,3 +1,4 @@
+/* SPDX-License-Identifier: GPL-2.0-or-later */
 /* Fault injection: safe-migrate killed -9 in each phase, QMP connections cut under it, the
  * destination killed mid-stream, dest-prepare failing or hanging. After each fault the VM
  * must run on exactly one side (or `safe-migrate recover` must bring it back) and the

@@ -1,3 +1,4 @@
+/* SPDX-License-Identifier: GPL-2.0-or-later */
 /* libFuzzer target for libqmp's reader: the input is what "QEMU" sends down a real unix
  * socket (greeting, replies, events, garbage), written whole, line by line or in small
  * chunks; the client must end in a clean error or disconnect, never a crash or a hang.

@@ -1,3 +1,4 @@
+/* SPDX-License-Identifier: GPL-2.0-or-later */
 /* libFuzzer target for the device-state stream walker and the usb-storage probe: any input
  * must give a verdict (unknown with a reason when in doubt), never a crash or a bad read;
  * and "safe" only for an idle device or one whose every pending request migrates. */

@@ -1,4 +1,5 @@
 #!/usr/bin/env python3
+# SPDX-License-Identifier: GPL-2.0-or-later
 """Regenerates the fuzzers' seed corpora in tests/fuzz/corpus/ from real sources:
   qmp/     raw bytes QEMU 7.2 and 10.0 sent on a QMP socket during a session that answers
            the fuzz-qmp harness's command ids 1..9 (greeting, replies, errors, STOP/RESUME

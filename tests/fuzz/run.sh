@@ -1,4 +1,5 @@
 #!/usr/bin/env bash
+# SPDX-License-Identifier: GPL-2.0-or-later
 # Builds the libFuzzer targets (clang, -Dfuzzing=true, in build-fuzz/) and runs each for
 # SECONDS (default 60) from its seed corpus in tests/fuzz/corpus/. Fails on any crash, leak,
 # sanitizer report or hang. Writes one TAP result per target to build-fuzz/fuzz-results.json

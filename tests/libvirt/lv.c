@@ -1,3 +1,4 @@
+/* SPDX-License-Identifier: GPL-2.0-or-later */
 /* The libvirt test rig seen from a test: virsh against host A or B of tests/libvirt/rig.sh,
  * domains of the qtest guest made from the XML templates, and their QEMU processes. */
 #include "lv.h"

@@ -1,3 +1,4 @@
+/* SPDX-License-Identifier: GPL-2.0-or-later */
 /* The libvirt test rig seen from a test: the two hosts of tests/libvirt/rig.sh (started by
  * tests/libvirt/run.sh, which hands their directory over in SM_LV_RIG), virsh against either,
  * domains of the qtest guest made from the XML templates, and their QEMU processes. */

@@ -1,4 +1,5 @@
 #!/usr/bin/env bash
+# SPDX-License-Identifier: GPL-2.0-or-later
 # Two libvirt hosts on one machine, for tests: each a libvirtd in its own UTS + mount namespace
 # with private /etc/libvirt, /run/libvirt, /var/lib/libvirt, /var/cache/libvirt and
 # /var/log/libvirt under DIR/A or DIR/B, its own hostname and host UUID (so migration between

@@ -1,4 +1,5 @@
 #!/usr/bin/env bash
+# SPDX-License-Identifier: GPL-2.0-or-later
 # Runs one libvirt test program (TAP) with the two-host rig of rig.sh around it: brings the
 # hosts up in a fresh directory, hands it over in SM_LV_RIG, and always takes them down
 # again, whatever the test does (an assertion aborts the program without any cleanup of its

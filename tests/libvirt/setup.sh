@@ -1,4 +1,5 @@
 #!/usr/bin/env bash
+# SPDX-License-Identifier: GPL-2.0-or-later
 # Installs libvirt 9.0 from Debian 12 for tests/libvirt (daemon, QEMU driver, virsh, headers)
 # and the accounts the monolithic libvirtd refuses to start without. Idempotent.
 set -euo pipefail

@@ -1,3 +1,4 @@
+/* SPDX-License-Identifier: GPL-2.0-or-later */
 /* The libvirt hook and the relay without libvirt: the test plays libvirt (it runs the hook as
  * libvirt does, domain XML on stdin, and connects to monitor.sock) and QEMU (it listens on the
  * domain's monitor.sock first). Domains without USB storage and other operations are left

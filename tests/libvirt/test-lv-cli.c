@@ -1,3 +1,4 @@
+/* SPDX-License-Identifier: GPL-2.0-or-later */
 /* `safe-migrate migrate DOMAIN DESTURI` (libvirt's C API) and `safe-migrate status -c URI
  * DOMAIN` between the rig's two libvirt hosts, the filter on both through the hook: a held
  * attempt is retried once the guest has fetched its result and the domain arrives intact; a

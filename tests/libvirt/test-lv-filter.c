@@ -1,3 +1,4 @@
+/* SPDX-License-Identifier: GPL-2.0-or-later */
 /* The filter under real libvirtd (the hook linked into both rig hosts by run.sh through
  * SM_LV_HOOKS): a USB CD-ROM domain starts through the hook with the filter on its monitor;
  * libvirt's own commands pass through the relay; kill -9 of the filter leaves the VM running,

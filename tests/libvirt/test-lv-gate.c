@@ -1,3 +1,4 @@
+/* SPDX-License-Identifier: GPL-2.0-or-later */
 /* The gate under libvirt, scenario by scenario (issue 13 "Tests"): the hook of the build tree
  * linked into both rig hosts, plain `virsh migrate` between them. Idle migrates first time and
  * the guest reads right on the destination; a pending result is held (virsh fails, the guest

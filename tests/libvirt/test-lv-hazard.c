@@ -1,3 +1,4 @@
+/* SPDX-License-Identifier: GPL-2.0-or-later */
 /* The hazard under libvirt, no gate: plain `virsh migrate --live` between the rig's two
  * libvirt hosts. Idle, the guest carries on byte-correct on the destination. With a SCSI result
  * left pending by a CBW, virsh still returns 0 and then, on QEMU 7.2, the destination QEMU dies

@@ -1,3 +1,4 @@
+/* SPDX-License-Identifier: GPL-2.0-or-later */
 /* The real Linux guest of tests/linux in a libvirt domain, gated by the hook: its own USB
  * storage driver reading the CD-ROM (checksummed reads, an SG_IO loop, media polling), migrated
  * back and forth between the rig's hosts with plain `virsh migrate`. A held attempt fails

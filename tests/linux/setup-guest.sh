@@ -1,4 +1,5 @@
 #!/usr/bin/env bash
+# SPDX-License-Identifier: GPL-2.0-or-later
 # Builds the real-Linux test guest from Debian packages into a private directory: the
 # distribution kernel (vmlinuz), an initramfs with busybox-static, the USB (UHCI, EHCI, xHCI) and
 # SCSI CD-ROM and disk modules,

@@ -1,3 +1,4 @@
+/* SPDX-License-Identifier: GPL-2.0-or-later */
 /* End-to-end migrations of a real Linux guest (Debian kernel, its own usb-storage driver, a
  * USB CD-ROM under media polling, checksummed reads and an SG_IO loop) back and forth between
  * QEMUs, with plain `migrate` and with `safe-migrate migrate`; the guest reports on its serial

@@ -1,4 +1,5 @@
 #!/usr/bin/env bash
+# SPDX-License-Identifier: GPL-2.0-or-later
 # The bash completion, called the way bash calls it (COMP_WORDS, COMP_CWORD): subcommands,
 # each subcommand's flags (every flag its --help lists), values, and VM names from vms.d.
 set -uo pipefail

@@ -1,4 +1,5 @@
 #!/usr/bin/env bash
+# SPDX-License-Identifier: GPL-2.0-or-later
 # The man pages render (`man -l`, with groff's warnings on) and say what the binaries do:
 # every long option a --help lists appears in its page.
 set -euo pipefail

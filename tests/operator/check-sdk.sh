@@ -1,4 +1,5 @@
 #!/usr/bin/env bash
+# SPDX-License-Identifier: GPL-2.0-or-later
 # libqmp as an outside project sees it: `meson install` into a scratch root, then a consumer
 # that includes <safe-migrate/qmp.h> through `pkg-config libqmp`, defines its own
 # g_autoptr(json_object) cleanup (qmp.h must not have defined one for it) and links.

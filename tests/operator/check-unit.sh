@@ -1,4 +1,5 @@
 #!/usr/bin/env bash
+# SPDX-License-Identifier: GPL-2.0-or-later
 # The installed unit as systemd sees it: `meson install` into a scratch root (with the host's
 # own units and /bin/kill copied in, so the unit's dependencies resolve), then
 # `systemd-analyze verify` (ExecStart= must name the installed binary, whatever the prefix)

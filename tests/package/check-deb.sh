@@ -1,4 +1,5 @@
 #!/usr/bin/env bash
+# SPDX-License-Identifier: GPL-2.0-or-later
 # The Debian package end to end: builds the .debs from a copy of the tree
 # (dpkg-buildpackage -us -uc -b), runs lintian (no errors allowed), then "installs" them in a
 # private mount namespace (the package's /usr, /etc and /lib overlaid on the machine's, so

@@ -1,3 +1,4 @@
+/* SPDX-License-Identifier: GPL-2.0-or-later */
 /* Test helpers: load a device-state fixture and its QOM facts. */
 #include "fixture.h"
 

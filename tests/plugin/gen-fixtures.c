@@ -1,3 +1,4 @@
+/* SPDX-License-Identifier: GPL-2.0-or-later */
 /* Regenerates tests/plugin/fixtures/: device-state dumps of real QEMU 7.2 and 10.0 with the
  * USB storage shapes of the test rig (usb-storage CD-ROM and stick, usb-bot with two LUNs,
  * hubs, EHCI, xHCI, usb-uas) in each BOT state, plus the QOM facts of each dump.

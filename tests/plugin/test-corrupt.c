@@ -1,3 +1,4 @@
+/* SPDX-License-Identifier: GPL-2.0-or-later */
 /* Robustness on hostile input: every prefix of every fixture and seeded random byte flips
  * must neither crash nor read out of bounds, and a busy dump must never turn "idle". */
 #include "fixture.h"

@@ -1,3 +1,4 @@
+/* SPDX-License-Identifier: GPL-2.0-or-later */
 /* Unit tests on real device-state dumps of QEMU 7.2 and 10.0 (fixtures/): the stream walker,
  * the usb-storage verdicts per BOT state, and what differs between versions and machines. */
 #include "fixture.h"

@@ -1,3 +1,4 @@
+/* SPDX-License-Identifier: GPL-2.0-or-later */
 /* Discovery and inspection against a QMP peer that answers any one query with a value of the
  * wrong JSON type (a string for a list, a number for a path, ...): no json-c assert, no crash,
  * and never a device judged on an answer it did not understand. Fails before the typed

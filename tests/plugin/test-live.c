@@ -1,3 +1,4 @@
+/* SPDX-License-Identifier: GPL-2.0-or-later */
 /* Integration tests on live QEMU 7.2 and 10.0: device discovery, fix state per machine type,
  * idle verdicts, plugin loading, the status CLI, and that probing leaves a pending guest
  * transaction intact. */

@@ -1,3 +1,4 @@
+/* SPDX-License-Identifier: GPL-2.0-or-later */
 /* Helpers for libqmp's asynchronous calls in tests (see async-result.h). */
 #include "async-result.h"
 

@@ -1,3 +1,4 @@
+/* SPDX-License-Identifier: GPL-2.0-or-later */
 /* Helpers for libqmp's asynchronous calls in tests: collect one result, and iterate the
  * default main context until a flag is set, failing the test past a deadline. */
 #pragma once

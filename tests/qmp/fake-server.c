@@ -1,3 +1,4 @@
+/* SPDX-License-Identifier: GPL-2.0-or-later */
 /* The scripted fake QMP peer used by test-qmp-fake: plain POSIX sockets in a GThread, so that
  * it can misbehave in ways a GIO server would not (partial lines, huge lines, no greeting). */
 #include "fake-server.h"

@@ -1,3 +1,4 @@
+/* SPDX-License-Identifier: GPL-2.0-or-later */
 /* A scripted, misbehaving QMP peer for libqmp tests: a thread accepting one connection on a
  * unix (or tcp) socket and running a test-supplied script with blocking I/O. */
 #pragma once

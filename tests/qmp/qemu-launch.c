@@ -1,3 +1,4 @@
+/* SPDX-License-Identifier: GPL-2.0-or-later */
 /* QEMU launcher for the libqmp integration tests (see qemu-launch.h). */
 #include "qemu-launch.h"
 

@@ -1,3 +1,4 @@
+/* SPDX-License-Identifier: GPL-2.0-or-later */
 /* Starts a real, paused QEMU (7.2 or 10.0, from the test environment) with a QMP unix socket,
  * for the libqmp integration tests. A missing QEMU is a test failure, never a skip. */
 #pragma once

@@ -1,3 +1,4 @@
+/* SPDX-License-Identifier: GPL-2.0-or-later */
 /* The qmp-call CLI run as a subprocess against a real QEMU 7.2: output and exit codes
  * (0 ok, 1 QMP error, 2 usage, 3 cannot connect), and --fd passing. */
 #include "fake-server.h"

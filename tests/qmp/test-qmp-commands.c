@@ -1,3 +1,4 @@
+/* SPDX-License-Identifier: GPL-2.0-or-later */
 /* libqmp's typed command layer against a scripted peer: every command safe-migrate sends,
  * answered with a reply of every JSON type. Each call either succeeds without an error or
  * fails with one (a wrong type is QMP_ERROR_PROTOCOL); never NULL without an error, never a

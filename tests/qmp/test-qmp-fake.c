@@ -1,3 +1,4 @@
+/* SPDX-License-Identifier: GPL-2.0-or-later */
 /* libqmp against a scripted, misbehaving peer: framing, id matching, events, timeouts,
  * errors, fd passing, address parsing, and every way a connection can break. */
 #include "fake-server.h"

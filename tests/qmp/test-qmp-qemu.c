@@ -1,3 +1,4 @@
+/* SPDX-License-Identifier: GPL-2.0-or-later */
 /* libqmp against real QEMU 7.2 and 10.0: greeting, concurrent commands, error classes,
  * events, fd passing (add-fd, getfd) and QEMU dying with a command in flight. */
 #include "qemu-launch.h"

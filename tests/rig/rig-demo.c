@@ -1,3 +1,4 @@
+/* SPDX-License-Identifier: GPL-2.0-or-later */
 /* rig-demo: the hazard and the gate on two local QEMUs. A USB CD-ROM with a GET EVENT STATUS
  * NOTIFICATION result still unfetched is migrated plainly (the destination dies, or hands the
  * guest wrong bytes), then with safe-migrate (held, retried, the guest gets the right bytes). */

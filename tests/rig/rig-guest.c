@@ -1,3 +1,4 @@
+/* SPDX-License-Identifier: GPL-2.0-or-later */
 /* The rig's guest: plays a guest's UHCI driver, USB enumeration and Bulk-Only Transport over
  * QEMU's qtest protocol, so a test decides exactly when each USB transfer happens. */
 #include "rig.h"

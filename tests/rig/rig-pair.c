@@ -1,3 +1,4 @@
+/* SPDX-License-Identifier: GPL-2.0-or-later */
 /* The rig's test fixture: a source with the guest on it and a destination waiting, and
  * asserting helpers shared by the integration tests. */
 #include "rig.h"

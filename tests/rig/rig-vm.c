@@ -1,3 +1,4 @@
+/* SPDX-License-Identifier: GPL-2.0-or-later */
 /* The rig's QEMU processes: launch a source or destination QEMU with a usb-storage CD-ROM,
  * a QMP socket and a qtest socket, and drive plain QMP migrations between them. */
 #include "rig.h"

@@ -1,3 +1,4 @@
+/* SPDX-License-Identifier: GPL-2.0-or-later */
 /* The two-QEMU test rig: real QEMU processes with a usb-storage CD-ROM, and a guest-side
  * driver that plays the guest's UHCI + USB + Bulk-Only Transport stack over qtest. */
 #pragma once

@@ -1,3 +1,4 @@
+/* SPDX-License-Identifier: GPL-2.0-or-later */
 /* Characterization of the hazard with a plain QMP migrate: what each QEMU really does when a
  * usb-storage CD-ROM has a CBW result the guest has not fetched yet, and when it has none. */
 #include "rig.h"

@@ -1,3 +1,4 @@
+/* SPDX-License-Identifier: GPL-2.0-or-later */
 /* Tests of the rig itself: the qtest guest enumerates the usb-storage CD-ROM and its Bulk-Only
  * transactions return exactly what the device and the ISO hold, on both QEMU versions. */
 #include "rig.h"

@@ -1,3 +1,4 @@
+/* SPDX-License-Identifier: GPL-2.0-or-later */
 /* Running the safe-migrate CLI from the integration tests, and the checks they share on the
  * VMs it leaves behind. */
 #include "gate-cli.h"

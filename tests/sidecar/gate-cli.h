@@ -1,3 +1,4 @@
+/* SPDX-License-Identifier: GPL-2.0-or-later */
 /* The integration tests' side of the safe-migrate CLI: run it, read its --json events, and
  * check what it leaves on the VMs (run state, migration settings). */
 #pragma once

@@ -1,3 +1,4 @@
+/* SPDX-License-Identifier: GPL-2.0-or-later */
 /* The command-line contract of the three binaries, run as an operator would: --version,
  * exit codes in every --help, one message prefix, virsh's flag vocabulary and units, errors
  * that name the flag, the side and the address, and the JSON event encoding. No QEMU: every

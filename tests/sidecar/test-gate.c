@@ -1,3 +1,4 @@
+/* SPDX-License-Identifier: GPL-2.0-or-later */
 /* Integration tests of `safe-migrate migrate` and `recover`: the real CLI against real QEMU
  * pairs from the rig, with the guest played over qtest on whichever side holds it. */
 #include "gate-cli.h"

@@ -1,3 +1,4 @@
+/* SPDX-License-Identifier: GPL-2.0-or-later */
 /* A paused source through the gate: its verdict is final while it stays paused (an unsafe
  * device refuses the migration before anything starts), and never reused once the VM was
  * resumed mid-migration (the guest may have started a transfer since). Real QEMU pairs. */

@@ -1,3 +1,4 @@
+/* SPDX-License-Identifier: GPL-2.0-or-later */
 /* virsh's migrate vocabulary against real QEMU: --parallel-connections, --auto-converge,
  * --bandwidth, --timeout and --live reach QEMU and leave both VMs' settings as found, and
  * the --json stream is in its one encoding (RFC 3339 time, no escaped slashes, two-decimal

@@ -1,3 +1,4 @@
+/* SPDX-License-Identifier: GPL-2.0-or-later */
 /* Guest-side workload of the real-Linux suite: issues SG_IO INQUIRY, READ CAPACITY(10) and
  * MODE SENSE(10) (the CD capabilities page of a CD-ROM, every page of a disk) to a device in a
  * loop and checks every answer against the first one. Built
