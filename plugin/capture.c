@@ -605,6 +605,16 @@ void sm_report_free(SmReport *report)
     g_free(report);
 }
 
+const SmDeviceVerdict *sm_report_first_unsafe(const SmReport *report)
+{
+    for (guint i = 0; i < report->devices->len; i++) {
+        const SmDeviceVerdict *v = g_ptr_array_index(report->devices, i);
+        if (!v->safe)
+            return v;
+    }
+    return NULL;
+}
+
 json_object *sm_report_to_json(const SmReport *report)
 {
     json_object *o = json_object_new_object();

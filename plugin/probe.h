@@ -178,6 +178,9 @@ __attribute__((format(printf, 2, 3))) SmDeviceVerdict *
 sm_verdict_set_unsupported(SmDeviceVerdict *verdict, const char *fmt, ...);
 void sm_verdict_free(SmDeviceVerdict *verdict);
 json_object *sm_verdict_to_json(const SmDeviceVerdict *verdict);
+/* What the device is busy with, for messages: the first pending SCSI command's name, else the
+ * transfer mode, else "a transfer". */
+const char *sm_verdict_pending_name(const SmDeviceVerdict *verdict);
 
 /* SCSI opcode names ("GET EVENT STATUS NOTIFICATION"); "UNKNOWN" for others. */
 const char *sm_scsi_opcode_name(guint8 opcode);
@@ -279,6 +282,8 @@ SmReport *sm_report_from_stream(GBytes *state, GPtrArray *devices, const SmRegis
 SmReport *sm_probe_vm(QmpClient *qmp, const SmRegistry *registry, GError **error);
 void sm_report_free(SmReport *report);
 json_object *sm_report_to_json(const SmReport *report);
+/* The first device that is not safe to switch over, or NULL when all are. */
+const SmDeviceVerdict *sm_report_first_unsafe(const SmReport *report);
 char *sm_report_to_table(const SmReport *report);
 
 /* Autoptr support (the trailing semicolons let cppcheck, which does not expand GLib's

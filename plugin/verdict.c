@@ -147,6 +147,15 @@ static json_object *request_to_json(const SmPendingRequest *r)
     return o;
 }
 
+const char *sm_verdict_pending_name(const SmDeviceVerdict *v)
+{
+    if (v->pending && v->pending->len > 0) {
+        const SmPendingRequest *r = g_ptr_array_index(v->pending, 0);
+        return sm_scsi_opcode_name(r->cdb[0]);
+    }
+    return v->mode ? v->mode : "a transfer";
+}
+
 json_object *sm_verdict_to_json(const SmDeviceVerdict *v)
 {
     json_object *o = json_object_new_object();

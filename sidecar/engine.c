@@ -572,15 +572,6 @@ static const char *device_key(const char *id, const char *qom_path)
     return id ? id : qom_path;
 }
 
-static const char *pending_name(const SmDeviceVerdict *v)
-{
-    if (v->pending && v->pending->len > 0) {
-        const SmPendingRequest *r = g_ptr_array_index(v->pending, 0);
-        return sm_scsi_opcode_name(r->cdb[0]);
-    }
-    return v->mode ? v->mode : "a transfer";
-}
-
 /* The fix state of every probed device on the destination, read without capturing state:
  * the destination is waiting for an incoming stream and has nothing to dump. */
 static gboolean read_dest_fix(SmMigration *m, GError **error)
@@ -658,16 +649,6 @@ static gboolean fix_covers(SmMigration *m, const SmReport *report, gboolean beni
         }
     }
     return TRUE;
-}
-
-static const SmDeviceVerdict *first_unsafe(const SmReport *report)
-{
-    for (guint i = 0; i < report->devices->len; i++) {
-        const SmDeviceVerdict *v = g_ptr_array_index(report->devices, i);
-        if (!v->safe)
-            return v;
-    }
-    return NULL;
 }
 
 /* ------------------------------------------------------------------------------------- */
@@ -862,14 +843,14 @@ static gboolean check_layouts(GPtrArray *devices, GError **error)
  * the migration now, before anything starts. */
 static gboolean check_paused_verdicts(SmMigration *m, const SmReport *report, GError **error)
 {
-    const SmDeviceVerdict *v = first_unsafe(report);
+    const SmDeviceVerdict *v = sm_report_first_unsafe(report);
     if (!v)
         return TRUE;
     g_set_error(error, SM_ENGINE_ERROR, SM_ENGINE_ERROR_HELD_OUT,
                 "%s is %s (%s) and the source is paused, so it cannot finish: resume the VM "
                 "and let the guest complete its transfer, then migrate (the VM stays on %s)",
                 device_key(v->id, v->qom_path), sm_state_to_string(v->state),
-                v->reason ? v->reason : pending_name(v), m->policy.source_qmp);
+                v->reason ? v->reason : sm_verdict_pending_name(v), m->policy.source_qmp);
     return FALSE;
 }
 
@@ -1461,12 +1442,12 @@ static int hold(SmMigration *m, const SmDeviceVerdict *busy, gint64 held_ms)
     g_autoptr(GError) error = NULL;
     m->holds++;
     g_autofree char *waiting = g_strdup_printf(
-        "%s has %s pending", device_key(busy->id, busy->qom_path), pending_name(busy));
+        "%s has %s pending", device_key(busy->id, busy->qom_path), sm_verdict_pending_name(busy));
     emit(m, "hold",
          fields_new("device", jstr(device_key(busy->id, busy->qom_path)), "state",
-                    jstr(sm_state_to_string(busy->state)), "pending", jstr(pending_name(busy)),
-                    "waiting_for", jstr(waiting), "held_ms", json_object_new_int64(held_ms),
-                    FIELDS_END));
+                    jstr(sm_state_to_string(busy->state)), "pending",
+                    jstr(sm_verdict_pending_name(busy)), "waiting_for", jstr(waiting), "held_ms",
+                    json_object_new_int64(held_ms), FIELDS_END));
     if (!cancel_attempt(m, &error) || !source_resumed(m, &error))
         /* With the source QMP lost, call_off reconnects, cancels and checks that the source
          * runs, so it can vouch for the outcome itself. */
@@ -1500,14 +1481,14 @@ static int fall_back(SmMigration *m, const SmReport *report, const SmDeviceVerdi
         fix_covers(m, report, benign_only, &why)) {
         emit(m, "fix-fallback",
              fields_new("device", jstr(device_key(busy->id, busy->qom_path)), "pending",
-                        jstr(pending_name(busy)), "policy",
+                        jstr(sm_verdict_pending_name(busy)), "policy",
                         jstr(sm_fallback_to_string(p->on_unquiesceable)), FIELDS_END));
         m->path = "fix";
         return 0;
     }
     g_autofree char *what = busy->state == SM_STATE_UNKNOWN
                                 ? g_strdup(busy->reason ? busy->reason : "unreadable")
-                                : g_strdup_printf("%s pending", pending_name(busy));
+                                : g_strdup_printf("%s pending", sm_verdict_pending_name(busy));
     g_autoptr(GError) e = g_error_new(
         SM_ENGINE_ERROR, SM_ENGINE_ERROR_HELD_OUT,
         "%s stayed %s (%s) after %u attempt(s) and %" G_GINT64_FORMAT " ms; policy %s%s%s",
@@ -1548,7 +1529,7 @@ static int judge(SmMigration *m, const SmReport *paused_report)
     fault_point("pre-switchover");
     if (cancel_requested(m))
         return call_off(m, interrupted_code(m), "interrupted", NULL);
-    const SmDeviceVerdict *busy = first_unsafe(report);
+    const SmDeviceVerdict *busy = sm_report_first_unsafe(report);
     if (!busy)
         return 0;
     gint64 now = g_get_monotonic_time();

@@ -86,25 +86,6 @@ static void pre_migrate(SmGate *g, SmGateJob *job)
         g_warning("probe of the paused VM: %s", error->message);
 }
 
-static const SmDeviceVerdict *first_unsafe(const SmReport *report)
-{
-    for (guint i = 0; i < report->devices->len; i++) {
-        const SmDeviceVerdict *v = g_ptr_array_index(report->devices, i);
-        if (!v->safe)
-            return v;
-    }
-    return NULL;
-}
-
-static const char *pending_name(const SmDeviceVerdict *v)
-{
-    if (v->pending && v->pending->len > 0) {
-        const SmPendingRequest *r = g_ptr_array_index(v->pending, 0);
-        return sm_scsi_opcode_name(r->cdb[0]);
-    }
-    return v->mode ? v->mode : "a transfer";
-}
-
 /* migrate_cancel, then wait for QEMU's end of it: the source runs again on "cancelled". */
 static gboolean cancel(QmpClient *qmp, GError **error)
 {
@@ -173,7 +154,7 @@ static void switchover(SmGate *g, SmGateJob *job)
         refuse(job, qmp, why);
         return;
     }
-    const SmDeviceVerdict *busy = first_unsafe(report);
+    const SmDeviceVerdict *busy = sm_report_first_unsafe(report);
     if (!busy) {
         job->action = SM_GATE_PROCEED;
         g_info("switchover: %u device(s) idle, continuing", report->devices->len);
@@ -184,8 +165,8 @@ static void switchover(SmGate *g, SmGateJob *job)
     g_autofree char *why =
         busy->state == SM_STATE_UNKNOWN
             ? g_strdup_printf("%s: state unknown, never called idle (%s)", device, reason)
-            : g_strdup_printf("%s is busy with %s pending (%s)", device, pending_name(busy),
-                              reason);
+            : g_strdup_printf("%s is busy with %s pending (%s)", device,
+                              sm_verdict_pending_name(busy), reason);
     refuse(job, qmp, why);
 }
 
