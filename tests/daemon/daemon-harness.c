@@ -288,6 +288,21 @@ void assert_runstate(RigVm *vm, const char *want)
     g_assert_cmpstr(state, ==, want);
 }
 
+void await_runstate(RigVm *vm, const char *want, gint64 timeout_ms)
+{
+    gint64 deadline = g_get_monotonic_time() + timeout_ms * 1000;
+    for (;;) {
+        g_autoptr(GError) error = NULL;
+        g_autofree char *state = rig_vm_runstate(vm, &error);
+        g_assert_no_error(error);
+        if (g_str_equal(state, want) || g_get_monotonic_time() > deadline) {
+            g_assert_cmpstr(state, ==, want);
+            return;
+        }
+        g_usleep(20000);
+    }
+}
+
 void leave_pending_gesn(Pair *p)
 {
     g_autoptr(GError) error = NULL;

@@ -54,6 +54,9 @@ json_object *until_event(Client *c, const char *name, GPtrArray *names);
 void pair_start(Pair *p, RigQemu qemu, const char *name, gboolean with_dest);
 void pair_policy(Daemon *d, Pair *p, const char *name, const char *extra);
 void assert_runstate(RigVm *vm, const char *want);
+/* The VM reaches run state `want` within timeout_ms (for a VM that a retrying gate stops at
+ * each attempt's pre-switchover, so that any one instant may catch it stopped). */
+void await_runstate(RigVm *vm, const char *want, gint64 timeout_ms);
 /* The guest leaves a GET EVENT STATUS NOTIFICATION pending (CBW sent, data not fetched):
  * the device is busy until finish_pending_gesn() fetches and checks the data. */
 void leave_pending_gesn(Pair *p);
