@@ -262,6 +262,18 @@ static void stall_diagnostics(Campaign *k, RigVm *vm)
                    "%u (read %" G_GUINT64_FORMAT " sg %" G_GUINT64_FORMAT "); console ends:\n%s",
                    k->done, rig_vm_name(vm), state ? state : error->message, k->con.last_hb,
                    k->con.read_ok, k->con.sg_ok, text ? text + (len > 600 ? len - 600 : 0) : "");
+    /* Where the vCPU is and what the USB side holds: a guest spinning, halted or waiting on
+     * a transfer look different here. */
+    static const char *const hmp[] = {"info registers", "info usb", "info qtree"};
+    for (guint i = 0; i < G_N_ELEMENTS(hmp) && rig_vm_alive(vm); i++) {
+        g_autoptr(json_object) args = json_object_new_object();
+        json_object_object_add(args, "command-line", json_object_new_string(hmp[i]));
+        g_autoptr(GError) herr = NULL;
+        g_autoptr(json_object) ret =
+            qmp_client_execute(rig_vm_qmp(vm), "human-monitor-command", args, &herr);
+        g_test_message("%s on %s:\n%s", hmp[i], rig_vm_name(vm),
+                       ret ? json_object_get_string(ret) : herr->message);
+    }
 }
 
 /* The destination died: with what signal (0 if it exited). */
@@ -314,6 +326,17 @@ static char *safe_migrate_path(void)
     return g_build_filename(g_getenv("SM_BUILD_ROOT"), "sidecar", "safe-migrate", NULL);
 }
 
+/* The gate's whole output (JSON events, stderr) of one migration, next to the console in the
+ * rig's directory (kept with SM_KEEP_TMP=1), to explain a failure after the run. */
+static void keep_gate_output(Campaign *k, const char *out, const char *err)
+{
+    g_autofree char *base = g_path_get_basename(k->con.path); /* console-N.txt */
+    g_autofree char *path = g_strdup_printf("%s/gate-%.*s-%u.txt", rig_tmpdir(),
+                                            (int)(strlen(base) - 4), base, k->done);
+    g_autofree char *text = g_strdup_printf("%s\n-- stderr --\n%s", out ? out : "", err ? err : "");
+    g_file_set_contents(path, text, -1, NULL);
+}
+
 /* One migration through the safe-migrate CLI. Returns the VM holding the guest afterwards. */
 static RigVm *migrate_safe(Campaign *k, RigVm *dst)
 {
@@ -334,6 +357,7 @@ static RigVm *migrate_safe(Campaign *k, RigVm *dst)
     g_assert_true(g_spawn_sync(NULL, (char **)argv, NULL, G_SPAWN_DEFAULT, NULL, NULL, &out, &err,
                                &wait_status, &error));
     g_assert_no_error(error);
+    keep_gate_output(k, out, err);
     g_autoptr(json_object) result = NULL;
     g_autoptr(GString) verdicts = g_string_new(NULL);
     g_auto(GStrv) lines = g_strsplit(out, "\n", -1);
