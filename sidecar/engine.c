@@ -49,6 +49,7 @@ struct SmMigration {
     GPtrArray *devices;
     SmCapture *capture;
     gint64 event_us, event_latency_us; /* when the last awaited status came, and its delay */
+    gint64 captured_us;                /* when the switchover's capture returned */
     gint64 t0_us;
     guint attempts, holds;
     gint64 hold_started_us;
@@ -805,6 +806,7 @@ static SmReport *probe_at_switchover(SmMigration *m, gint64 *wait_us, GError **e
     g_autoptr(GBytes) state = sm_capture_take(m->capture, m->src, error);
     m->in_call--;
     gint64 t1 = g_get_monotonic_time();
+    m->captured_us = t1;
     if (m->src)
         qmp_client_set_default_timeout(m->src, QMP_COMMAND_TIMEOUT_MS);
     if (!state)
@@ -1499,8 +1501,10 @@ static int fall_back(SmMigration *m, const SmReport *report, const SmDeviceVerdi
 
 /* At pre-switchover: judge (reusing a paused source's preflight verdict only while no
  * RESUME came since), then hold, fall back or go. 0 to continue, -1 to retry, or the exit
- * code. */
-static int judge(SmMigration *m, const SmReport *paused_report)
+ * code. On "go" the pre-switchover event is left in *go_event for the caller to emit after
+ * migrate-continue: writing it (a pipe, a log, the daemon's cross-thread post) would stretch
+ * the guest's downtime (issue 15). */
+static int judge(SmMigration *m, const SmReport *paused_report, json_object **go_event)
 {
     g_autoptr(GError) error = NULL;
     g_autoptr(SmReport) fresh = NULL;
@@ -1520,18 +1524,24 @@ static int judge(SmMigration *m, const SmReport *paused_report)
         }
         report = fresh;
     }
-    emit(m, "pre-switchover",
-         fields_new("attempt", json_object_new_int((int)m->attempts), "devices",
-                    verdicts_json(report), "probe_us", json_object_new_int64(report->capture_us),
-                    "wait_us", json_object_new_int64(wait_us), "event_us",
-                    json_object_new_int64(m->event_latency_us), "reused",
-                    json_object_new_boolean(report == paused_report), FIELDS_END));
-    fault_point("pre-switchover");
-    if (cancel_requested(m))
-        return call_off(m, interrupted_code(m), "interrupted", NULL);
+    json_object *event = fields_new(
+        "attempt", json_object_new_int((int)m->attempts), "devices", verdicts_json(report),
+        "probe_us", json_object_new_int64(report->capture_us), "wait_us",
+        json_object_new_int64(wait_us), "event_us", json_object_new_int64(m->event_latency_us),
+        "reused", json_object_new_boolean(report == paused_report), FIELDS_END);
     const SmDeviceVerdict *busy = sm_report_first_unsafe(report);
-    if (!busy)
+    if (busy)
+        emit(m, "pre-switchover", event);
+    fault_point("pre-switchover");
+    if (cancel_requested(m)) {
+        if (!busy)
+            emit(m, "pre-switchover", event);
+        return call_off(m, interrupted_code(m), "interrupted", NULL);
+    }
+    if (!busy) {
+        *go_event = event;
         return 0;
+    }
     gint64 now = g_get_monotonic_time();
     if (!m->hold_started_us)
         m->hold_started_us = now;
@@ -1593,14 +1603,28 @@ int sm_migration_run(SmMigration *m)
         if (code)
             return code;
         /* The VM is stopped and its device state final: look before leaping. */
-        code = judge(m, paused_report);
+        json_object *go = NULL;
+        m->captured_us = 0;
+        code = judge(m, paused_report, &go);
         if (code > 0)
             return code;
         if (code < 0)
             continue;
         m->switching = TRUE;
-        if (!simple_command(m->src, "migrate-continue",
-                            fields_new("state", jstr("pre-switchover"), FIELDS_END), &error)) {
+        gint64 t_continue = g_get_monotonic_time();
+        gboolean continued =
+            simple_command(m->src, "migrate-continue",
+                           fields_new("state", jstr("pre-switchover"), FIELDS_END), &error);
+        if (go) {
+            /* From the capture's end to the continue: what the gate adds besides the capture. */
+            json_object_object_add(
+                go, "verdict_us",
+                json_object_new_int64(m->captured_us ? t_continue - m->captured_us : -1));
+            json_object_object_add(go, "continue_us",
+                                   json_object_new_int64(g_get_monotonic_time() - t_continue));
+            emit(m, "pre-switchover", go);
+        }
+        if (!continued) {
             /* Refused: nothing switches, so the attempt may still be called off. */
             m->switching = !g_error_matches(error, QMP_ERROR, QMP_ERROR_COMMAND);
             return call_off(m, SM_EXIT_FAILED, "failed", error);
