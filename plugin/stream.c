@@ -3,7 +3,7 @@
  * with backtracking, and a bounds-checked reader for decoding section bodies. */
 #define G_LOG_DOMAIN "sm-stream"
 
-#include "probe.h"
+#include "stream.h"
 
 #include <string.h>
 
@@ -15,11 +15,6 @@ struct SmStream {
     char *idstrs;     /* every section's idstr, NUL-separated: one allocation for them all */
     char *error;
 };
-
-GQuark sm_probe_error_quark(void)
-{
-    return g_quark_from_static_string("sm-probe-error-quark");
-}
 
 static guint32 rd_be32(const guint8 *p)
 {
@@ -426,6 +421,14 @@ gboolean sm_reader_bytes(SmReader *reader, gsize n, const guint8 **out)
     *out = reader->data + reader->pos;
     reader->pos += n;
     return TRUE;
+}
+
+gboolean sm_reader_fail(SmReader *reader, const char *why)
+{
+    if (!reader->error) {
+        reader->error = why;
+    }
+    return FALSE;
 }
 
 gboolean sm_reader_skip(SmReader *reader, gsize n)
