@@ -8,6 +8,7 @@
  * Waits iterate the context, so QMP events, signals and cancel requests wake them. */
 #include "sidecar.h"
 #include "probe.h"
+#include "qmp-commands.h"
 
 #include <gio/gio.h>
 #include <signal.h>
@@ -25,6 +26,17 @@ static const char *const dst_managed_caps[] = {"events", "multifd", NULL};
 static const char *const managed_params[] = {"downtime-limit", "max-bandwidth", "multifd-channels",
                                              NULL};
 
+/* Where a run is. Each phase has one step and one exit handler (see "The phase machine"). */
+typedef enum {
+    PHASE_PREFLIGHT,      /* connected; checking both sides; nothing started */
+    PHASE_ITERATING,      /* an attempt's stream flows, up to QEMU's pause before switchover */
+    PHASE_PRE_SWITCHOVER, /* QEMU paused at pre-switchover: probing and deciding */
+    PHASE_HOLDING,        /* the attempt called off, the source running; waiting to retry */
+    PHASE_SWITCHING,      /* migrate-continue sent: QEMU's outcome, never cancelled */
+    PHASE_VERIFYING,      /* QEMU says completed: checking both sides' run states */
+    PHASE_DONE,           /* the result reported; both sides restored */
+} Phase;
+
 struct SmMigration {
     SmPolicy policy;
     SmEventFunc emit_func;
@@ -41,7 +53,6 @@ struct SmMigration {
     json_object *src_saved, *dst_saved;
     gint in_call;            /* >0: a QMP call that may be abandoned on a cancel is in flight */
     GSource *abandon_source; /* pending abandon_call, under context_lock */
-    gboolean switching;      /* migrate-continue was sent: never cancel from here on */
     gboolean resumed;        /* the source emitted RESUME since the preflight verdict */
     guint resume_sub;        /* RESUME subscription on m->src */
     /* Read before each attempt's switchover, so that at pre-switchover the only command is
@@ -51,12 +62,16 @@ struct SmMigration {
     gint64 event_us, event_latency_us; /* when the last awaited status came, and its delay */
     gint64 t0_us;
     guint attempts, holds;
-    gint64 hold_started_us;
+    gint64 hold_started_us; /* when the first hold began: the hold budget counts from it */
+    gint64 hold_backoff_ms; /* how long the current hold waits */
     gboolean src_was_running;
-    gboolean migration_started; /* a `migrate` was issued for the current attempt */
-    const char *path;           /* "idle", "held" or "fix": how the migration is going through */
-    gint cancel_signal;         /* atomic: signal number (or -1 for a plain cancel) */
-    GError *src_lost;           /* set when the source QMP connection went away */
+    gboolean via_fix;        /* QEMU's fix carries a busy device through (path "fix") */
+    SmReport *paused_report; /* a paused source's preflight verdict, or NULL */
+    gint cancel_signal;      /* atomic: signal number (or -1 for a plain cancel) */
+    GError *src_lost;        /* set when the source QMP connection went away */
+    gint switch_cancels;     /* in SWITCHING: cancel requests that do not yet leave */
+    Phase phase;             /* where the run is: see the phase machine below */
+    int exit_code;           /* set as the run ends (PHASE_DONE) */
     char *src_machine, *dst_machine;
     GHashTable *dst_fix; /* device key (id or qom path) -> SmFix */
 };
@@ -69,8 +84,15 @@ static gint64 elapsed_ms(SmMigration *m)
     return (g_get_monotonic_time() - m->t0_us) / 1000;
 }
 
+/* The run's state, touched only by the thread that runs it. */
+static void assert_owner(SmMigration *m)
+{
+    g_assert(m->context && g_main_context_is_owner(m->context));
+}
+
 static void emit(SmMigration *m, const char *event, json_object *fields)
 {
+    assert_owner(m);
     g_autoptr(json_object) obj = json_object_new_object();
     json_object_object_add(obj, "event", json_object_new_string(event));
     json_object_object_add(obj, "t_ms", json_object_new_int64(elapsed_ms(m)));
@@ -179,7 +201,8 @@ static gboolean sleep_ms(SmMigration *m, gint64 ms)
 /* Runs on the migration's context after a cancel request: a QMP call that may be abandoned
  * (queries, a capture; never migrate_cancel or anything after migrate-continue) is cut
  * short by closing the connections, so that a hung command cannot hold a signal for its
- * whole timeout. call_off then reconnects to the source and calls the attempt off. */
+ * whole timeout. The phase's exit handler then reconnects to the source and calls the
+ * attempt off. */
 static gboolean abandon_call(gpointer data)
 {
     SmMigration *m = data;
@@ -187,7 +210,7 @@ static gboolean abandon_call(gpointer data)
     g_mutex_lock(&m->context_lock);
     g_clear_pointer(&m->abandon_source, g_source_unref);
     g_mutex_unlock(&m->context_lock);
-    if (m->in_call > 0 && !m->switching && m->src) {
+    if (m->in_call > 0 && m->phase < PHASE_SWITCHING && m->src) {
         if (!m->src_lost)
             m->src_lost = g_error_new(G_IO_ERROR, G_IO_ERROR_CANCELLED,
                                       "interrupted while waiting for a QMP reply");
@@ -666,8 +689,9 @@ static QmpClient *connect_vm(SmMigration *m, const char *address, guint timeout_
 {
     GError *local = NULL;
     g_autoptr(GAsyncResult) result = NULL;
-    qmp_client_connect_async(address, timeout_ms, m->switching ? NULL : m->cancellable,
-                             store_result, &result);
+    qmp_client_connect_async(address, timeout_ms,
+                             m->phase >= PHASE_SWITCHING ? NULL : m->cancellable, store_result,
+                             &result);
     while (!result)
         g_main_context_iteration(m->context, TRUE);
     QmpClient *c = qmp_client_connect_finish(result, &local);
@@ -969,7 +993,6 @@ static gboolean start_attempt(SmMigration *m, GError **error)
         return FALSE;
     if (!execute_uri(m->src, "migrate", m->policy.uri, error))
         return FALSE;
-    m->migration_started = TRUE;
     emit(m, "attempt",
          fields_new("attempt", json_object_new_int((int)m->attempts), "max_attempts",
                     json_object_new_int((int)m->policy.max_attempts), FIELDS_END));
@@ -988,7 +1011,6 @@ static gboolean cancel_attempt(SmMigration *m, GError **error)
     g_autofree char *end = wait_status(m, ends, 30000, FALSE, G_MAXINT, error);
     if (!end)
         return FALSE;
-    m->migration_started = FALSE;
     if (g_str_equal(end, "completed")) {
         g_set_error(error, SM_ENGINE_ERROR, SM_ENGINE_ERROR_COMPLETED_ANYWAY,
                     "the migration completed before the cancel took effect");
@@ -1239,6 +1261,7 @@ void sm_migration_free(SmMigration *m)
     g_clear_pointer(&m->capture, sm_capture_free);
     g_clear_object(&m->cancellable);
     g_clear_pointer(&m->devices, g_ptr_array_unref);
+    g_clear_pointer(&m->paused_report, sm_report_free);
     g_free(m->src_machine);
     g_free(m->dst_machine);
     g_hash_table_unref(m->dst_fix);
@@ -1246,8 +1269,55 @@ void sm_migration_free(SmMigration *m)
     g_free(m);
 }
 
-static int finish(SmMigration *m, int code, const char *result, const char *path,
-                  gint64 downtime_ms, gint64 total_ms, const GError *error)
+/* ------------------------------------------------------------------------------------- */
+/* The phase machine. Each phase has a step (its work, ending in the move to the next phase)
+ * and an exit handler, the one place that decides what an error, a signal or a lost source
+ * means in that phase. Every run ends through end_run. */
+
+static const char *const phase_names[] = {
+    [PHASE_PREFLIGHT] = "preflight",
+    [PHASE_ITERATING] = "iterating",
+    [PHASE_PRE_SWITCHOVER] = "pre-switchover",
+    [PHASE_HOLDING] = "holding",
+    [PHASE_SWITCHING] = "switching",
+    [PHASE_VERIFYING] = "verifying",
+    [PHASE_DONE] = "done",
+};
+
+#define TO(p) (1u << (p))
+/* The moves each phase may make. A run can end (DONE) from anywhere; a source found
+ * "completed" while an attempt is being called off is verified like a switch (VERIFYING);
+ * a refused migrate-continue switched nothing, so it returns to PRE_SWITCHOVER. */
+static const guint phase_moves[] = {
+    [PHASE_PREFLIGHT] = TO(PHASE_ITERATING) | TO(PHASE_DONE),
+    [PHASE_ITERATING] = TO(PHASE_PRE_SWITCHOVER) | TO(PHASE_VERIFYING) | TO(PHASE_DONE),
+    [PHASE_PRE_SWITCHOVER] =
+        TO(PHASE_HOLDING) | TO(PHASE_SWITCHING) | TO(PHASE_VERIFYING) | TO(PHASE_DONE),
+    [PHASE_HOLDING] = TO(PHASE_ITERATING) | TO(PHASE_DONE),
+    [PHASE_SWITCHING] = TO(PHASE_VERIFYING) | TO(PHASE_PRE_SWITCHOVER) | TO(PHASE_DONE),
+    [PHASE_VERIFYING] = TO(PHASE_DONE),
+    [PHASE_DONE] = 0,
+};
+
+static void set_phase(SmMigration *m, Phase to)
+{
+    assert_owner(m);
+    if (!(phase_moves[m->phase] & TO(to)))
+        g_critical("gate engine: invalid phase change %s -> %s", phase_names[m->phase],
+                   phase_names[to]);
+    m->phase = to;
+}
+
+/* How the migration went through, for the events: "idle", "held" (an attempt was called
+ * off for a busy device and retried) or "fix" (QEMU's fix carried a busy device). */
+static const char *path_of(SmMigration *m)
+{
+    return m->via_fix ? "fix" : m->attempts > 1 ? "held" : "idle";
+}
+
+/* The one way out: restores what the gate changed, reports the result, ends the run. */
+static void end_run(SmMigration *m, int code, const char *result, const char *path,
+                    gint64 downtime_ms, gint64 total_ms, const GError *error)
 {
     if (m->capture && m->src && qmp_client_is_connected(m->src))
         sm_capture_release(m->capture, m->src);
@@ -1263,7 +1333,8 @@ static int finish(SmMigration *m, int code, const char *result, const char *path
     if (error)
         json_object_object_add(f, "error", jstr(error->message));
     emit(m, "result", f);
-    return code;
+    m->exit_code = code;
+    set_phase(m, PHASE_DONE);
 }
 
 /* 128 + the signal's number, the shell's convention; a plain cancel counts as SIGINT. */
@@ -1302,126 +1373,115 @@ static gboolean reconnect_source(SmMigration *m, GError **error)
     return TRUE;
 }
 
-static int migrated(SmMigration *m)
+/* The exit of every phase in which an attempt may be running (ITERATING, PRE_SWITCHOVER):
+ * asks the source where its migration is (it is the only authority, also after a lost
+ * connection), calls a live one off, checks that the source runs again, and ends the run
+ * with `code`. A migration QEMU completed meanwhile is verified instead. */
+static void unwind(SmMigration *m, int code, const char *result, const GError *why)
 {
-    gint64 downtime = -1, total = -1;
     g_autoptr(GError) error = NULL;
-    if (!verify_completed(m, &downtime, &total, &error))
-        return finish(m, SM_EXIT_UNCERTAIN, "uncertain", m->path, -1, -1, error);
-    emit(m, "completed",
-         fields_new("path", jstr(m->path), "downtime_ms", json_object_new_int64(downtime),
-                    FIELDS_END));
-    return finish(m, SM_EXIT_OK, "migrated", m->path, downtime, elapsed_ms(m), NULL);
-}
-
-/* The gate must leave while QEMU is switching over: say where each side is, as seen now. */
-static int where_it_runs(SmMigration *m, const GError *why)
-{
-    g_autofree char *src_state = m->src ? runstate(m->src, NULL) : NULL;
-    g_autofree char *dst_state = m->dst ? runstate(m->dst, NULL) : NULL;
-    g_autoptr(GError) e = g_error_new(
-        SM_ENGINE_ERROR, SM_ENGINE_ERROR_UNCERTAIN,
-        "left while QEMU was switching over (%s; a migration past migrate-continue is never "
-        "called off): the source is '%s', the destination '%s'; the one that ends 'running' "
-        "holds the VM: check both with query-status",
-        why ? why->message : "interrupted", src_state ? src_state : "unreachable",
-        dst_state ? dst_state : "unreachable");
-    return finish(m, SM_EXIT_UNCERTAIN, "uncertain", m->path, -1, -1, e);
-}
-
-/* After migrate-continue: wait for QEMU's own outcome with progress, without a time limit
- * and without ever cancelling. One interrupt is not enough to leave (the switch takes
- * milliseconds); a second one leaves and reports both sides. */
-static int switch_outcome(SmMigration *m)
-{
-    static const char *const ends[] = {"completed", "failed", "cancelled", NULL};
-    gint allowed = g_atomic_int_get(&m->n_cancels) + 1;
-    g_autofree char *end = NULL;
-    while (!end) {
-        g_autoptr(GError) error = NULL;
-        end = wait_status(m, ends, 0, TRUE, allowed, &error);
-        if (end)
-            break;
-        if (!m->src_lost || cancelled_past(m, allowed))
-            return where_it_runs(m, error);
-        if (!reconnect_source(m, &error))
-            return where_it_runs(m, error);
+    if (m->src_lost && !reconnect_source(m, &error)) {
+        end_run(m, SM_EXIT_UNCERTAIN, "uncertain", NULL, -1, -1, error);
+        return;
     }
-    m->migration_started = FALSE;
-    if (g_str_equal(end, "completed"))
-        return migrated(m);
-    /* QEMU restarts the source itself when the switch fails. */
-    g_autoptr(GError) e = g_error_new(SM_ENGINE_ERROR, SM_ENGINE_ERROR_FAILED,
-                                      "migration ended '%s' after switchover", end);
-    g_autoptr(GError) error = NULL;
-    if (!source_resumed(m, &error))
-        return finish(m, SM_EXIT_UNCERTAIN, "uncertain", NULL, -1, -1, error);
-    emit(m, "aborted", fields_new("reason", jstr(e->message), FIELDS_END));
-    return finish(m, SM_EXIT_FAILED, "failed", NULL, -1, -1, e);
-}
-
-/* The attempt is off the rails (interrupt, error): bring the source back and say how it
- * ended. Every path out of a started migration goes through here. */
-static int call_off(SmMigration *m, int code, const char *result, const GError *why)
-{
-    g_autoptr(GError) error = NULL;
-    if (m->switching)
-        return switch_outcome(m);
-    if (m->src_lost) {
-        if (!reconnect_source(m, &error))
-            return finish(m, SM_EXIT_UNCERTAIN, "uncertain", NULL, -1, -1, error);
-        g_autofree char *st = migration_status(m->src, NULL, NULL);
-        m->migration_started = st && !g_str_equal(st, "completed") &&
-                               !g_str_equal(st, "cancelled") && !g_str_equal(st, "failed") &&
-                               !g_str_equal(st, "none");
-        if (st && g_str_equal(st, "completed"))
-            /* It went through while we were away: fine if both ends say so. */
-            return migrated(m);
+    g_autofree char *st = migration_status(m->src, NULL, NULL);
+    if (st && g_str_equal(st, "completed"))
+    /* It went through while we were away: fine if both ends say so. */
+    {
+        set_phase(m, PHASE_VERIFYING);
+        return;
     }
-    if (m->migration_started && !cancel_attempt(m, &error)) {
-        if (g_error_matches(error, SM_ENGINE_ERROR, SM_ENGINE_ERROR_COMPLETED_ANYWAY))
-            return migrated(m);
+    static const char *const ended[] = {"none", "cancelled", "failed", NULL};
+    if (st && !g_strv_contains(ended, st) && !cancel_attempt(m, &error)) {
+        if (g_error_matches(error, SM_ENGINE_ERROR, SM_ENGINE_ERROR_COMPLETED_ANYWAY)) {
+            set_phase(m, PHASE_VERIFYING);
+            return;
+        }
         g_autoptr(GError) e =
             g_error_new(SM_ENGINE_ERROR, SM_ENGINE_ERROR_UNCERTAIN,
                         "could not call the migration off (%s); check both sides with "
                         "query-status and run safe-migrate recover --source %s --dest %s",
                         error->message, m->policy.source_qmp, m->policy.dest_qmp);
-        return finish(m, SM_EXIT_UNCERTAIN, "uncertain", NULL, -1, -1, e);
+        {
+            end_run(m, SM_EXIT_UNCERTAIN, "uncertain", NULL, -1, -1, e);
+            return;
+        }
     }
-    if (!source_resumed(m, &error))
-        return finish(m, SM_EXIT_UNCERTAIN, "uncertain", NULL, -1, -1, error);
+    if (!source_resumed(m, &error)) {
+        end_run(m, SM_EXIT_UNCERTAIN, "uncertain", NULL, -1, -1, error);
+        return;
+    }
     emit(m, "aborted", fields_new("reason", jstr(why ? why->message : result), FIELDS_END));
-    return finish(m, code, result, NULL, -1, -1, why);
+    end_run(m, code, result, NULL, -1, -1, why);
 }
 
-/* Runs one attempt up to pre-switchover. Returns 0 there, or the run's exit code. */
-static int reach_switchover(SmMigration *m)
+/* ---- PREFLIGHT: connect, check both sides, record their settings ---------------------- */
+
+static gboolean step_preflight(SmMigration *m, GError **error)
 {
-    g_autoptr(GError) error = NULL;
+    const SmPolicy *p = &m->policy;
+    m->registry = sm_registry_new();
+    if (p->plugin_dir && !sm_registry_load_dir(m->registry, p->plugin_dir, error))
+        return FALSE;
+    m->src = connect_vm(m, p->source_qmp, CONNECT_TIMEOUT_MS, error);
+    if (m->src)
+        m->dst = connect_vm(m, p->dest_qmp, CONNECT_TIMEOUT_MS, error);
+    if (!m->src || !m->dst || cancel_requested(m))
+        return FALSE;
+    qmp_client_set_disconnect_handler(m->src, on_src_disconnect, m, NULL);
     m->in_call++;
-    gboolean started = start_attempt(m, &error);
+    gboolean ok = preflight(m, &m->paused_report, error);
     m->in_call--;
-    if (!started) {
-        if (cancel_requested(m))
-            return call_off(m, interrupted_code(m), "interrupted", NULL);
-        return call_off(m, SM_EXIT_FAILED, "failed", error);
-    }
-    static const char *const stops[] = {"pre-switchover", "completed", "failed", "cancelled", NULL};
-    g_autofree char *status =
-        wait_status(m, stops, m->policy.migration_timeout_ms, TRUE, 0, &error);
-    if (!status) {
-        if (cancel_requested(m))
-            return call_off(m, interrupted_code(m), "interrupted", NULL);
-        return call_off(m, SM_EXIT_FAILED, "failed", error);
-    }
-    if (!g_str_equal(status, "pre-switchover")) {
-        m->migration_started = FALSE;
-        g_autoptr(GError) e = g_error_new(SM_ENGINE_ERROR, SM_ENGINE_ERROR_FAILED,
-                                          "migration ended '%s' before switchover", status);
-        return call_off(m, SM_EXIT_FAILED, "failed", e);
-    }
-    return 0;
+    if (!ok || cancel_requested(m))
+        return FALSE;
+    set_phase(m, PHASE_ITERATING);
+    return TRUE;
 }
+
+/* Nothing has started: the run is refused (or interrupted) with both sides as found. */
+static void exit_preflight(SmMigration *m, const GError *error)
+{
+    if (g_error_matches(error, SM_PROBE_ERROR, SM_PROBE_ERROR_PLUGIN))
+        end_run(m, SM_EXIT_USAGE, "refused", NULL, -1, -1, error);
+    else if (cancel_requested(m))
+        end_run(m, interrupted_code(m), "interrupted", NULL, -1, -1, NULL);
+    else if (g_error_matches(error, SM_ENGINE_ERROR, SM_ENGINE_ERROR_HELD_OUT))
+        end_run(m, SM_EXIT_HELD_OUT, "refused", NULL, -1, -1, error);
+    else
+        end_run(m, SM_EXIT_UNREACHABLE, "refused", NULL, -1, -1, error);
+}
+
+/* ---- ITERATING: one attempt's stream, up to QEMU's pause before switchover ------------- */
+
+static gboolean step_iterating(SmMigration *m, GError **error)
+{
+    m->in_call++;
+    gboolean started = start_attempt(m, error);
+    m->in_call--;
+    if (!started)
+        return FALSE;
+    static const char *const stops[] = {"pre-switchover", "completed", "failed", "cancelled", NULL};
+    g_autofree char *status = wait_status(m, stops, m->policy.migration_timeout_ms, TRUE, 0, error);
+    if (!status)
+        return FALSE;
+    if (!g_str_equal(status, "pre-switchover")) {
+        g_set_error(error, SM_ENGINE_ERROR, SM_ENGINE_ERROR_FAILED,
+                    "migration ended '%s' before switchover", status);
+        return FALSE;
+    }
+    set_phase(m, PHASE_PRE_SWITCHOVER);
+    return TRUE;
+}
+
+static void exit_iterating(SmMigration *m, const GError *error)
+{
+    if (cancel_requested(m))
+        unwind(m, interrupted_code(m), "interrupted", NULL);
+    else
+        unwind(m, SM_EXIT_FAILED, "failed", error);
+}
+
+/* ---- PRE_SWITCHOVER: the VM stopped, its device state final: look before leaping -------- */
 
 /* Doubles `backoff` per hold without overflowing, capped so that it never overshoots the
  * hold budget by much. */
@@ -1435,41 +1495,36 @@ static gint64 backoff_for(const SmPolicy *p, guint holds, gint64 held_ms)
     return MIN(backoff, cap);
 }
 
-/* A busy device at pre-switchover and budget left: call the attempt off (the guest finishes
- * its transfer on the source), wait, get a fresh destination. 0 to retry, or an exit code. */
-static int hold(SmMigration *m, const SmDeviceVerdict *busy, gint64 held_ms)
+/* A busy device and budget left: call the attempt off (the guest finishes its transfer on
+ * the source) and move to HOLDING. A call-off that fails with the source still connected
+ * leaves the VM's state in doubt: the error says so (SM_ENGINE_ERROR_UNCERTAIN). */
+static gboolean start_hold(SmMigration *m, const SmDeviceVerdict *busy, gint64 held_ms,
+                           GError **error)
 {
-    g_autoptr(GError) error = NULL;
     m->holds++;
-    g_autofree char *waiting = g_strdup_printf(
-        "%s has %s pending", device_key(busy->id, busy->qom_path), sm_verdict_pending_name(busy));
+    m->hold_backoff_ms = backoff_for(&m->policy, m->holds, held_ms);
+    const char *name = device_key(busy->id, busy->qom_path);
+    g_autofree char *waiting =
+        g_strdup_printf("%s has %s pending", name, sm_verdict_pending_name(busy));
     emit(m, "hold",
-         fields_new("device", jstr(device_key(busy->id, busy->qom_path)), "state",
-                    jstr(sm_state_to_string(busy->state)), "pending",
+         fields_new("device", jstr(name), "state", jstr(sm_state_to_string(busy->state)), "pending",
                     jstr(sm_verdict_pending_name(busy)), "waiting_for", jstr(waiting), "held_ms",
                     json_object_new_int64(held_ms), FIELDS_END));
-    if (!cancel_attempt(m, &error) || !source_resumed(m, &error))
-        /* With the source QMP lost, call_off reconnects, cancels and checks that the source
-         * runs, so it can vouch for the outcome itself. */
-        return call_off(m, m->src_lost ? SM_EXIT_FAILED : SM_EXIT_UNCERTAIN,
-                        m->src_lost ? "failed" : "uncertain", error);
-    if (!sleep_ms(m, backoff_for(&m->policy, m->holds, held_ms)))
-        return finish(m, interrupted_code(m), "interrupted", NULL, -1, -1, NULL);
-    if (!run_dest_prepare(m, &error)) {
-        if (cancel_requested(m))
-            return finish(m, interrupted_code(m), "interrupted", NULL, -1, -1, NULL);
-        emit(m, "aborted", fields_new("reason", jstr(error->message), FIELDS_END));
-        return finish(m, SM_EXIT_FAILED, "failed", NULL, -1, -1, error);
+    if (cancel_attempt(m, error) && source_resumed(m, error)) {
+        set_phase(m, PHASE_HOLDING);
+        return TRUE;
     }
-    emit(m, "retry", fields_new("attempt", json_object_new_int((int)m->attempts + 1), FIELDS_END));
-    m->path = "held";
-    return 0;
+    if (!m->src_lost && !g_error_matches(*error, SM_ENGINE_ERROR, SM_ENGINE_ERROR_UNCERTAIN)) {
+        (*error)->domain = SM_ENGINE_ERROR;
+        (*error)->code = SM_ENGINE_ERROR_UNCERTAIN;
+    }
+    return FALSE;
 }
 
 /* A device is unsafe and holding is over (or cannot help): QEMU's fix if the policy and
- * the probe allow it (0), else the run's exit code. */
-static int fall_back(SmMigration *m, const SmReport *report, const SmDeviceVerdict *busy,
-                     gint64 held_ms)
+ * the probe allow it, else a SM_ENGINE_ERROR_HELD_OUT error. */
+static gboolean fall_back(SmMigration *m, const SmReport *report, const SmDeviceVerdict *busy,
+                          gint64 held_ms, GError **error)
 {
     const SmPolicy *p = &m->policy;
     gboolean benign_only = p->on_unquiesceable == SM_FALLBACK_USE_FIX_IF_BENIGN;
@@ -1483,28 +1538,45 @@ static int fall_back(SmMigration *m, const SmReport *report, const SmDeviceVerdi
              fields_new("device", jstr(device_key(busy->id, busy->qom_path)), "pending",
                         jstr(sm_verdict_pending_name(busy)), "policy",
                         jstr(sm_fallback_to_string(p->on_unquiesceable)), FIELDS_END));
-        m->path = "fix";
-        return 0;
+        m->via_fix = TRUE;
+        return TRUE;
     }
     g_autofree char *what = busy->state == SM_STATE_UNKNOWN
                                 ? g_strdup(busy->reason ? busy->reason : "unreadable")
                                 : g_strdup_printf("%s pending", sm_verdict_pending_name(busy));
-    g_autoptr(GError) e = g_error_new(
-        SM_ENGINE_ERROR, SM_ENGINE_ERROR_HELD_OUT,
-        "%s stayed %s (%s) after %u attempt(s) and %" G_GINT64_FORMAT " ms; policy %s%s%s",
-        device_key(busy->id, busy->qom_path), sm_state_to_string(busy->state), what, m->attempts,
-        held_ms, sm_fallback_to_string(p->on_unquiesceable), why ? ": " : "", why ? why : "");
-    return call_off(m, SM_EXIT_HELD_OUT, "aborted", e);
+    g_set_error(error, SM_ENGINE_ERROR, SM_ENGINE_ERROR_HELD_OUT,
+                "%s stayed %s (%s) after %u attempt(s) and %" G_GINT64_FORMAT " ms; policy %s%s%s",
+                device_key(busy->id, busy->qom_path), sm_state_to_string(busy->state), what,
+                m->attempts, held_ms, sm_fallback_to_string(p->on_unquiesceable), why ? ": " : "",
+                why ? why : "");
+    return FALSE;
 }
 
-/* At pre-switchover: judge (reusing a paused source's preflight verdict only while no
- * RESUME came since), then hold, fall back or go. 0 to continue, -1 to retry, or the exit
- * code. */
-static int judge(SmMigration *m, const SmReport *paused_report)
+/* The move to SWITCHING: from migrate-continue on, nothing is called off. A refusal
+ * switched nothing: back to PRE_SWITCHOVER, whose exit calls the attempt off. Any other
+ * failure (a lost or slow monitor) may have switched: SWITCHING waits for QEMU's outcome. */
+static gboolean start_switch(SmMigration *m, GError **error)
 {
-    g_autoptr(GError) error = NULL;
+    set_phase(m, PHASE_SWITCHING);
+    g_autoptr(GError) local = NULL;
+    if (!qmp_migrate_continue(m->src, "pre-switchover", &local) &&
+        g_error_matches(local, QMP_ERROR, QMP_ERROR_COMMAND)) {
+        set_phase(m, PHASE_PRE_SWITCHOVER);
+        g_propagate_error(error, g_steal_pointer(&local));
+        return FALSE;
+    }
+    if (!local)
+        fault_point("switching");
+    /* One interrupt is not enough to leave (the switch takes milliseconds): a second one
+     * leaves and reports both sides. */
+    m->switch_cancels = g_atomic_int_get(&m->n_cancels) + 1;
+    return TRUE;
+}
+
+static gboolean step_pre_switchover(SmMigration *m, GError **error)
+{
     g_autoptr(SmReport) fresh = NULL;
-    const SmReport *report = m->resumed ? NULL : paused_report;
+    const SmReport *report = m->resumed ? NULL : m->paused_report;
     gint64 wait_us = 0;
     if (!report) {
         /* Resumed since preflight: a running VM now, stopped here by the migration. (One
@@ -1512,12 +1584,8 @@ static int judge(SmMigration *m, const SmReport *paused_report)
          * STOP and the switchover's look alike; it is judged, and expected on the
          * destination, as running.) */
         m->src_was_running = m->src_was_running || m->resumed;
-        fresh = probe_at_switchover(m, &wait_us, &error);
-        if (!fresh) {
-            if (cancel_requested(m))
-                return call_off(m, interrupted_code(m), "interrupted", NULL);
-            return call_off(m, SM_EXIT_FAILED, "failed", error);
-        }
+        if (!(fresh = probe_at_switchover(m, &wait_us, error)))
+            return FALSE;
         report = fresh;
     }
     emit(m, "pre-switchover",
@@ -1525,13 +1593,13 @@ static int judge(SmMigration *m, const SmReport *paused_report)
                     verdicts_json(report), "probe_us", json_object_new_int64(report->capture_us),
                     "wait_us", json_object_new_int64(wait_us), "event_us",
                     json_object_new_int64(m->event_latency_us), "reused",
-                    json_object_new_boolean(report == paused_report), FIELDS_END));
+                    json_object_new_boolean(report == m->paused_report), FIELDS_END));
     fault_point("pre-switchover");
     if (cancel_requested(m))
-        return call_off(m, interrupted_code(m), "interrupted", NULL);
+        return FALSE;
     const SmDeviceVerdict *busy = sm_report_first_unsafe(report);
     if (!busy)
-        return 0;
+        return start_switch(m, error);
     gint64 now = g_get_monotonic_time();
     if (!m->hold_started_us)
         m->hold_started_us = now;
@@ -1540,20 +1608,150 @@ static int judge(SmMigration *m, const SmReport *paused_report)
      * without dest-prepare there is no destination to retry on: holding cannot help then. */
     const SmPolicy *p = &m->policy;
     if (m->src_was_running && !busy->final && p->dest_prepare && m->attempts < p->max_attempts &&
-        held_ms < p->max_hold_ms) {
-        int code = hold(m, busy, held_ms);
-        return code ? code : -1;
-    }
-    return fall_back(m, report, busy, held_ms);
+        held_ms < p->max_hold_ms)
+        return start_hold(m, busy, held_ms, error);
+    return fall_back(m, report, busy, held_ms, error) && start_switch(m, error);
 }
+
+/* The attempt is still paused at pre-switchover (or its call-off went wrong): unwind it. */
+static void exit_pre_switchover(SmMigration *m, const GError *error)
+{
+    if (g_error_matches(error, SM_ENGINE_ERROR, SM_ENGINE_ERROR_HELD_OUT))
+        unwind(m, SM_EXIT_HELD_OUT, "aborted", error);
+    else if (g_error_matches(error, SM_ENGINE_ERROR, SM_ENGINE_ERROR_UNCERTAIN))
+        unwind(m, SM_EXIT_UNCERTAIN, "uncertain", error);
+    else if (cancel_requested(m))
+        unwind(m, interrupted_code(m), "interrupted", NULL);
+    else
+        unwind(m, SM_EXIT_FAILED, "failed", error);
+}
+
+/* ---- HOLDING: the attempt called off, the source running: wait, get a fresh destination */
+
+static gboolean step_holding(SmMigration *m, GError **error)
+{
+    if (!sleep_ms(m, m->hold_backoff_ms)) {
+        g_set_error(error, G_IO_ERROR, G_IO_ERROR_CANCELLED, "interrupted while holding");
+        return FALSE;
+    }
+    if (!run_dest_prepare(m, error))
+        return FALSE;
+    emit(m, "retry", fields_new("attempt", json_object_new_int((int)m->attempts + 1), FIELDS_END));
+    set_phase(m, PHASE_ITERATING);
+    return TRUE;
+}
+
+/* Nothing runs but the source (checked on the way in): nothing to unwind. */
+static void exit_holding(SmMigration *m, const GError *error)
+{
+    if (cancel_requested(m)) {
+        end_run(m, interrupted_code(m), "interrupted", NULL, -1, -1, NULL);
+        return;
+    }
+    emit(m, "aborted", fields_new("reason", jstr(error ? error->message : "failed"), FIELDS_END));
+    end_run(m, SM_EXIT_FAILED, "failed", NULL, -1, -1, error);
+}
+
+/* ---- SWITCHING: after migrate-continue: QEMU's outcome, never a cancel ------------------ */
+
+/* Waits, with progress and without a time limit, for QEMU's own outcome. */
+static gboolean step_switching(SmMigration *m, GError **error)
+{
+    static const char *const ends[] = {"completed", "failed", "cancelled", NULL};
+    g_autofree char *end = wait_status(m, ends, 0, TRUE, m->switch_cancels, error);
+    if (!end)
+        return FALSE;
+    if (!g_str_equal(end, "completed")) {
+        g_set_error(error, SM_ENGINE_ERROR, SM_ENGINE_ERROR_FAILED,
+                    "migration ended '%s' after switchover", end);
+        return FALSE;
+    }
+    set_phase(m, PHASE_VERIFYING);
+    return TRUE;
+}
+
+/* The gate must leave while QEMU is switching over: say where each side is, as seen now. */
+static void where_it_runs(SmMigration *m, const GError *why)
+{
+    g_autofree char *src_state = m->src ? runstate(m->src, NULL) : NULL;
+    g_autofree char *dst_state = m->dst ? runstate(m->dst, NULL) : NULL;
+    g_autoptr(GError) e = g_error_new(
+        SM_ENGINE_ERROR, SM_ENGINE_ERROR_UNCERTAIN,
+        "left while QEMU was switching over (%s; a migration past migrate-continue is never "
+        "called off): the source is '%s', the destination '%s'; the one that ends 'running' "
+        "holds the VM: check both with query-status",
+        why ? why->message : "interrupted", src_state ? src_state : "unreachable",
+        dst_state ? dst_state : "unreachable");
+    end_run(m, SM_EXIT_UNCERTAIN, "uncertain", path_of(m), -1, -1, e);
+}
+
+/* QEMU failed the switch (it restarts the source itself), the monitor went away (get back
+ * in and keep waiting), or a second interrupt asks to leave now. */
+static void exit_switching(SmMigration *m, const GError *error)
+{
+    g_autoptr(GError) e = NULL;
+    if (g_error_matches(error, SM_ENGINE_ERROR, SM_ENGINE_ERROR_FAILED)) {
+        if (!source_resumed(m, &e)) {
+            end_run(m, SM_EXIT_UNCERTAIN, "uncertain", NULL, -1, -1, e);
+            return;
+        }
+        emit(m, "aborted", fields_new("reason", jstr(error->message), FIELDS_END));
+        {
+            end_run(m, SM_EXIT_FAILED, "failed", NULL, -1, -1, error);
+            return;
+        }
+    }
+    if (!m->src_lost || cancelled_past(m, m->switch_cancels)) {
+        where_it_runs(m, error);
+        return;
+    }
+    if (!reconnect_source(m, &e)) {
+        where_it_runs(m, e);
+        return;
+    }
+    /* Still SWITCHING: the step waits again on the new connection. */
+}
+
+/* ---- VERIFYING: both sides' own account of where the VM runs --------------------------- */
+
+static gboolean step_verifying(SmMigration *m, GError **error)
+{
+    gint64 downtime = -1, total = -1;
+    if (!verify_completed(m, &downtime, &total, error))
+        return FALSE;
+    emit(m, "completed",
+         fields_new("path", jstr(path_of(m)), "downtime_ms", json_object_new_int64(downtime),
+                    FIELDS_END));
+    end_run(m, SM_EXIT_OK, "migrated", path_of(m), downtime, elapsed_ms(m), NULL);
+    return TRUE;
+}
+
+static void exit_verifying(SmMigration *m, const GError *error)
+{
+    end_run(m, SM_EXIT_UNCERTAIN, "uncertain", path_of(m), -1, -1, error);
+}
+
+static const struct {
+    gboolean (*step)(SmMigration *m, GError **error);
+    void (*leave)(SmMigration *m, const GError *error);
+} phases[] = {
+    [PHASE_PREFLIGHT] = {step_preflight, exit_preflight},
+    [PHASE_ITERATING] = {step_iterating, exit_iterating},
+    [PHASE_PRE_SWITCHOVER] = {step_pre_switchover, exit_pre_switchover},
+    [PHASE_HOLDING] = {step_holding, exit_holding},
+    [PHASE_SWITCHING] = {step_switching, exit_switching},
+    [PHASE_VERIFYING] = {step_verifying, exit_verifying},
+};
 
 int sm_migration_run(SmMigration *m)
 {
-    g_autoptr(GError) error = NULL;
     g_mutex_lock(&m->context_lock);
     g_assert(!m->context);
     m->context = g_main_context_ref_thread_default();
     g_mutex_unlock(&m->context_lock);
+    /* Held for the whole run, so that every step can assert it runs on its owner. */
+    if (!g_main_context_acquire(m->context))
+        g_critical("gate engine: the thread-default main context is owned by another thread");
     m->t0_us = g_get_monotonic_time();
     const SmPolicy *p = &m->policy;
     emit(m, "start",
@@ -1561,53 +1759,14 @@ int sm_migration_run(SmMigration *m)
                     "uri", jstr(p->uri), "max_attempts", json_object_new_int((int)p->max_attempts),
                     "max_hold_ms", json_object_new_int64(p->max_hold_ms), "on_unquiesceable",
                     jstr(sm_fallback_to_string(p->on_unquiesceable)), FIELDS_END));
-
-    m->registry = sm_registry_new();
-    if (p->plugin_dir && !sm_registry_load_dir(m->registry, p->plugin_dir, &error))
-        return finish(m, SM_EXIT_USAGE, "refused", NULL, -1, -1, error);
-    m->src = connect_vm(m, p->source_qmp, CONNECT_TIMEOUT_MS, &error);
-    if (m->src)
-        m->dst = connect_vm(m, p->dest_qmp, CONNECT_TIMEOUT_MS, &error);
-    if (cancel_requested(m))
-        return finish(m, interrupted_code(m), "interrupted", NULL, -1, -1, NULL);
-    if (!m->src || !m->dst)
-        return finish(m, SM_EXIT_UNREACHABLE, "refused", NULL, -1, -1, error);
-    qmp_client_set_disconnect_handler(m->src, on_src_disconnect, m, NULL);
-
-    g_autoptr(SmReport) paused_report = NULL;
-    m->in_call++;
-    gboolean ok = preflight(m, &paused_report, &error);
-    m->in_call--;
-    if (cancel_requested(m))
-        return finish(m, interrupted_code(m), "interrupted", NULL, -1, -1, NULL);
-    if (!ok)
-        return finish(m,
-                      g_error_matches(error, SM_ENGINE_ERROR, SM_ENGINE_ERROR_HELD_OUT)
-                          ? SM_EXIT_HELD_OUT
-                          : SM_EXIT_UNREACHABLE,
-                      "refused", NULL, -1, -1, error);
-
-    m->path = "idle";
-    for (;;) {
-        int code = reach_switchover(m);
-        if (code)
-            return code;
-        /* The VM is stopped and its device state final: look before leaping. */
-        code = judge(m, paused_report);
-        if (code > 0)
-            return code;
-        if (code < 0)
-            continue;
-        m->switching = TRUE;
-        if (!simple_command(m->src, "migrate-continue",
-                            fields_new("state", jstr("pre-switchover"), FIELDS_END), &error)) {
-            /* Refused: nothing switches, so the attempt may still be called off. */
-            m->switching = !g_error_matches(error, QMP_ERROR, QMP_ERROR_COMMAND);
-            return call_off(m, SM_EXIT_FAILED, "failed", error);
-        }
-        fault_point("switching");
-        return switch_outcome(m);
+    m->phase = PHASE_PREFLIGHT;
+    while (m->phase != PHASE_DONE) {
+        g_autoptr(GError) error = NULL;
+        if (!phases[m->phase].step(m, &error))
+            phases[m->phase].leave(m, error);
     }
+    g_main_context_release(m->context);
+    return m->exit_code;
 }
 
 /* Waits (30 s at most) for a migrate_cancel to end the migration. */
