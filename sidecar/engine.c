@@ -50,7 +50,7 @@ struct SmMigration {
     QmpClient *src, *dst;
     /* What QEMU had before the gate changed it (see save_settings), per side; NULL until
      * taken. Restored on every outcome. */
-    json_object *src_saved, *dst_saved;
+    struct Settings *src_saved, *dst_saved;
     gint in_call;            /* >0: a QMP call that may be abandoned on a cancel is in flight */
     GSource *abandon_source; /* pending abandon_call, under context_lock */
     gboolean resumed;        /* the source emitted RESUME since the preflight verdict */
@@ -247,24 +247,21 @@ static void on_src_disconnect(QmpClient *client, const GError *reason, gpointer 
 }
 
 /* ------------------------------------------------------------------------------------- */
-/* QMP helpers */
+/* QMP, through libqmp's typed commands (qmp-commands.h): every reply type-checked there. */
 
-static json_object *member(json_object *obj, const char *key)
+/* A string member of a QMP event's data (events are not replies: a missing one is NULL). */
+static const char *event_str(json_object *data, const char *key)
 {
     json_object *v = NULL;
-    return obj && json_object_object_get_ex(obj, key, &v) ? v : NULL;
-}
-
-static const char *member_str(json_object *obj, const char *key)
-{
-    json_object *v = member(obj, key);
-    return v && json_object_is_type(v, json_type_string) ? json_object_get_string(v) : NULL;
+    return data && json_object_object_get_ex(data, key, &v) &&
+                   json_object_is_type(v, json_type_string)
+               ? json_object_get_string(v)
+               : NULL;
 }
 
 static char *runstate(QmpClient *qmp, GError **error)
 {
-    g_autoptr(json_object) r = qmp_client_execute(qmp, "query-status", NULL, error);
-    return r ? g_strdup(member_str(r, "status")) : NULL;
+    return qmp_query_status(qmp, NULL, error);
 }
 
 /* The run state once QEMU is done moving between the migration's states: the status
@@ -284,101 +281,66 @@ static char *settled_runstate(QmpClient *qmp, GError **error)
     }
 }
 
-static char *migration_status(QmpClient *qmp, json_object **info, GError **error)
+static char *migration_status(QmpClient *qmp, GError **error)
 {
-    json_object *r = qmp_client_execute(qmp, "query-migrate", NULL, error);
-    if (!r)
-        return NULL;
-    const char *s = member_str(r, "status");
-    char *status = g_strdup(s ? s : "none");
-    if (info)
-        *info = r;
-    else
-        json_object_put(r);
-    return status;
+    char *status = NULL;
+    g_autoptr(json_object) r = qmp_query_migrate(qmp, &status, error);
+    return r ? status : NULL;
 }
 
-static char *machine_type(QmpClient *qmp, GError **error)
-{
-    g_autoptr(json_object) args =
-        fields_new("path", jstr("/machine"), "property", jstr("type"), FIELDS_END);
-    g_autoptr(json_object) r = qmp_client_execute(qmp, "qom-get", args, error);
-    if (!r)
-        return NULL;
-    const char *t = json_object_get_string(r);
-    /* "pc-i440fx-9.0-machine" -> "pc-i440fx-9.0" */
-    return g_str_has_suffix(t, "-machine") ? g_strndup(t, strlen(t) - 8) : g_strdup(t);
-}
+/* What QEMU had before the gate changed it, restored on every outcome. */
+typedef struct Settings {
+    GArray *caps;        /* QmpCapability; names from the static lists above */
+    json_object *params; /* {name: integer} of managed_params */
+} Settings;
 
-static gboolean set_capabilities(QmpClient *qmp, const char *const *caps, GError **error)
+static void settings_free(Settings *s)
 {
-    g_autoptr(json_object) list = json_object_new_array();
-    for (guint i = 0; caps[i]; i += 2)
-        json_object_array_add(list,
-                              fields_new("capability", jstr(caps[i]), "state",
-                                         json_object_new_boolean(caps[i + 1] != NULL), FIELDS_END));
-    g_autoptr(json_object) args = fields_new("capabilities", json_object_get(list), FIELDS_END);
-    g_autoptr(json_object) r = qmp_client_execute(qmp, "migrate-set-capabilities", args, error);
-    return r != NULL;
+    g_array_unref(s->caps);
+    json_object_put(s->params);
+    g_free(s);
 }
+G_DEFINE_AUTOPTR_CLEANUP_FUNC(Settings, settings_free)
 
-/* Records the values of the capabilities in `caps` (and, with `params`, of the parameters
- * the gate sets) as QEMU has them now: {"capabilities": [...], "parameters": {...}}, in
- * the shape migrate-set-capabilities / migrate-set-parameters take back. */
-static json_object *save_settings(QmpClient *qmp, const char *const *caps, gboolean params,
-                                  GError **error)
+/* Records the capabilities in `caps` and the parameters the gate sets as QEMU has them. */
+static Settings *save_settings(QmpClient *qmp, const char *const *caps, GError **error)
 {
-    g_autoptr(json_object) list =
-        qmp_client_execute(qmp, "query-migrate-capabilities", NULL, error);
-    if (!list)
+    g_autoptr(GHashTable) now = qmp_query_migrate_capabilities(qmp, error);
+    if (!now)
         return NULL;
-    if (!json_object_is_type(list, json_type_array)) {
-        g_set_error(error, QMP_ERROR, QMP_ERROR_PROTOCOL,
-                    "query-migrate-capabilities: the reply is not an array");
-        return NULL;
-    }
-    g_autoptr(json_object) saved = json_object_new_object();
-    json_object *saved_caps = json_object_new_array();
-    json_object_object_add(saved, "capabilities", saved_caps);
-    for (size_t i = 0; i < json_object_array_length(list); i++) {
-        json_object *c = json_object_array_get_idx(list, i);
-        const char *name = member_str(c, "capability");
-        json_object *state = member(c, "state");
-        if (name && g_strv_contains(caps, name) && json_object_is_type(state, json_type_boolean))
-            json_object_array_add(saved_caps, fields_new("capability", jstr(name), "state",
-                                                         json_object_get(state), FIELDS_END));
-    }
-    json_object *saved_params = json_object_new_object();
-    json_object_object_add(saved, "parameters", saved_params);
-    if (params) {
-        g_autoptr(json_object) r = qmp_client_execute(qmp, "query-migrate-parameters", NULL, error);
-        if (!r)
-            return NULL;
-        for (guint i = 0; managed_params[i]; i++) {
-            json_object *v = member(r, managed_params[i]);
-            if (v && json_object_is_type(v, json_type_int))
-                json_object_object_add(saved_params, managed_params[i], json_object_get(v));
+    g_autoptr(Settings) saved = g_new0(Settings, 1);
+    saved->caps = g_array_new(FALSE, FALSE, sizeof(QmpCapability));
+    saved->params = json_object_new_object();
+    gpointer state;
+    for (guint i = 0; caps[i]; i++) {
+        if (g_hash_table_lookup_extended(now, caps[i], NULL, &state)) {
+            QmpCapability c = {caps[i], GPOINTER_TO_INT(state) != 0};
+            g_array_append_val(saved->caps, c);
         }
+    }
+    g_autoptr(json_object) params = qmp_query_migrate_parameters(qmp, error);
+    if (!params)
+        return NULL;
+    for (guint i = 0; managed_params[i]; i++) {
+        gint64 v;
+        if (!json_object_object_get_ex(params, managed_params[i], NULL))
+            continue;
+        if (!qmp_reply_get_int("query-migrate-parameters", params, managed_params[i], &v, error))
+            return NULL;
+        json_object_object_add(saved->params, managed_params[i], json_object_new_int64(v));
     }
     return g_steal_pointer(&saved);
 }
 
 /* Puts back what save_settings recorded. Fails while a migration runs (QEMU refuses). */
-static gboolean restore_settings(QmpClient *qmp, json_object *saved, GError **error)
+static gboolean restore_settings(QmpClient *qmp, const Settings *saved, GError **error)
 {
-    json_object *caps = member(saved, "capabilities"), *params = member(saved, "parameters");
-    if (json_object_array_length(caps) > 0) {
-        g_autoptr(json_object) args = fields_new("capabilities", json_object_get(caps), FIELDS_END);
-        g_autoptr(json_object) r = qmp_client_execute(qmp, "migrate-set-capabilities", args, error);
-        if (!r)
-            return FALSE;
-    }
-    if (json_object_object_length(params) > 0) {
-        g_autoptr(json_object) r = qmp_client_execute(qmp, "migrate-set-parameters", params, error);
-        if (!r)
-            return FALSE;
-    }
-    return TRUE;
+    if (saved->caps->len > 0 &&
+        !qmp_migrate_set_capabilities(qmp, (const QmpCapability *)(void *)saved->caps->data,
+                                      saved->caps->len, error))
+        return FALSE;
+    return json_object_object_length(saved->params) == 0 ||
+           qmp_migrate_set_parameters(qmp, saved->params, error);
 }
 
 /* Leaves both QEMUs as they were found: every outcome ends here. A side the gate cannot
@@ -389,7 +351,7 @@ static void restore_all(SmMigration *m)
     struct {
         const char *name;
         QmpClient *qmp;
-        json_object **saved;
+        Settings **saved;
     } sides[] = {{"source", m->src, &m->src_saved}, {"dest", m->dst, &m->dst_saved}};
     for (guint i = 0; i < G_N_ELEMENTS(sides); i++) {
         if (!*sides[i].saved)
@@ -400,7 +362,7 @@ static void restore_all(SmMigration *m)
         else
             restore_settings(sides[i].qmp, *sides[i].saved, &e);
         json_object_object_add(f, sides[i].name, jstr(e ? e->message : "restored"));
-        g_clear_pointer(sides[i].saved, json_object_put);
+        g_clear_pointer(sides[i].saved, settings_free);
     }
     if (json_object_object_length(f) > 0)
         emit(m, "restored", f);
@@ -411,19 +373,13 @@ static void restore_all(SmMigration *m)
 static gboolean configure(SmMigration *m, GError **error)
 {
     const SmPolicy *p = &m->policy;
-    const char *on = "on";
-    /* name, non-NULL for on */
-    const char *src_caps[] = {"events",
-                              on,
-                              "pause-before-switchover",
-                              on,
-                              "multifd",
-                              p->multifd ? on : NULL,
-                              "auto-converge",
-                              p->auto_converge ? on : NULL,
-                              NULL};
-    const char *dst_caps[] = {"events", on, "multifd", p->multifd ? on : NULL, NULL};
-    if (!set_capabilities(m->src, src_caps, error) || !set_capabilities(m->dst, dst_caps, error))
+    const QmpCapability src_caps[] = {{"events", TRUE},
+                                      {"pause-before-switchover", TRUE},
+                                      {"multifd", p->multifd},
+                                      {"auto-converge", p->auto_converge}};
+    const QmpCapability dst_caps[] = {{"events", TRUE}, {"multifd", p->multifd}};
+    if (!qmp_migrate_set_capabilities(m->src, src_caps, G_N_ELEMENTS(src_caps), error) ||
+        !qmp_migrate_set_capabilities(m->dst, dst_caps, G_N_ELEMENTS(dst_caps), error))
         return FALSE;
     g_autoptr(json_object) params = json_object_new_object();
     if (p->downtime_limit_ms >= 0)
@@ -435,36 +391,13 @@ static gboolean configure(SmMigration *m, GError **error)
         /* Both ends must agree on the channel count. */
         g_autoptr(json_object) dparams = fields_new(
             "multifd-channels", json_object_new_int((int)p->multifd_channels), FIELDS_END);
-        g_autoptr(json_object) r =
-            qmp_client_execute(m->dst, "migrate-set-parameters", dparams, error);
-        if (!r)
+        if (!qmp_migrate_set_parameters(m->dst, dparams, error))
             return FALSE;
         json_object_object_add(params, "multifd-channels",
                                json_object_new_int((int)p->multifd_channels));
     }
-    if (json_object_object_length(params) > 0) {
-        g_autoptr(json_object) r =
-            qmp_client_execute(m->src, "migrate-set-parameters", params, error);
-        if (!r)
-            return FALSE;
-    }
-    return TRUE;
-}
-
-static gboolean execute_uri(QmpClient *qmp, const char *command, const char *uri, GError **error)
-{
-    g_autoptr(json_object) args = fields_new("uri", jstr(uri), FIELDS_END);
-    g_autoptr(json_object) r = qmp_client_execute(qmp, command, args, error);
-    return r != NULL;
-}
-
-static gboolean simple_command(QmpClient *qmp, const char *command, json_object *args,
-                               GError **error)
-{
-    g_autoptr(json_object) r = qmp_client_execute(qmp, command, args, error);
-    if (args)
-        json_object_put(args);
-    return r != NULL;
+    return json_object_object_length(params) == 0 ||
+           qmp_migrate_set_parameters(m->src, params, error);
 }
 
 /* ------------------------------------------------------------------------------------- */
@@ -482,7 +415,7 @@ static void on_migration_event(QmpClient *client, const char *name, json_object 
 {
     StatusWait *w = user_data;
     (void)client, (void)name;
-    const char *s = member_str(data, "status");
+    const char *s = event_str(data, "status");
     if (s && !w->status && g_strv_contains(w->wanted, s)) {
         w->status = g_strdup(s);
         w->at_us = g_get_monotonic_time();
@@ -492,31 +425,33 @@ static void on_migration_event(QmpClient *client, const char *name, json_object 
 
 static void emit_progress(SmMigration *m)
 {
-    g_autoptr(json_object) info = NULL;
+    QmpMigrationInfo info;
     m->in_call++;
-    g_autofree char *status = migration_status(m->src, &info, NULL);
+    gboolean ok = qmp_query_migrate_info(m->src, &info, NULL);
     m->in_call--;
-    if (!status)
+    if (!ok) {
+        qmp_migration_info_clear(&info);
         return;
-    json_object *ram = member(info, "ram");
-    json_object *f =
-        fields_new("status", jstr(status), "attempt", json_object_new_int(m->attempts),
-                   "max_attempts", json_object_new_int((int)m->policy.max_attempts), FIELDS_END);
-    if (ram) {
-        json_object *v;
-        if ((v = member(ram, "total")))
-            json_object_object_add(f, "ram_total", json_object_get(v));
-        if ((v = member(ram, "transferred")))
-            json_object_object_add(f, "ram_transferred", json_object_get(v));
-        if ((v = member(ram, "remaining")))
-            json_object_object_add(f, "ram_remaining", json_object_get(v));
-        if ((v = member(ram, "mbps")) && json_object_is_type(v, json_type_double)) {
-            /* QEMU prints 17 digits (537.13295999999991); two decimals are what it means. */
-            g_autofree char *text = g_strdup_printf("%.2f", json_object_get_double(v));
-            json_object_object_add(f, "mbps",
-                                   json_object_new_double_s(g_ascii_strtod(text, NULL), text));
-        }
     }
+    json_object *f =
+        fields_new("status", jstr(info.status), "attempt", json_object_new_int(m->attempts),
+                   "max_attempts", json_object_new_int((int)m->policy.max_attempts), FIELDS_END);
+    const struct {
+        const char *key;
+        gint64 value;
+    } ram[] = {{"ram_total", info.ram_total},
+               {"ram_transferred", info.ram_transferred},
+               {"ram_remaining", info.ram_remaining}};
+    for (guint i = 0; i < G_N_ELEMENTS(ram); i++)
+        if (ram[i].value >= 0)
+            json_object_object_add(f, ram[i].key, json_object_new_int64(ram[i].value));
+    if (info.has_mbps) {
+        /* QEMU prints 17 digits (537.13295999999991); two decimals are what it means. */
+        g_autofree char *text = g_strdup_printf("%.2f", info.ram_mbps);
+        json_object_object_add(f, "mbps",
+                               json_object_new_double_s(g_ascii_strtod(text, NULL), text));
+    }
+    qmp_migration_info_clear(&info);
     emit(m, "progress", f);
 }
 
@@ -537,7 +472,7 @@ static char *wait_status(SmMigration *m, const char *const *wanted, gint64 timeo
     StatusWait w = {.wanted = wanted, .latency_us = -1};
     guint sub = qmp_client_subscribe(m->src, "MIGRATION", on_migration_event, &w, NULL);
     m->in_call += allowed == 0;
-    g_autofree char *now = migration_status(m->src, NULL, error);
+    g_autofree char *now = migration_status(m->src, error);
     m->in_call -= allowed == 0;
     if (!now) {
         qmp_client_unsubscribe(m->src, sub);
@@ -748,7 +683,7 @@ static gboolean check_dest_ready(SmMigration *m, GError **error)
         return FALSE;
     }
     g_free(m->dst_machine);
-    m->dst_machine = machine_type(m->dst, error);
+    m->dst_machine = qmp_query_machine_type(m->dst, error);
     if (!m->dst_machine)
         return FALSE;
     if (g_strcmp0(m->src_machine, m->dst_machine) != 0) {
@@ -760,9 +695,9 @@ static gboolean check_dest_ready(SmMigration *m, GError **error)
     if (!read_dest_fix(m, error))
         return FALSE;
     /* A fresh destination (dest-prepare) is found anew: its own values are restored. */
-    g_clear_pointer(&m->dst_saved, json_object_put);
+    g_clear_pointer(&m->dst_saved, settings_free);
     /* With params: multifd-channels is set on the destination too. */
-    m->dst_saved = save_settings(m->dst, dst_managed_caps, TRUE, error);
+    m->dst_saved = save_settings(m->dst, dst_managed_caps, error);
     return m->dst_saved != NULL;
 }
 
@@ -920,7 +855,7 @@ static gboolean check_source(SmMigration *m, char **src_state, GError **error)
         return FALSE;
     }
     m->src_was_running = g_str_equal(*src_state, "running");
-    g_autofree char *mig = migration_status(m->src, NULL, error);
+    g_autofree char *mig = migration_status(m->src, error);
     if (!mig)
         return FALSE;
     if (g_str_equal(mig, "active") || g_str_equal(mig, "pre-switchover") ||
@@ -929,7 +864,7 @@ static gboolean check_source(SmMigration *m, char **src_state, GError **error)
                     "source already has a migration '%s' (see: safe-migrate recover)", mig);
         return FALSE;
     }
-    m->src_machine = machine_type(m->src, error);
+    m->src_machine = qmp_query_machine_type(m->src, error);
     return m->src_machine != NULL;
 }
 
@@ -961,7 +896,7 @@ static gboolean preflight(SmMigration *m, SmReport **paused_report, GError **err
     fault_point("preflight");
     if (!check_layouts(devices, error) || (report && !check_paused_verdicts(m, report, error)))
         return FALSE;
-    m->src_saved = save_settings(m->src, src_managed_caps, TRUE, error);
+    m->src_saved = save_settings(m->src, src_managed_caps, error);
     if (!m->src_saved)
         return FALSE;
     *paused_report = g_steal_pointer(&report);
@@ -989,9 +924,9 @@ static gboolean start_attempt(SmMigration *m, GError **error)
     if (!prepare_probe(m, error))
         return FALSE;
     fault_point("prepared");
-    if (!configure(m, error) || !execute_uri(m->dst, "migrate-incoming", m->policy.uri, error))
+    if (!configure(m, error) || !qmp_migrate_incoming(m->dst, m->policy.uri, error))
         return FALSE;
-    if (!execute_uri(m->src, "migrate", m->policy.uri, error))
+    if (!qmp_migrate(m->src, m->policy.uri, error))
         return FALSE;
     emit(m, "attempt",
          fields_new("attempt", json_object_new_int((int)m->attempts), "max_attempts",
@@ -1003,7 +938,7 @@ static gboolean start_attempt(SmMigration *m, GError **error)
 /* Calls the attempt off and waits until the source runs again. */
 static gboolean cancel_attempt(SmMigration *m, GError **error)
 {
-    if (!simple_command(m->src, "migrate_cancel", NULL, error))
+    if (!qmp_migrate_cancel(m->src, error))
         return FALSE;
     fault_point("cancel");
     static const char *const ends[] = {"cancelled", "failed", "completed", NULL};
@@ -1146,7 +1081,7 @@ static gboolean run_dest_prepare(SmMigration *m, GError **error)
         g_clear_pointer(&m->dst, qmp_client_unref);
     }
     /* That destination is gone (dest-prepare replaces it): nothing to restore there. */
-    g_clear_pointer(&m->dst_saved, json_object_put);
+    g_clear_pointer(&m->dst_saved, settings_free);
     emit(m, "dest-prepare", fields_new("command", jstr(m->policy.dest_prepare), FIELDS_END));
     g_autoptr(GSubprocess) proc = spawn_prepare(m, error);
     if (!proc)
@@ -1170,13 +1105,13 @@ static gboolean run_dest_prepare(SmMigration *m, GError **error)
 static gboolean verify_completed(SmMigration *m, gint64 *downtime_ms, gint64 *total_ms,
                                  GError **error)
 {
-    g_autoptr(json_object) info = NULL;
-    g_autofree char *status = migration_status(m->src, &info, error);
-    if (!status)
+    QmpMigrationInfo info;
+    gboolean ok = qmp_query_migrate_info(m->src, &info, error);
+    qmp_migration_info_clear(&info);
+    if (!ok)
         return FALSE;
-    json_object *v;
-    *downtime_ms = (v = member(info, "downtime")) ? json_object_get_int64(v) : -1;
-    *total_ms = (v = member(info, "total-time")) ? json_object_get_int64(v) : -1;
+    *downtime_ms = info.downtime_ms;
+    *total_ms = info.total_time_ms;
     g_autofree char *src_state = settled_runstate(m->src, error);
     if (!src_state)
         return FALSE;
@@ -1256,8 +1191,8 @@ void sm_migration_free(SmMigration *m)
     sm_policy_clear(&m->policy);
     g_clear_pointer(&m->registry, sm_registry_free);
     g_clear_error(&m->src_lost);
-    g_clear_pointer(&m->src_saved, json_object_put);
-    g_clear_pointer(&m->dst_saved, json_object_put);
+    g_clear_pointer(&m->src_saved, settings_free);
+    g_clear_pointer(&m->dst_saved, settings_free);
     g_clear_pointer(&m->capture, sm_capture_free);
     g_clear_object(&m->cancellable);
     g_clear_pointer(&m->devices, g_ptr_array_unref);
@@ -1384,7 +1319,7 @@ static void unwind(SmMigration *m, int code, const char *result, const GError *w
         end_run(m, SM_EXIT_UNCERTAIN, "uncertain", NULL, -1, -1, error);
         return;
     }
-    g_autofree char *st = migration_status(m->src, NULL, NULL);
+    g_autofree char *st = migration_status(m->src, NULL);
     if (st && g_str_equal(st, "completed"))
     /* It went through while we were away: fine if both ends say so. */
     {
@@ -1772,12 +1707,11 @@ int sm_migration_run(SmMigration *m)
 /* Waits (30 s at most) for a migrate_cancel to end the migration. */
 static char *recover_cancel(QmpClient *src, GError **error)
 {
-    g_autoptr(json_object) r = qmp_client_execute(src, "migrate_cancel", NULL, error);
-    if (!r)
+    if (!qmp_migrate_cancel(src, error))
         return NULL;
     gint64 deadline = deadline_after_ms(30000);
     for (;;) {
-        char *status = migration_status(src, NULL, error);
+        char *status = migration_status(src, error);
         if (!status || g_str_equal(status, "cancelled") || g_str_equal(status, "failed") ||
             g_str_equal(status, "completed"))
             return status;
@@ -1797,9 +1731,9 @@ static char *recover_cancel(QmpClient *src, GError **error)
  * the values before it (they lived in the dead process): it turns only that one off. */
 static char *recover_disarm(QmpClient *src)
 {
-    static const char *const caps[] = {"pause-before-switchover", NULL, NULL};
+    static const QmpCapability off[] = {{"pause-before-switchover", FALSE}};
     g_autoptr(GError) e = NULL;
-    if (!set_capabilities(src, caps, &e))
+    if (!qmp_migrate_set_capabilities(src, off, G_N_ELEMENTS(off), &e))
         return g_strdup_printf("; could not turn pause-before-switchover off (%s)", e->message);
     return g_strdup("; pause-before-switchover is off (events, downtime-limit and max-bandwidth "
                     "stay as the gate left them)");
@@ -1842,7 +1776,7 @@ int sm_recover(const char *source_qmp, const char *dest_qmp, char **summary, GEr
     g_autoptr(QmpClient) src = qmp_client_connect(source_qmp, CONNECT_TIMEOUT_MS, error);
     if (!src)
         return SM_EXIT_UNREACHABLE;
-    g_autofree char *status = migration_status(src, NULL, error);
+    g_autofree char *status = migration_status(src, error);
     if (!status)
         return SM_EXIT_UNREACHABLE;
     gboolean in_progress = !g_str_equal(status, "none") && !g_str_equal(status, "cancelled") &&
