@@ -503,6 +503,23 @@ static char *reply_member(QmpClient *qmp, const char *command, const char *membe
     return g_strdup(json_object_get_string(v));
 }
 
+gboolean sm_probe_switchover_free(QmpClient *qmp, GError **error)
+{
+    g_autoptr(GError) e = NULL;
+    g_autofree char *status = NULL;
+    g_autoptr(json_object) info = qmp_query_migrate(qmp, &status, &e);
+    if (!info) {
+        to_unreachable(error, g_steal_pointer(&e));
+        return FALSE;
+    }
+    if (g_str_equal(status, "pre-switchover") || g_str_equal(status, "device")) {
+        g_set_error(error, SM_PROBE_ERROR, SM_PROBE_ERROR_MIGRATING,
+                    "a migration is at %s: not probing under it (its gate does)", status);
+        return FALSE;
+    }
+    return TRUE;
+}
+
 static gboolean migration_in_progress(const char *status)
 {
     static const char *const idle[] = {"", "none", "completed", "failed", "cancelled", NULL};

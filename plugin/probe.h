@@ -17,6 +17,7 @@ typedef enum {
     SM_PROBE_ERROR_UNREACHABLE, /* the VM (QMP) cannot be reached */
     SM_PROBE_ERROR_CAPTURE,     /* QEMU refused or failed to write its device state */
     SM_PROBE_ERROR_PLUGIN,      /* a plugin module could not be loaded */
+    SM_PROBE_ERROR_MIGRATING,   /* a migration owns the VM's device state now */
 } SmProbeErrorCode;
 
 /* ---- The device-state stream (xen-save-devices-state / migration format) ---------------- */
@@ -251,6 +252,12 @@ gboolean sm_capture_prepare(SmCapture *capture, QmpClient *qmp, GError **error);
 GBytes *sm_capture_take(SmCapture *capture, QmpClient *qmp, GError **error);
 /* Gives the fd set back (best effort; 7.2 closes it only once the VM runs, see above). */
 void sm_capture_release(SmCapture *capture, QmpClient *qmp);
+
+/* For a probe on behalf of anyone but the migration's own gate (status, list --probe): FALSE
+ * with SM_PROBE_ERROR_MIGRATING when a migration waits at pre-switchover or is in its device
+ * phase. That migration has stored the run state the destination resumes with, and a capture
+ * would overwrite it with "running" (a paused source would come up running there). */
+gboolean sm_probe_switchover_free(QmpClient *qmp, GError **error);
 
 /* Devices of types any registered probe understands, from /machine/peripheral,
  * /machine/peripheral-anon and /machine/unattached, with dev_path resolved when possible and,

@@ -6,7 +6,7 @@
  * Written as straight-line code over the synchronous libqmp layer on the thread-default
  * main context: the CLI runs it on the main thread, the daemon on one thread per migration.
  * Waits iterate the context, so QMP events, signals and cancel requests wake them. */
-#include "sidecar.h"
+#include "gate.h"
 #include "probe.h"
 #include "qmp-commands.h"
 
