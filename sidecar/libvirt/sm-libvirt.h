@@ -5,7 +5,7 @@
 
 #include <glib.h>
 
-#include "sidecar.h"
+#include "gate.h"
 
 G_BEGIN_DECLS
 

@@ -618,6 +618,76 @@ static void test_stranded(void)
     rig_pair_clear(&q);
 }
 
+/* The source's migration settings as QEMU reports them, as one comparable string. */
+static char *migration_settings(RigVm *vm)
+{
+    g_autoptr(GError) error = NULL;
+    g_autoptr(json_object) caps =
+        qmp_client_execute(rig_vm_qmp(vm), "query-migrate-capabilities", NULL, &error);
+    g_assert_no_error(error);
+    g_autoptr(json_object) params =
+        qmp_client_execute(rig_vm_qmp(vm), "query-migrate-parameters", NULL, &error);
+    g_assert_no_error(error);
+    return g_strconcat(json_object_to_json_string(caps), json_object_to_json_string(params), NULL);
+}
+
+/* Someone else's migration waiting at pre-switchover has stored the run state the destination
+ * resumes with; a capture then would store "running" instead (a paused source would come up
+ * running there). list --probe and status must leave that VM alone and say why, and the
+ * source must come out of that migration's cancel as it went in. */
+static void test_probe_under_foreign_switchover(void)
+{
+    g_autoptr(Daemon) d = daemon_new();
+    Pair p = {0};
+    pair_start(&p, RIG_QEMU_72, "foreign", TRUE);
+    pair_policy(d, &p, "foreign", NULL);
+    daemon_start(d, NULL);
+    json_object_put(wait_connection(d, "foreign", "connected", 20000));
+    pause_at_pre_switchover(&p);
+    g_autofree char *settings = migration_settings(p.src);
+
+    g_autoptr(json_object) all = call(d, "{\"op\":\"list\",\"probe\":true}");
+    json_object *e = json_object_array_get_idx(member(all, "vms"), 0);
+    g_assert_cmpstr(str(e, "name"), ==, "foreign");
+    g_assert_null(member(e, "report"));
+    g_assert_cmpstr(str(e, "probe_error_code"), ==, "migrating");
+    g_assert_nonnull(strstr(str(e, "probe_error"), "pre-switchover"));
+    g_autoptr(json_object) st = call(d, "{\"op\":\"status\",\"vm\":\"foreign\"}");
+    g_assert_false(json_object_get_boolean(member(st, "ok")));
+    g_assert_cmpstr(str(member(st, "error"), "code"), ==, "migrating");
+    /* The CLI's table says so too. */
+    g_autofree char *bin = bin_path("safe-migrate");
+    const char *argv[] = {bin, "--daemon", d->sock, "list", "--probe", NULL};
+    g_autofree char *out = NULL;
+    int status = 0;
+    g_autoptr(GError) error = NULL;
+    g_assert_true(
+        g_spawn_sync(NULL, (char **)argv, NULL, 0, NULL, NULL, &out, NULL, &status, &error));
+    g_assert_true(WIFEXITED(status) && WEXITSTATUS(status) == 0);
+    g_assert_nonnull(strstr(out, "not probed: a migration is at pre-switchover"));
+
+    /* Nothing captured: 7.2 keeps the fd of a capture of a stopped VM in its fd set. */
+    g_autoptr(json_object) fds =
+        qmp_client_execute(rig_vm_qmp(p.src), "query-fdsets", NULL, &error);
+    g_assert_no_error(error);
+    g_assert_cmpuint(json_object_array_length(fds), ==, 0);
+    assert_runstate(p.src, "finish-migrate");
+    g_autofree char *settings_held = migration_settings(p.src);
+    g_assert_cmpstr(settings_held, ==, settings);
+
+    /* That migration's owner cancels it: the source runs again, its settings untouched. */
+    g_assert_true(qmp_migrate_cancel(rig_vm_qmp(p.src), &error));
+    g_assert_no_error(error);
+    const char *const ended[] = {"cancelled", NULL};
+    g_free(rig_wait_migration_status(p.src, ended, 30000, &error));
+    g_assert_no_error(error);
+    await_runstate(p.src, "running", 10000);
+    g_autofree char *settings_after = migration_settings(p.src);
+    g_assert_cmpstr(settings_after, ==, settings);
+    g_assert_cmpint(daemon_stop(d), ==, 0);
+    rig_pair_clear(&p);
+}
+
 /* ---- The CLI against a daemon answering ill-shaped replies -------------------------------- */
 
 typedef struct {
@@ -700,6 +770,8 @@ int main(int argc, char **argv)
     g_test_add_func("/daemon-hostile/ill-typed-qemu", test_ill_typed_qemu);
     g_test_add_func("/daemon-hostile/probe-flood", test_probe_flood);
     g_test_add_func("/daemon-hostile/stranded", test_stranded);
+    g_test_add_func("/daemon-hostile/probe-under-foreign-switchover",
+                    test_probe_under_foreign_switchover);
     g_test_add_func("/daemon-hostile/cli-ill-shaped-daemon", test_cli_ill_shaped_daemon);
     g_test_add_func("/daemon-hostile/metrics-ipv6", test_metrics_ipv6);
     return g_test_run();

@@ -1,7 +1,7 @@
 /* SPDX-License-Identifier: GPL-2.0-or-later */
 /* libFuzzer target for the policy loader: any file must load or fail with an error that
  * names the file, never crash; and a key=value from the command line likewise. */
-#include "sidecar.h"
+#include "gate.h"
 
 #include <stdint.h>
 #include <string.h>

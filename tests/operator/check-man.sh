@@ -25,10 +25,10 @@ sm=$build/sidecar/safe-migrate
 for sub in migrate status recover; do check safe-migrate.1 "$sm" "$sub"; done
 check safe-migrated.8 "$build/sidecar/safe-migrated"
 check qmp-call.1 "$build/qmp/qmp-call"
-# Policy keys: each key the loader knows (sidecar/policy.c's table) is in safe-migrate.conf(5).
+# Policy keys: each key the loader knows (sidecar/gate/policy.c's table) is in safe-migrate.conf(5).
 src=$(cd "$(dirname "$0")/../.." && pwd)
 conf=$(MANWIDTH=200 man -l "$build/doc/safe-migrate.conf.5" 2>/dev/null)
-for key in $(grep -oE '^\s*\{"(vm|gate|migration)", "[a-z-]+"' "$src/sidecar/policy.c" |
+for key in $(grep -oE '^\s*\{"(vm|gate|migration)", "[a-z-]+"' "$src/sidecar/gate/policy.c" |
   grep -oE '"[a-z-]+"$' | tr -d '"'); do
   grep -qe "$key" <<<"$conf" || { echo "safe-migrate.conf.5: key $key not documented"; status=1; }
 done

@@ -1,7 +1,7 @@
 /* SPDX-License-Identifier: GPL-2.0-or-later */
 /* Unit tests of the policy loader: the shipped example files load, values parse exactly,
  * and every kind of mistake is reported with its file, line and key. */
-#include "sidecar.h"
+#include "gate.h"
 
 #include <glib/gstdio.h>
 #include <string.h>

@@ -1,7 +1,7 @@
 /* SPDX-License-Identifier: GPL-2.0-or-later */
 /* Per-VM migration policy: a defaults file plus vms.d/NAME.conf (GKeyFile), validated key by
  * key so that every mistake is reported with its file, line and key. */
-#include "sidecar.h"
+#include "gate.h"
 #include "qmp.h"
 
 #include <gio/gunixsocketaddress.h>

@@ -478,7 +478,10 @@ static void run_probe(Vm *vm, Job *job)
         finish_job(vm, job, NULL, error);
         return;
     }
-    SmReport *report = sm_probe_vm(vm->qmp, vm->registry, &error);
+    /* Someone else's migration at pre-switchover: a capture would rewrite its run state. */
+    SmReport *report = sm_probe_switchover_free(vm->qmp, &error)
+                           ? sm_probe_vm(vm->qmp, vm->registry, &error)
+                           : NULL;
     qmp_client_clear_events(vm->qmp);
     json_object *obj = report ? sm_report_to_json(report) : NULL;
     /* The JSON shares json-c objects with the report (a verdict's details), and json-c's

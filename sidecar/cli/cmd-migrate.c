@@ -1,7 +1,7 @@
 /* SPDX-License-Identifier: GPL-2.0-or-later */
 /* `safe-migrate migrate` and `safe-migrate recover`: the drop-in for `virsh migrate`, with
  * its option and exit-code contract, human progress line or JSON lines. */
-#include "sidecar.h"
+#include "gate.h"
 #include "commands.h"
 #include "qmp.h" /* json_object autoptr */
 

@@ -1,6 +1,6 @@
 /* SPDX-License-Identifier: GPL-2.0-or-later */
-/* The sidecar layer's one public header: migration policy and the gate engine, shared by the
- * safe-migrate CLI and the safe-migrated daemon. */
+/* The gate's one header (sidecar/gate/): migration policy and the gate engine, shared by the
+ * safe-migrate CLI, the safe-migrated daemon and the libvirt filter. */
 #pragma once
 
 #include <glib.h>

@@ -5,7 +5,7 @@
 
 #define G_LOG_DOMAIN "safe-migrated"
 
-#include "sidecar.h"
+#include "gate.h"
 #include "probe.h"
 #include "qmp-commands.h"
 

@@ -631,11 +631,13 @@ static void on_probed(Vm *vm, json_object *report, const GError *error, gpointer
         json_object_object_add(entry, "report", report);
     } else {
         gboolean busy = g_error_matches(error, G_IO_ERROR, G_IO_ERROR_BUSY);
+        gboolean migrating = g_error_matches(error, SM_PROBE_ERROR, SM_PROBE_ERROR_MIGRATING);
         gboolean unreachable =
             error->domain != SM_PROBE_ERROR || error->code == SM_PROBE_ERROR_UNREACHABLE;
         json_object_object_add(entry, "probe_error", json_object_new_string(error->message));
         json_object_object_add(entry, "probe_error_code",
                                json_object_new_string(busy          ? "busy"
+                                                      : migrating   ? "migrating"
                                                       : unreachable ? "unreachable"
                                                                     : "probe"));
     }

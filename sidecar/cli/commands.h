@@ -3,7 +3,7 @@
  * (argv[0] is "safe-migrate SUBCOMMAND") and returns the process exit code. */
 #pragma once
 
-#include "sidecar.h"   /* exit codes */
+#include "gate.h"      /* exit codes */
 #include "sm-config.h" /* SM_CONFIG_DIR, from meson's sysconfdir */
 
 #define SM_DEFAULT_CONFIG_DIR SM_CONFIG_DIR

@@ -389,6 +389,9 @@ int sm_cmd_list(int argc, char **argv)
                                    or_dash(str_of(d, "fix")), report ? ", " : "",
                                    report ? or_dash(str_of(d, "state")) : "");
         }
+        if (!report && str_of(vm, "probe_error")) /* e.g. someone else's migration */
+            g_string_append_printf(devs, "%snot probed: %s", devs->len ? "; " : "",
+                                   str_of(vm, "probe_error"));
         if (str_of(vm, "config_error"))
             g_string_append_printf(devs, "%spolicy: %s", devs->len ? "; " : "",
                                    str_of(vm, "config_error"));

@@ -11,28 +11,6 @@
 #include "probe.h"
 #include "qmp.h"
 
-/* A migration waiting at pre-switchover (or in its device phase) has stored the run state
- * the destination will resume with; a capture now would overwrite it with "running" (a
- * paused source would come up running there). That moment belongs to that migration's gate. */
-static gboolean switchover_free(QmpClient *qmp, GError **error)
-{
-    g_autoptr(json_object) r = qmp_client_execute(qmp, "query-migrate", NULL, error);
-    json_object *st;
-    if (!r)
-        return FALSE;
-    const char *status = json_object_is_type(r, json_type_object) &&
-                                 json_object_object_get_ex(r, "status", &st) &&
-                                 json_object_is_type(st, json_type_string)
-                             ? json_object_get_string(st)
-                             : "";
-    if (g_str_equal(status, "pre-switchover") || g_str_equal(status, "device")) {
-        g_set_error(error, QMP_ERROR, QMP_ERROR_COMMAND,
-                    "a migration is at %s: not probing under it (its gate does)", status);
-        return FALSE;
-    }
-    return TRUE;
-}
-
 int sm_cmd_status(int argc, char **argv)
 {
     if (sm_daemon_socket)
@@ -94,12 +72,9 @@ int sm_cmd_status(int argc, char **argv)
         return SM_EXIT_UNREACHABLE;
     }
     qmp_client_set_default_timeout(qmp, (guint)timeout_ms);
-    if (!switchover_free(qmp, &error)) {
-        fprintf(stderr, "safe-migrate status: %s\n", error->message);
-        return g_error_matches(error, QMP_ERROR, QMP_ERROR_COMMAND) ? SM_EXIT_FAILURE
-                                                                    : SM_EXIT_UNREACHABLE;
-    }
-    g_autoptr(SmReport) report = sm_probe_vm(qmp, registry, &error);
+    /* Someone else's migration at pre-switchover: a capture would rewrite its run state. */
+    g_autoptr(SmReport) report =
+        sm_probe_switchover_free(qmp, &error) ? sm_probe_vm(qmp, registry, &error) : NULL;
     qmp_client_close(qmp);
     if (!report) {
         fprintf(stderr, "safe-migrate status: %s\n", error->message);
