@@ -414,3 +414,72 @@ gboolean qmp_xen_save_devices_state(QmpClient *client, const char *filename, gbo
     json_object_object_add(args, "live", json_object_new_boolean(live));
     return run_void(client, "xen-save-devices-state", args, error);
 }
+
+/* ---- Decoded replies the gate engine reads ------------------------------------------------ */
+
+/* An optional integer member: -1 when absent. */
+static gboolean opt_int(const char *command, json_object *obj, const char *member, gint64 *out,
+                        GError **error)
+{
+    *out = -1;
+    return !json_object_object_get_ex(obj, member, NULL) ||
+           qmp_reply_get_int(command, obj, member, out, error);
+}
+
+static gboolean decode_ram(json_object *ram, QmpMigrationInfo *info, GError **error)
+{
+    const char *cmd = "query-migrate";
+    json_object *mbps = NULL;
+
+    if (!qmp_reply_check(cmd, ram, json_type_object, error) ||
+        !opt_int(cmd, ram, "total", &info->ram_total, error) ||
+        !opt_int(cmd, ram, "transferred", &info->ram_transferred, error) ||
+        !opt_int(cmd, ram, "remaining", &info->ram_remaining, error))
+        return FALSE;
+    if (!json_object_object_get_ex(ram, "mbps", &mbps))
+        return TRUE;
+    /* QEMU prints a whole number without a decimal point: json-c reads it as an integer. */
+    if (!json_object_is_type(mbps, json_type_int) &&
+        !(mbps = get_member(cmd, ram, "mbps", json_type_double, error)))
+        return FALSE;
+    info->has_mbps = TRUE;
+    info->ram_mbps = json_object_get_double(mbps);
+    return TRUE;
+}
+
+gboolean qmp_query_migrate_info(QmpClient *client, QmpMigrationInfo *info, GError **error)
+{
+    const char *cmd = "query-migrate";
+    g_autoptr(json_object) r = NULL;
+    json_object *ram = NULL;
+    g_autofree char *status = NULL;
+
+    memset(info, 0, sizeof *info);
+    info->total_time_ms = info->downtime_ms = -1;
+    info->ram_total = info->ram_transferred = info->ram_remaining = -1;
+    if (!(r = qmp_query_migrate(client, &status, error)) ||
+        !opt_int(cmd, r, "total-time", &info->total_time_ms, error) ||
+        !opt_int(cmd, r, "downtime", &info->downtime_ms, error))
+        return FALSE;
+    if (json_object_object_get_ex(r, "ram", &ram)) {
+        info->has_ram = TRUE;
+        if (!decode_ram(ram, info, error))
+            return FALSE;
+    }
+    info->status = g_steal_pointer(&status);
+    return TRUE;
+}
+
+void qmp_migration_info_clear(QmpMigrationInfo *info)
+{
+    g_clear_pointer(&info->status, g_free);
+}
+
+char *qmp_query_machine_type(QmpClient *client, GError **error)
+{
+    g_autofree char *t = qmp_qom_get_string(client, "/machine", "type", error);
+
+    if (t && g_str_has_suffix(t, "-machine"))
+        t[strlen(t) - strlen("-machine")] = '\0';
+    return g_steal_pointer(&t);
+}

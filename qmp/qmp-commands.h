@@ -86,4 +86,21 @@ gboolean qmp_migrate_continue(QmpClient *client, const char *state, GError **err
 gboolean qmp_cont(QmpClient *client, GError **error);
 gboolean qmp_stop(QmpClient *client, GError **error);
 
+/* ---- Decoded replies the gate engine reads ------------------------------------------------ */
+
+/* query-migrate, decoded: what the gate reads of MigrationInfo. A member QEMU leaves out is
+ * -1 (has_ram / has_mbps FALSE); one of the wrong type is a QMP_ERROR_PROTOCOL error. */
+typedef struct {
+    char *status; /* "none" when QEMU has no migration to report */
+    gint64 total_time_ms, downtime_ms;
+    gboolean has_ram;
+    gint64 ram_total, ram_transferred, ram_remaining;
+    gboolean has_mbps;
+    double ram_mbps; /* an integer or a number on the wire */
+} QmpMigrationInfo;
+gboolean qmp_query_migrate_info(QmpClient *client, QmpMigrationInfo *info, GError **error);
+void qmp_migration_info_clear(QmpMigrationInfo *info);
+/* qom-get /machine type, without QEMU's "-machine" suffix: "pc-i440fx-9.0". */
+char *qmp_query_machine_type(QmpClient *client, GError **error);
+
 G_END_DECLS

@@ -8,6 +8,7 @@
  * Waits iterate the context, so QMP events, signals and cancel requests wake them. */
 #include "gate.h"
 #include "probe.h"
+#include "qmp-commands.h"
 
 #include <gio/gio.h>
 #include <signal.h>
@@ -25,6 +26,17 @@ static const char *const dst_managed_caps[] = {"events", "multifd", NULL};
 static const char *const managed_params[] = {"downtime-limit", "max-bandwidth", "multifd-channels",
                                              NULL};
 
+/* Where a run is. Each phase has one step and one exit handler (see "The phase machine"). */
+typedef enum {
+    PHASE_PREFLIGHT,      /* connected; checking both sides; nothing started */
+    PHASE_ITERATING,      /* an attempt's stream flows, up to QEMU's pause before switchover */
+    PHASE_PRE_SWITCHOVER, /* QEMU paused at pre-switchover: probing and deciding */
+    PHASE_HOLDING,        /* the attempt called off, the source running; waiting to retry */
+    PHASE_SWITCHING,      /* migrate-continue sent: QEMU's outcome, never cancelled */
+    PHASE_VERIFYING,      /* QEMU says completed: checking both sides' run states */
+    PHASE_DONE,           /* the result reported; both sides restored */
+} Phase;
+
 struct SmMigration {
     SmPolicy policy;
     SmEventFunc emit_func;
@@ -38,10 +50,9 @@ struct SmMigration {
     QmpClient *src, *dst;
     /* What QEMU had before the gate changed it (see save_settings), per side; NULL until
      * taken. Restored on every outcome. */
-    json_object *src_saved, *dst_saved;
+    struct Settings *src_saved, *dst_saved;
     gint in_call;            /* >0: a QMP call that may be abandoned on a cancel is in flight */
     GSource *abandon_source; /* pending abandon_call, under context_lock */
-    gboolean switching;      /* migrate-continue was sent: never cancel from here on */
     gboolean resumed;        /* the source emitted RESUME since the preflight verdict */
     guint resume_sub;        /* RESUME subscription on m->src */
     /* Read before each attempt's switchover, so that at pre-switchover the only command is
@@ -51,12 +62,16 @@ struct SmMigration {
     gint64 event_us, event_latency_us; /* when the last awaited status came, and its delay */
     gint64 t0_us;
     guint attempts, holds;
-    gint64 hold_started_us;
+    gint64 hold_started_us; /* when the first hold began: the hold budget counts from it */
+    gint64 hold_backoff_ms; /* how long the current hold waits */
     gboolean src_was_running;
-    gboolean migration_started; /* a `migrate` was issued for the current attempt */
-    const char *path;           /* "idle", "held" or "fix": how the migration is going through */
-    gint cancel_signal;         /* atomic: signal number (or -1 for a plain cancel) */
-    GError *src_lost;           /* set when the source QMP connection went away */
+    gboolean via_fix;        /* QEMU's fix carries a busy device through (path "fix") */
+    SmReport *paused_report; /* a paused source's preflight verdict, or NULL */
+    gint cancel_signal;      /* atomic: signal number (or -1 for a plain cancel) */
+    GError *src_lost;        /* set when the source QMP connection went away */
+    gint switch_cancels;     /* in SWITCHING: cancel requests that do not yet leave */
+    Phase phase;             /* where the run is: see the phase machine below */
+    int exit_code;           /* set as the run ends (PHASE_DONE) */
     char *src_machine, *dst_machine;
     GHashTable *dst_fix; /* device key (id or qom path) -> SmFix */
 };
@@ -69,8 +84,15 @@ static gint64 elapsed_ms(SmMigration *m)
     return (g_get_monotonic_time() - m->t0_us) / 1000;
 }
 
+/* The run's state, touched only by the thread that runs it. */
+static void assert_owner(SmMigration *m)
+{
+    g_assert(m->context && g_main_context_is_owner(m->context));
+}
+
 static void emit(SmMigration *m, const char *event, json_object *fields)
 {
+    assert_owner(m);
     g_autoptr(json_object) obj = json_object_new_object();
     json_object_object_add(obj, "event", json_object_new_string(event));
     json_object_object_add(obj, "t_ms", json_object_new_int64(elapsed_ms(m)));
@@ -179,7 +201,8 @@ static gboolean sleep_ms(SmMigration *m, gint64 ms)
 /* Runs on the migration's context after a cancel request: a QMP call that may be abandoned
  * (queries, a capture; never migrate_cancel or anything after migrate-continue) is cut
  * short by closing the connections, so that a hung command cannot hold a signal for its
- * whole timeout. call_off then reconnects to the source and calls the attempt off. */
+ * whole timeout. The phase's exit handler then reconnects to the source and calls the
+ * attempt off. */
 static gboolean abandon_call(gpointer data)
 {
     SmMigration *m = data;
@@ -187,7 +210,7 @@ static gboolean abandon_call(gpointer data)
     g_mutex_lock(&m->context_lock);
     g_clear_pointer(&m->abandon_source, g_source_unref);
     g_mutex_unlock(&m->context_lock);
-    if (m->in_call > 0 && !m->switching && m->src) {
+    if (m->in_call > 0 && m->phase < PHASE_SWITCHING && m->src) {
         if (!m->src_lost)
             m->src_lost = g_error_new(G_IO_ERROR, G_IO_ERROR_CANCELLED,
                                       "interrupted while waiting for a QMP reply");
@@ -224,24 +247,21 @@ static void on_src_disconnect(QmpClient *client, const GError *reason, gpointer 
 }
 
 /* ------------------------------------------------------------------------------------- */
-/* QMP helpers */
+/* QMP, through libqmp's typed commands (qmp-commands.h): every reply type-checked there. */
 
-static json_object *member(json_object *obj, const char *key)
+/* A string member of a QMP event's data (events are not replies: a missing one is NULL). */
+static const char *event_str(json_object *data, const char *key)
 {
     json_object *v = NULL;
-    return obj && json_object_object_get_ex(obj, key, &v) ? v : NULL;
-}
-
-static const char *member_str(json_object *obj, const char *key)
-{
-    json_object *v = member(obj, key);
-    return v && json_object_is_type(v, json_type_string) ? json_object_get_string(v) : NULL;
+    return data && json_object_object_get_ex(data, key, &v) &&
+                   json_object_is_type(v, json_type_string)
+               ? json_object_get_string(v)
+               : NULL;
 }
 
 static char *runstate(QmpClient *qmp, GError **error)
 {
-    g_autoptr(json_object) r = qmp_client_execute(qmp, "query-status", NULL, error);
-    return r ? g_strdup(member_str(r, "status")) : NULL;
+    return qmp_query_status(qmp, NULL, error);
 }
 
 /* The run state once QEMU is done moving between the migration's states: the status
@@ -261,101 +281,66 @@ static char *settled_runstate(QmpClient *qmp, GError **error)
     }
 }
 
-static char *migration_status(QmpClient *qmp, json_object **info, GError **error)
+static char *migration_status(QmpClient *qmp, GError **error)
 {
-    json_object *r = qmp_client_execute(qmp, "query-migrate", NULL, error);
-    if (!r)
-        return NULL;
-    const char *s = member_str(r, "status");
-    char *status = g_strdup(s ? s : "none");
-    if (info)
-        *info = r;
-    else
-        json_object_put(r);
-    return status;
+    char *status = NULL;
+    g_autoptr(json_object) r = qmp_query_migrate(qmp, &status, error);
+    return r ? status : NULL;
 }
 
-static char *machine_type(QmpClient *qmp, GError **error)
-{
-    g_autoptr(json_object) args =
-        fields_new("path", jstr("/machine"), "property", jstr("type"), FIELDS_END);
-    g_autoptr(json_object) r = qmp_client_execute(qmp, "qom-get", args, error);
-    if (!r)
-        return NULL;
-    const char *t = json_object_get_string(r);
-    /* "pc-i440fx-9.0-machine" -> "pc-i440fx-9.0" */
-    return g_str_has_suffix(t, "-machine") ? g_strndup(t, strlen(t) - 8) : g_strdup(t);
-}
+/* What QEMU had before the gate changed it, restored on every outcome. */
+typedef struct Settings {
+    GArray *caps;        /* QmpCapability; names from the static lists above */
+    json_object *params; /* {name: integer} of managed_params */
+} Settings;
 
-static gboolean set_capabilities(QmpClient *qmp, const char *const *caps, GError **error)
+static void settings_free(Settings *s)
 {
-    g_autoptr(json_object) list = json_object_new_array();
-    for (guint i = 0; caps[i]; i += 2)
-        json_object_array_add(list,
-                              fields_new("capability", jstr(caps[i]), "state",
-                                         json_object_new_boolean(caps[i + 1] != NULL), FIELDS_END));
-    g_autoptr(json_object) args = fields_new("capabilities", json_object_get(list), FIELDS_END);
-    g_autoptr(json_object) r = qmp_client_execute(qmp, "migrate-set-capabilities", args, error);
-    return r != NULL;
+    g_array_unref(s->caps);
+    json_object_put(s->params);
+    g_free(s);
 }
+G_DEFINE_AUTOPTR_CLEANUP_FUNC(Settings, settings_free)
 
-/* Records the values of the capabilities in `caps` (and, with `params`, of the parameters
- * the gate sets) as QEMU has them now: {"capabilities": [...], "parameters": {...}}, in
- * the shape migrate-set-capabilities / migrate-set-parameters take back. */
-static json_object *save_settings(QmpClient *qmp, const char *const *caps, gboolean params,
-                                  GError **error)
+/* Records the capabilities in `caps` and the parameters the gate sets as QEMU has them. */
+static Settings *save_settings(QmpClient *qmp, const char *const *caps, GError **error)
 {
-    g_autoptr(json_object) list =
-        qmp_client_execute(qmp, "query-migrate-capabilities", NULL, error);
-    if (!list)
+    g_autoptr(GHashTable) now = qmp_query_migrate_capabilities(qmp, error);
+    if (!now)
         return NULL;
-    if (!json_object_is_type(list, json_type_array)) {
-        g_set_error(error, QMP_ERROR, QMP_ERROR_PROTOCOL,
-                    "query-migrate-capabilities: the reply is not an array");
-        return NULL;
-    }
-    g_autoptr(json_object) saved = json_object_new_object();
-    json_object *saved_caps = json_object_new_array();
-    json_object_object_add(saved, "capabilities", saved_caps);
-    for (size_t i = 0; i < json_object_array_length(list); i++) {
-        json_object *c = json_object_array_get_idx(list, i);
-        const char *name = member_str(c, "capability");
-        json_object *state = member(c, "state");
-        if (name && g_strv_contains(caps, name) && json_object_is_type(state, json_type_boolean))
-            json_object_array_add(saved_caps, fields_new("capability", jstr(name), "state",
-                                                         json_object_get(state), FIELDS_END));
-    }
-    json_object *saved_params = json_object_new_object();
-    json_object_object_add(saved, "parameters", saved_params);
-    if (params) {
-        g_autoptr(json_object) r = qmp_client_execute(qmp, "query-migrate-parameters", NULL, error);
-        if (!r)
-            return NULL;
-        for (guint i = 0; managed_params[i]; i++) {
-            json_object *v = member(r, managed_params[i]);
-            if (v && json_object_is_type(v, json_type_int))
-                json_object_object_add(saved_params, managed_params[i], json_object_get(v));
+    g_autoptr(Settings) saved = g_new0(Settings, 1);
+    saved->caps = g_array_new(FALSE, FALSE, sizeof(QmpCapability));
+    saved->params = json_object_new_object();
+    gpointer state;
+    for (guint i = 0; caps[i]; i++) {
+        if (g_hash_table_lookup_extended(now, caps[i], NULL, &state)) {
+            QmpCapability c = {caps[i], GPOINTER_TO_INT(state) != 0};
+            g_array_append_val(saved->caps, c);
         }
+    }
+    g_autoptr(json_object) params = qmp_query_migrate_parameters(qmp, error);
+    if (!params)
+        return NULL;
+    for (guint i = 0; managed_params[i]; i++) {
+        gint64 v;
+        if (!json_object_object_get_ex(params, managed_params[i], NULL))
+            continue;
+        if (!qmp_reply_get_int("query-migrate-parameters", params, managed_params[i], &v, error))
+            return NULL;
+        json_object_object_add(saved->params, managed_params[i], json_object_new_int64(v));
     }
     return g_steal_pointer(&saved);
 }
 
 /* Puts back what save_settings recorded. Fails while a migration runs (QEMU refuses). */
-static gboolean restore_settings(QmpClient *qmp, json_object *saved, GError **error)
+static gboolean restore_settings(QmpClient *qmp, const Settings *saved, GError **error)
 {
-    json_object *caps = member(saved, "capabilities"), *params = member(saved, "parameters");
-    if (json_object_array_length(caps) > 0) {
-        g_autoptr(json_object) args = fields_new("capabilities", json_object_get(caps), FIELDS_END);
-        g_autoptr(json_object) r = qmp_client_execute(qmp, "migrate-set-capabilities", args, error);
-        if (!r)
-            return FALSE;
-    }
-    if (json_object_object_length(params) > 0) {
-        g_autoptr(json_object) r = qmp_client_execute(qmp, "migrate-set-parameters", params, error);
-        if (!r)
-            return FALSE;
-    }
-    return TRUE;
+    if (saved->caps->len > 0 &&
+        !qmp_migrate_set_capabilities(qmp, (const QmpCapability *)(void *)saved->caps->data,
+                                      saved->caps->len, error))
+        return FALSE;
+    return json_object_object_length(saved->params) == 0 ||
+           qmp_migrate_set_parameters(qmp, saved->params, error);
 }
 
 /* Leaves both QEMUs as they were found: every outcome ends here. A side the gate cannot
@@ -366,7 +351,7 @@ static void restore_all(SmMigration *m)
     struct {
         const char *name;
         QmpClient *qmp;
-        json_object **saved;
+        Settings **saved;
     } sides[] = {{"source", m->src, &m->src_saved}, {"dest", m->dst, &m->dst_saved}};
     for (guint i = 0; i < G_N_ELEMENTS(sides); i++) {
         if (!*sides[i].saved)
@@ -377,7 +362,7 @@ static void restore_all(SmMigration *m)
         else
             restore_settings(sides[i].qmp, *sides[i].saved, &e);
         json_object_object_add(f, sides[i].name, jstr(e ? e->message : "restored"));
-        g_clear_pointer(sides[i].saved, json_object_put);
+        g_clear_pointer(sides[i].saved, settings_free);
     }
     if (json_object_object_length(f) > 0)
         emit(m, "restored", f);
@@ -388,19 +373,13 @@ static void restore_all(SmMigration *m)
 static gboolean configure(SmMigration *m, GError **error)
 {
     const SmPolicy *p = &m->policy;
-    const char *on = "on";
-    /* name, non-NULL for on */
-    const char *src_caps[] = {"events",
-                              on,
-                              "pause-before-switchover",
-                              on,
-                              "multifd",
-                              p->multifd ? on : NULL,
-                              "auto-converge",
-                              p->auto_converge ? on : NULL,
-                              NULL};
-    const char *dst_caps[] = {"events", on, "multifd", p->multifd ? on : NULL, NULL};
-    if (!set_capabilities(m->src, src_caps, error) || !set_capabilities(m->dst, dst_caps, error))
+    const QmpCapability src_caps[] = {{"events", TRUE},
+                                      {"pause-before-switchover", TRUE},
+                                      {"multifd", p->multifd},
+                                      {"auto-converge", p->auto_converge}};
+    const QmpCapability dst_caps[] = {{"events", TRUE}, {"multifd", p->multifd}};
+    if (!qmp_migrate_set_capabilities(m->src, src_caps, G_N_ELEMENTS(src_caps), error) ||
+        !qmp_migrate_set_capabilities(m->dst, dst_caps, G_N_ELEMENTS(dst_caps), error))
         return FALSE;
     g_autoptr(json_object) params = json_object_new_object();
     if (p->downtime_limit_ms >= 0)
@@ -412,36 +391,13 @@ static gboolean configure(SmMigration *m, GError **error)
         /* Both ends must agree on the channel count. */
         g_autoptr(json_object) dparams = fields_new(
             "multifd-channels", json_object_new_int((int)p->multifd_channels), FIELDS_END);
-        g_autoptr(json_object) r =
-            qmp_client_execute(m->dst, "migrate-set-parameters", dparams, error);
-        if (!r)
+        if (!qmp_migrate_set_parameters(m->dst, dparams, error))
             return FALSE;
         json_object_object_add(params, "multifd-channels",
                                json_object_new_int((int)p->multifd_channels));
     }
-    if (json_object_object_length(params) > 0) {
-        g_autoptr(json_object) r =
-            qmp_client_execute(m->src, "migrate-set-parameters", params, error);
-        if (!r)
-            return FALSE;
-    }
-    return TRUE;
-}
-
-static gboolean execute_uri(QmpClient *qmp, const char *command, const char *uri, GError **error)
-{
-    g_autoptr(json_object) args = fields_new("uri", jstr(uri), FIELDS_END);
-    g_autoptr(json_object) r = qmp_client_execute(qmp, command, args, error);
-    return r != NULL;
-}
-
-static gboolean simple_command(QmpClient *qmp, const char *command, json_object *args,
-                               GError **error)
-{
-    g_autoptr(json_object) r = qmp_client_execute(qmp, command, args, error);
-    if (args)
-        json_object_put(args);
-    return r != NULL;
+    return json_object_object_length(params) == 0 ||
+           qmp_migrate_set_parameters(m->src, params, error);
 }
 
 /* ------------------------------------------------------------------------------------- */
@@ -459,7 +415,7 @@ static void on_migration_event(QmpClient *client, const char *name, json_object 
 {
     StatusWait *w = user_data;
     (void)client, (void)name;
-    const char *s = member_str(data, "status");
+    const char *s = event_str(data, "status");
     if (s && !w->status && g_strv_contains(w->wanted, s)) {
         w->status = g_strdup(s);
         w->at_us = g_get_monotonic_time();
@@ -469,31 +425,33 @@ static void on_migration_event(QmpClient *client, const char *name, json_object 
 
 static void emit_progress(SmMigration *m)
 {
-    g_autoptr(json_object) info = NULL;
+    QmpMigrationInfo info;
     m->in_call++;
-    g_autofree char *status = migration_status(m->src, &info, NULL);
+    gboolean ok = qmp_query_migrate_info(m->src, &info, NULL);
     m->in_call--;
-    if (!status)
+    if (!ok) {
+        qmp_migration_info_clear(&info);
         return;
-    json_object *ram = member(info, "ram");
-    json_object *f =
-        fields_new("status", jstr(status), "attempt", json_object_new_int(m->attempts),
-                   "max_attempts", json_object_new_int((int)m->policy.max_attempts), FIELDS_END);
-    if (ram) {
-        json_object *v;
-        if ((v = member(ram, "total")))
-            json_object_object_add(f, "ram_total", json_object_get(v));
-        if ((v = member(ram, "transferred")))
-            json_object_object_add(f, "ram_transferred", json_object_get(v));
-        if ((v = member(ram, "remaining")))
-            json_object_object_add(f, "ram_remaining", json_object_get(v));
-        if ((v = member(ram, "mbps")) && json_object_is_type(v, json_type_double)) {
-            /* QEMU prints 17 digits (537.13295999999991); two decimals are what it means. */
-            g_autofree char *text = g_strdup_printf("%.2f", json_object_get_double(v));
-            json_object_object_add(f, "mbps",
-                                   json_object_new_double_s(g_ascii_strtod(text, NULL), text));
-        }
     }
+    json_object *f =
+        fields_new("status", jstr(info.status), "attempt", json_object_new_int(m->attempts),
+                   "max_attempts", json_object_new_int((int)m->policy.max_attempts), FIELDS_END);
+    const struct {
+        const char *key;
+        gint64 value;
+    } ram[] = {{"ram_total", info.ram_total},
+               {"ram_transferred", info.ram_transferred},
+               {"ram_remaining", info.ram_remaining}};
+    for (guint i = 0; i < G_N_ELEMENTS(ram); i++)
+        if (ram[i].value >= 0)
+            json_object_object_add(f, ram[i].key, json_object_new_int64(ram[i].value));
+    if (info.has_mbps) {
+        /* QEMU prints 17 digits (537.13295999999991); two decimals are what it means. */
+        g_autofree char *text = g_strdup_printf("%.2f", info.ram_mbps);
+        json_object_object_add(f, "mbps",
+                               json_object_new_double_s(g_ascii_strtod(text, NULL), text));
+    }
+    qmp_migration_info_clear(&info);
     emit(m, "progress", f);
 }
 
@@ -514,7 +472,7 @@ static char *wait_status(SmMigration *m, const char *const *wanted, gint64 timeo
     StatusWait w = {.wanted = wanted, .latency_us = -1};
     guint sub = qmp_client_subscribe(m->src, "MIGRATION", on_migration_event, &w, NULL);
     m->in_call += allowed == 0;
-    g_autofree char *now = migration_status(m->src, NULL, error);
+    g_autofree char *now = migration_status(m->src, error);
     m->in_call -= allowed == 0;
     if (!now) {
         qmp_client_unsubscribe(m->src, sub);
@@ -596,13 +554,6 @@ static SmFix dest_fix(SmMigration *m, const SmDeviceVerdict *v)
     return SM_FIX_UNKNOWN;
 }
 
-static gboolean benign_opcode(guint8 opcode)
-{
-    /* Losing these costs the guest nothing: a GESN poll is repeated within seconds and
-     * carries no state the guest keeps; TEST UNIT READY has no data at all. */
-    return opcode == 0x4a || opcode == 0x00;
-}
-
 /* Whether the in-tree fix may carry every unsafe device across. Fills *why otherwise. */
 static gboolean fix_covers(SmMigration *m, const SmReport *report, gboolean benign_only, char **why)
 {
@@ -624,25 +575,26 @@ static gboolean fix_covers(SmMigration *m, const SmReport *report, gboolean beni
          * the fix off, or QEMU 10 saving its buffer empty once the transfer started) reaches
          * the guest as zeros or stale bytes. use-fix never knowingly hands those over;
          * use-fix-if-benign only when losing the command is harmless. */
-        for (guint j = 0; v->pending && j < v->pending->len; j++) {
-            const SmPendingRequest *r = g_ptr_array_index(v->pending, j);
-            if (!r->migrates && !(benign_only && benign_opcode(r->cdb[0]))) {
+        guint n = sm_verdict_get_n_pending(v);
+        for (guint j = 0; j < n; j++) {
+            const SmPendingOp *r = sm_verdict_get_pending(v, j);
+            if (!r->migrates && !(benign_only && r->harmless)) {
                 *why = g_strdup_printf("%s: QEMU's fix cannot carry the pending %s (the guest "
                                        "would get lost data)",
-                                       name, sm_scsi_opcode_name(r->cdb[0]));
+                                       name, r->name);
                 return FALSE;
             }
         }
         if (benign_only) {
-            if (!v->pending || v->pending->len == 0) {
+            if (n == 0) {
                 *why = g_strdup_printf("%s: busy with no SCSI command named", name);
                 return FALSE;
             }
-            for (guint j = 0; j < v->pending->len; j++) {
-                const SmPendingRequest *r = g_ptr_array_index(v->pending, j);
-                if (!benign_opcode(r->cdb[0])) {
-                    *why = g_strdup_printf("%s: pending %s is not harmless to lose", name,
-                                           sm_scsi_opcode_name(r->cdb[0]));
+            /* The probe says what losing costs the guest nothing (a repeated poll). */
+            for (guint j = 0; j < n; j++) {
+                const SmPendingOp *r = sm_verdict_get_pending(v, j);
+                if (!r->harmless) {
+                    *why = g_strdup_printf("%s: pending %s is not harmless to lose", name, r->name);
                     return FALSE;
                 }
             }
@@ -666,8 +618,9 @@ static QmpClient *connect_vm(SmMigration *m, const char *address, guint timeout_
 {
     GError *local = NULL;
     g_autoptr(GAsyncResult) result = NULL;
-    qmp_client_connect_async(address, timeout_ms, m->switching ? NULL : m->cancellable,
-                             store_result, &result);
+    qmp_client_connect_async(address, timeout_ms,
+                             m->phase >= PHASE_SWITCHING ? NULL : m->cancellable, store_result,
+                             &result);
     while (!result)
         g_main_context_iteration(m->context, TRUE);
     QmpClient *c = qmp_client_connect_finish(result, &local);
@@ -724,7 +677,7 @@ static gboolean check_dest_ready(SmMigration *m, GError **error)
         return FALSE;
     }
     g_free(m->dst_machine);
-    m->dst_machine = machine_type(m->dst, error);
+    m->dst_machine = qmp_query_machine_type(m->dst, error);
     if (!m->dst_machine)
         return FALSE;
     if (g_strcmp0(m->src_machine, m->dst_machine) != 0) {
@@ -736,9 +689,9 @@ static gboolean check_dest_ready(SmMigration *m, GError **error)
     if (!read_dest_fix(m, error))
         return FALSE;
     /* A fresh destination (dest-prepare) is found anew: its own values are restored. */
-    g_clear_pointer(&m->dst_saved, json_object_put);
+    g_clear_pointer(&m->dst_saved, settings_free);
     /* With params: multifd-channels is set on the destination too. */
-    m->dst_saved = save_settings(m->dst, dst_managed_caps, TRUE, error);
+    m->dst_saved = save_settings(m->dst, dst_managed_caps, error);
     return m->dst_saved != NULL;
 }
 
@@ -896,7 +849,7 @@ static gboolean check_source(SmMigration *m, char **src_state, GError **error)
         return FALSE;
     }
     m->src_was_running = g_str_equal(*src_state, "running");
-    g_autofree char *mig = migration_status(m->src, NULL, error);
+    g_autofree char *mig = migration_status(m->src, error);
     if (!mig)
         return FALSE;
     if (g_str_equal(mig, "active") || g_str_equal(mig, "pre-switchover") ||
@@ -905,7 +858,7 @@ static gboolean check_source(SmMigration *m, char **src_state, GError **error)
                     "source already has a migration '%s' (see: safe-migrate recover)", mig);
         return FALSE;
     }
-    m->src_machine = machine_type(m->src, error);
+    m->src_machine = qmp_query_machine_type(m->src, error);
     return m->src_machine != NULL;
 }
 
@@ -937,7 +890,7 @@ static gboolean preflight(SmMigration *m, SmReport **paused_report, GError **err
     fault_point("preflight");
     if (!check_layouts(devices, error) || (report && !check_paused_verdicts(m, report, error)))
         return FALSE;
-    m->src_saved = save_settings(m->src, src_managed_caps, TRUE, error);
+    m->src_saved = save_settings(m->src, src_managed_caps, error);
     if (!m->src_saved)
         return FALSE;
     *paused_report = g_steal_pointer(&report);
@@ -965,11 +918,10 @@ static gboolean start_attempt(SmMigration *m, GError **error)
     if (!prepare_probe(m, error))
         return FALSE;
     fault_point("prepared");
-    if (!configure(m, error) || !execute_uri(m->dst, "migrate-incoming", m->policy.uri, error))
+    if (!configure(m, error) || !qmp_migrate_incoming(m->dst, m->policy.uri, error))
         return FALSE;
-    if (!execute_uri(m->src, "migrate", m->policy.uri, error))
+    if (!qmp_migrate(m->src, m->policy.uri, error))
         return FALSE;
-    m->migration_started = TRUE;
     emit(m, "attempt",
          fields_new("attempt", json_object_new_int((int)m->attempts), "max_attempts",
                     json_object_new_int((int)m->policy.max_attempts), FIELDS_END));
@@ -980,7 +932,7 @@ static gboolean start_attempt(SmMigration *m, GError **error)
 /* Calls the attempt off and waits until the source runs again. */
 static gboolean cancel_attempt(SmMigration *m, GError **error)
 {
-    if (!simple_command(m->src, "migrate_cancel", NULL, error))
+    if (!qmp_migrate_cancel(m->src, error))
         return FALSE;
     fault_point("cancel");
     static const char *const ends[] = {"cancelled", "failed", "completed", NULL};
@@ -988,7 +940,6 @@ static gboolean cancel_attempt(SmMigration *m, GError **error)
     g_autofree char *end = wait_status(m, ends, 30000, FALSE, G_MAXINT, error);
     if (!end)
         return FALSE;
-    m->migration_started = FALSE;
     if (g_str_equal(end, "completed")) {
         g_set_error(error, SM_ENGINE_ERROR, SM_ENGINE_ERROR_COMPLETED_ANYWAY,
                     "the migration completed before the cancel took effect");
@@ -1124,7 +1075,7 @@ static gboolean run_dest_prepare(SmMigration *m, GError **error)
         g_clear_pointer(&m->dst, qmp_client_unref);
     }
     /* That destination is gone (dest-prepare replaces it): nothing to restore there. */
-    g_clear_pointer(&m->dst_saved, json_object_put);
+    g_clear_pointer(&m->dst_saved, settings_free);
     emit(m, "dest-prepare", fields_new("command", jstr(m->policy.dest_prepare), FIELDS_END));
     g_autoptr(GSubprocess) proc = spawn_prepare(m, error);
     if (!proc)
@@ -1148,13 +1099,13 @@ static gboolean run_dest_prepare(SmMigration *m, GError **error)
 static gboolean verify_completed(SmMigration *m, gint64 *downtime_ms, gint64 *total_ms,
                                  GError **error)
 {
-    g_autoptr(json_object) info = NULL;
-    g_autofree char *status = migration_status(m->src, &info, error);
-    if (!status)
+    QmpMigrationInfo info;
+    gboolean ok = qmp_query_migrate_info(m->src, &info, error);
+    qmp_migration_info_clear(&info);
+    if (!ok)
         return FALSE;
-    json_object *v;
-    *downtime_ms = (v = member(info, "downtime")) ? json_object_get_int64(v) : -1;
-    *total_ms = (v = member(info, "total-time")) ? json_object_get_int64(v) : -1;
+    *downtime_ms = info.downtime_ms;
+    *total_ms = info.total_time_ms;
     g_autofree char *src_state = settled_runstate(m->src, error);
     if (!src_state)
         return FALSE;
@@ -1226,11 +1177,12 @@ void sm_migration_free(SmMigration *m)
     sm_policy_clear(&m->policy);
     g_clear_pointer(&m->registry, sm_registry_free);
     g_clear_error(&m->src_lost);
-    g_clear_pointer(&m->src_saved, json_object_put);
-    g_clear_pointer(&m->dst_saved, json_object_put);
+    g_clear_pointer(&m->src_saved, settings_free);
+    g_clear_pointer(&m->dst_saved, settings_free);
     g_clear_pointer(&m->capture, sm_capture_free);
     g_clear_object(&m->cancellable);
     g_clear_pointer(&m->devices, g_ptr_array_unref);
+    g_clear_pointer(&m->paused_report, sm_report_free);
     g_free(m->src_machine);
     g_free(m->dst_machine);
     g_hash_table_unref(m->dst_fix);
@@ -1238,8 +1190,55 @@ void sm_migration_free(SmMigration *m)
     g_free(m);
 }
 
-static int finish(SmMigration *m, int code, const char *result, const char *path,
-                  gint64 downtime_ms, gint64 total_ms, const GError *error)
+/* ------------------------------------------------------------------------------------- */
+/* The phase machine. Each phase has a step (its work, ending in the move to the next phase)
+ * and an exit handler, the one place that decides what an error, a signal or a lost source
+ * means in that phase. Every run ends through end_run. */
+
+static const char *const phase_names[] = {
+    [PHASE_PREFLIGHT] = "preflight",
+    [PHASE_ITERATING] = "iterating",
+    [PHASE_PRE_SWITCHOVER] = "pre-switchover",
+    [PHASE_HOLDING] = "holding",
+    [PHASE_SWITCHING] = "switching",
+    [PHASE_VERIFYING] = "verifying",
+    [PHASE_DONE] = "done",
+};
+
+#define TO(p) (1u << (p))
+/* The moves each phase may make. A run can end (DONE) from anywhere; a source found
+ * "completed" while an attempt is being called off is verified like a switch (VERIFYING);
+ * a refused migrate-continue switched nothing, so it returns to PRE_SWITCHOVER. */
+static const guint phase_moves[] = {
+    [PHASE_PREFLIGHT] = TO(PHASE_ITERATING) | TO(PHASE_DONE),
+    [PHASE_ITERATING] = TO(PHASE_PRE_SWITCHOVER) | TO(PHASE_VERIFYING) | TO(PHASE_DONE),
+    [PHASE_PRE_SWITCHOVER] =
+        TO(PHASE_HOLDING) | TO(PHASE_SWITCHING) | TO(PHASE_VERIFYING) | TO(PHASE_DONE),
+    [PHASE_HOLDING] = TO(PHASE_ITERATING) | TO(PHASE_DONE),
+    [PHASE_SWITCHING] = TO(PHASE_VERIFYING) | TO(PHASE_PRE_SWITCHOVER) | TO(PHASE_DONE),
+    [PHASE_VERIFYING] = TO(PHASE_DONE),
+    [PHASE_DONE] = 0,
+};
+
+static void set_phase(SmMigration *m, Phase to)
+{
+    assert_owner(m);
+    if (!(phase_moves[m->phase] & TO(to)))
+        g_critical("gate engine: invalid phase change %s -> %s", phase_names[m->phase],
+                   phase_names[to]);
+    m->phase = to;
+}
+
+/* How the migration went through, for the events: "idle", "held" (an attempt was called
+ * off for a busy device and retried) or "fix" (QEMU's fix carried a busy device). */
+static const char *path_of(SmMigration *m)
+{
+    return m->via_fix ? "fix" : m->attempts > 1 ? "held" : "idle";
+}
+
+/* The one way out: restores what the gate changed, reports the result, ends the run. */
+static void end_run(SmMigration *m, int code, const char *result, const char *path,
+                    gint64 downtime_ms, gint64 total_ms, const GError *error)
 {
     if (m->capture && m->src && qmp_client_is_connected(m->src))
         sm_capture_release(m->capture, m->src);
@@ -1255,7 +1254,8 @@ static int finish(SmMigration *m, int code, const char *result, const char *path
     if (error)
         json_object_object_add(f, "error", jstr(error->message));
     emit(m, "result", f);
-    return code;
+    m->exit_code = code;
+    set_phase(m, PHASE_DONE);
 }
 
 /* 128 + the signal's number, the shell's convention; a plain cancel counts as SIGINT. */
@@ -1294,126 +1294,115 @@ static gboolean reconnect_source(SmMigration *m, GError **error)
     return TRUE;
 }
 
-static int migrated(SmMigration *m)
+/* The exit of every phase in which an attempt may be running (ITERATING, PRE_SWITCHOVER):
+ * asks the source where its migration is (it is the only authority, also after a lost
+ * connection), calls a live one off, checks that the source runs again, and ends the run
+ * with `code`. A migration QEMU completed meanwhile is verified instead. */
+static void unwind(SmMigration *m, int code, const char *result, const GError *why)
 {
-    gint64 downtime = -1, total = -1;
     g_autoptr(GError) error = NULL;
-    if (!verify_completed(m, &downtime, &total, &error))
-        return finish(m, SM_EXIT_UNCERTAIN, "uncertain", m->path, -1, -1, error);
-    emit(m, "completed",
-         fields_new("path", jstr(m->path), "downtime_ms", json_object_new_int64(downtime),
-                    FIELDS_END));
-    return finish(m, SM_EXIT_OK, "migrated", m->path, downtime, elapsed_ms(m), NULL);
-}
-
-/* The gate must leave while QEMU is switching over: say where each side is, as seen now. */
-static int where_it_runs(SmMigration *m, const GError *why)
-{
-    g_autofree char *src_state = m->src ? runstate(m->src, NULL) : NULL;
-    g_autofree char *dst_state = m->dst ? runstate(m->dst, NULL) : NULL;
-    g_autoptr(GError) e = g_error_new(
-        SM_ENGINE_ERROR, SM_ENGINE_ERROR_UNCERTAIN,
-        "left while QEMU was switching over (%s; a migration past migrate-continue is never "
-        "called off): the source is '%s', the destination '%s'; the one that ends 'running' "
-        "holds the VM: check both with query-status",
-        why ? why->message : "interrupted", src_state ? src_state : "unreachable",
-        dst_state ? dst_state : "unreachable");
-    return finish(m, SM_EXIT_UNCERTAIN, "uncertain", m->path, -1, -1, e);
-}
-
-/* After migrate-continue: wait for QEMU's own outcome with progress, without a time limit
- * and without ever cancelling. One interrupt is not enough to leave (the switch takes
- * milliseconds); a second one leaves and reports both sides. */
-static int switch_outcome(SmMigration *m)
-{
-    static const char *const ends[] = {"completed", "failed", "cancelled", NULL};
-    gint allowed = g_atomic_int_get(&m->n_cancels) + 1;
-    g_autofree char *end = NULL;
-    while (!end) {
-        g_autoptr(GError) error = NULL;
-        end = wait_status(m, ends, 0, TRUE, allowed, &error);
-        if (end)
-            break;
-        if (!m->src_lost || cancelled_past(m, allowed))
-            return where_it_runs(m, error);
-        if (!reconnect_source(m, &error))
-            return where_it_runs(m, error);
+    if (m->src_lost && !reconnect_source(m, &error)) {
+        end_run(m, SM_EXIT_UNCERTAIN, "uncertain", NULL, -1, -1, error);
+        return;
     }
-    m->migration_started = FALSE;
-    if (g_str_equal(end, "completed"))
-        return migrated(m);
-    /* QEMU restarts the source itself when the switch fails. */
-    g_autoptr(GError) e = g_error_new(SM_ENGINE_ERROR, SM_ENGINE_ERROR_FAILED,
-                                      "migration ended '%s' after switchover", end);
-    g_autoptr(GError) error = NULL;
-    if (!source_resumed(m, &error))
-        return finish(m, SM_EXIT_UNCERTAIN, "uncertain", NULL, -1, -1, error);
-    emit(m, "aborted", fields_new("reason", jstr(e->message), FIELDS_END));
-    return finish(m, SM_EXIT_FAILED, "failed", NULL, -1, -1, e);
-}
-
-/* The attempt is off the rails (interrupt, error): bring the source back and say how it
- * ended. Every path out of a started migration goes through here. */
-static int call_off(SmMigration *m, int code, const char *result, const GError *why)
-{
-    g_autoptr(GError) error = NULL;
-    if (m->switching)
-        return switch_outcome(m);
-    if (m->src_lost) {
-        if (!reconnect_source(m, &error))
-            return finish(m, SM_EXIT_UNCERTAIN, "uncertain", NULL, -1, -1, error);
-        g_autofree char *st = migration_status(m->src, NULL, NULL);
-        m->migration_started = st && !g_str_equal(st, "completed") &&
-                               !g_str_equal(st, "cancelled") && !g_str_equal(st, "failed") &&
-                               !g_str_equal(st, "none");
-        if (st && g_str_equal(st, "completed"))
-            /* It went through while we were away: fine if both ends say so. */
-            return migrated(m);
+    g_autofree char *st = migration_status(m->src, NULL);
+    if (st && g_str_equal(st, "completed"))
+    /* It went through while we were away: fine if both ends say so. */
+    {
+        set_phase(m, PHASE_VERIFYING);
+        return;
     }
-    if (m->migration_started && !cancel_attempt(m, &error)) {
-        if (g_error_matches(error, SM_ENGINE_ERROR, SM_ENGINE_ERROR_COMPLETED_ANYWAY))
-            return migrated(m);
+    static const char *const ended[] = {"none", "cancelled", "failed", NULL};
+    if (st && !g_strv_contains(ended, st) && !cancel_attempt(m, &error)) {
+        if (g_error_matches(error, SM_ENGINE_ERROR, SM_ENGINE_ERROR_COMPLETED_ANYWAY)) {
+            set_phase(m, PHASE_VERIFYING);
+            return;
+        }
         g_autoptr(GError) e =
             g_error_new(SM_ENGINE_ERROR, SM_ENGINE_ERROR_UNCERTAIN,
                         "could not call the migration off (%s); check both sides with "
                         "query-status and run safe-migrate recover --source %s --dest %s",
                         error->message, m->policy.source_qmp, m->policy.dest_qmp);
-        return finish(m, SM_EXIT_UNCERTAIN, "uncertain", NULL, -1, -1, e);
+        {
+            end_run(m, SM_EXIT_UNCERTAIN, "uncertain", NULL, -1, -1, e);
+            return;
+        }
     }
-    if (!source_resumed(m, &error))
-        return finish(m, SM_EXIT_UNCERTAIN, "uncertain", NULL, -1, -1, error);
+    if (!source_resumed(m, &error)) {
+        end_run(m, SM_EXIT_UNCERTAIN, "uncertain", NULL, -1, -1, error);
+        return;
+    }
     emit(m, "aborted", fields_new("reason", jstr(why ? why->message : result), FIELDS_END));
-    return finish(m, code, result, NULL, -1, -1, why);
+    end_run(m, code, result, NULL, -1, -1, why);
 }
 
-/* Runs one attempt up to pre-switchover. Returns 0 there, or the run's exit code. */
-static int reach_switchover(SmMigration *m)
+/* ---- PREFLIGHT: connect, check both sides, record their settings ---------------------- */
+
+static gboolean step_preflight(SmMigration *m, GError **error)
 {
-    g_autoptr(GError) error = NULL;
+    const SmPolicy *p = &m->policy;
+    m->registry = sm_registry_new();
+    if (p->plugin_dir && !sm_registry_load_dir(m->registry, p->plugin_dir, error))
+        return FALSE;
+    m->src = connect_vm(m, p->source_qmp, CONNECT_TIMEOUT_MS, error);
+    if (m->src)
+        m->dst = connect_vm(m, p->dest_qmp, CONNECT_TIMEOUT_MS, error);
+    if (!m->src || !m->dst || cancel_requested(m))
+        return FALSE;
+    qmp_client_set_disconnect_handler(m->src, on_src_disconnect, m, NULL);
     m->in_call++;
-    gboolean started = start_attempt(m, &error);
+    gboolean ok = preflight(m, &m->paused_report, error);
     m->in_call--;
-    if (!started) {
-        if (cancel_requested(m))
-            return call_off(m, interrupted_code(m), "interrupted", NULL);
-        return call_off(m, SM_EXIT_FAILED, "failed", error);
-    }
-    static const char *const stops[] = {"pre-switchover", "completed", "failed", "cancelled", NULL};
-    g_autofree char *status =
-        wait_status(m, stops, m->policy.migration_timeout_ms, TRUE, 0, &error);
-    if (!status) {
-        if (cancel_requested(m))
-            return call_off(m, interrupted_code(m), "interrupted", NULL);
-        return call_off(m, SM_EXIT_FAILED, "failed", error);
-    }
-    if (!g_str_equal(status, "pre-switchover")) {
-        m->migration_started = FALSE;
-        g_autoptr(GError) e = g_error_new(SM_ENGINE_ERROR, SM_ENGINE_ERROR_FAILED,
-                                          "migration ended '%s' before switchover", status);
-        return call_off(m, SM_EXIT_FAILED, "failed", e);
-    }
-    return 0;
+    if (!ok || cancel_requested(m))
+        return FALSE;
+    set_phase(m, PHASE_ITERATING);
+    return TRUE;
 }
+
+/* Nothing has started: the run is refused (or interrupted) with both sides as found. */
+static void exit_preflight(SmMigration *m, const GError *error)
+{
+    if (g_error_matches(error, SM_PROBE_ERROR, SM_PROBE_ERROR_PLUGIN))
+        end_run(m, SM_EXIT_USAGE, "refused", NULL, -1, -1, error);
+    else if (cancel_requested(m))
+        end_run(m, interrupted_code(m), "interrupted", NULL, -1, -1, NULL);
+    else if (g_error_matches(error, SM_ENGINE_ERROR, SM_ENGINE_ERROR_HELD_OUT))
+        end_run(m, SM_EXIT_HELD_OUT, "refused", NULL, -1, -1, error);
+    else
+        end_run(m, SM_EXIT_UNREACHABLE, "refused", NULL, -1, -1, error);
+}
+
+/* ---- ITERATING: one attempt's stream, up to QEMU's pause before switchover ------------- */
+
+static gboolean step_iterating(SmMigration *m, GError **error)
+{
+    m->in_call++;
+    gboolean started = start_attempt(m, error);
+    m->in_call--;
+    if (!started)
+        return FALSE;
+    static const char *const stops[] = {"pre-switchover", "completed", "failed", "cancelled", NULL};
+    g_autofree char *status = wait_status(m, stops, m->policy.migration_timeout_ms, TRUE, 0, error);
+    if (!status)
+        return FALSE;
+    if (!g_str_equal(status, "pre-switchover")) {
+        g_set_error(error, SM_ENGINE_ERROR, SM_ENGINE_ERROR_FAILED,
+                    "migration ended '%s' before switchover", status);
+        return FALSE;
+    }
+    set_phase(m, PHASE_PRE_SWITCHOVER);
+    return TRUE;
+}
+
+static void exit_iterating(SmMigration *m, const GError *error)
+{
+    if (cancel_requested(m))
+        unwind(m, interrupted_code(m), "interrupted", NULL);
+    else
+        unwind(m, SM_EXIT_FAILED, "failed", error);
+}
+
+/* ---- PRE_SWITCHOVER: the VM stopped, its device state final: look before leaping -------- */
 
 /* Doubles `backoff` per hold without overflowing, capped so that it never overshoots the
  * hold budget by much. */
@@ -1427,41 +1416,36 @@ static gint64 backoff_for(const SmPolicy *p, guint holds, gint64 held_ms)
     return MIN(backoff, cap);
 }
 
-/* A busy device at pre-switchover and budget left: call the attempt off (the guest finishes
- * its transfer on the source), wait, get a fresh destination. 0 to retry, or an exit code. */
-static int hold(SmMigration *m, const SmDeviceVerdict *busy, gint64 held_ms)
+/* A busy device and budget left: call the attempt off (the guest finishes its transfer on
+ * the source) and move to HOLDING. A call-off that fails with the source still connected
+ * leaves the VM's state in doubt: the error says so (SM_ENGINE_ERROR_UNCERTAIN). */
+static gboolean start_hold(SmMigration *m, const SmDeviceVerdict *busy, gint64 held_ms,
+                           GError **error)
 {
-    g_autoptr(GError) error = NULL;
     m->holds++;
-    g_autofree char *waiting = g_strdup_printf(
-        "%s has %s pending", device_key(busy->id, busy->qom_path), sm_verdict_pending_name(busy));
+    m->hold_backoff_ms = backoff_for(&m->policy, m->holds, held_ms);
+    const char *name = device_key(busy->id, busy->qom_path);
+    g_autofree char *waiting =
+        g_strdup_printf("%s has %s pending", name, sm_verdict_pending_name(busy));
     emit(m, "hold",
-         fields_new("device", jstr(device_key(busy->id, busy->qom_path)), "state",
-                    jstr(sm_state_to_string(busy->state)), "pending",
+         fields_new("device", jstr(name), "state", jstr(sm_state_to_string(busy->state)), "pending",
                     jstr(sm_verdict_pending_name(busy)), "waiting_for", jstr(waiting), "held_ms",
                     json_object_new_int64(held_ms), FIELDS_END));
-    if (!cancel_attempt(m, &error) || !source_resumed(m, &error))
-        /* With the source QMP lost, call_off reconnects, cancels and checks that the source
-         * runs, so it can vouch for the outcome itself. */
-        return call_off(m, m->src_lost ? SM_EXIT_FAILED : SM_EXIT_UNCERTAIN,
-                        m->src_lost ? "failed" : "uncertain", error);
-    if (!sleep_ms(m, backoff_for(&m->policy, m->holds, held_ms)))
-        return finish(m, interrupted_code(m), "interrupted", NULL, -1, -1, NULL);
-    if (!run_dest_prepare(m, &error)) {
-        if (cancel_requested(m))
-            return finish(m, interrupted_code(m), "interrupted", NULL, -1, -1, NULL);
-        emit(m, "aborted", fields_new("reason", jstr(error->message), FIELDS_END));
-        return finish(m, SM_EXIT_FAILED, "failed", NULL, -1, -1, error);
+    if (cancel_attempt(m, error) && source_resumed(m, error)) {
+        set_phase(m, PHASE_HOLDING);
+        return TRUE;
     }
-    emit(m, "retry", fields_new("attempt", json_object_new_int((int)m->attempts + 1), FIELDS_END));
-    m->path = "held";
-    return 0;
+    if (!m->src_lost && !g_error_matches(*error, SM_ENGINE_ERROR, SM_ENGINE_ERROR_UNCERTAIN)) {
+        (*error)->domain = SM_ENGINE_ERROR;
+        (*error)->code = SM_ENGINE_ERROR_UNCERTAIN;
+    }
+    return FALSE;
 }
 
 /* A device is unsafe and holding is over (or cannot help): QEMU's fix if the policy and
- * the probe allow it (0), else the run's exit code. */
-static int fall_back(SmMigration *m, const SmReport *report, const SmDeviceVerdict *busy,
-                     gint64 held_ms)
+ * the probe allow it, else a SM_ENGINE_ERROR_HELD_OUT error. */
+static gboolean fall_back(SmMigration *m, const SmReport *report, const SmDeviceVerdict *busy,
+                          gint64 held_ms, GError **error)
 {
     const SmPolicy *p = &m->policy;
     gboolean benign_only = p->on_unquiesceable == SM_FALLBACK_USE_FIX_IF_BENIGN;
@@ -1475,28 +1459,45 @@ static int fall_back(SmMigration *m, const SmReport *report, const SmDeviceVerdi
              fields_new("device", jstr(device_key(busy->id, busy->qom_path)), "pending",
                         jstr(sm_verdict_pending_name(busy)), "policy",
                         jstr(sm_fallback_to_string(p->on_unquiesceable)), FIELDS_END));
-        m->path = "fix";
-        return 0;
+        m->via_fix = TRUE;
+        return TRUE;
     }
     g_autofree char *what = busy->state == SM_STATE_UNKNOWN
                                 ? g_strdup(busy->reason ? busy->reason : "unreadable")
                                 : g_strdup_printf("%s pending", sm_verdict_pending_name(busy));
-    g_autoptr(GError) e = g_error_new(
-        SM_ENGINE_ERROR, SM_ENGINE_ERROR_HELD_OUT,
-        "%s stayed %s (%s) after %u attempt(s) and %" G_GINT64_FORMAT " ms; policy %s%s%s",
-        device_key(busy->id, busy->qom_path), sm_state_to_string(busy->state), what, m->attempts,
-        held_ms, sm_fallback_to_string(p->on_unquiesceable), why ? ": " : "", why ? why : "");
-    return call_off(m, SM_EXIT_HELD_OUT, "aborted", e);
+    g_set_error(error, SM_ENGINE_ERROR, SM_ENGINE_ERROR_HELD_OUT,
+                "%s stayed %s (%s) after %u attempt(s) and %" G_GINT64_FORMAT " ms; policy %s%s%s",
+                device_key(busy->id, busy->qom_path), sm_state_to_string(busy->state), what,
+                m->attempts, held_ms, sm_fallback_to_string(p->on_unquiesceable), why ? ": " : "",
+                why ? why : "");
+    return FALSE;
 }
 
-/* At pre-switchover: judge (reusing a paused source's preflight verdict only while no
- * RESUME came since), then hold, fall back or go. 0 to continue, -1 to retry, or the exit
- * code. */
-static int judge(SmMigration *m, const SmReport *paused_report)
+/* The move to SWITCHING: from migrate-continue on, nothing is called off. A refusal
+ * switched nothing: back to PRE_SWITCHOVER, whose exit calls the attempt off. Any other
+ * failure (a lost or slow monitor) may have switched: SWITCHING waits for QEMU's outcome. */
+static gboolean start_switch(SmMigration *m, GError **error)
 {
-    g_autoptr(GError) error = NULL;
+    set_phase(m, PHASE_SWITCHING);
+    g_autoptr(GError) local = NULL;
+    if (!qmp_migrate_continue(m->src, "pre-switchover", &local) &&
+        g_error_matches(local, QMP_ERROR, QMP_ERROR_COMMAND)) {
+        set_phase(m, PHASE_PRE_SWITCHOVER);
+        g_propagate_error(error, g_steal_pointer(&local));
+        return FALSE;
+    }
+    if (!local)
+        fault_point("switching");
+    /* One interrupt is not enough to leave (the switch takes milliseconds): a second one
+     * leaves and reports both sides. */
+    m->switch_cancels = g_atomic_int_get(&m->n_cancels) + 1;
+    return TRUE;
+}
+
+static gboolean step_pre_switchover(SmMigration *m, GError **error)
+{
     g_autoptr(SmReport) fresh = NULL;
-    const SmReport *report = m->resumed ? NULL : paused_report;
+    const SmReport *report = m->resumed ? NULL : m->paused_report;
     gint64 wait_us = 0;
     if (!report) {
         /* Resumed since preflight: a running VM now, stopped here by the migration. (One
@@ -1504,12 +1505,8 @@ static int judge(SmMigration *m, const SmReport *paused_report)
          * STOP and the switchover's look alike; it is judged, and expected on the
          * destination, as running.) */
         m->src_was_running = m->src_was_running || m->resumed;
-        fresh = probe_at_switchover(m, &wait_us, &error);
-        if (!fresh) {
-            if (cancel_requested(m))
-                return call_off(m, interrupted_code(m), "interrupted", NULL);
-            return call_off(m, SM_EXIT_FAILED, "failed", error);
-        }
+        if (!(fresh = probe_at_switchover(m, &wait_us, error)))
+            return FALSE;
         report = fresh;
     }
     emit(m, "pre-switchover",
@@ -1517,13 +1514,13 @@ static int judge(SmMigration *m, const SmReport *paused_report)
                     verdicts_json(report), "probe_us", json_object_new_int64(report->capture_us),
                     "wait_us", json_object_new_int64(wait_us), "event_us",
                     json_object_new_int64(m->event_latency_us), "reused",
-                    json_object_new_boolean(report == paused_report), FIELDS_END));
+                    json_object_new_boolean(report == m->paused_report), FIELDS_END));
     fault_point("pre-switchover");
     if (cancel_requested(m))
-        return call_off(m, interrupted_code(m), "interrupted", NULL);
+        return FALSE;
     const SmDeviceVerdict *busy = sm_report_first_unsafe(report);
     if (!busy)
-        return 0;
+        return start_switch(m, error);
     gint64 now = g_get_monotonic_time();
     if (!m->hold_started_us)
         m->hold_started_us = now;
@@ -1532,20 +1529,150 @@ static int judge(SmMigration *m, const SmReport *paused_report)
      * without dest-prepare there is no destination to retry on: holding cannot help then. */
     const SmPolicy *p = &m->policy;
     if (m->src_was_running && !busy->final && p->dest_prepare && m->attempts < p->max_attempts &&
-        held_ms < p->max_hold_ms) {
-        int code = hold(m, busy, held_ms);
-        return code ? code : -1;
-    }
-    return fall_back(m, report, busy, held_ms);
+        held_ms < p->max_hold_ms)
+        return start_hold(m, busy, held_ms, error);
+    return fall_back(m, report, busy, held_ms, error) && start_switch(m, error);
 }
+
+/* The attempt is still paused at pre-switchover (or its call-off went wrong): unwind it. */
+static void exit_pre_switchover(SmMigration *m, const GError *error)
+{
+    if (g_error_matches(error, SM_ENGINE_ERROR, SM_ENGINE_ERROR_HELD_OUT))
+        unwind(m, SM_EXIT_HELD_OUT, "aborted", error);
+    else if (g_error_matches(error, SM_ENGINE_ERROR, SM_ENGINE_ERROR_UNCERTAIN))
+        unwind(m, SM_EXIT_UNCERTAIN, "uncertain", error);
+    else if (cancel_requested(m))
+        unwind(m, interrupted_code(m), "interrupted", NULL);
+    else
+        unwind(m, SM_EXIT_FAILED, "failed", error);
+}
+
+/* ---- HOLDING: the attempt called off, the source running: wait, get a fresh destination */
+
+static gboolean step_holding(SmMigration *m, GError **error)
+{
+    if (!sleep_ms(m, m->hold_backoff_ms)) {
+        g_set_error(error, G_IO_ERROR, G_IO_ERROR_CANCELLED, "interrupted while holding");
+        return FALSE;
+    }
+    if (!run_dest_prepare(m, error))
+        return FALSE;
+    emit(m, "retry", fields_new("attempt", json_object_new_int((int)m->attempts + 1), FIELDS_END));
+    set_phase(m, PHASE_ITERATING);
+    return TRUE;
+}
+
+/* Nothing runs but the source (checked on the way in): nothing to unwind. */
+static void exit_holding(SmMigration *m, const GError *error)
+{
+    if (cancel_requested(m)) {
+        end_run(m, interrupted_code(m), "interrupted", NULL, -1, -1, NULL);
+        return;
+    }
+    emit(m, "aborted", fields_new("reason", jstr(error ? error->message : "failed"), FIELDS_END));
+    end_run(m, SM_EXIT_FAILED, "failed", NULL, -1, -1, error);
+}
+
+/* ---- SWITCHING: after migrate-continue: QEMU's outcome, never a cancel ------------------ */
+
+/* Waits, with progress and without a time limit, for QEMU's own outcome. */
+static gboolean step_switching(SmMigration *m, GError **error)
+{
+    static const char *const ends[] = {"completed", "failed", "cancelled", NULL};
+    g_autofree char *end = wait_status(m, ends, 0, TRUE, m->switch_cancels, error);
+    if (!end)
+        return FALSE;
+    if (!g_str_equal(end, "completed")) {
+        g_set_error(error, SM_ENGINE_ERROR, SM_ENGINE_ERROR_FAILED,
+                    "migration ended '%s' after switchover", end);
+        return FALSE;
+    }
+    set_phase(m, PHASE_VERIFYING);
+    return TRUE;
+}
+
+/* The gate must leave while QEMU is switching over: say where each side is, as seen now. */
+static void where_it_runs(SmMigration *m, const GError *why)
+{
+    g_autofree char *src_state = m->src ? runstate(m->src, NULL) : NULL;
+    g_autofree char *dst_state = m->dst ? runstate(m->dst, NULL) : NULL;
+    g_autoptr(GError) e = g_error_new(
+        SM_ENGINE_ERROR, SM_ENGINE_ERROR_UNCERTAIN,
+        "left while QEMU was switching over (%s; a migration past migrate-continue is never "
+        "called off): the source is '%s', the destination '%s'; the one that ends 'running' "
+        "holds the VM: check both with query-status",
+        why ? why->message : "interrupted", src_state ? src_state : "unreachable",
+        dst_state ? dst_state : "unreachable");
+    end_run(m, SM_EXIT_UNCERTAIN, "uncertain", path_of(m), -1, -1, e);
+}
+
+/* QEMU failed the switch (it restarts the source itself), the monitor went away (get back
+ * in and keep waiting), or a second interrupt asks to leave now. */
+static void exit_switching(SmMigration *m, const GError *error)
+{
+    g_autoptr(GError) e = NULL;
+    if (g_error_matches(error, SM_ENGINE_ERROR, SM_ENGINE_ERROR_FAILED)) {
+        if (!source_resumed(m, &e)) {
+            end_run(m, SM_EXIT_UNCERTAIN, "uncertain", NULL, -1, -1, e);
+            return;
+        }
+        emit(m, "aborted", fields_new("reason", jstr(error->message), FIELDS_END));
+        {
+            end_run(m, SM_EXIT_FAILED, "failed", NULL, -1, -1, error);
+            return;
+        }
+    }
+    if (!m->src_lost || cancelled_past(m, m->switch_cancels)) {
+        where_it_runs(m, error);
+        return;
+    }
+    if (!reconnect_source(m, &e)) {
+        where_it_runs(m, e);
+        return;
+    }
+    /* Still SWITCHING: the step waits again on the new connection. */
+}
+
+/* ---- VERIFYING: both sides' own account of where the VM runs --------------------------- */
+
+static gboolean step_verifying(SmMigration *m, GError **error)
+{
+    gint64 downtime = -1, total = -1;
+    if (!verify_completed(m, &downtime, &total, error))
+        return FALSE;
+    emit(m, "completed",
+         fields_new("path", jstr(path_of(m)), "downtime_ms", json_object_new_int64(downtime),
+                    FIELDS_END));
+    end_run(m, SM_EXIT_OK, "migrated", path_of(m), downtime, elapsed_ms(m), NULL);
+    return TRUE;
+}
+
+static void exit_verifying(SmMigration *m, const GError *error)
+{
+    end_run(m, SM_EXIT_UNCERTAIN, "uncertain", path_of(m), -1, -1, error);
+}
+
+static const struct {
+    gboolean (*step)(SmMigration *m, GError **error);
+    void (*leave)(SmMigration *m, const GError *error);
+} phases[] = {
+    [PHASE_PREFLIGHT] = {step_preflight, exit_preflight},
+    [PHASE_ITERATING] = {step_iterating, exit_iterating},
+    [PHASE_PRE_SWITCHOVER] = {step_pre_switchover, exit_pre_switchover},
+    [PHASE_HOLDING] = {step_holding, exit_holding},
+    [PHASE_SWITCHING] = {step_switching, exit_switching},
+    [PHASE_VERIFYING] = {step_verifying, exit_verifying},
+};
 
 int sm_migration_run(SmMigration *m)
 {
-    g_autoptr(GError) error = NULL;
     g_mutex_lock(&m->context_lock);
     g_assert(!m->context);
     m->context = g_main_context_ref_thread_default();
     g_mutex_unlock(&m->context_lock);
+    /* Held for the whole run, so that every step can assert it runs on its owner. */
+    if (!g_main_context_acquire(m->context))
+        g_critical("gate engine: the thread-default main context is owned by another thread");
     m->t0_us = g_get_monotonic_time();
     const SmPolicy *p = &m->policy;
     emit(m, "start",
@@ -1553,64 +1680,24 @@ int sm_migration_run(SmMigration *m)
                     "uri", jstr(p->uri), "max_attempts", json_object_new_int((int)p->max_attempts),
                     "max_hold_ms", json_object_new_int64(p->max_hold_ms), "on_unquiesceable",
                     jstr(sm_fallback_to_string(p->on_unquiesceable)), FIELDS_END));
-
-    m->registry = sm_registry_new();
-    if (p->plugin_dir && !sm_registry_load_dir(m->registry, p->plugin_dir, &error))
-        return finish(m, SM_EXIT_USAGE, "refused", NULL, -1, -1, error);
-    m->src = connect_vm(m, p->source_qmp, CONNECT_TIMEOUT_MS, &error);
-    if (m->src)
-        m->dst = connect_vm(m, p->dest_qmp, CONNECT_TIMEOUT_MS, &error);
-    if (cancel_requested(m))
-        return finish(m, interrupted_code(m), "interrupted", NULL, -1, -1, NULL);
-    if (!m->src || !m->dst)
-        return finish(m, SM_EXIT_UNREACHABLE, "refused", NULL, -1, -1, error);
-    qmp_client_set_disconnect_handler(m->src, on_src_disconnect, m, NULL);
-
-    g_autoptr(SmReport) paused_report = NULL;
-    m->in_call++;
-    gboolean ok = preflight(m, &paused_report, &error);
-    m->in_call--;
-    if (cancel_requested(m))
-        return finish(m, interrupted_code(m), "interrupted", NULL, -1, -1, NULL);
-    if (!ok)
-        return finish(m,
-                      g_error_matches(error, SM_ENGINE_ERROR, SM_ENGINE_ERROR_HELD_OUT)
-                          ? SM_EXIT_HELD_OUT
-                          : SM_EXIT_UNREACHABLE,
-                      "refused", NULL, -1, -1, error);
-
-    m->path = "idle";
-    for (;;) {
-        int code = reach_switchover(m);
-        if (code)
-            return code;
-        /* The VM is stopped and its device state final: look before leaping. */
-        code = judge(m, paused_report);
-        if (code > 0)
-            return code;
-        if (code < 0)
-            continue;
-        m->switching = TRUE;
-        if (!simple_command(m->src, "migrate-continue",
-                            fields_new("state", jstr("pre-switchover"), FIELDS_END), &error)) {
-            /* Refused: nothing switches, so the attempt may still be called off. */
-            m->switching = !g_error_matches(error, QMP_ERROR, QMP_ERROR_COMMAND);
-            return call_off(m, SM_EXIT_FAILED, "failed", error);
-        }
-        fault_point("switching");
-        return switch_outcome(m);
+    m->phase = PHASE_PREFLIGHT;
+    while (m->phase != PHASE_DONE) {
+        g_autoptr(GError) error = NULL;
+        if (!phases[m->phase].step(m, &error))
+            phases[m->phase].leave(m, error);
     }
+    g_main_context_release(m->context);
+    return m->exit_code;
 }
 
 /* Waits (30 s at most) for a migrate_cancel to end the migration. */
 static char *recover_cancel(QmpClient *src, GError **error)
 {
-    g_autoptr(json_object) r = qmp_client_execute(src, "migrate_cancel", NULL, error);
-    if (!r)
+    if (!qmp_migrate_cancel(src, error))
         return NULL;
     gint64 deadline = deadline_after_ms(30000);
     for (;;) {
-        char *status = migration_status(src, NULL, error);
+        char *status = migration_status(src, error);
         if (!status || g_str_equal(status, "cancelled") || g_str_equal(status, "failed") ||
             g_str_equal(status, "completed"))
             return status;
@@ -1630,9 +1717,9 @@ static char *recover_cancel(QmpClient *src, GError **error)
  * the values before it (they lived in the dead process): it turns only that one off. */
 static char *recover_disarm(QmpClient *src)
 {
-    static const char *const caps[] = {"pause-before-switchover", NULL, NULL};
+    static const QmpCapability off[] = {{"pause-before-switchover", FALSE}};
     g_autoptr(GError) e = NULL;
-    if (!set_capabilities(src, caps, &e))
+    if (!qmp_migrate_set_capabilities(src, off, G_N_ELEMENTS(off), &e))
         return g_strdup_printf("; could not turn pause-before-switchover off (%s)", e->message);
     return g_strdup("; pause-before-switchover is off (events, downtime-limit and max-bandwidth "
                     "stay as the gate left them)");
@@ -1675,7 +1762,7 @@ int sm_recover(const char *source_qmp, const char *dest_qmp, char **summary, GEr
     g_autoptr(QmpClient) src = qmp_client_connect(source_qmp, CONNECT_TIMEOUT_MS, error);
     if (!src)
         return SM_EXIT_UNREACHABLE;
-    g_autofree char *status = migration_status(src, NULL, error);
+    g_autofree char *status = migration_status(src, error);
     if (!status)
         return SM_EXIT_UNREACHABLE;
     gboolean in_progress = !g_str_equal(status, "none") && !g_str_equal(status, "cancelled") &&

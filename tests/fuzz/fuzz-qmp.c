@@ -282,12 +282,28 @@ static gboolean t_stop(QmpClient *c, GError **e)
     return qmp_stop(c, e);
 }
 
-/* In the order of tests/fuzz/gen-corpus.py's typed seeds. */
+static gboolean t_migrate_decoded(QmpClient *c, GError **e)
+{
+    QmpMigrationInfo info;
+    gboolean ok = qmp_query_migrate_info(c, &info, e);
+    if (ok && !info.status)
+        __builtin_trap();
+    qmp_migration_info_clear(&info);
+    return ok;
+}
+
+static gboolean t_machine_type(QmpClient *c, GError **e)
+{
+    g_autofree char *t = qmp_query_machine_type(c, e);
+    return t != NULL;
+}
+
+/* In the order of tests/fuzz/gen-corpus.py's typed seeds (the last ones have none yet). */
 static gboolean (*const typed[])(QmpClient *, GError **) = {
-    t_status,      t_migrate_info, t_qom_list,   t_qom_get, t_qom_get_string, t_qom_get_bool,
-    t_qom_get_int, t_set_caps,     t_set_params, t_caps,    t_params,         t_add_fd,
-    t_remove_fd,   t_getfd,        t_save,       t_migrate, t_incoming,       t_cancel,
-    t_continue,    t_cont,         t_stop,       t_fdsets,
+    t_status,      t_migrate_info, t_qom_list,   t_qom_get, t_qom_get_string,  t_qom_get_bool,
+    t_qom_get_int, t_set_caps,     t_set_params, t_caps,    t_params,          t_add_fd,
+    t_remove_fd,   t_getfd,        t_save,       t_migrate, t_incoming,        t_cancel,
+    t_continue,    t_cont,         t_stop,       t_fdsets,  t_migrate_decoded, t_machine_type,
 };
 
 static void write_all(int server, const char *text)

@@ -34,6 +34,10 @@ static const char *const replies[] = {
     "[{\"fdset-id\":1,\"fds\":[{\"fd\":\"3\"}]}]",
     "[{\"fdset-id\":1,\"fds\":[{\"fd\":3,\"opaque\":7}]}]",
     "{\"a\":{\"b\":[{},null]}}",
+    "{\"status\":\"active\",\"ram\":[]}",
+    "{\"status\":\"active\",\"ram\":{\"total\":\"1\"}}",
+    "{\"status\":\"active\",\"ram\":{\"mbps\":\"fast\"}}",
+    "{\"status\":\"completed\",\"downtime\":1.5}",
 };
 
 typedef struct {
@@ -180,6 +184,21 @@ static gboolean run_stop(QmpClient *c, GError **e)
     return qmp_stop(c, e);
 }
 
+static gboolean run_query_migrate_info(QmpClient *c, GError **e)
+{
+    QmpMigrationInfo info;
+    gboolean ok = qmp_query_migrate_info(c, &info, e);
+    g_assert_true(!ok || info.status);
+    qmp_migration_info_clear(&info);
+    return ok;
+}
+
+static gboolean run_machine_type(QmpClient *c, GError **e)
+{
+    g_autofree char *t = qmp_query_machine_type(c, e);
+    return t != NULL;
+}
+
 static const Command commands[] = {
     {"query-status", json_type_object, "{\"status\":\"running\",\"running\":true}",
      run_query_status},
@@ -207,6 +226,10 @@ static const Command commands[] = {
     {"migrate-continue", json_type_object, "{}", run_continue},
     {"cont", json_type_object, "{}", run_cont},
     {"stop", json_type_object, "{}", run_stop},
+    {"query-migrate", json_type_object,
+     "{\"status\":\"active\",\"total-time\":5,\"ram\":{\"total\":1,\"mbps\":0}}",
+     run_query_migrate_info},
+    {"qom-get", json_type_string, "\"pc-i440fx-7.2-machine\"", run_machine_type},
 };
 
 static void script_every_reply(FakeServer *fs, gpointer data)
@@ -266,6 +289,44 @@ static void script_values(FakeServer *fs, gpointer data)
              "[{\"capability\":\"events\",\"state\":true},"
              "{\"capability\":\"multifd\",\"state\":false}]");
     fs_reply(fs, fs_expect(fs, "add-fd"), "{\"fdset-id\":3,\"fd\":27}");
+    fs_reply(fs, fs_expect(fs, "query-migrate"),
+             "{\"status\":\"completed\",\"total-time\":1200,\"downtime\":4,\"ram\":{\"total\":100,"
+             "\"transferred\":90,\"remaining\":0,\"mbps\":537.13295999999991}}");
+    fs_reply(fs, fs_expect(fs, "query-migrate"), "{\"status\":\"active\",\"ram\":{\"mbps\":0}}");
+    fs_reply(fs, fs_expect(fs, "query-migrate"), "{\"status\":\"completed\",\"downtime\":\"4\"}");
+    fs_reply(fs, fs_expect(fs, "qom-get"), "\"pc-q35-10.0-machine\"");
+    fs_reply(fs, fs_expect(fs, "qom-get"), "\"microvm\"");
+}
+
+/* query-migrate decoded as the gate reads it: absent members -1, a wrong-typed one an error. */
+static void check_migrate_info(QmpClient *client)
+{
+    g_autoptr(GError) error = NULL;
+    QmpMigrationInfo info;
+    g_assert_true(qmp_query_migrate_info(client, &info, &error));
+    g_assert_cmpstr(info.status, ==, "completed");
+    g_assert_cmpint(info.total_time_ms, ==, 1200);
+    g_assert_cmpint(info.downtime_ms, ==, 4);
+    g_assert_cmpint(info.ram_total, ==, 100);
+    g_assert_cmpint(info.ram_transferred, ==, 90);
+    g_assert_cmpint(info.ram_remaining, ==, 0);
+    g_assert_true(info.has_mbps);
+    g_assert_cmpfloat_with_epsilon(info.ram_mbps, 537.13, 0.01);
+    qmp_migration_info_clear(&info);
+    g_assert_true(qmp_query_migrate_info(client, &info, &error));
+    g_assert_cmpint(info.downtime_ms, ==, -1);
+    g_assert_cmpint(info.ram_total, ==, -1);
+    g_assert_true(info.has_mbps); /* 0, read by json-c as an integer */
+    g_assert_cmpfloat(info.ram_mbps, ==, 0.0);
+    qmp_migration_info_clear(&info);
+    g_assert_false(qmp_query_migrate_info(client, &info, &error));
+    g_assert_error(error, QMP_ERROR, QMP_ERROR_PROTOCOL);
+    qmp_migration_info_clear(&info);
+    g_clear_error(&error);
+    g_autofree char *t1 = qmp_query_machine_type(client, &error);
+    g_assert_cmpstr(t1, ==, "pc-q35-10.0");
+    g_autofree char *t2 = qmp_query_machine_type(client, &error);
+    g_assert_cmpstr(t2, ==, "microvm");
 }
 
 static void test_values(void)
@@ -297,6 +358,7 @@ static void test_values(void)
     g_assert_true(qmp_add_fd(client, STDERR_FILENO, -1, NULL, &set, &fd, &error));
     g_assert_cmpint(set, ==, 3);
     g_assert_cmpint(fd, ==, 27);
+    check_migrate_info(client);
     fake_server_free(fs);
 }
 
