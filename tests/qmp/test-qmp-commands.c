@@ -29,6 +29,7 @@ static const char *const replies[] = {
     "{\"status\":\"running\",\"running\":\"yes\"}",
     "{\"fdset-id\":\"1\",\"fd\":3}",
     "{\"fdset-id\":1}",
+    "{\"fdset-id\":-1,\"fd\":3}", /* well-typed, impossible: no fd set or fd is negative */
     "[[[[[]]]]]",
     "[{\"fdset-id\":1,\"fds\":{}}]",
     "[{\"fdset-id\":1,\"fds\":[{\"fd\":\"3\"}]}]",
