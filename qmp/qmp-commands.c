@@ -90,6 +90,16 @@ const char *qmp_reply_get_string(const char *command, json_object *obj, const ch
     return v ? json_object_get_string(v) : NULL;
 }
 
+const char *qmp_json_string(json_object *obj, const char *member)
+{
+    json_object *v = NULL;
+    return obj && json_object_is_type(obj, json_type_object) &&
+                   json_object_object_get_ex(obj, member, &v) &&
+                   json_object_is_type(v, json_type_string)
+               ? json_object_get_string(v)
+               : NULL;
+}
+
 gboolean qmp_reply_get_int(const char *command, json_object *obj, const char *member, gint64 *out,
                            GError **error)
 {
