@@ -1,9 +1,10 @@
 /* SPDX-License-Identifier: GPL-2.0-or-later */
 /* What the libvirt filter adds to each relayed QMP command: query-status round trips on a
- * real QEMU's spare monitor, straight (the baseline) and through safe-migrate-filter on the
- * fds a holder would give it (libvirt's end a socketpair, QEMU's a connection), in
- * alternating blocks of the same run. Prints median and p99 of both and the difference.
- *   bench/libvirt-relay [--rounds N] [--blocks N] */
+ * real QEMU, straight on one monitor (the baseline) and through safe-migrate-filter on the
+ * other (on the fds a holder would give it: libvirt's end a socketpair, QEMU's a connection),
+ * interleaved pairwise in the same run, so that both sides of a pair see the same machine.
+ * Prints median and p99 of each side and of the paired differences (the filter's cost).
+ *   bench/libvirt-relay [--rounds N] [--warmup N] */
 #include "common.h"
 #include "sm-libvirt.h"
 
@@ -38,25 +39,26 @@ static void command(int fd, const char *line, GString *buf)
     } while (!strstr(buf->str, "\"return\"") && !strstr(buf->str, "\"error\""));
 }
 
-/* `rounds` round trips on a negotiated monitor, each in ns. */
-static void measure(int fd, guint rounds, GArray *out)
+/* Reads the greeting and negotiates: the monitor is ready for commands. */
+static void negotiate(int fd, GString *buf)
 {
-    g_autoptr(GString) buf = g_string_new(NULL);
     if (!read_line(fd, buf) || !strstr(buf->str, "\"QMP\""))
         g_error("no greeting");
     command(fd, "{\"execute\":\"qmp_capabilities\"}\r\n", buf);
-    for (guint i = 0; i < rounds; i++) {
-        gint64 t0 = g_get_monotonic_time();
-        command(fd, "{\"execute\":\"query-status\",\"id\":\"libvirt-1\"}\r\n", buf);
-        double us = (double)(g_get_monotonic_time() - t0);
-        g_array_append_val(out, us);
-    }
 }
 
-static int connect_qemu(RigVm *vm)
+/* One query-status round trip, in us. */
+static double round_trip(int fd, GString *buf)
+{
+    gint64 t0 = g_get_monotonic_time();
+    command(fd, "{\"execute\":\"query-status\",\"id\":\"libvirt-1\"}\r\n", buf);
+    return (double)(g_get_monotonic_time() - t0);
+}
+
+static int connect_qemu(const char *path)
 {
     for (int i = 0; i < 100; i++) {
-        int fd = sm_lv_connect_unix(rig_vm_sidecar_qmp_path(vm));
+        int fd = sm_lv_connect_unix(path);
         if (fd >= 0)
             return fd;
         g_usleep(20000); /* QEMU accepts the next client once it has seen the last go */
@@ -85,14 +87,11 @@ static GPid spawn_filter(int libvirt_end, int qemu, const char *dir)
     return pid;
 }
 
-static void block(RigVm *vm, gboolean filtered, guint rounds, GArray *out)
+/* The filter on the VM's spare monitor, as the holder would start it: libvirt's end is
+ * *libvirt (a socketpair), the filter's pid is returned. */
+static GPid filtered_monitor(RigVm *vm, int *libvirt)
 {
-    int qemu = connect_qemu(vm);
-    if (!filtered) {
-        measure(qemu, rounds, out);
-        close(qemu);
-        return;
-    }
+    int qemu = connect_qemu(rig_vm_sidecar_qmp_path(vm));
     int pair[2];
     if (socketpair(AF_UNIX, SOCK_STREAM, 0, pair) < 0)
         g_error("socketpair: %s", g_strerror(errno));
@@ -101,41 +100,85 @@ static void block(RigVm *vm, gboolean filtered, guint rounds, GArray *out)
     GPid pid = spawn_filter(pair[1], qemu, dir);
     close(pair[1]);
     close(qemu);
-    measure(pair[0], rounds, out);
-    close(pair[0]); /* the filter ends with its libvirt side */
-    waitpid(pid, NULL, 0);
+    *libvirt = pair[0];
+    return pid;
+}
+
+typedef struct {
+    GArray *direct, *filtered, *added; /* us per round trip; added[i] = filtered[i] - direct[i] */
+} Samples;
+
+/* `rounds` pairs of round trips, one on each connection, the order alternating so that
+ * neither side always runs first; the first `warmup` pairs are not kept. */
+static void measure_pairs(int direct, int filtered, guint rounds, guint warmup, Samples *out)
+{
+    g_autoptr(GString) buf = g_string_new(NULL);
+    for (guint i = 0; i < warmup + rounds; i++) {
+        double d, f;
+        if (i % 2) {
+            d = round_trip(direct, buf);
+            f = round_trip(filtered, buf);
+        } else {
+            f = round_trip(filtered, buf);
+            d = round_trip(direct, buf);
+        }
+        if (i < warmup)
+            continue;
+        double added = f - d;
+        g_array_append_val(out->direct, d);
+        g_array_append_val(out->filtered, f);
+        g_array_append_val(out->added, added);
+    }
+}
+
+static void print_row(const char *what, GArray *v)
+{
+    printf("  %-34s median %8.1f us   p99 %8.1f us\n", what, median(v), percentile(v, 99));
 }
 
 int main(int argc, char **argv)
 {
-    gint rounds = 2000, blocks = 5;
+    gint rounds = 20000, warmup = 200;
     GOptionEntry entries[] = {
-        {"rounds", 0, 0, G_OPTION_ARG_INT, &rounds, "Round trips per block", "N"},
-        {"blocks", 0, 0, G_OPTION_ARG_INT, &blocks, "Blocks of each kind, alternating", "N"},
+        {"rounds", 0, 0, G_OPTION_ARG_INT, &rounds, "Pairs of round trips (default 20000)", "N"},
+        {"warmup", 0, 0, G_OPTION_ARG_INT, &warmup, "Pairs not counted (default 200)", "N"},
         G_OPTION_ENTRY_NULL,
     };
     g_autoptr(GOptionContext) ctx = g_option_context_new("- the libvirt filter's relay cost");
     g_option_context_add_main_entries(ctx, entries, NULL);
-    if (!g_option_context_parse(ctx, &argc, &argv, NULL) || rounds < 1 || blocks < 1)
+    if (!g_option_context_parse(ctx, &argc, &argv, NULL) || rounds < 100 || warmup < 0) {
+        g_printerr("libvirt-relay: --rounds N (at least 100: a p99 needs them) [--warmup N]\n");
         return 2;
+    }
     bench_env_defaults();
     g_autoptr(GError) error = NULL;
     RigVmConfig config = {.qemu = RIG_QEMU_72, .name = "relay"};
     RigVm *vm = rig_vm_start(&config, &error);
     if (!vm)
         g_error("%s", error->message);
-    g_autoptr(GArray) direct = g_array_new(FALSE, FALSE, sizeof(double));
-    g_autoptr(GArray) relayed = g_array_new(FALSE, FALSE, sizeof(double));
-    for (gint b = 0; b < blocks; b++) {
-        block(vm, FALSE, (guint)rounds, direct);
-        block(vm, TRUE, (guint)rounds, relayed);
-    }
-    double dm = median(direct), dp = percentile(direct, 99);
-    double rm = median(relayed), rp = percentile(relayed, 99);
-    printf("QMP round trip (query-status), QEMU 7.2, %d x %d rounds each:\n", blocks, rounds);
-    printf("  %-22s median %8.1f us   p99 %8.1f us\n", "direct (baseline)", dm, dp);
-    printf("  %-22s median %8.1f us   p99 %8.1f us\n", "through the filter", rm, rp);
-    printf("  %-22s median %8.1f us   p99 %8.1f us\n", "added by the filter", rm - dm, rp - dp);
+    /* The rig's own client leaves the main monitor to the baseline's connection. */
+    qmp_client_close(rig_vm_qmp(vm));
+    int direct = connect_qemu(rig_vm_qmp_path(vm)), filtered = -1;
+    GPid pid = filtered_monitor(vm, &filtered);
+    g_autoptr(GString) buf = g_string_new(NULL);
+    negotiate(direct, buf);
+    negotiate(filtered, buf);
+    Samples s = {g_array_new(FALSE, FALSE, sizeof(double)),
+                 g_array_new(FALSE, FALSE, sizeof(double)),
+                 g_array_new(FALSE, FALSE, sizeof(double))};
+    measure_pairs(direct, filtered, (guint)rounds, (guint)warmup, &s);
+    close(filtered); /* the filter ends with its libvirt side */
+    waitpid(pid, NULL, 0);
+    close(direct);
+    printf("QMP round trip (query-status), QEMU 7.2, %d pairs (direct and through the filter,\n"
+           "interleaved, order alternating; %d warm-up pairs not counted):\n",
+           rounds, warmup);
+    print_row("direct (baseline)", s.direct);
+    print_row("through the filter", s.filtered);
+    print_row("added by the filter (paired diff)", s.added);
+    g_array_unref(s.direct);
+    g_array_unref(s.filtered);
+    g_array_unref(s.added);
     rig_vm_free(vm);
     return 0;
 }

@@ -3,7 +3,8 @@
  * finds devices in the QOM tree and maps them to their state sections, builds reports. */
 #define G_LOG_DOMAIN "sm-capture"
 
-#include "probe.h"
+#include "capture.h"
+
 #include "qmp-commands.h"
 
 #include <errno.h>
@@ -248,24 +249,15 @@ static GHashTable *usb_ports_by_id(QmpClient *qmp)
     return map;
 }
 
-/* Fills device->dev_path for USB devices: usb_get_dev_path() is "<controller dev path>/<port
- * path>" (a hub's ports are "2.3"; every USB device sits on its controller's bus, hubs
- * included). The port comes from the "port" property, else from "info usb" by id; devices
- * with neither are resolved by elimination once the stream is known. A device whose section
- * name cannot be derived at all is marked unsupported (the gate refuses it up front). */
-static gboolean resolve_usb_path(QmpClient *qmp, SmDevice *dev, GHashTable **ports, GError **error)
+/* usb_get_dev_path() is "<controller dev path>/<port path>" (a hub's ports are "2.3"; every
+ * USB device sits on its controller's bus, hubs included). The port comes from the "port"
+ * property, else from "info usb" by id; devices with neither are resolved by elimination once
+ * the stream is known. A device whose section name cannot be derived at all is marked
+ * unsupported (the gate refuses it up front). */
+static gboolean resolve_usb_path(QmpClient *qmp, SmDevice *dev, const char *bus, GHashTable **ports,
+                                 GError **error)
 {
     g_autoptr(GError) e = NULL;
-    g_autofree char *bus = qom_get_string(qmp, dev->qom_path, "parent_bus", &e);
-    if (!bus) {
-        if (!is_command_error(e)) {
-            g_propagate_error(error, g_steal_pointer(&e));
-            return FALSE;
-        }
-        sm_device_set_fact(dev, SM_FACT_UNSUPPORTED,
-                           "its USB bus cannot be read, so neither can its state section's name");
-        return TRUE;
-    }
     g_autofree char *ctrl = g_path_get_dirname(bus);
     g_autofree char *ctrl_path = pci_dev_path(qmp, ctrl, 0, &e);
     if (!ctrl_path) {
@@ -300,7 +292,37 @@ static gboolean resolve_usb_path(QmpClient *qmp, SmDevice *dev, GHashTable **por
         port = g_strdup(g_hash_table_lookup(*ports, dev->id));
     }
     if (port && *port) {
+        dev->usb_port = g_strdup(port);
         dev->dev_path = g_strdup_printf("%s/%s", ctrl_path, port);
+    }
+    return TRUE;
+}
+
+/* Fills device->dev_path, the name QEMU gives the device's state sections, from the bus it
+ * sits on: a USB device's is its controller's path and its port (and it gets a usb_port), a
+ * PCI device's its PCI path (qdev_get_dev_path); on other buses it stays NULL and the probe
+ * decides. A bus that cannot be read leaves the device unsupported (never judged). */
+static gboolean resolve_dev_path(QmpClient *qmp, SmDevice *dev, GHashTable **ports, GError **error)
+{
+    g_autoptr(GError) e = NULL;
+    g_autofree char *bus = qom_get_string(qmp, dev->qom_path, "parent_bus", &e);
+    g_autofree char *bus_type = bus ? qom_get_string(qmp, bus, "type", &e) : NULL;
+    if (!bus_type) {
+        if (!is_command_error(e)) {
+            g_propagate_error(error, g_steal_pointer(&e));
+            return FALSE;
+        }
+        sm_device_set_fact(dev, SM_FACT_UNSUPPORTED,
+                           "its bus cannot be read, so neither can its state section's name");
+        return TRUE;
+    }
+    if (g_str_equal(bus_type, "usb-bus")) {
+        return resolve_usb_path(qmp, dev, bus, ports, error);
+    }
+    dev->dev_path = pci_dev_path(qmp, dev->qom_path, 0, &e);
+    if (e) {
+        g_propagate_error(error, g_steal_pointer(&e));
+        return FALSE;
     }
     return TRUE;
 }
@@ -348,7 +370,7 @@ static gboolean discover_in(QmpClient *qmp, const SmRegistry *registry, const ch
         gboolean named = g_str_equal(container, "/machine/peripheral");
         SmDevice *dev = sm_device_new(path, named ? name : NULL, type, NULL);
         g_ptr_array_add(devices, dev);
-        if (!resolve_usb_path(qmp, dev, ports, &e)) {
+        if (!resolve_dev_path(qmp, dev, ports, &e)) {
             to_unreachable(error, g_steal_pointer(&e));
             return FALSE;
         }
@@ -418,6 +440,7 @@ static void resolve_by_elimination(GPtrArray *devices, const SmStream *stream,
             }
         }
         if (candidates == 1) {
+            d->usb_port = g_strdup(found + strlen(prefix));
             d->dev_path = found;
             sm_device_set_fact(d, "usb.port_by_elimination", "true");
         } else {
@@ -670,12 +693,8 @@ char *sm_report_to_table(const SmReport *report)
                            "MODE", "PENDING", "FIX", "WHY");
     for (guint i = 0; i < report->devices->len; i++) {
         const SmDeviceVerdict *v = report->devices->pdata[i];
-        g_autofree char *pending = NULL;
-        if (v->pending->len) {
-            const SmPendingRequest *p = v->pending->pdata[0];
-            pending = g_strdup_printf("0x%02x %s%s", p->cdb[0], sm_scsi_opcode_name(p->cdb[0]),
-                                      p->emulated ? "" : " (DMA)");
-        }
+        g_autofree char *pending =
+            sm_verdict_get_n_pending(v) ? sm_verdict_pending_summary(v, 0) : NULL;
         g_string_append_printf(
             s, "%-28s %-8s %-5s %-8s %-38s %-9s %s\n", v->id ? v->id : v->qom_path,
             sm_state_to_string(v->state), v->safe ? "yes" : "no", v->mode ? v->mode : "-",

@@ -2,9 +2,12 @@
 /* Probe registry: the built-in probes plus probes loaded from GModule plugins. */
 #define G_LOG_DOMAIN "sm-registry"
 
-#include "probe.h"
+#include "registry.h"
 
 #include <gmodule.h>
+#include <stddef.h>
+
+#include "usb-storage.h"
 
 struct SmRegistry {
     GPtrArray *probes;  /* const SmProbe*, in order of addition */
@@ -14,6 +17,11 @@ struct SmRegistry {
 static void close_module(gpointer module)
 {
     g_module_close(module);
+}
+
+GQuark sm_probe_error_quark(void)
+{
+    return g_quark_from_static_string("sm-probe-error-quark");
 }
 
 SmRegistry *sm_registry_new(void)
@@ -35,14 +43,44 @@ void sm_registry_free(SmRegistry *registry)
     g_free(registry);
 }
 
+/* Whether a probe speaks this library's ABI: the same major version, a minor version this
+ * library knows, and an SmProbe at least as large as that version's. Says why not. */
+static gboolean abi_compatible(const SmProbe *probe, GError **error)
+{
+    guint major = probe->abi_version >> 16, minor = probe->abi_version & 0xffff;
+    const char *name = probe->name ? probe->name : "?";
+    if (major != SM_PROBE_ABI_MAJOR || minor > SM_PROBE_ABI_MINOR) {
+        /* Before 2.0 the version was a plain number (1: plugins wrote verdict fields). */
+        g_autofree char *theirs = major ? g_strdup_printf("%u.%u", major, minor)
+                                        : g_strdup_printf("%u", probe->abi_version);
+        g_set_error(error, SM_PROBE_ERROR, SM_PROBE_ERROR_PLUGIN,
+                    "probe %s: built for probe ABI %s, this safe-migrate speaks %u.%u "
+                    "(rebuild it against this version's probe-abi.h)",
+                    name, theirs, SM_PROBE_ABI_MAJOR, SM_PROBE_ABI_MINOR);
+        return FALSE;
+    }
+    if (probe->struct_size < offsetof(SmProbe, analyse) + sizeof(probe->analyse)) {
+        g_set_error(error, SM_PROBE_ERROR, SM_PROBE_ERROR_PLUGIN,
+                    "probe %s: its SmProbe is %" G_GSIZE_FORMAT " bytes, too small for ABI %u.%u",
+                    name, probe->struct_size, major, minor);
+        return FALSE;
+    }
+    return TRUE;
+}
+
 gboolean sm_registry_add(SmRegistry *registry, const SmProbe *probe, GError **error)
 {
-    if (!probe || probe->abi_version != SM_PROBE_ABI_VERSION || !probe->name || !probe->analyse ||
-        !probe->device_types) {
+    if (!probe) {
+        g_set_error(error, SM_PROBE_ERROR, SM_PROBE_ERROR_PLUGIN, "no probe");
+        return FALSE;
+    }
+    if (!abi_compatible(probe, error)) {
+        return FALSE;
+    }
+    if (!probe->name || !probe->analyse || !probe->device_types) {
         g_set_error(error, SM_PROBE_ERROR, SM_PROBE_ERROR_PLUGIN,
-                    "probe %s: incompatible or incomplete (ABI %u, want %u)",
-                    probe && probe->name ? probe->name : "?", probe ? probe->abi_version : 0,
-                    SM_PROBE_ABI_VERSION);
+                    "probe %s: incomplete (a name, device types and analyse are required)",
+                    probe->name ? probe->name : "?");
         return FALSE;
     }
     g_ptr_array_add(registry->probes, (gpointer)probe);

@@ -3,7 +3,7 @@
  * with backtracking, and a bounds-checked reader for decoding section bodies. */
 #define G_LOG_DOMAIN "sm-stream"
 
-#include "probe.h"
+#include "stream.h"
 
 #include <string.h>
 
@@ -12,23 +12,13 @@ struct SmStream {
     const guint8 *data;
     gsize len;
     GArray *sections; /* SmSection */
+    char *idstrs;     /* every section's idstr, NUL-separated: one allocation for them all */
     char *error;
 };
-
-GQuark sm_probe_error_quark(void)
-{
-    return g_quark_from_static_string("sm-probe-error-quark");
-}
 
 static guint32 rd_be32(const guint8 *p)
 {
     return ((guint32)p[0] << 24) | ((guint32)p[1] << 16) | ((guint32)p[2] << 8) | p[3];
-}
-
-static void section_clear(gpointer p)
-{
-    SmSection *s = p;
-    g_clear_pointer(&s->idstr, g_free);
 }
 
 /* Plausibility limits for header fields: real QEMU uses small numbers, and a tight check
@@ -178,11 +168,44 @@ static gsize skip_configuration(const guint8 *d, gsize len, gsize pos)
     return r.pos;
 }
 
-typedef struct {
-    SmSection sec;   /* header (idstr filled in only when accepted) */
-    gboolean is_sec; /* FALSE: a command record, no alternatives */
-    gsize footer;    /* current footer candidate */
-} Frame;
+/* The walk's stack is the section array itself: one SmSection per record, footer_offset the
+ * current footer candidate; command records (type SM_VM_COMMAND, no alternatives) are
+ * dropped once the walk is done. No per-record allocation. */
+static gboolean is_section(const SmSection *sec)
+{
+    return sec->type != SM_VM_COMMAND;
+}
+
+/* Drops the command records and gives FULL/START sections their idstr, all copied into one
+ * NUL-separated buffer (the stream's bytes have no terminators). */
+static void finish_sections(SmStream *s)
+{
+    GArray *a = s->sections;
+    gsize n = 0, bytes = 0;
+    for (guint i = 0; i < a->len; i++) {
+        SmSection *sec = &g_array_index(a, SmSection, i);
+        if (!is_section(sec)) {
+            continue;
+        }
+        if (sec->type == SM_VM_SECTION_FULL || sec->type == SM_VM_SECTION_START) {
+            bytes += (gsize)s->data[sec->header_offset + 5] + 1;
+        }
+        g_array_index(a, SmSection, n++) = *sec;
+    }
+    g_array_set_size(a, (guint)n);
+    char *out = s->idstrs = g_malloc(MAX(bytes, 1));
+    for (guint i = 0; i < a->len; i++) {
+        SmSection *sec = &g_array_index(a, SmSection, i);
+        if (sec->type != SM_VM_SECTION_FULL && sec->type != SM_VM_SECTION_START) {
+            continue;
+        }
+        gsize idlen = s->data[sec->header_offset + 5];
+        memcpy(out, s->data + sec->header_offset + 6, idlen);
+        out[idlen] = '\0';
+        sec->idstr = out;
+        out += idlen + 1;
+    }
+}
 
 static void walk(SmStream *s)
 {
@@ -208,7 +231,7 @@ static void walk(SmStream *s)
 
     /* Depth-first search over footer candidates; the first walk reaching EOF exactly at the
      * end of the data wins. Real streams have a single candidate per section. */
-    g_autoptr(GArray) stack = g_array_new(FALSE, FALSE, sizeof(Frame));
+    GArray *stack = s->sections;
     gsize budget = 64 * (gsize)len + (1u << 20);
     gsize furthest = pos;
     for (;;) {
@@ -220,32 +243,31 @@ static void walk(SmStream *s)
             break;
         }
         if (k == REC_COMMAND) {
-            Frame f = {.is_sec = FALSE, .footer = next};
+            SmSection f = {.type = SM_VM_COMMAND, .header_offset = pos, .footer_offset = next};
             g_array_append_val(stack, f);
             pos = next;
             continue;
         }
-        gsize footer;
         if (k == REC_SECTION &&
-            find_footer(d, len, sec.body_offset, sec.section_id, &footer, &budget)) {
-            Frame f = {.sec = sec, .is_sec = TRUE, .footer = footer};
-            g_array_append_val(stack, f);
-            pos = footer + 5;
+            find_footer(d, len, sec.body_offset, sec.section_id, &sec.footer_offset, &budget)) {
+            g_array_append_val(stack, sec);
+            pos = sec.footer_offset + 5;
             continue;
         }
         /* Dead end: try the next footer candidate of the innermost section that has one. */
         gboolean resumed = FALSE;
         while (stack->len > 0 && budget > 0) {
-            Frame *top = &g_array_index(stack, Frame, stack->len - 1);
-            if (top->is_sec &&
-                find_footer(d, len, top->footer + 1, top->sec.section_id, &top->footer, &budget)) {
-                pos = top->footer + 5;
+            SmSection *top = &g_array_index(stack, SmSection, stack->len - 1);
+            if (is_section(top) && find_footer(d, len, top->footer_offset + 1, top->section_id,
+                                               &top->footer_offset, &budget)) {
+                pos = top->footer_offset + 5;
                 resumed = TRUE;
                 break;
             }
             g_array_set_size(stack, stack->len - 1);
         }
         if (!resumed) {
+            g_array_set_size(stack, 0);
             s->error = budget == 0 ? g_strdup("stream too ambiguous to delimit sections")
                                    : g_strdup_printf("cannot delimit the section at offset "
                                                      "%" G_GSIZE_FORMAT,
@@ -253,19 +275,7 @@ static void walk(SmStream *s)
             return;
         }
     }
-    for (guint i = 0; i < stack->len; i++) {
-        Frame *f = &g_array_index(stack, Frame, i);
-        if (!f->is_sec) {
-            continue;
-        }
-        SmSection out = f->sec;
-        out.footer_offset = f->footer;
-        if (out.type == SM_VM_SECTION_FULL || out.type == SM_VM_SECTION_START) {
-            gsize idlen = d[out.header_offset + 5];
-            out.idstr = g_strndup((const char *)d + out.header_offset + 6, idlen);
-        }
-        g_array_append_val(s->sections, out);
-    }
+    finish_sections(s);
 }
 
 SmStream *sm_stream_parse(GBytes *bytes)
@@ -273,8 +283,8 @@ SmStream *sm_stream_parse(GBytes *bytes)
     SmStream *s = g_new0(SmStream, 1);
     s->bytes = g_bytes_ref(bytes);
     s->data = g_bytes_get_data(bytes, &s->len);
-    s->sections = g_array_new(FALSE, TRUE, sizeof(SmSection));
-    g_array_set_clear_func(s->sections, section_clear);
+    /* Room for the sections of a usual VM (a few dozen) without growing. */
+    s->sections = g_array_sized_new(FALSE, FALSE, sizeof(SmSection), 128);
     walk(s);
     if (s->error) {
         g_log_structured(G_LOG_DOMAIN, G_LOG_LEVEL_DEBUG, "MESSAGE", "stream incomplete: %s",
@@ -289,6 +299,7 @@ void sm_stream_free(SmStream *stream)
         return;
     }
     g_array_unref(stream->sections);
+    g_free(stream->idstrs);
     g_bytes_unref(stream->bytes);
     g_free(stream->error);
     g_free(stream);
@@ -410,6 +421,14 @@ gboolean sm_reader_bytes(SmReader *reader, gsize n, const guint8 **out)
     *out = reader->data + reader->pos;
     reader->pos += n;
     return TRUE;
+}
+
+gboolean sm_reader_fail(SmReader *reader, const char *why)
+{
+    if (!reader->error) {
+        reader->error = why;
+    }
+    return FALSE;
 }
 
 gboolean sm_reader_skip(SmReader *reader, gsize n)

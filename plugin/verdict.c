@@ -1,8 +1,10 @@
 /* SPDX-License-Identifier: GPL-2.0-or-later */
-/* Devices, verdicts and their JSON form; SCSI opcode names for reports. */
-#include "probe.h"
+/* Devices, verdicts and their JSON form: the setters probes build verdicts with, and the
+ * getters the sidecar reads them with. */
+#include "verdict.h"
 
 #include <stdarg.h>
+#include <stddef.h>
 
 const char *sm_state_to_string(SmState state)
 {
@@ -30,6 +32,8 @@ const char *sm_fix_to_string(SmFix fix)
     }
 }
 
+/* ---- Devices ---------------------------------------------------------------------------- */
+
 SmDevice *sm_device_new(const char *qom_path, const char *id, const char *type,
                         const char *dev_path)
 {
@@ -51,8 +55,46 @@ void sm_device_free(SmDevice *device)
     g_free(device->id);
     g_free(device->type);
     g_free(device->dev_path);
+    g_free(device->usb_port);
     g_hash_table_unref(device->facts);
     g_free(device);
+}
+
+const char *sm_device_get_qom_path(const SmDevice *device)
+{
+    return device->qom_path;
+}
+
+const char *sm_device_get_id(const SmDevice *device)
+{
+    return device->id;
+}
+
+const char *sm_device_get_type(const SmDevice *device)
+{
+    return device->type;
+}
+
+const char *sm_device_get_dev_path(const SmDevice *device)
+{
+    return device->dev_path;
+}
+
+const char *sm_device_get_usb_port(const SmDevice *device)
+{
+    return device->usb_port;
+}
+
+void sm_device_set_dev_path(SmDevice *device, const char *dev_path)
+{
+    g_free(device->dev_path);
+    device->dev_path = g_strdup(dev_path);
+}
+
+void sm_device_set_usb_port(SmDevice *device, const char *port)
+{
+    g_free(device->usb_port);
+    device->usb_port = g_strdup(port);
 }
 
 void sm_device_set_fact(SmDevice *device, const char *key, const char *value)
@@ -69,6 +111,20 @@ const char *sm_device_get_fact(const SmDevice *device, const char *key)
     return g_hash_table_lookup(device->facts, key);
 }
 
+SmFix sm_device_get_fix(const SmDevice *device)
+{
+    const char *fix = sm_device_get_fact(device, SM_FACT_FIX);
+    if (g_strcmp0(fix, "absent") == 0)
+        return SM_FIX_ABSENT;
+    if (g_strcmp0(fix, "disabled") == 0)
+        return SM_FIX_DISABLED;
+    if (g_strcmp0(fix, "enabled") == 0)
+        return SM_FIX_ENABLED;
+    return SM_FIX_UNKNOWN;
+}
+
+/* ---- Verdicts: built by probes ---------------------------------------------------------- */
+
 SmDeviceVerdict *sm_verdict_new(const SmDevice *device, const char *probe)
 {
     SmDeviceVerdict *v = g_new0(SmDeviceVerdict, 1);
@@ -78,35 +134,13 @@ SmDeviceVerdict *sm_verdict_new(const SmDevice *device, const char *probe)
     v->probe = g_strdup(probe);
     v->state = SM_STATE_UNKNOWN;
     v->bytes_pending = -1;
-    v->pending = g_ptr_array_new_with_free_func(g_free);
     v->fix = SM_FIX_UNKNOWN;
-    v->details = json_object_new_object();
     return v;
 }
 
-SmDeviceVerdict *sm_verdict_set_unknown(SmDeviceVerdict *verdict, const char *fmt, ...)
+static void clear_op(gpointer p)
 {
-    va_list ap;
-    va_start(ap, fmt);
-    g_free(verdict->reason);
-    verdict->reason = g_strdup_vprintf(fmt, ap);
-    va_end(ap);
-    verdict->state = SM_STATE_UNKNOWN;
-    verdict->safe = FALSE;
-    return verdict;
-}
-
-SmDeviceVerdict *sm_verdict_set_unsupported(SmDeviceVerdict *verdict, const char *fmt, ...)
-{
-    va_list ap;
-    va_start(ap, fmt);
-    g_free(verdict->reason);
-    verdict->reason = g_strdup_vprintf(fmt, ap);
-    va_end(ap);
-    verdict->state = SM_STATE_UNKNOWN;
-    verdict->safe = FALSE;
-    verdict->final = TRUE;
-    return verdict;
+    g_free(((SmPendingOp *)p)->name);
 }
 
 void sm_verdict_free(SmDeviceVerdict *verdict)
@@ -121,9 +155,141 @@ void sm_verdict_free(SmDeviceVerdict *verdict)
     g_free(verdict->section);
     g_free(verdict->reason);
     g_free(verdict->mode);
-    g_ptr_array_unref(verdict->pending);
-    json_object_put(verdict->details);
+    if (verdict->pending) {
+        g_array_unref(verdict->pending);
+    }
+    if (verdict->detail && verdict->detail_type->free) {
+        verdict->detail_type->free(verdict->detail);
+    }
     g_free(verdict);
+}
+
+static SmDeviceVerdict *set_state(SmDeviceVerdict *v, SmState state, gboolean safe, const char *fmt,
+                                  va_list ap)
+{
+    g_free(v->reason);
+    v->reason = g_strdup_vprintf(fmt, ap);
+    v->state = state;
+    v->safe = state != SM_STATE_UNKNOWN && safe;
+    return v;
+}
+
+SmDeviceVerdict *sm_verdict_set_idle(SmDeviceVerdict *verdict, const char *fmt, ...)
+{
+    va_list ap;
+    va_start(ap, fmt);
+    set_state(verdict, SM_STATE_IDLE, TRUE, fmt, ap);
+    va_end(ap);
+    return verdict;
+}
+
+SmDeviceVerdict *sm_verdict_set_busy(SmDeviceVerdict *verdict, gboolean safe, const char *fmt, ...)
+{
+    va_list ap;
+    va_start(ap, fmt);
+    set_state(verdict, SM_STATE_BUSY, safe, fmt, ap);
+    va_end(ap);
+    return verdict;
+}
+
+SmDeviceVerdict *sm_verdict_set_unknown(SmDeviceVerdict *verdict, const char *fmt, ...)
+{
+    va_list ap;
+    va_start(ap, fmt);
+    set_state(verdict, SM_STATE_UNKNOWN, FALSE, fmt, ap);
+    va_end(ap);
+    return verdict;
+}
+
+SmDeviceVerdict *sm_verdict_set_unsupported(SmDeviceVerdict *verdict, const char *fmt, ...)
+{
+    va_list ap;
+    va_start(ap, fmt);
+    set_state(verdict, SM_STATE_UNKNOWN, FALSE, fmt, ap);
+    va_end(ap);
+    verdict->final = TRUE;
+    return verdict;
+}
+
+void sm_verdict_set_section(SmDeviceVerdict *verdict, const char *idstr)
+{
+    g_free(verdict->section);
+    verdict->section = g_strdup(idstr);
+}
+
+void sm_verdict_set_mode(SmDeviceVerdict *verdict, const char *mode)
+{
+    g_free(verdict->mode);
+    verdict->mode = g_strdup(mode);
+}
+
+void sm_verdict_set_bytes_pending(SmDeviceVerdict *verdict, gint64 bytes)
+{
+    verdict->bytes_pending = bytes;
+}
+
+void sm_verdict_set_fix(SmDeviceVerdict *verdict, SmFix fix)
+{
+    verdict->fix = fix;
+}
+
+void sm_verdict_add_pending(SmDeviceVerdict *verdict, const char *name, gboolean migrates,
+                            gboolean harmless, gint64 bytes)
+{
+    if (!verdict->pending) {
+        verdict->pending = g_array_sized_new(FALSE, FALSE, sizeof(SmPendingOp), 2);
+        g_array_set_clear_func(verdict->pending, clear_op);
+    }
+    SmPendingOp op = {g_strdup(name ? name : "UNKNOWN"), migrates, harmless, bytes};
+    g_array_append_val(verdict->pending, op);
+}
+
+/* The fields of a probe's SmDetailType that its struct_size says it has. */
+#define DETAIL_HAS(t, field)                                                                       \
+    ((t)->struct_size >= offsetof(SmDetailType, field) + sizeof((t)->field))
+
+void sm_verdict_set_detail(SmDeviceVerdict *verdict, const SmDetailType *type, gpointer detail)
+{
+    if (verdict->detail && verdict->detail_type->free) {
+        verdict->detail_type->free(verdict->detail);
+    }
+    verdict->detail_type = type;
+    verdict->detail = detail;
+}
+
+gpointer sm_verdict_get_detail(const SmDeviceVerdict *verdict, const SmDetailType *type)
+{
+    return verdict->detail_type == type ? verdict->detail : NULL;
+}
+
+/* ---- Verdicts: read by the sidecar ------------------------------------------------------ */
+
+guint sm_verdict_get_n_pending(const SmDeviceVerdict *verdict)
+{
+    return verdict->pending ? verdict->pending->len : 0;
+}
+
+const SmPendingOp *sm_verdict_get_pending(const SmDeviceVerdict *verdict, guint index)
+{
+    g_return_val_if_fail(index < sm_verdict_get_n_pending(verdict), NULL);
+    return &g_array_index(verdict->pending, SmPendingOp, index);
+}
+
+const char *sm_verdict_pending_name(const SmDeviceVerdict *v)
+{
+    if (sm_verdict_get_n_pending(v) > 0) {
+        return sm_verdict_get_pending(v, 0)->name;
+    }
+    return v->mode ? v->mode : "a transfer";
+}
+
+char *sm_verdict_pending_summary(const SmDeviceVerdict *v, guint index)
+{
+    const SmDetailType *t = v->detail_type;
+    if (t && DETAIL_HAS(t, pending_summary) && t->pending_summary) {
+        return t->pending_summary(v->detail, index);
+    }
+    return g_strdup(sm_verdict_get_pending(v, index)->name);
 }
 
 static json_object *str_or_null(const char *s)
@@ -131,29 +297,18 @@ static json_object *str_or_null(const char *s)
     return s ? json_object_new_string(s) : NULL;
 }
 
-static json_object *request_to_json(const SmPendingRequest *r)
+static json_object *pending_to_json(const SmDeviceVerdict *v, guint i)
 {
-    json_object *o = json_object_new_object();
-    char op[8];
-    g_snprintf(op, sizeof(op), "0x%02x", r->cdb[0]);
-    json_object_object_add(o, "opcode", json_object_new_string(op));
-    json_object_object_add(o, "name", json_object_new_string(sm_scsi_opcode_name(r->cdb[0])));
-    json_object_object_add(o, "tag", json_object_new_int64(r->tag));
-    json_object_object_add(o, "lun", json_object_new_int64(r->lun));
-    json_object_object_add(o, "bytes", r->bytes >= 0 ? json_object_new_int64(r->bytes) : NULL);
-    json_object_object_add(o, "emulated", json_object_new_boolean(r->emulated));
-    json_object_object_add(o, "migrates", json_object_new_boolean(r->migrates));
-    json_object_object_add(o, "retry", json_object_new_boolean(r->retry));
-    return o;
-}
-
-const char *sm_verdict_pending_name(const SmDeviceVerdict *v)
-{
-    if (v->pending && v->pending->len > 0) {
-        const SmPendingRequest *r = g_ptr_array_index(v->pending, 0);
-        return sm_scsi_opcode_name(r->cdb[0]);
+    const SmDetailType *t = v->detail_type;
+    if (t && DETAIL_HAS(t, pending_to_json) && t->pending_to_json) {
+        return t->pending_to_json(v->detail, i);
     }
-    return v->mode ? v->mode : "a transfer";
+    const SmPendingOp *op = sm_verdict_get_pending(v, i);
+    json_object *o = json_object_new_object();
+    json_object_object_add(o, "name", json_object_new_string(op->name));
+    json_object_object_add(o, "bytes", op->bytes >= 0 ? json_object_new_int64(op->bytes) : NULL);
+    json_object_object_add(o, "migrates", json_object_new_boolean(op->migrates));
+    return o;
 }
 
 json_object *sm_verdict_to_json(const SmDeviceVerdict *v)
@@ -170,117 +325,22 @@ json_object *sm_verdict_to_json(const SmDeviceVerdict *v)
     json_object_object_add(o, "mode", str_or_null(v->mode));
     json_object_object_add(o, "bytes_pending",
                            v->bytes_pending >= 0 ? json_object_new_int64(v->bytes_pending) : NULL);
-    /* The first request is the one the transport is working on; all are listed too. */
-    json_object_object_add(o, "pending",
-                           v->pending->len ? request_to_json(v->pending->pdata[0]) : NULL);
+    /* The first operation is the one the transport is working on; all are listed too. */
+    guint n = sm_verdict_get_n_pending(v);
+    json_object_object_add(o, "pending", n ? pending_to_json(v, 0) : NULL);
     json_object *all = json_object_new_array();
-    for (guint i = 0; i < v->pending->len; i++) {
-        json_object_array_add(all, request_to_json(v->pending->pdata[i]));
+    for (guint i = 0; i < n; i++) {
+        json_object_array_add(all, pending_to_json(v, i));
     }
     json_object_object_add(o, "requests", all);
     json_object_object_add(o, "fix", json_object_new_string(sm_fix_to_string(v->fix)));
     json_object_object_add(o, "reason", str_or_null(v->reason));
     json_object_object_add(o, "probe", str_or_null(v->probe));
-    json_object_object_add(o, "details", json_object_get(v->details));
-    return o;
-}
-
-const char *sm_scsi_opcode_name(guint8 opcode)
-{
-    switch (opcode) {
-    case 0x00:
-        return "TEST UNIT READY";
-    case 0x03:
-        return "REQUEST SENSE";
-    case 0x04:
-        return "FORMAT UNIT";
-    case 0x08:
-        return "READ(6)";
-    case 0x0a:
-        return "WRITE(6)";
-    case 0x12:
-        return "INQUIRY";
-    case 0x15:
-        return "MODE SELECT(6)";
-    case 0x1a:
-        return "MODE SENSE(6)";
-    case 0x1b:
-        return "START STOP UNIT";
-    case 0x1e:
-        return "PREVENT ALLOW MEDIUM REMOVAL";
-    case 0x23:
-        return "READ FORMAT CAPACITIES";
-    case 0x25:
-        return "READ CAPACITY(10)";
-    case 0x28:
-        return "READ(10)";
-    case 0x2a:
-        return "WRITE(10)";
-    case 0x2b:
-        return "SEEK(10)";
-    case 0x2e:
-        return "WRITE AND VERIFY(10)";
-    case 0x2f:
-        return "VERIFY(10)";
-    case 0x35:
-        return "SYNCHRONIZE CACHE(10)";
-    case 0x41:
-        return "WRITE SAME(10)";
-    case 0x42:
-        return "UNMAP";
-    case 0x43:
-        return "READ TOC/PMA/ATIP";
-    case 0x46:
-        return "GET CONFIGURATION";
-    case 0x4a:
-        return "GET EVENT STATUS NOTIFICATION";
-    case 0x51:
-        return "READ DISC INFORMATION";
-    case 0x55:
-        return "MODE SELECT(10)";
-    case 0x5a:
-        return "MODE SENSE(10)";
-    case 0x88:
-        return "READ(16)";
-    case 0x8a:
-        return "WRITE(16)";
-    case 0x8e:
-        return "WRITE AND VERIFY(16)";
-    case 0x8f:
-        return "VERIFY(16)";
-    case 0x91:
-        return "SYNCHRONIZE CACHE(16)";
-    case 0x93:
-        return "WRITE SAME(16)";
-    case 0x9e:
-        return "SERVICE ACTION IN(16)";
-    case 0xa0:
-        return "REPORT LUNS";
-    case 0xa8:
-        return "READ(12)";
-    case 0xaa:
-        return "WRITE(12)";
-    case 0xad:
-        return "READ DVD STRUCTURE";
-    case 0xae:
-        return "WRITE AND VERIFY(12)";
-    case 0xaf:
-        return "VERIFY(12)";
-    case 0xbd:
-        return "MECHANISM STATUS";
-    default:
-        return "UNKNOWN";
+    json_object *details = json_object_new_object();
+    const SmDetailType *t = v->detail_type;
+    if (t && DETAIL_HAS(t, to_json) && t->to_json) {
+        t->to_json(v->detail, details);
     }
-}
-
-SmFix sm_device_get_fix(const SmDevice *device)
-{
-    const char *fix = sm_device_get_fact(device, SM_FACT_FIX);
-    if (g_strcmp0(fix, "absent") == 0)
-        return SM_FIX_ABSENT;
-    if (g_strcmp0(fix, "disabled") == 0)
-        return SM_FIX_DISABLED;
-    if (g_strcmp0(fix, "enabled") == 0)
-        return SM_FIX_ENABLED;
-    return SM_FIX_UNKNOWN;
+    json_object_object_add(o, "details", details);
+    return o;
 }

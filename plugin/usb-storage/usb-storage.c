@@ -5,7 +5,8 @@
  * Layouts are those of QEMU 7.2 and 10.0. usb-uas is refused (QEMU cannot migrate it). */
 #define G_LOG_DOMAIN "sm-usb-storage"
 
-#include "probe.h"
+#include "usb-storage.h"
+
 #include "qmp-commands.h"
 
 #include <string.h>
@@ -16,7 +17,7 @@
 #define FACT_LUNS "usb-storage.luns"
 #define FACT_LUN_PREFIX "usb-storage.lun"
 #define FACT_FIX SM_FACT_FIX
-#define MAX_LUNS 16 /* usb-storage's SCSI bus: max_target 0, max_lun 15 */
+#define MAX_LUNS SM_USB_STORAGE_MAX_LUNS
 
 /* enum USBMSDMode of hw/usb/dev-storage.c (later QEMUs call CBW "NONE"; same values). */
 static const char *const bot_modes[] = {"CBW", "DATAOUT", "DATAIN", "CSW"};
@@ -47,8 +48,7 @@ static gboolean decode_msd(SmReader *r, Msd *m)
         return FALSE;
     }
     if (sm_reader_subsection(r, "USBDevice", &sub, &subv)) {
-        r->error = "unknown USBDevice subsection";
-        return FALSE;
+        return sm_reader_fail(r, "unknown USBDevice subsection");
     }
     if (!sm_reader_be32(r, &m->mode) || !sm_reader_be32(r, &m->scsi_len) ||
         !sm_reader_be32(r, &m->scsi_off) || !sm_reader_be32(r, &m->data_len) ||
@@ -57,30 +57,20 @@ static gboolean decode_msd(SmReader *r, Msd *m)
         return FALSE;
     }
     if (sm_reader_subsection(r, "usb-storage", &sub, &subv)) {
-        r->error = "unknown usb-storage subsection";
-        return FALSE;
+        return sm_reader_fail(r, "unknown usb-storage subsection");
     }
     /* Values QEMU can never hold mean a layout we do not know (or corruption). */
     if (m->mode > BOT_CSW) {
-        r->error = "BOT mode out of range";
-        return FALSE;
+        return sm_reader_fail(r, "BOT mode out of range");
     }
     if (m->csw_status > 1) {
-        r->error = "CSW status out of range";
-        return FALSE;
+        return sm_reader_fail(r, "CSW status out of range");
     }
     if ((gint32)m->setup_len < 0 || (gint32)m->setup_index < 0 || m->setup_len >= 4096 ||
         m->setup_index >= 4096) {
-        r->error = "USB setup state out of range (QEMU's post_load would reject it)";
-        return FALSE;
+        return sm_reader_fail(r, "USB setup state out of range (QEMU's post_load would reject it)");
     }
-    if (!sm_reader_at_footer(r)) {
-        if (!r->error) {
-            r->error = "data left before the section footer";
-        }
-        return FALSE;
-    }
-    return TRUE;
+    return sm_reader_at_footer(r) || sm_reader_fail(r, "data left before the section footer");
 }
 
 typedef enum { OPS_EMULATE, OPS_DMA, OPS_TARGET } Ops;
@@ -147,7 +137,7 @@ static gboolean emulated_not_to_dev(guint8 op)
 
 /* scsi_disk_save_request(): be64 sector, be32 sector_count, be32 buflen; if buflen: data-out
  * commands write iov_len raw bytes, others (unless being retried) be32 len + len bytes. */
-static gboolean decode_disk_request(SmReader *r, SmPendingRequest *req)
+static gboolean decode_disk_request(SmReader *r, SmScsiRequest *req)
 {
     guint64 sector;
     guint32 count, buflen, len;
@@ -159,16 +149,14 @@ static gboolean decode_disk_request(SmReader *r, SmPendingRequest *req)
     }
     if (is_dma_write(req->cdb[0]) && dma_write_has_data(req->cdb)) {
         if (req->emulated) {
-            r->error = "cannot size an emulated data-out buffer";
-            return FALSE;
+            return sm_reader_fail(r, "cannot size an emulated data-out buffer");
         }
         /* scsi_init_iovec(): iov_len = MIN(sector_count * 512, buflen). */
         guint64 n = MIN((guint64)count * 512, (guint64)buflen);
         return sm_reader_skip(r, n);
     }
     if (req->emulated && !emulated_not_to_dev(req->cdb[0])) {
-        r->error = "cannot size the buffer of this emulated command";
-        return FALSE;
+        return sm_reader_fail(r, "cannot size the buffer of this emulated command");
     }
     if (req->retry) {
         return TRUE;
@@ -177,8 +165,7 @@ static gboolean decode_disk_request(SmReader *r, SmPendingRequest *req)
         return FALSE;
     }
     if (len > buflen) { /* QEMU asserts iov_len <= buflen on load */
-        r->error = "saved buffer longer than the request buffer";
-        return FALSE;
+        return sm_reader_fail(r, "saved buffer longer than the request buffer");
     }
     req->bytes = len;
     return sm_reader_skip(r, len);
@@ -189,7 +176,41 @@ typedef struct {
     gboolean sense_is_ua;
     guint32 sense_len;
     gboolean media_changed, media_event, eject_request, tray_open, tray_locked;
+    guint n_reqs;
+    SmScsiRequest reqs[SM_USB_STORAGE_MAX_REQUESTS];
 } Disk;
+
+/* One entry of put_scsi_requests (after its marker): the CDB, tag and LUN, then the ops'
+ * save_request data when that request's ops have any. */
+static gboolean decode_disk_entry(SmReader *r, SmFix fix, guint32 dev_lun, gboolean rs_target,
+                                  SmScsiRequest *req)
+{
+    const guint8 *cdb;
+    if (!sm_reader_bytes(r, 16, &cdb) || !sm_reader_be32(r, &req->tag) ||
+        !sm_reader_be32(r, &req->lun)) {
+        return FALSE;
+    }
+    memcpy(req->cdb, cdb, 16);
+    Ops ops = scsi_disk_ops(req->cdb[0], req->lun, dev_lun, rs_target);
+    req->emulated = ops != OPS_DMA;
+    switch (ops) {
+    case OPS_DMA:
+        req->migrates = TRUE;
+        return decode_disk_request(r, req);
+    case OPS_EMULATE:
+        if (fix == SM_FIX_UNKNOWN) {
+            return sm_reader_fail(
+                r, "emulated request pending and migrate-emulated-scsi-request unknown");
+        }
+        req->migrates = fix == SM_FIX_ENABLED;
+        return !req->migrates || decode_disk_request(r, req);
+    case OPS_TARGET:
+    default:
+        /* reqops_target_command has no save_request in any version: never migrates. */
+        req->migrates = FALSE;
+        return TRUE;
+    }
+}
 
 /* vmstate_scsi_disk_state "scsi-disk" v1: VMSTATE_SCSI_DEVICE (vmstate_scsi_device
  * "SCSIDevice" v1: u8 ua.key, ua.asc, ua.ascq, bool sense_is_ua, u8[96] sense, u32 sense_len,
@@ -199,8 +220,7 @@ typedef struct {
  * eject_request, tray_open, tray_locked. Emulated requests carry scsi_disk_save_request()
  * data only when migrate-emulated-scsi-request is on (QEMU >= 9.1); the stream does not say
  * so itself, which is why the fix state is an input here. */
-static gboolean decode_disk(SmReader *r, SmFix fix, guint32 dev_lun, gboolean rs_target, Disk *k,
-                            GPtrArray *reqs)
+static gboolean decode_disk(SmReader *r, SmFix fix, guint32 dev_lun, gboolean rs_target, Disk *k)
 {
     g_autofree char *sub = NULL;
     guint32 subv;
@@ -218,53 +238,21 @@ static gboolean decode_disk(SmReader *r, SmFix fix, guint32 dev_lun, gboolean rs
         if (marker == 0) {
             break;
         }
-        if (marker > 2 || n >= 64) {
-            r->error = "bad SCSI request marker";
-            return FALSE;
+        if (marker > 2 || n >= SM_USB_STORAGE_MAX_REQUESTS) {
+            return sm_reader_fail(r, "bad SCSI request marker");
         }
-        SmPendingRequest *req = g_new0(SmPendingRequest, 1);
-        g_ptr_array_add(reqs, req);
-        const guint8 *cdb;
-        req->retry = marker == 1;
-        req->bytes = -1;
-        if (!sm_reader_bytes(r, 16, &cdb) || !sm_reader_be32(r, &req->tag) ||
-            !sm_reader_be32(r, &req->lun)) {
+        SmScsiRequest *req = &k->reqs[k->n_reqs++];
+        *req = (SmScsiRequest){.retry = marker == 1, .bytes = -1};
+        if (!decode_disk_entry(r, fix, dev_lun, rs_target, req)) {
             return FALSE;
-        }
-        memcpy(req->cdb, cdb, 16);
-        Ops ops = scsi_disk_ops(req->cdb[0], req->lun, dev_lun, rs_target);
-        req->emulated = ops != OPS_DMA;
-        switch (ops) {
-        case OPS_DMA:
-            req->migrates = TRUE;
-            if (!decode_disk_request(r, req)) {
-                return FALSE;
-            }
-            break;
-        case OPS_EMULATE:
-            if (fix == SM_FIX_UNKNOWN) {
-                r->error = "emulated request pending and migrate-emulated-scsi-request unknown";
-                return FALSE;
-            }
-            req->migrates = fix == SM_FIX_ENABLED;
-            if (req->migrates && !decode_disk_request(r, req)) {
-                return FALSE;
-            }
-            break;
-        case OPS_TARGET:
-            /* reqops_target_command has no save_request in any version: never migrates. */
-            req->migrates = FALSE;
-            break;
         }
     }
     while (sm_reader_subsection(r, "SCSIDevice", &sub, &subv)) {
         if (!g_str_equal(sub, "SCSIDevice/sense") || subv != 1) {
-            r->error = "unknown SCSIDevice subsection";
-            return FALSE;
+            return sm_reader_fail(r, "unknown SCSIDevice subsection");
         }
         if (k->sense_len <= 96) { /* only sent when needed */
-            r->error = "sense subsection without long sense";
-            return FALSE;
+            return sm_reader_fail(r, "sense subsection without long sense");
         }
         if (!sm_reader_skip(r, 252 - 96)) {
             return FALSE;
@@ -277,35 +265,23 @@ static gboolean decode_disk(SmReader *r, SmFix fix, guint32 dev_lun, gboolean rs
         return FALSE;
     }
     if (sm_reader_subsection(r, "scsi-disk", &sub, &subv)) {
-        r->error = "unknown scsi-disk subsection";
-        return FALSE;
+        return sm_reader_fail(r, "unknown scsi-disk subsection");
     }
-    if (!sm_reader_at_footer(r)) {
-        if (!r->error) {
-            r->error = "data left before the section footer";
-        }
-        return FALSE;
-    }
-    return TRUE;
+    return sm_reader_at_footer(r) || sm_reader_fail(r, "data left before the section footer");
 }
 
-static gboolean same_requests(GPtrArray *a, GPtrArray *b)
+static gboolean same_requests(const Disk *a, const Disk *b)
 {
-    if (a->len != b->len) {
+    if (a->n_reqs != b->n_reqs) {
         return FALSE;
     }
-    for (guint i = 0; i < a->len; i++) {
-        const SmPendingRequest *x = a->pdata[i], *y = b->pdata[i];
+    for (guint i = 0; i < a->n_reqs; i++) {
+        const SmScsiRequest *x = &a->reqs[i], *y = &b->reqs[i];
         if (x->emulated != y->emulated || x->migrates != y->migrates || x->bytes != y->bytes) {
             return FALSE;
         }
     }
     return TRUE;
-}
-
-static void add_int(json_object *o, const char *k, gint64 v)
-{
-    json_object_object_add(o, k, json_object_new_int64(v));
 }
 
 /* QEMU's own answer on usb-uas (hw/usb/dev-uas.c: vmstate_usb_uas is .unmigratable in 7.2
@@ -332,41 +308,78 @@ typedef struct {
     guint32 lun;
 } Lun;
 
+/* "usb-storage.lun<i>.<what>" into key (at least 64 bytes), without printf: the verdict is
+ * computed while the guest is stopped. */
+static const char *lun_key(char *key, guint i, const char *what)
+{
+    gsize n = strlen(FACT_LUN_PREFIX), w = strlen(what);
+    memcpy(key, FACT_LUN_PREFIX, n);
+    if (i >= 10) {
+        key[n++] = (char)('0' + i / 10);
+    }
+    key[n++] = (char)('0' + i % 10);
+    key[n++] = '.';
+    memcpy(key + n, what, MIN(w, 63 - n));
+    key[MIN(n + w, 63)] = '\0';
+    return key;
+}
+
 static const char *lun_fact(const SmDevice *device, guint i, const char *what)
 {
     char key[64];
-    g_snprintf(key, sizeof(key), "%s%u.%s", FACT_LUN_PREFIX, i, what);
-    return sm_device_get_fact(device, key);
+    return sm_device_get_fact(device, lun_key(key, i, what));
 }
 
 static void set_lun_fact(SmDevice *device, guint i, const char *what, const char *value)
 {
     char key[64];
-    g_snprintf(key, sizeof(key), "%s%u.%s", FACT_LUN_PREFIX, i, what);
-    sm_device_set_fact(device, key, value);
+    sm_device_set_fact(device, lun_key(key, i, what), value);
 }
 
-/* The LUNs inspect() found, or NULL when the device was not (completely) inspected. */
-static GArray *luns_from_facts(const SmDevice *device)
+/* The LUNs inspect() found into luns[MAX_LUNS]; their count, or -1 when the device was not
+ * (completely) inspected. */
+static gint luns_from_facts(const SmDevice *device, Lun *luns)
 {
     const char *n = sm_device_get_fact(device, FACT_LUNS);
     guint64 count;
     if (!n || !g_ascii_string_to_unsigned(n, 10, 0, MAX_LUNS, &count, NULL)) {
-        return NULL;
+        return -1;
     }
-    g_autoptr(GArray) luns = g_array_new(FALSE, TRUE, sizeof(Lun));
     for (guint i = 0; i < count; i++) {
         Lun l = {
             .index = i, .type = lun_fact(device, i, "type"), .addr = lun_fact(device, i, "addr")};
         const char *last = l.addr ? strrchr(l.addr, ':') : NULL;
         guint64 lun;
         if (!l.type || !last || !g_ascii_string_to_unsigned(last + 1, 10, 0, 255, &lun, NULL)) {
-            return NULL;
+            return -1;
         }
         l.lun = (guint32)lun;
-        g_array_append_val(luns, l);
+        luns[i] = l;
     }
-    return g_steal_pointer(&luns);
+    return (gint)count;
+}
+
+/* "<a>/<b>/<c>" into out (size bytes); FALSE when it does not fit (no such idstr exists: QEMU
+ * bounds them to 255 bytes). */
+static gboolean join3(char *out, gsize size, const char *a, const char *b, const char *c)
+{
+    gsize la = strlen(a), lb = b ? strlen(b) : 0, lc = strlen(c);
+    gsize total = la + 1 + (b ? lb + 1 : 0) + lc;
+    if (total >= size) {
+        return FALSE;
+    }
+    char *p = out;
+    memcpy(p, a, la);
+    p += la;
+    *p++ = '/';
+    if (b) {
+        memcpy(p, b, lb);
+        p += lb;
+        *p++ = '/';
+    }
+    memcpy(p, c, lc);
+    p[lc] = '\0';
+    return TRUE;
 }
 
 /* Decodes the usb-storage section of the device (BOT transport state). */
@@ -384,129 +397,156 @@ static const char *decode_msd_section(const SmStream *stream, const char *msd_id
     return decode_msd(&r, m) ? NULL : r.error;
 }
 
-/* Decodes one LUN's scsi-disk section. REQUEST SENSE may have gone either way (see
+/* Decodes one LUN's scsi-disk section into *disk. REQUEST SENSE may have gone either way (see
  * scsi_disk_ops): both readings are decoded and only an unambiguous result is accepted.
- * Returns the requests, or NULL with *err set. */
-static GPtrArray *decode_lun(const SmStream *stream, const SmSection *ds, SmFix fix, guint32 lun,
-                             Disk *disk, const char **err)
+ * Returns NULL, or why it could not. */
+static const char *decode_lun(const SmStream *stream, const SmSection *ds, SmFix fix, guint32 lun,
+                              Disk *disk)
 {
-    g_autoptr(GPtrArray) reqs = NULL;
-    *err = NULL;
+    const char *err = NULL;
+    gboolean found = FALSE;
     for (int rs_target = 0; rs_target <= 1; rs_target++) {
-        g_autoptr(GPtrArray) try = g_ptr_array_new_with_free_func(g_free);
-        Disk k = {0};
+        Disk *k = found ? &disk[1] : &disk[0];
+        memset(k, 0, G_STRUCT_OFFSET(Disk, reqs));
         SmReader r;
         sm_reader_init(&r, stream, ds);
-        if (!decode_disk(&r, fix, lun, rs_target, &k, try)) {
-            *err = *err ? *err : r.error;
+        if (!decode_disk(&r, fix, lun, rs_target, k)) {
+            err = err ? err : r.error;
             continue;
         }
-        if (reqs && !same_requests(reqs, try)) {
-            *err = "requests decode two ways";
-            return NULL;
+        if (found && !same_requests(&disk[0], &disk[1])) {
+            return "requests decode two ways";
         }
-        if (!reqs) {
-            reqs = g_steal_pointer(&try);
-            *disk = k;
+        found = TRUE;
+    }
+    return found ? NULL : err ? err : "undecodable";
+}
+
+/* Whether idstr is "<dev_path>/<addr>/scsi-disk" for one of the LUNs. */
+static gboolean lun_section(const char *id, gsize plen, const Lun *luns, guint n_luns)
+{
+    gsize mid = strlen(id) - plen - strlen("/scsi-disk");
+    for (guint i = 0; i < n_luns; i++) {
+        if (strlen(luns[i].addr) == mid && memcmp(id + plen, luns[i].addr, mid) == 0) {
+            return TRUE;
         }
     }
-    if (!reqs && !*err) {
-        *err = "undecodable";
-    }
-    return g_steal_pointer(&reqs);
+    return FALSE;
 }
 
 /* Every scsi-disk section under this device must belong to a LUN inspect() found: one it
  * did not (hot-plugged since, or missed) would go unjudged. Returns the stray idstr. */
-static const char *stray_scsi_section(const SmStream *stream, const char *dev_path, GArray *luns)
+static const char *stray_scsi_section(const SmStream *stream, const char *dev_path, const Lun *luns,
+                                      guint n_luns)
 {
-    g_autofree char *prefix = g_strdup_printf("%s/", dev_path);
+    gsize dlen = strlen(dev_path);
     for (guint s = 0; s < sm_stream_get_n_sections(stream); s++) {
         const char *id = sm_stream_get_section(stream, s)->idstr;
-        if (!id || !g_str_has_prefix(id, prefix) || !g_str_has_suffix(id, "/scsi-disk")) {
+        if (!id || strncmp(id, dev_path, dlen) != 0 || id[dlen] != '/' ||
+            !g_str_has_suffix(id + dlen + 1, "/scsi-disk")) {
             continue;
         }
-        gboolean known = FALSE;
-        for (guint i = 0; i < luns->len && !known; i++) {
-            g_autofree char *want =
-                g_strdup_printf("%s%s/scsi-disk", prefix, g_array_index(luns, Lun, i).addr);
-            known = g_str_equal(id, want);
-        }
-        if (!known) {
+        if (!lun_section(id, dlen + 1, luns, n_luns)) {
             return id;
         }
     }
     return NULL;
 }
 
-static void msd_details(SmDeviceVerdict *v, const Msd *m)
+static void msd_detail(SmUsbStorageDetail *d, const Msd *m)
 {
-    add_int(v->details, "usb_addr", m->addr);
-    add_int(v->details, "usb_state", m->usb_state);
-    json_object_object_add(v->details, "bot_mode", json_object_new_string(v->mode));
-    add_int(v->details, "data_len", m->data_len);
-    add_int(v->details, "scsi_len", m->scsi_len);
-    add_int(v->details, "scsi_off", m->scsi_off);
-    add_int(v->details, "csw_tag", m->csw_tag);
-    add_int(v->details, "csw_residue", m->csw_residue);
-    add_int(v->details, "csw_status", m->csw_status);
+    d->has_transport = TRUE;
+    d->usb_addr = m->addr;
+    d->usb_state = m->usb_state;
+    d->bot_mode = bot_modes[m->mode];
+    d->data_len = m->data_len;
+    d->scsi_len = m->scsi_len;
+    d->scsi_off = m->scsi_off;
+    d->csw_tag = m->csw_tag;
+    d->csw_residue = m->csw_residue;
+    d->csw_status = m->csw_status;
 }
 
-/* Decodes every LUN's section into v->pending (each request keeps its LUN) and the per-LUN
- * details; *busy_lun is the index of the one LUN holding requests, -1 if none. FALSE (with
- * v unknown) when a LUN cannot be decoded or several hold requests. */
-static gboolean decode_luns(SmDeviceVerdict *v, const SmStream *stream, const SmDevice *device,
-                            GArray *luns, SmFix fix, gint *busy_lun)
+/* The LUN's entry of the detail, from its decoded section. */
+static void lun_detail(SmUsbStorageDetail *d, const Lun *l, const char *id, const Disk *disk)
 {
-    json_object *list = json_object_new_array();
-    json_object_object_add(v->details, "luns", list);
+    SmUsbStorageLun *e = &d->luns[d->n_luns++];
+    e->lun = l->lun;
+    g_strlcpy(e->type, l->type, sizeof(e->type));
+    g_strlcpy(e->section, id, sizeof(e->section));
+    e->requests = disk->n_reqs;
+    e->tray_open = disk->tray_open;
+    e->sense_len = disk->sense_len;
+    e->unit_attention_key = disk->ua_key;
+}
+
+/* Losing these costs the guest nothing: a GESN poll is repeated within seconds and carries no
+ * state the guest keeps; TEST UNIT READY has no data at all. */
+static gboolean harmless_opcode(guint8 opcode)
+{
+    return opcode == 0x4a || opcode == 0x00;
+}
+
+/* The decoded requests become the verdict's pending operations, in the same order. */
+static void publish_requests(SmDeviceVerdict *v, const SmUsbStorageDetail *d)
+{
+    for (guint i = 0; i < d->n_requests; i++) {
+        const SmScsiRequest *r = &d->requests[i];
+        sm_verdict_add_pending(v, sm_scsi_opcode_name(r->cdb[0]), r->migrates,
+                               harmless_opcode(r->cdb[0]), r->bytes);
+    }
+}
+
+/* Decodes every LUN's section into the detail (the requests, each keeping its LUN, and the
+ * per-LUN entries); *busy_lun is the index of the one LUN holding requests, -1 if none. FALSE
+ * (with v unknown) when a LUN cannot be decoded or several hold requests. */
+static gboolean decode_luns(SmDeviceVerdict *v, SmUsbStorageDetail *d, const SmStream *stream,
+                            const char *dev_path, const Lun *luns, guint n_luns, SmFix fix,
+                            gint *busy_lun)
+{
+    Disk disk[2];
+    d->has_luns = TRUE;
     *busy_lun = -1;
-    for (guint i = 0; i < luns->len; i++) {
-        const Lun *l = &g_array_index(luns, Lun, i);
-        g_autofree char *id = g_strdup_printf("%s/%s/scsi-disk", device->dev_path, l->addr);
-        const SmSection *ds = sm_stream_find_section(stream, id, 0);
+    for (guint i = 0; i < n_luns; i++) {
+        const Lun *l = &luns[i];
+        char id[256];
+        const SmSection *ds = join3(id, sizeof(id), dev_path, l->addr, "scsi-disk")
+                                  ? sm_stream_find_section(stream, id, 0)
+                                  : NULL;
         if (!ds) {
-            sm_verdict_set_unknown(v, "no section %s (SCSI device type %s)", id, l->type);
+            sm_verdict_set_unknown(v, "no section %s/%s/scsi-disk (SCSI device type %s)", dev_path,
+                                   l->addr, l->type);
             return FALSE;
         }
         if (i == 0) {
-            json_object_object_add(v->details, "scsi_section", json_object_new_string(id));
+            d->has_scsi_section = TRUE;
+            g_strlcpy(d->scsi_section, id, sizeof(d->scsi_section));
         }
         if (ds->type != SM_VM_SECTION_FULL || ds->version_id != 1) {
             sm_verdict_set_unknown(v, "scsi-disk section %s version %u not known", id,
                                    ds->version_id);
             return FALSE;
         }
-        Disk disk = {0};
-        const char *err;
-        g_autoptr(GPtrArray) reqs = decode_lun(stream, ds, fix, l->lun, &disk, &err);
-        if (!reqs) {
+        const char *err = decode_lun(stream, ds, fix, l->lun, disk);
+        if (err) {
             sm_verdict_set_unknown(v, "scsi-disk section %s: %s", id, err);
             return FALSE;
         }
-        json_object *o = json_object_new_object();
-        add_int(o, "lun", l->lun);
-        json_object_object_add(o, "type", json_object_new_string(l->type));
-        json_object_object_add(o, "section", json_object_new_string(id));
-        add_int(o, "requests", reqs->len);
-        json_object_object_add(o, "tray_open", json_object_new_boolean(disk.tray_open));
-        add_int(o, "sense_len", disk.sense_len);
-        add_int(o, "unit_attention_key", disk.ua_key);
-        json_object_array_add(list, o);
-        if (reqs->len == 0) {
+        lun_detail(d, l, id, &disk[0]);
+        if (disk[0].n_reqs == 0) {
             continue;
         }
         if (*busy_lun >= 0) {
             /* BOT carries one command at a time: two LUNs with requests is no state QEMU's
              * usb-storage can be in. */
-            sm_verdict_set_unknown(v, "requests pending on LUN %u and LUN %u",
-                                   g_array_index(luns, Lun, *busy_lun).lun, l->lun);
+            publish_requests(v, d);
+            sm_verdict_set_unknown(v, "requests pending on LUN %u and LUN %u", luns[*busy_lun].lun,
+                                   l->lun);
             return FALSE;
         }
         *busy_lun = (gint)i;
-        for (guint k = 0; k < reqs->len; k++) {
-            g_ptr_array_add(v->pending, g_memdup2(reqs->pdata[k], sizeof(SmPendingRequest)));
-        }
+        d->n_requests = disk[0].n_reqs;
+        memcpy(d->requests, disk[0].reqs, disk[0].n_reqs * sizeof(SmScsiRequest));
     }
     return TRUE;
 }
@@ -516,12 +556,12 @@ static gboolean decode_luns(SmDeviceVerdict *v, const SmStream *stream, const Sm
  * with migrate-emulated-scsi-request on: emulate_read_data() has set iov_len to 0 before the
  * save, so the destination gets a fresh, uninitialised buffer instead of the result (no
  * crash, wrong bytes). Returns why the request does not migrate after all, or NULL. */
-static const char *check_datain_buffer(SmDeviceVerdict *v, const Msd *m)
+static const char *check_datain_buffer(SmUsbStorageDetail *d, const Msd *m)
 {
-    if (v->pending->len == 0 || m->mode != BOT_DATAIN) {
+    if (d->n_requests == 0 || m->mode != BOT_DATAIN) {
         return NULL;
     }
-    SmPendingRequest *first = v->pending->pdata[0];
+    SmScsiRequest *first = &d->requests[0];
     const char *why = NULL;
     guint64 needed = (guint64)m->scsi_off + m->scsi_len;
     if (first->migrates && !first->retry && m->scsi_len > 0 &&
@@ -529,32 +569,31 @@ static const char *check_datain_buffer(SmDeviceVerdict *v, const Msd *m)
         first->migrates = FALSE;
         why = "its saved buffer is shorter than the data the guest has to fetch";
     }
-    json_object_object_add(v->details, "saved_bytes", json_object_new_int64(first->bytes));
+    d->has_saved_bytes = TRUE;
+    d->saved_bytes = first->bytes;
     first->bytes = m->scsi_len; /* what the device holds for the guest right now */
     return why;
 }
 
-/* The verdict from the transport state and the decoded requests. `lun` names the LUN in
- * the reason when the device has several ("" otherwise). */
-static SmDeviceVerdict *judge(SmDeviceVerdict *v, const Msd *m, const char *lun,
-                              const char *short_buffer)
+/* The verdict from the transport state and the decoded requests. `lun` names the LUN in the
+ * reason when the device has several ("" otherwise). */
+static SmDeviceVerdict *judge(SmDeviceVerdict *v, const SmUsbStorageDetail *d, const Msd *m,
+                              const char *lun, const char *short_buffer)
 {
     gboolean all_migrate = TRUE;
-    for (guint i = 0; i < v->pending->len; i++) {
-        all_migrate = all_migrate && ((SmPendingRequest *)v->pending->pdata[i])->migrates;
+    for (guint i = 0; i < d->n_requests; i++) {
+        all_migrate = all_migrate && d->requests[i].migrates;
     }
-    v->bytes_pending = (m->mode == BOT_DATAIN || m->mode == BOT_DATAOUT) ? m->data_len : 0;
-    if (m->mode == BOT_CBW && v->pending->len == 0) {
-        v->state = SM_STATE_IDLE;
-        v->safe = TRUE;
-        v->reason = g_strdup("no transaction in flight");
-        return v;
+    const char *mode = bot_modes[m->mode];
+    sm_verdict_set_bytes_pending(v, (m->mode == BOT_DATAIN || m->mode == BOT_DATAOUT) ? m->data_len
+                                                                                      : 0);
+    if (m->mode == BOT_CBW && d->n_requests == 0) {
+        return sm_verdict_set_idle(v, "no transaction in flight");
     }
-    v->state = SM_STATE_BUSY;
-    if (v->pending->len == 0) {
+    if (d->n_requests == 0) {
         if (m->mode != BOT_CSW && m->scsi_len != 0) {
-            return sm_verdict_set_unknown(v, "%s with %u buffered bytes but no SCSI request",
-                                          v->mode, m->scsi_len);
+            return sm_verdict_set_unknown(v, "%s with %u buffered bytes but no SCSI request", mode,
+                                          m->scsi_len);
         }
         /* A pending CSW (mode CSW, the SCSI request completed and released), or a data
          * phase with only residue left. The device's side is all in the usb-storage section
@@ -565,74 +604,185 @@ static SmDeviceVerdict *judge(SmDeviceVerdict *v, const Msd *m, const char *lun,
          * showed exactly that after switching over in this state: a USB reset and a failed
          * READ(10) in 4 of 18 such switchovers, none in 102 others (tests/linux). The window
          * is a few microseconds of guest time, so holding costs one retry: hold. */
-        v->safe = FALSE;
-        v->reason = g_strdup_printf("BOT %s pending: the controller may hold a completed "
-                                    "transfer the guest has not seen yet",
-                                    v->mode);
-        return v;
+        return sm_verdict_set_busy(v, FALSE,
+                                   "BOT %s pending: the controller may hold a completed "
+                                   "transfer the guest has not seen yet",
+                                   mode);
     }
-    const SmPendingRequest *p = v->pending->pdata[0];
-    v->safe = all_migrate;
-    v->reason = g_strdup_printf("%s%s (0x%02x) pending in BOT %s: %s", lun,
-                                sm_scsi_opcode_name(p->cdb[0]), p->cdb[0], v->mode,
-                                all_migrate    ? (p->emulated ? "emulated, its buffer migrates"
-                                                              : "DMA request, its data migrates")
-                                : short_buffer ? short_buffer
-                                : p->emulated  ? "emulated request whose buffer does not migrate"
-                                               : "request whose data does not migrate");
-    return v;
+    const SmScsiRequest *p = &d->requests[0];
+    return sm_verdict_set_busy(v, all_migrate, "%s%s (0x%02x) pending in BOT %s: %s", lun,
+                               sm_scsi_opcode_name(p->cdb[0]), p->cdb[0], mode,
+                               all_migrate    ? (p->emulated ? "emulated, its buffer migrates"
+                                                             : "DMA request, its data migrates")
+                               : short_buffer ? short_buffer
+                               : p->emulated  ? "emulated request whose buffer does not migrate"
+                                              : "request whose data does not migrate");
+}
+
+/* ---- The typed detail ------------------------------------------------------------------- */
+
+static void add_int(json_object *o, const char *k, gint64 v)
+{
+    json_object_object_add(o, k, json_object_new_int64(v));
+}
+
+static json_object *lun_to_json(const SmUsbStorageLun *l)
+{
+    json_object *o = json_object_new_object();
+    add_int(o, "lun", l->lun);
+    json_object_object_add(o, "type", json_object_new_string(l->type));
+    json_object_object_add(o, "section", json_object_new_string(l->section));
+    add_int(o, "requests", l->requests);
+    json_object_object_add(o, "tray_open", json_object_new_boolean(l->tray_open));
+    add_int(o, "sense_len", l->sense_len);
+    add_int(o, "unit_attention_key", l->unit_attention_key);
+    return o;
+}
+
+static void detail_to_json(gconstpointer detail, json_object *o)
+{
+    const SmUsbStorageDetail *d = detail;
+    if (d->unsupported) {
+        json_object_object_add(o, "unsupported", json_object_new_boolean(TRUE));
+    }
+    if (d->has_transport) {
+        add_int(o, "usb_addr", d->usb_addr);
+        add_int(o, "usb_state", d->usb_state);
+        json_object_object_add(o, "bot_mode", json_object_new_string(d->bot_mode));
+        add_int(o, "data_len", d->data_len);
+        add_int(o, "scsi_len", d->scsi_len);
+        add_int(o, "scsi_off", d->scsi_off);
+        add_int(o, "csw_tag", d->csw_tag);
+        add_int(o, "csw_residue", d->csw_residue);
+        add_int(o, "csw_status", d->csw_status);
+    }
+    if (d->has_luns) {
+        json_object *list = json_object_new_array();
+        for (guint i = 0; i < d->n_luns; i++) {
+            json_object_array_add(list, lun_to_json(&d->luns[i]));
+        }
+        json_object_object_add(o, "luns", list);
+    }
+    if (d->has_scsi_section) {
+        json_object_object_add(o, "scsi_section", json_object_new_string(d->scsi_section));
+    }
+    if (d->has_busy_lun) {
+        add_int(o, "busy_lun", d->busy_lun);
+    }
+    if (d->has_saved_bytes) {
+        add_int(o, "saved_bytes", d->saved_bytes);
+    }
+}
+
+static json_object *request_to_json(gconstpointer detail, guint index)
+{
+    const SmUsbStorageDetail *d = detail;
+    g_return_val_if_fail(index < d->n_requests, NULL);
+    const SmScsiRequest *r = &d->requests[index];
+    json_object *o = json_object_new_object();
+    char op[8];
+    g_snprintf(op, sizeof(op), "0x%02x", r->cdb[0]);
+    json_object_object_add(o, "opcode", json_object_new_string(op));
+    json_object_object_add(o, "name", json_object_new_string(sm_scsi_opcode_name(r->cdb[0])));
+    add_int(o, "tag", r->tag);
+    add_int(o, "lun", r->lun);
+    json_object_object_add(o, "bytes", r->bytes >= 0 ? json_object_new_int64(r->bytes) : NULL);
+    json_object_object_add(o, "emulated", json_object_new_boolean(r->emulated));
+    json_object_object_add(o, "migrates", json_object_new_boolean(r->migrates));
+    json_object_object_add(o, "retry", json_object_new_boolean(r->retry));
+    return o;
+}
+
+static char *request_summary(gconstpointer detail, guint index)
+{
+    const SmUsbStorageDetail *d = detail;
+    g_return_val_if_fail(index < d->n_requests, NULL);
+    const SmScsiRequest *r = &d->requests[index];
+    return g_strdup_printf("0x%02x %s%s", r->cdb[0], sm_scsi_opcode_name(r->cdb[0]),
+                           r->emulated ? "" : " (DMA)");
+}
+
+static const SmDetailType detail_type = {
+    .struct_size = sizeof(SmDetailType),
+    .name = "usb-storage",
+    .free = g_free,
+    .to_json = detail_to_json,
+    .pending_to_json = request_to_json,
+    .pending_summary = request_summary,
+};
+
+const SmUsbStorageDetail *sm_usb_storage_detail(const SmDeviceVerdict *verdict)
+{
+    return sm_verdict_get_detail(verdict, &detail_type);
+}
+
+/* ---- analyse() -------------------------------------------------------------------------- */
+
+/* What no wait can change, known before decoding anything; NULL if nothing. */
+static const char *refused_up_front(const SmDevice *device)
+{
+    return g_str_equal(sm_device_get_type(device), "usb-uas")
+               ? UAS_REASON
+               : sm_device_get_fact(device, SM_FACT_UNSUPPORTED);
 }
 
 static SmDeviceVerdict *analyse(const SmProbe *probe, const SmStream *stream,
                                 const SmDevice *device)
 {
     SmDeviceVerdict *v = sm_verdict_new(device, probe->name);
-    v->fix = sm_device_get_fix(device);
-    const char *unsupported = g_str_equal(device->type, "usb-uas")
-                                  ? UAS_REASON
-                                  : sm_device_get_fact(device, SM_FACT_UNSUPPORTED);
+    SmFix fix = sm_device_get_fix(device);
+    SmUsbStorageDetail *d = g_new0(SmUsbStorageDetail, 1);
+    sm_verdict_set_fix(v, fix);
+    sm_verdict_set_detail(v, &detail_type, d);
+    const char *unsupported = refused_up_front(device);
     if (unsupported) {
-        json_object_object_add(v->details, "unsupported", json_object_new_boolean(TRUE));
+        d->unsupported = TRUE;
         return sm_verdict_set_unsupported(v, "%s", unsupported);
     }
     if (!sm_stream_is_complete(stream)) {
         return sm_verdict_set_unknown(v, "device state stream: %s", sm_stream_get_error(stream));
     }
     /* What no wait can change is final: the gate refuses it rather than holds. */
-    if (!device->dev_path) {
+    const char *dev_path = sm_device_get_dev_path(device);
+    if (!dev_path) {
         return sm_verdict_set_unsupported(v, "cannot tell which state section is this device's");
     }
-    g_autoptr(GArray) luns = luns_from_facts(device);
-    if (!luns) {
+    Lun luns[MAX_LUNS];
+    gint n_luns = luns_from_facts(device, luns);
+    if (n_luns < 0) {
         return sm_verdict_set_unsupported(v, "the SCSI devices on its bus are not known");
     }
-    g_autofree char *msd_id = g_strdup_printf("%s/usb-storage", device->dev_path);
+    char msd_id[256];
     Msd m = {0};
-    const char *err = decode_msd_section(stream, msd_id, &m);
+    const char *err = join3(msd_id, sizeof(msd_id), dev_path, NULL, "usb-storage")
+                          ? decode_msd_section(stream, msd_id, &m)
+                          : "no such section in the device state";
     if (err) {
-        return sm_verdict_set_unknown(v, "usb-storage section %s: %s", msd_id, err);
+        return sm_verdict_set_unknown(v, "usb-storage section %s/usb-storage: %s", dev_path, err);
     }
-    v->section = g_strdup(msd_id);
-    v->mode = g_strdup(bot_modes[m.mode]);
-    msd_details(v, &m);
-    const char *stray = stray_scsi_section(stream, device->dev_path, luns);
+    sm_verdict_set_section(v, msd_id);
+    sm_verdict_set_mode(v, bot_modes[m.mode]);
+    msd_detail(d, &m);
+    const char *stray = stray_scsi_section(stream, dev_path, luns, (guint)n_luns);
     if (stray) {
         return sm_verdict_set_unknown(v, "section %s belongs to no SCSI device found on its bus",
                                       stray);
     }
     gint busy = -1;
-    if (!decode_luns(v, stream, device, luns, v->fix, &busy)) {
+    if (!decode_luns(v, d, stream, dev_path, luns, (guint)n_luns, fix, &busy)) {
         return v;
     }
     g_autofree char *lun = NULL;
-    if (busy >= 0 && luns->len > 1) {
-        const Lun *l = &g_array_index(luns, Lun, busy);
+    if (busy >= 0 && n_luns > 1) {
+        const Lun *l = &luns[busy];
         const char *id = lun_fact(device, l->index, "id");
         lun = g_strdup_printf("LUN %u (%s%s%s): ", l->lun, l->type, id ? " " : "", id ? id : "");
-        add_int(v->details, "busy_lun", l->lun);
+        d->has_busy_lun = TRUE;
+        d->busy_lun = l->lun;
     }
-    const char *short_buffer = check_datain_buffer(v, &m);
-    return judge(v, &m, lun ? lun : "", short_buffer);
+    const char *short_buffer = check_datain_buffer(d, &m);
+    publish_requests(v, d);
+    return judge(v, d, &m, lun ? lun : "", short_buffer);
 }
 
 /* ---- inspect(): the SCSI devices behind the USB device, over QMP ------------------------- */
@@ -696,7 +846,8 @@ static gchar *strip_kind(const char *type, const char *kind)
 static QomResult find_bus(QmpClient *qmp, const SmDevice *device, char **bus, GError **error)
 {
     g_autoptr(json_object) props = NULL;
-    QomResult r = qom(qmp, device->qom_path, NULL, json_type_array, &props, NULL, error);
+    QomResult r =
+        qom(qmp, sm_device_get_qom_path(device), NULL, json_type_array, &props, NULL, error);
     if (r != QOM_OK) {
         return r;
     }
@@ -709,7 +860,7 @@ static QomResult find_bus(QmpClient *qmp, const SmDevice *device, char **bus, GE
             g_clear_pointer(bus, g_free); /* two buses: not a layout we know */
             return QOM_REFUSED;
         }
-        *bus = g_strdup_printf("%s/%s", device->qom_path, name);
+        *bus = g_strdup_printf("%s/%s", sm_device_get_qom_path(device), name);
     }
     return *bus ? QOM_OK : QOM_REFUSED;
 }
@@ -856,7 +1007,7 @@ static const char *unsupported_lun(GPtrArray *types)
 static gboolean inspect(const SmProbe *probe, QmpClient *qmp, SmDevice *device, GError **error)
 {
     (void)probe;
-    if (g_str_equal(device->type, "usb-uas")) {
+    if (g_str_equal(sm_device_get_type(device), "usb-uas")) {
         sm_device_set_fact(device, SM_FACT_UNSUPPORTED, UAS_REASON);
         return TRUE;
     }
@@ -887,7 +1038,7 @@ static gboolean inspect(const SmProbe *probe, QmpClient *qmp, SmDevice *device, 
         sm_device_set_fact(device, SM_FACT_UNSUPPORTED, why);
         return TRUE;
     }
-    if (g_str_equal(device->type, "usb-storage") && paths->len != 1) {
+    if (g_str_equal(sm_device_get_type(device), "usb-storage") && paths->len != 1) {
         sm_device_set_fact(device, SM_FACT_UNSUPPORTED, "usb-storage without its one SCSI device");
         return TRUE;
     }
@@ -904,7 +1055,7 @@ static const char *const device_types[] = {"usb-storage", "usb-bot", "usb-uas", 
 static const char *const section_names[] = {"usb-storage", "scsi-disk", NULL};
 
 static const SmProbe usb_storage_probe = {
-    .abi_version = SM_PROBE_ABI_VERSION,
+    SM_PROBE_HEADER,
     .name = "usb-storage",
     .description = "USB mass storage (Bulk-Only Transport: usb-storage, usb-bot) with scsi-disk",
     .device_types = device_types,
@@ -916,4 +1067,92 @@ static const SmProbe usb_storage_probe = {
 const SmProbe *sm_usb_storage_probe(void)
 {
     return &usb_storage_probe;
+}
+
+const char *sm_scsi_opcode_name(guint8 opcode)
+{
+    switch (opcode) {
+    case 0x00:
+        return "TEST UNIT READY";
+    case 0x03:
+        return "REQUEST SENSE";
+    case 0x04:
+        return "FORMAT UNIT";
+    case 0x08:
+        return "READ(6)";
+    case 0x0a:
+        return "WRITE(6)";
+    case 0x12:
+        return "INQUIRY";
+    case 0x15:
+        return "MODE SELECT(6)";
+    case 0x1a:
+        return "MODE SENSE(6)";
+    case 0x1b:
+        return "START STOP UNIT";
+    case 0x1e:
+        return "PREVENT ALLOW MEDIUM REMOVAL";
+    case 0x23:
+        return "READ FORMAT CAPACITIES";
+    case 0x25:
+        return "READ CAPACITY(10)";
+    case 0x28:
+        return "READ(10)";
+    case 0x2a:
+        return "WRITE(10)";
+    case 0x2b:
+        return "SEEK(10)";
+    case 0x2e:
+        return "WRITE AND VERIFY(10)";
+    case 0x2f:
+        return "VERIFY(10)";
+    case 0x35:
+        return "SYNCHRONIZE CACHE(10)";
+    case 0x41:
+        return "WRITE SAME(10)";
+    case 0x42:
+        return "UNMAP";
+    case 0x43:
+        return "READ TOC/PMA/ATIP";
+    case 0x46:
+        return "GET CONFIGURATION";
+    case 0x4a:
+        return "GET EVENT STATUS NOTIFICATION";
+    case 0x51:
+        return "READ DISC INFORMATION";
+    case 0x55:
+        return "MODE SELECT(10)";
+    case 0x5a:
+        return "MODE SENSE(10)";
+    case 0x88:
+        return "READ(16)";
+    case 0x8a:
+        return "WRITE(16)";
+    case 0x8e:
+        return "WRITE AND VERIFY(16)";
+    case 0x8f:
+        return "VERIFY(16)";
+    case 0x91:
+        return "SYNCHRONIZE CACHE(16)";
+    case 0x93:
+        return "WRITE SAME(16)";
+    case 0x9e:
+        return "SERVICE ACTION IN(16)";
+    case 0xa0:
+        return "REPORT LUNS";
+    case 0xa8:
+        return "READ(12)";
+    case 0xaa:
+        return "WRITE(12)";
+    case 0xad:
+        return "READ DVD STRUCTURE";
+    case 0xae:
+        return "WRITE AND VERIFY(12)";
+    case 0xaf:
+        return "VERIFY(12)";
+    case 0xbd:
+        return "MECHANISM STATUS";
+    default:
+        return "UNKNOWN";
+    }
 }

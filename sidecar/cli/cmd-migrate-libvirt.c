@@ -225,6 +225,11 @@ static json_object *jstr(const char *s)
 
 /* ---- One attempt: libvirt's migration call on a thread, progress and signals here ---------- */
 
+/* "Here" is the main thread, running the default main context (its loop acquires it). The
+ * attempt thread touches only m->dom (libvirt's handles are thread-safe) and m->ok / m->error,
+ * which the main thread reads after joining it. */
+#define ASSERT_MAIN() g_assert(g_main_context_is_owner(g_main_context_default()))
+
 static void add_params(virTypedParameterPtr *params, int *n, int *max)
 {
     if (opt_migrateuri)
@@ -246,6 +251,7 @@ static unsigned int migrate_flags(void)
 static gboolean attempt_done(gpointer data)
 {
     LvMigration *m = data;
+    ASSERT_MAIN();
     m->done = TRUE;
     g_main_loop_quit(m->loop);
     return G_SOURCE_REMOVE;
@@ -284,6 +290,7 @@ static gboolean on_tick(gpointer data)
     LvMigration *m = data;
     int type = 0, n = 0;
     virTypedParameterPtr params = NULL;
+    ASSERT_MAIN();
     if (virDomainGetJobStats(m->dom, &type, &params, &n, 0) < 0 || type == VIR_DOMAIN_JOB_NONE) {
         virTypedParamsFree(params, n);
         return G_SOURCE_CONTINUE;
@@ -308,6 +315,7 @@ static gboolean on_tick(gpointer data)
 static gboolean on_signal(gpointer data, int signum)
 {
     LvMigration *m = data;
+    ASSERT_MAIN();
     if (!m->signum)
         m->signum = signum;
     if (!m->done && virDomainAbortJob(m->dom) < 0)

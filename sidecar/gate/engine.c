@@ -559,13 +559,6 @@ static SmFix dest_fix(SmMigration *m, const SmDeviceVerdict *v)
     return SM_FIX_UNKNOWN;
 }
 
-static gboolean benign_opcode(guint8 opcode)
-{
-    /* Losing these costs the guest nothing: a GESN poll is repeated within seconds and
-     * carries no state the guest keeps; TEST UNIT READY has no data at all. */
-    return opcode == 0x4a || opcode == 0x00;
-}
-
 /* Whether the in-tree fix may carry every unsafe device across. Fills *why otherwise. */
 static gboolean fix_covers(SmMigration *m, const SmReport *report, gboolean benign_only, char **why)
 {
@@ -587,25 +580,26 @@ static gboolean fix_covers(SmMigration *m, const SmReport *report, gboolean beni
          * the fix off, or QEMU 10 saving its buffer empty once the transfer started) reaches
          * the guest as zeros or stale bytes. use-fix never knowingly hands those over;
          * use-fix-if-benign only when losing the command is harmless. */
-        for (guint j = 0; v->pending && j < v->pending->len; j++) {
-            const SmPendingRequest *r = g_ptr_array_index(v->pending, j);
-            if (!r->migrates && !(benign_only && benign_opcode(r->cdb[0]))) {
+        guint n = sm_verdict_get_n_pending(v);
+        for (guint j = 0; j < n; j++) {
+            const SmPendingOp *r = sm_verdict_get_pending(v, j);
+            if (!r->migrates && !(benign_only && r->harmless)) {
                 *why = g_strdup_printf("%s: QEMU's fix cannot carry the pending %s (the guest "
                                        "would get lost data)",
-                                       name, sm_scsi_opcode_name(r->cdb[0]));
+                                       name, r->name);
                 return FALSE;
             }
         }
         if (benign_only) {
-            if (!v->pending || v->pending->len == 0) {
+            if (n == 0) {
                 *why = g_strdup_printf("%s: busy with no SCSI command named", name);
                 return FALSE;
             }
-            for (guint j = 0; j < v->pending->len; j++) {
-                const SmPendingRequest *r = g_ptr_array_index(v->pending, j);
-                if (!benign_opcode(r->cdb[0])) {
-                    *why = g_strdup_printf("%s: pending %s is not harmless to lose", name,
-                                           sm_scsi_opcode_name(r->cdb[0]));
+            /* The probe says what losing costs the guest nothing (a repeated poll). */
+            for (guint j = 0; j < n; j++) {
+                const SmPendingOp *r = sm_verdict_get_pending(v, j);
+                if (!r->harmless) {
+                    *why = g_strdup_printf("%s: pending %s is not harmless to lose", name, r->name);
                     return FALSE;
                 }
             }

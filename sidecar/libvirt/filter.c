@@ -21,14 +21,17 @@
 #include <unistd.h>
 
 #include "filter.h"
-#include "sm-config.h" /* SM_CONFIG_DIR */
-#include "qmp.h"
+#include "qmp-wire.h"
 #include "sm-config.h" /* SM_CONFIG_DIR, from meson's sysconfdir */
 
 #define MAX_FDS 16
 #define MAX_LINE (16u * 1024u * 1024u)
 #define PARSE_LIMIT (64u * 1024u) /* longer QEMU lines are replies: libvirt's, never ours */
 #define OUR_ID_PREFIX "sm-filter-"
+
+/* Everything below runs on the main thread, which owns the default main context (main()
+ * acquires it); the gate worker reaches it only through sm_gate_submit and on_gate_done. */
+#define ASSERT_MAIN() g_assert(g_main_context_is_owner(g_main_context_default()))
 
 typedef struct {
     char *data;
@@ -174,25 +177,24 @@ static Line *peer_next_line(Peer *p)
     return line;
 }
 
-static json_object *parse(const Line *line)
+/* The line as a QMP message (libqmp's wire layer checks every member's type), NULL when it
+ * is none or too long to be one of ours. */
+static json_object *parse(const Line *line, QmpMessageKind *kind)
 {
-    if (line->len > PARSE_LIMIT)
-        return NULL;
-    json_object *obj = json_tokener_parse(line->data);
-    if (obj && !json_object_is_type(obj, json_type_object)) {
-        json_object_put(obj);
+    if (line->len > PARSE_LIMIT) {
+        if (kind)
+            *kind = QMP_MESSAGE_INVALID;
         return NULL;
     }
-    return obj;
+    return qmp_message_parse(line->data, line->len, kind);
 }
 
-static const char *str_member(json_object *obj, const char *key)
+/* Sends one encoded line (qmp-wire.h) to `to`, then frees it. */
+static void send_text(Peer *to, char *text)
 {
-    json_object *v;
-    if (!obj || !json_object_object_get_ex(obj, key, &v) ||
-        !json_object_is_type(v, json_type_string))
-        return NULL;
-    return json_object_get_string(v);
+    if (to->fd >= 0 && !send_all(to->fd, text, strlen(text), NULL))
+        g_warning("write to %s: %s", to->name, g_strerror(errno));
+    g_free(text);
 }
 
 /* ---- Persisted state: a held command survives a restart of the filter ------------------ */
@@ -224,9 +226,9 @@ static void from_libvirt(Filter *f, Line *line);
 static void send_ours(Filter *f)
 {
     Line *line = g_queue_pop_head(&f->ours);
-    g_autoptr(json_object) cmd = parse(line);
-    const char *exec = str_member(cmd, "execute");
-    f->our_id = g_strdup(str_member(cmd, "id"));
+    g_autoptr(json_object) cmd = parse(line, NULL);
+    const char *exec = qmp_message_command(cmd);
+    f->our_id = g_strdup(qmp_message_string_id(cmd));
     g_clear_pointer(&f->client_id, json_object_put);
     f->client_id = g_steal_pointer(&line->client_id);
     f->hide_events = exec && (g_str_equal(exec, "xen-save-devices-state") ||
@@ -248,6 +250,7 @@ static void send_ours(Filter *f)
  * and its reply are ours). */
 static void pump(Filter *f)
 {
+    ASSERT_MAIN();
     while (!f->our_id && !f->held && !g_queue_is_empty(&f->deferred))
         from_libvirt(f, g_queue_pop_head(&f->deferred));
     if (!f->our_id && f->libvirt_inflight == 0 && !g_queue_is_empty(&f->ours))
@@ -261,7 +264,7 @@ static void on_gate_done(SmGateJob *job, gpointer data);
 static void hold(Filter *f, Line *line, json_object *cmd, SmGateJobKind kind)
 {
     f->held = line;
-    f->held_id = json_object_get(json_object_object_get(cmd, "id"));
+    f->held_id = json_object_get(qmp_message_id(cmd));
     save_held(f);
     if (kind == SM_GATE_JOB_SWITCHOVER)
         fault_point("hold");
@@ -277,13 +280,14 @@ static void hold(Filter *f, Line *line, json_object *cmd, SmGateJobKind kind)
 
 static void from_libvirt(Filter *f, Line *line)
 {
+    ASSERT_MAIN();
     if (f->our_id || f->held) {
         g_queue_push_tail(&f->deferred, line);
         return;
     }
     if (f->gate_on && g_strstr_len(line->data, (gssize)line->len, "migrate")) {
-        g_autoptr(json_object) cmd = parse(line);
-        const char *exec = str_member(cmd, "execute");
+        g_autoptr(json_object) cmd = parse(line, NULL);
+        const char *exec = qmp_message_command(cmd);
         if (exec && g_str_equal(exec, "migrate-continue")) {
             hold(f, line, cmd, SM_GATE_JOB_SWITCHOVER);
             return;
@@ -301,22 +305,13 @@ static void from_libvirt(Filter *f, Line *line)
 /* Answers the held command with a QMP error, as QEMU would. */
 static void refuse_held(Filter *f, const char *message)
 {
-    g_autoptr(json_object) reply = json_object_new_object();
-    json_object *err = json_object_new_object();
-    json_object_object_add(err, "class", json_object_new_string("GenericError"));
-    json_object_object_add(err, "desc", json_object_new_string(message));
-    json_object_object_add(reply, "error", err);
-    if (f->held_id)
-        json_object_object_add(reply, "id", json_object_get(f->held_id));
-    g_autofree char *text =
-        g_strdup_printf("%s\r\n", json_object_to_json_string_ext(reply, JSON_C_TO_STRING_PLAIN));
-    Line l = {.data = text, .len = strlen(text)};
-    send_line(f, &f->libvirt, &l);
+    send_text(&f->libvirt, qmp_reply_error_line(f->held_id, "GenericError", message));
 }
 
 static void on_gate_done(SmGateJob *job, gpointer data)
 {
     Filter *f = data;
+    ASSERT_MAIN();
     if (job->kind == SM_GATE_JOB_STATUS) {
         if (job->reply && !send_all(job->client_fd, job->reply, strlen(job->reply), NULL))
             g_debug("status client went away");
@@ -356,28 +351,25 @@ static void our_reply(Filter *f, json_object *reply, const char *id)
     }
     g_clear_pointer(&f->our_id, g_free);
     f->hide_events = FALSE;
-    json_object_object_del(reply, "id");
-    if (f->client_id)
-        json_object_object_add(reply, "id", json_object_get(f->client_id));
+    qmp_message_set_id(reply, f->client_id);
     g_clear_pointer(&f->client_id, json_object_put);
-    g_autofree char *text =
-        g_strdup_printf("%s\r\n", json_object_to_json_string_ext(reply, JSON_C_TO_STRING_PLAIN));
-    Line l = {.data = text, .len = strlen(text)};
-    send_line(f, &f->probe, &l);
+    send_text(&f->probe, qmp_message_encode(reply));
 }
 
 static void from_qemu(Filter *f, Line *line)
 {
-    g_autoptr(json_object) msg = parse(line);
-    if (!msg) { /* a long reply, or not JSON: libvirt's business */
+    ASSERT_MAIN();
+    QmpMessageKind kind;
+    g_autoptr(json_object) msg = parse(line, &kind);
+    if (kind == QMP_MESSAGE_INVALID) { /* a long reply, or not QMP: libvirt's business */
         if (f->libvirt_inflight)
             f->libvirt_inflight--;
-    } else if (json_object_object_get_ex(msg, "QMP", NULL)) {
+    } else if (kind == QMP_MESSAGE_GREETING) {
         g_clear_pointer(&f->greeting, g_bytes_unref);
         f->greeting = g_bytes_new(line->data, line->len);
         g_file_set_contents(SM_LV_GREETING, line->data, (gssize)line->len, NULL);
-    } else if (json_object_object_get_ex(msg, "event", NULL)) {
-        const char *name = str_member(msg, "event");
+    } else if (kind == QMP_MESSAGE_EVENT) {
+        const char *name = qmp_message_event(msg);
         gboolean run_event = name && (g_str_equal(name, "STOP") || g_str_equal(name, "RESUME"));
         /* The gate's client sees every event: its probe resumes a VM only on the STOP
          * event of its own stop. */
@@ -388,8 +380,8 @@ static void from_qemu(Filter *f, Line *line)
         }
         if (name && g_str_equal(name, "RESUME")) /* a verdict never outlives a RESUME */
             g_clear_pointer(&f->paused_report, sm_report_free);
-    } else {
-        const char *id = str_member(msg, "id");
+    } else { /* a reply (QEMU sends no commands) */
+        const char *id = qmp_message_string_id(msg);
         if (id && g_str_has_prefix(id, OUR_ID_PREFIX)) {
             our_reply(f, msg, id);
             pump(f);
@@ -407,28 +399,24 @@ static void from_qemu(Filter *f, Line *line)
 
 static void from_probe(Filter *f, Line *line)
 {
-    g_autoptr(json_object) cmd = parse(line);
-    const char *exec = str_member(cmd, "execute");
+    ASSERT_MAIN();
+    g_autoptr(json_object) cmd = parse(line, NULL);
+    const char *exec = qmp_message_command(cmd);
     if (!exec) {
         line_free(line);
         return;
     }
-    json_object *id = json_object_object_get(cmd, "id");
+    json_object *id = qmp_message_id(cmd);
     if (g_str_equal(exec, "qmp_capabilities")) { /* libvirt negotiated the connection */
-        g_autoptr(json_object) reply = json_object_new_object();
-        json_object_object_add(reply, "return", json_object_new_object());
-        if (id)
-            json_object_object_add(reply, "id", json_object_get(id));
-        g_autofree char *text = g_strdup_printf("%s\r\n", json_object_to_json_string(reply));
-        Line l = {.data = text, .len = strlen(text)};
-        send_line(f, &f->probe, &l);
+        send_text(&f->probe, qmp_reply_return_line(id, NULL));
         line_free(line);
         return;
     }
-    json_object *client_id = json_object_get(id); /* the add below drops cmd's reference */
+    json_object *client_id = json_object_get(id); /* set_id below drops cmd's reference */
     g_autofree char *ours = g_strdup_printf(OUR_ID_PREFIX "%d-%u", (int)getpid(), ++f->our_seq);
-    json_object_object_add(cmd, "id", json_object_new_string(ours));
-    g_autofree char *text = g_strdup_printf("%s\r\n", json_object_to_json_string(cmd));
+    g_autoptr(json_object) our_id = json_object_new_string(ours);
+    qmp_message_set_id(cmd, our_id);
+    g_autofree char *text = qmp_message_encode(cmd);
     Line *mine = line_new(text, strlen(text), g_steal_pointer(&line->fds));
     mine->client_id = client_id;
     g_queue_push_tail(&f->ours, mine);
@@ -551,11 +539,12 @@ static void restore(Filter *f)
     if (g_file_get_contents(SM_LV_GREETING, &text, &len, NULL))
         f->greeting = g_bytes_new_take(text, len);
     if (f->resume && g_file_test(SM_LV_STOPPED, G_FILE_TEST_EXISTS)) {
-        static const char cont[] = "{\"execute\":\"cont\",\"id\":\"" OUR_ID_PREFIX "resume\"}\r\n";
+        /* Queued here, not asked of the worker: it must reach QEMU before any libvirt
+         * command does, so that libvirt never sees the VM paused (the worker connects first). */
+        g_autofree char *cont = qmp_command_line("cont", NULL, OUR_ID_PREFIX "resume");
         g_warning("the previous filter died with the VM stopped for a probe: resuming it");
-        g_queue_push_tail(&f->ours, line_new(cont, sizeof cont - 1, NULL));
-        unlink(SM_LV_STOPPED);
-        pump(f);
+        g_queue_push_tail(&f->ours, line_new(cont, strlen(cont), NULL));
+        pump(f); /* send_ours() removes the marker as the `cont` goes out */
     }
     if (f->resume && g_file_get_contents(SM_LV_STATE, &text, &len, NULL)) {
         g_info("taking up the command the previous filter held");
@@ -583,6 +572,7 @@ int main(int argc, char **argv)
         return SM_LV_FILTER_EXIT_USAGE;
     }
     signal(SIGPIPE, SIG_IGN);
+    g_main_context_acquire(NULL); /* ASSERT_MAIN: this thread owns the default context */
     Filter f = {.resume = resume, .probe_listen = -1, .control_listen = -1};
     sm_policy_init(&f.policy);
     /* A policy that does not load leaves a plain relay: the domain must stay reachable. */

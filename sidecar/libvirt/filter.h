@@ -35,7 +35,8 @@ void sm_gate_job_free(SmGateJob *job);
 typedef struct SmGate SmGate;
 typedef void (*SmGateDoneFunc)(SmGateJob *job, gpointer user_data);
 /* The worker connects its QMP client to probe_socket (served by the relay). done runs on
- * main_context with the finished job (the callee owns it). */
+ * main_context with the finished job (the callee owns it); sm_gate_submit may be called from
+ * any thread (in the filter: its main thread). */
 SmGate *sm_gate_new(const SmPolicy *policy, const char *probe_socket, GMainContext *main_context,
                     SmGateDoneFunc done, gpointer user_data);
 void sm_gate_submit(SmGate *gate, SmGateJob *job);

@@ -10,7 +10,7 @@
 #include <unistd.h>
 
 #include "filter.h"
-#include "qmp.h"
+#include "qmp-commands.h"
 
 #define QMP_TIMEOUT_MS 10000
 #define CANCEL_TIMEOUT_MS 30000
@@ -23,9 +23,12 @@ struct SmGate {
     gpointer user_data;
     GAsyncQueue *jobs;
     SmRegistry *registry;
-    QmpClient *qmp; /* worker thread only */
+    GMainContext *worker_context; /* the worker thread's own, acquired by it */
+    QmpClient *qmp;               /* worker thread only */
     GThread *thread;
 };
+
+#define ASSERT_WORKER(g) g_assert(g_main_context_is_owner((g)->worker_context))
 
 void sm_gate_job_free(SmGateJob *job)
 {
@@ -40,6 +43,7 @@ void sm_gate_job_free(SmGateJob *job)
 
 static QmpClient *client(SmGate *g, GError **error)
 {
+    ASSERT_WORKER(g);
     if (g->qmp && !qmp_client_is_connected(g->qmp))
         g_clear_pointer(&g->qmp, qmp_client_unref);
     if (!g->qmp) {
@@ -50,19 +54,12 @@ static QmpClient *client(SmGate *g, GError **error)
     return g->qmp;
 }
 
-static char *query_string(QmpClient *qmp, const char *command, const char *key, GError **error)
+/* query-migrate's status (typed layer: "none" when QEMU reports no migration). */
+static char *migration_status(QmpClient *qmp, GError **error)
 {
-    g_autoptr(json_object) reply = qmp_client_execute(qmp, command, NULL, error);
-    json_object *v;
-    if (!reply)
-        return NULL;
-    if (!json_object_is_type(reply, json_type_object) ||
-        !json_object_object_get_ex(reply, key, &v) || !json_object_is_type(v, json_type_string)) {
-        g_set_error(error, QMP_ERROR, QMP_ERROR_PROTOCOL, "%s: no string '%s' in the reply",
-                    command, key);
-        return NULL;
-    }
-    return g_strdup(json_object_get_string(v));
+    char *status = NULL;
+    g_autoptr(json_object) info = qmp_query_migrate(qmp, &status, error);
+    return info ? status : NULL;
 }
 
 /* Probing writes "running" into the migration's global run state: a paused VM is probed
@@ -71,7 +68,7 @@ static void pre_migrate(SmGate *g, SmGateJob *job)
 {
     g_autoptr(GError) error = NULL;
     QmpClient *qmp = client(g, &error);
-    g_autofree char *status = qmp ? query_string(qmp, "query-status", "status", &error) : NULL;
+    g_autofree char *status = qmp ? qmp_query_status(qmp, NULL, &error) : NULL;
     job->action = SM_GATE_PROCEED;
     if (!status) {
         g_warning("before migrate: %s", error->message);
@@ -89,12 +86,11 @@ static void pre_migrate(SmGate *g, SmGateJob *job)
 /* migrate_cancel, then wait for QEMU's end of it: the source runs again on "cancelled". */
 static gboolean cancel(QmpClient *qmp, GError **error)
 {
-    g_autoptr(json_object) r = qmp_client_execute(qmp, "migrate_cancel", NULL, error);
-    if (!r)
+    if (!qmp_migrate_cancel(qmp, error))
         return FALSE;
     gint64 deadline = g_get_monotonic_time() + CANCEL_TIMEOUT_MS * 1000;
     while (g_get_monotonic_time() < deadline) {
-        g_autofree char *st = query_string(qmp, "query-migrate", "status", error);
+        g_autofree char *st = migration_status(qmp, error);
         if (!st)
             return FALSE;
         if (g_str_equal(st, "cancelled") || g_str_equal(st, "failed"))
@@ -129,7 +125,7 @@ static void switchover(SmGate *g, SmGateJob *job)
 {
     g_autoptr(GError) error = NULL;
     QmpClient *qmp = client(g, &error);
-    g_autofree char *st = qmp ? query_string(qmp, "query-migrate", "status", &error) : NULL;
+    g_autofree char *st = qmp ? migration_status(qmp, &error) : NULL;
     if (!st) { /* cannot look: not "idle" (the cancel may fail too, said in the message) */
         g_autofree char *why = g_strdup_printf("cannot read the migration (%s)", error->message);
         refuse(job, qmp, why);
@@ -190,6 +186,7 @@ typedef struct {
 static gboolean on_delivery(gpointer data)
 {
     Delivery *d = data;
+    g_assert(g_main_context_is_owner(d->gate->main_context));
     d->gate->done(d->job, d->gate->user_data);
     g_free(d);
     return G_SOURCE_REMOVE;
@@ -198,8 +195,8 @@ static gboolean on_delivery(gpointer data)
 static gpointer worker(gpointer data)
 {
     SmGate *g = data;
-    g_autoptr(GMainContext) ctx = g_main_context_new();
-    g_main_context_push_thread_default(ctx);
+    g_main_context_acquire(g->worker_context);
+    g_main_context_push_thread_default(g->worker_context);
     for (;;) {
         SmGateJob *job = g_async_queue_pop(g->jobs);
         if (job->kind == SM_GATE_JOB_PRE_MIGRATE)
@@ -227,6 +224,7 @@ SmGate *sm_gate_new(const SmPolicy *policy, const char *probe_socket, GMainConte
     g->user_data = user_data;
     g->jobs = g_async_queue_new();
     g->registry = sm_registry_new();
+    g->worker_context = g_main_context_new();
     g_autoptr(GError) error = NULL;
     if (policy->plugin_dir && !sm_registry_load_dir(g->registry, policy->plugin_dir, &error))
         g_warning("plugins: %s (built-in probes only)", error->message);

@@ -3,6 +3,7 @@
  * must give a verdict (unknown with a reason when in doubt), never a crash or a bad read;
  * and "safe" only for an idle device or one whose every pending request migrates. */
 #include "probe.h"
+#include "usb-storage.h"
 
 #include <stdint.h>
 
@@ -16,11 +17,10 @@ static gboolean verdict_consistent(const SmDeviceVerdict *v)
         return TRUE;
     if (v->state == SM_STATE_IDLE)
         return TRUE;
-    if (v->state != SM_STATE_BUSY || !v->pending || v->pending->len == 0)
+    if (v->state != SM_STATE_BUSY || sm_verdict_get_n_pending(v) == 0)
         return FALSE;
-    for (guint i = 0; i < v->pending->len; i++) {
-        const SmPendingRequest *r = g_ptr_array_index(v->pending, i);
-        if (!r->migrates)
+    for (guint i = 0; i < sm_verdict_get_n_pending(v); i++) {
+        if (!sm_verdict_get_pending(v, i)->migrates)
             return FALSE;
     }
     return TRUE;

@@ -22,7 +22,8 @@ typedef enum {
 /* NULL and a reason in *why when the rig is not there (SM_LV_RIG unset or a host down). */
 const char *lv_rig_dir(char **why);
 const char *lv_host_name(LvHost host);
-/* "qemu:///system?socket=..." of a host (what --p2p and the C API take as destination). */
+/* "qemu:///system?socket=..." of a host (virConnectOpen; as a --p2p destination it must be
+ * spelled qemu+unix:///system?socket=..., or the source libvirtd takes it for itself). */
 char *lv_uri(LvHost host);
 
 /* Runs virsh against `host` with the NULL-terminated arguments; returns its exit status

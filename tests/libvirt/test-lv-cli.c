@@ -1,9 +1,14 @@
 /* SPDX-License-Identifier: GPL-2.0-or-later */
-/* `safe-migrate migrate DOMAIN DESTURI` (libvirt's C API) and `safe-migrate status -c URI
- * DOMAIN` between the rig's two libvirt hosts, the filter on both through the hook: a held
- * attempt is retried once the guest has fetched its result and the domain arrives intact; a
- * guest that never fetches ends in exit 4 with the domain running on the source and its data
- * intact; Ctrl-C during a migration leaves the domain on the source (exit 130). */
+/* `safe-migrate migrate [--p2p] DOMAIN DESTURI` (libvirt's C API) and `safe-migrate status -c
+ * URI DOMAIN` between the rig's two libvirt hosts, the filter on both through the hook, each
+ * scenario in both forms (the client drives: virDomainMigrate3; the source libvirtd drives:
+ * virDomainMigrateToURI3 with a qemu+unix destination): an idle domain migrates at the first
+ * attempt and reads right on the destination; a held attempt is retried once the guest has
+ * fetched its result and the domain arrives intact; a guest that never fetches ends in exit 4
+ * with the domain running on the source and its data intact; SIGINT / SIGTERM while held, and
+ * while libvirt's migration job is transferring RAM, abort the job (exit 130 / 143) and leave
+ * the domain running on the source with its migration settings as before, and the next
+ * migration works. */
 #include "lv.h"
 
 #include <gio/gio.h>
@@ -45,7 +50,12 @@ static GSubprocess *start_migrate(const char *name, const char *const *extra)
                           name};
     for (guint i = 0; i < G_N_ELEMENTS(tail); i++)
         g_ptr_array_add(argv, g_strdup(tail[i]));
-    g_ptr_array_add(argv, lv_uri(LV_B));
+    /* --p2p: the source libvirtd connects to the destination itself, and a plain qemu:///
+     * URI would be local to it ("Attempt to migrate guest to the same host"). */
+    g_autofree char *dest = lv_uri(LV_B);
+    gboolean p2p = extra && g_strv_contains((const char *const *)extra, "--p2p");
+    g_ptr_array_add(argv,
+                    p2p ? g_strconcat("qemu+unix", dest + strlen("qemu"), NULL) : g_strdup(dest));
     g_ptr_array_add(argv, NULL);
     g_autoptr(GError) error = NULL;
     GSubprocess *p =
@@ -72,6 +82,12 @@ static json_object *next_event(GDataInputStream *in, const char *event)
     }
 }
 
+/* --p2p for the data of a p2p test case, else nothing. */
+static const char *form_flag(gconstpointer data)
+{
+    return GPOINTER_TO_INT(data) ? "--p2p" : "--live";
+}
+
 static gint64 int_member(json_object *obj, const char *key)
 {
     json_object *v;
@@ -88,6 +104,18 @@ static void finish_on_a(RigGuest *guest, const guint8 *reference, gsize len)
     g_assert_true(rig_guest_read_csw(guest, 0, &csw, NULL, &error));
     g_assert_cmpint(csw, ==, 0);
     g_assert_cmpmem(buf, len, reference, len);
+}
+
+/* The domain runs on A only (libvirt tears a cancelled destination down asynchronously),
+ * unpaused: libvirt reaches QEMU and QEMU says "running". */
+static void assert_on_source_only(const char *name)
+{
+    g_assert_true(lv_domain_running(LV_A, name));
+    for (int i = 0; i < 100 && lv_domain_running(LV_B, name); i++)
+        g_usleep(50000);
+    g_assert_false(lv_domain_running(LV_B, name));
+    g_autofree char *status = lv_query_status(LV_A, name);
+    g_assert_cmpstr(status, ==, "running");
 }
 
 typedef struct {
@@ -119,13 +147,13 @@ static void pending_clear(Pending *p)
     g_free(p->name);
 }
 
-static void test_held_then_migrated(void)
+static void test_held_then_migrated(gconstpointer data)
 {
     if (skip_without_rig())
         return;
     Pending p;
     pending_start(&p, "cli");
-    const char *extra[] = {"--max-hold", "60s", "--backoff", "300ms", NULL};
+    const char *extra[] = {form_flag(data), "--max-hold", "60s", "--backoff", "300ms", NULL};
     g_autoptr(GSubprocess) cli = start_migrate(p.name, extra);
     g_autoptr(GDataInputStream) in = g_data_input_stream_new(g_subprocess_get_stdout_pipe(cli));
     g_autoptr(json_object) hold = next_event(in, "hold");
@@ -166,21 +194,23 @@ static void test_held_then_migrated(void)
     pending_clear(&p);
 }
 
-static void test_never_fetches(void)
+static void test_never_fetches(gconstpointer data)
 {
     if (skip_without_rig())
         return;
     Pending p;
     pending_start(&p, "clx");
-    const char *extra[] = {"--max-hold", "1s", "--backoff", "200ms", "--max-attempts", "3", NULL};
+    const char *extra[] = {form_flag(data), "--max-hold",     "1s", "--backoff",
+                           "200ms",         "--max-attempts", "3",  NULL};
     g_autoptr(GSubprocess) cli = start_migrate(p.name, extra);
     g_autoptr(GDataInputStream) in = g_data_input_stream_new(g_subprocess_get_stdout_pipe(cli));
     g_autoptr(json_object) res = next_event(in, "result");
     g_assert_nonnull(res);
     g_assert_true(g_subprocess_wait(cli, NULL, NULL));
     g_assert_cmpint(g_subprocess_get_exit_status(cli), ==, 4);
-    g_assert_true(lv_domain_running(LV_A, p.name));
-    g_assert_false(lv_domain_running(LV_B, p.name));
+    g_assert_cmpint(int_member(res, "exit_code"), ==, 4);
+    g_assert_cmpint(int_member(res, "holds"), >=, 1);
+    assert_on_source_only(p.name);
     finish_on_a(p.guest, p.reference, sizeof p.reference);
     pending_clear(&p);
 }
@@ -202,17 +232,161 @@ static void test_interrupted(void)
     g_assert_nonnull(res);
     g_assert_true(g_subprocess_wait(cli, NULL, NULL));
     g_assert_cmpint(g_subprocess_get_exit_status(cli), ==, 130);
-    g_assert_true(lv_domain_running(LV_A, p.name));
-    g_assert_false(lv_domain_running(LV_B, p.name));
+    g_assert_cmpint(int_member(res, "exit_code"), ==, 130);
+    assert_on_source_only(p.name);
     finish_on_a(p.guest, p.reference, sizeof p.reference);
     pending_clear(&p);
+}
+
+/* What QEMU's migration settings are on `host`, one JSON text: parameters, capabilities and
+ * fd sets (what libvirt and the gate may set for a migration and must leave as they were). */
+static char *migration_settings(LvHost host, const char *name)
+{
+    static const char *const queries[] = {"query-migrate-parameters", "query-migrate-capabilities",
+                                          "query-fdsets"};
+    g_autoptr(GString) all = g_string_new(NULL);
+    for (guint i = 0; i < G_N_ELEMENTS(queries); i++) {
+        g_autofree char *cmd = g_strdup_printf("{\"execute\":\"%s\"}", queries[i]);
+        g_autofree char *out = NULL;
+        g_assert_cmpint(lv_virsh(host, &out, NULL, "qemu-monitor-command", name, cmd, NULL), ==, 0);
+        g_autoptr(json_object) reply = json_tokener_parse(out);
+        json_object *ret;
+        g_assert_true(json_object_object_get_ex(reply, "return", &ret));
+        g_string_append_printf(all, "%s %s\n", queries[i],
+                               json_object_to_json_string_ext(ret, JSON_C_TO_STRING_PLAIN));
+    }
+    return g_string_free(g_steal_pointer(&all), FALSE);
+}
+
+/* The progress events of the CLI until one says RAM is being transferred: libvirt's job is
+ * running (job stats, VIR_DOMAIN_JOB_MEMORY_PROCESSED > 0). FALSE if the CLI ended first. */
+static gboolean wait_transferring(GDataInputStream *in)
+{
+    for (;;) {
+        g_autoptr(json_object) ev = next_event(in, NULL);
+        json_object *name, *done;
+        if (!ev)
+            return FALSE;
+        g_assert_true(json_object_object_get_ex(ev, "event", &name));
+        if (g_str_equal(json_object_get_string(name), "result"))
+            return FALSE;
+        if (g_str_equal(json_object_get_string(name), "progress") &&
+            json_object_object_get_ex(ev, "ram_transferred", &done) &&
+            json_object_get_int64(done) > 0)
+            return TRUE;
+    }
+}
+
+/* SIGINT (direct form) or SIGTERM (--p2p) while libvirt's migration job transfers RAM (16 MiB
+ * of written guest RAM at 1 MiB/s: about 16 s): the CLI aborts the job (virDomainAbortJob),
+ * exits 130 / 143, the domain runs on the source only, unpaused, with the same migration
+ * settings as before and an intact guest, and an immediate retry migrates. */
+static void test_interrupted_while_migrating(gconstpointer data)
+{
+    int signum = GPOINTER_TO_INT(data);
+    if (skip_without_rig())
+        return;
+    static guint counter;
+    g_autofree char *name = g_strdup_printf("cls%u-%u", (guint)getpid(), ++counter);
+    LvDomainConfig config = {.name = name, .form = LV_FORM_LIBVIRT, .qemu = RIG_QEMU_72};
+    lv_domain_create(LV_A, &config);
+    g_autoptr(RigGuest) guest = lv_guest_new(LV_A, name);
+    guint8 inq[36], again[36];
+    lv_guest_settle(guest, rig_cmd_inquiry(), inq, sizeof inq);
+    g_autoptr(GError) error = NULL;
+    g_assert_true(rig_guest_fill_ram(guest, 0x100000, 16 << 20, 0x5a, &error));
+    g_assert_no_error(error);
+    g_autofree char *before = migration_settings(LV_A, name);
+    const char *extra[] = {signum == SIGINT ? "--live" : "--p2p", "--bandwidth", "1", NULL};
+    g_autoptr(GSubprocess) cli = start_migrate(name, extra);
+    g_autoptr(GDataInputStream) in = g_data_input_stream_new(g_subprocess_get_stdout_pipe(cli));
+    g_assert_true(wait_transferring(in));
+    g_subprocess_send_signal(cli, signum);
+    g_autoptr(json_object) res = next_event(in, "result");
+    g_assert_nonnull(res);
+    g_assert_true(g_subprocess_wait(cli, NULL, NULL));
+    int code = signum == SIGINT ? 130 : 143;
+    g_assert_cmpint(g_subprocess_get_exit_status(cli), ==, code);
+    g_assert_cmpint(int_member(res, "exit_code"), ==, code);
+    assert_on_source_only(name);
+    g_autofree char *after = migration_settings(LV_A, name);
+    g_test_message("settings before:\n%safter:\n%s", before, after);
+    g_assert_cmpstr(after, ==, before);
+    lv_guest_answer(guest, rig_cmd_inquiry(), again, sizeof again);
+    g_assert_cmpmem(again, sizeof again, inq, sizeof inq);
+    /* At once again, unthrottled: it migrates. */
+    const char *retry[] = {signum == SIGINT ? "--live" : "--p2p", NULL};
+    g_autoptr(GSubprocess) cli2 = start_migrate(name, retry);
+    g_autoptr(GDataInputStream) in2 = g_data_input_stream_new(g_subprocess_get_stdout_pipe(cli2));
+    g_autoptr(json_object) res2 = next_event(in2, "result");
+    g_assert_nonnull(res2);
+    g_assert_true(g_subprocess_wait(cli2, NULL, NULL));
+    g_assert_cmpint(g_subprocess_get_exit_status(cli2), ==, 0);
+    g_assert_true(lv_domain_running(LV_B, name));
+    g_assert_false(lv_domain_running(LV_A, name));
+    g_autofree char *qtest_b = lv_qtest_path(LV_B, name);
+    g_assert_true(rig_guest_attach_at(guest, qtest_b, name, &error));
+    g_assert_no_error(error);
+    lv_guest_answer(guest, rig_cmd_inquiry(), again, sizeof again);
+    g_assert_cmpmem(again, sizeof again, inq, sizeof inq);
+    lv_domain_destroy(LV_A, name);
+    lv_domain_destroy(LV_B, name);
+}
+
+/* An idle domain migrates at the first attempt, no hold, and the guest's next transaction on
+ * the destination is byte-correct. */
+static void test_idle(gconstpointer data)
+{
+    if (skip_without_rig())
+        return;
+    static guint counter;
+    g_autofree char *name = g_strdup_printf("cli%u-%u", (guint)getpid(), ++counter);
+    LvDomainConfig config = {.name = name, .form = LV_FORM_LIBVIRT, .qemu = RIG_QEMU_72};
+    lv_domain_create(LV_A, &config);
+    g_autoptr(RigGuest) guest = lv_guest_new(LV_A, name);
+    guint8 cap[8], again[8];
+    lv_guest_settle(guest, rig_cmd_read_capacity(), cap, sizeof cap);
+    const char *extra[] = {form_flag(data), NULL};
+    g_autoptr(GSubprocess) cli = start_migrate(name, extra);
+    g_autoptr(GDataInputStream) in = g_data_input_stream_new(g_subprocess_get_stdout_pipe(cli));
+    g_autoptr(json_object) res = next_event(in, "result");
+    g_assert_nonnull(res);
+    g_assert_true(g_subprocess_wait(cli, NULL, NULL));
+    g_assert_cmpint(g_subprocess_get_exit_status(cli), ==, 0);
+    g_assert_cmpint(int_member(res, "exit_code"), ==, 0);
+    g_assert_cmpint(int_member(res, "attempts"), ==, 1);
+    g_assert_cmpint(int_member(res, "holds"), ==, 0);
+    g_assert_true(lv_domain_running(LV_B, name));
+    g_assert_false(lv_domain_running(LV_A, name));
+    g_autoptr(GError) error = NULL;
+    g_autofree char *qtest_b = lv_qtest_path(LV_B, name);
+    g_assert_true(rig_guest_attach_at(guest, qtest_b, name, &error));
+    g_assert_no_error(error);
+    lv_guest_answer(guest, rig_cmd_read_capacity(), again, sizeof again);
+    g_assert_cmpmem(again, sizeof again, cap, sizeof cap);
+    lv_domain_destroy(LV_B, name);
 }
 
 int main(int argc, char **argv)
 {
     g_test_init(&argc, &argv, NULL);
-    g_test_add_func("/libvirt/cli/held-then-migrated", test_held_then_migrated);
-    g_test_add_func("/libvirt/cli/never-fetches", test_never_fetches);
+    const struct {
+        const char *form;
+        gconstpointer data;
+    } forms[] = {{"direct", GINT_TO_POINTER(FALSE)}, {"p2p", GINT_TO_POINTER(TRUE)}};
+    for (guint i = 0; i < G_N_ELEMENTS(forms); i++) {
+        g_autofree char *idle = g_strdup_printf("/libvirt/cli/idle/%s", forms[i].form);
+        g_autofree char *held =
+            g_strdup_printf("/libvirt/cli/held-then-migrated/%s", forms[i].form);
+        g_autofree char *never = g_strdup_printf("/libvirt/cli/never-fetches/%s", forms[i].form);
+        g_test_add_data_func(idle, forms[i].data, test_idle);
+        g_test_add_data_func(held, forms[i].data, test_held_then_migrated);
+        g_test_add_data_func(never, forms[i].data, test_never_fetches);
+    }
     g_test_add_func("/libvirt/cli/interrupted-while-held", test_interrupted);
+    g_test_add_data_func("/libvirt/cli/interrupted-while-migrating/sigint", GINT_TO_POINTER(SIGINT),
+                         test_interrupted_while_migrating);
+    g_test_add_data_func("/libvirt/cli/interrupted-while-migrating/sigterm-p2p",
+                         GINT_TO_POINTER(SIGTERM), test_interrupted_while_migrating);
     return g_test_run();
 }

@@ -2,6 +2,7 @@
 /* Unit tests on real device-state dumps of QEMU 7.2 and 10.0 (fixtures/): the stream walker,
  * the usb-storage verdicts per BOT state, and what differs between versions and machines. */
 #include "fixture.h"
+#include "usb-storage.h"
 
 #include <string.h>
 
@@ -77,6 +78,18 @@ static const SmDeviceVerdict *only(const SmReport *r)
     return r->devices->pdata[0];
 }
 
+/* The first SCSI request of a usb-storage verdict: its first pending operation. */
+static const SmScsiRequest *request0(const SmDeviceVerdict *v)
+{
+    const SmUsbStorageDetail *d = sm_usb_storage_detail(v);
+    g_assert_nonnull(d);
+    g_assert_cmpuint(d->n_requests, ==, sm_verdict_get_n_pending(v));
+    g_assert_cmpuint(d->n_requests, >, 0);
+    g_assert_cmpstr(sm_verdict_get_pending(v, 0)->name, ==,
+                    sm_scsi_opcode_name(d->requests[0].cdb[0]));
+    return &d->requests[0];
+}
+
 static void test_idle(void)
 {
     for (gsize c = 0; c < G_N_ELEMENTS(configs); c++) {
@@ -87,7 +100,7 @@ static void test_idle(void)
         g_assert_cmpint(v->state, ==, SM_STATE_IDLE);
         g_assert_true(v->safe);
         g_assert_cmpstr(v->mode, ==, "CBW");
-        g_assert_cmpuint(v->pending->len, ==, 0);
+        g_assert_cmpuint(sm_verdict_get_n_pending(v), ==, 0);
         g_assert_cmpstr(sm_fix_to_string(v->fix), ==, configs[c].fix);
         g_assert_cmpstr(v->section, ==, "0000:00:02.0/1/usb-storage");
         g_assert_cmpstr(v->id, ==, "usbcd0");
@@ -104,8 +117,8 @@ static void test_gesn_pending(void)
         g_assert_cmpint(v->state, ==, SM_STATE_BUSY);
         g_assert_cmpstr(v->mode, ==, "DATAIN");
         g_assert_cmpint(v->bytes_pending, ==, 8);
-        g_assert_cmpuint(v->pending->len, ==, 1);
-        const SmPendingRequest *p = v->pending->pdata[0];
+        g_assert_cmpuint(sm_verdict_get_n_pending(v), ==, 1);
+        const SmScsiRequest *p = request0(v);
         g_assert_cmpuint(p->cdb[0], ==, 0x4a);
         g_assert_true(p->emulated);
         g_assert_cmpint(p->bytes, ==, 8);
@@ -114,8 +127,8 @@ static void test_gesn_pending(void)
          * crashes); 10.0/pc saves one, but empty (emulate_read_data zeroed iov_len). */
         g_assert_false(v->safe);
         g_assert_false(p->migrates);
-        json_object *saved = json_object_object_get(v->details, "saved_bytes");
-        g_assert_cmpint(json_object_get_int64(saved), ==,
+        g_assert_true(sm_usb_storage_detail(v)->has_saved_bytes);
+        g_assert_cmpint(sm_usb_storage_detail(v)->saved_bytes, ==,
                         g_str_equal(configs[c].fix, "enabled") ? 0 : -1);
     }
 }
@@ -129,15 +142,15 @@ static void test_read10_pending(void)
         const SmDeviceVerdict *v = only(r);
         g_assert_cmpint(v->state, ==, SM_STATE_BUSY);
         g_assert_cmpstr(v->mode, ==, "DATAIN");
-        g_assert_cmpuint(v->pending->len, ==, 1);
-        const SmPendingRequest *p = v->pending->pdata[0];
+        g_assert_cmpuint(sm_verdict_get_n_pending(v), ==, 1);
+        const SmScsiRequest *p = request0(v);
         g_assert_cmpuint(p->cdb[0], ==, 0x28);
         g_assert_false(p->emulated);
         g_assert_true(p->migrates);
         g_assert_cmpint(p->bytes, ==, 2048);
         g_assert_true(v->safe);
-        g_assert_cmpint(json_object_get_int64(json_object_object_get(v->details, "saved_bytes")),
-                        ==, 2048);
+        g_assert_true(sm_usb_storage_detail(v)->has_saved_bytes);
+        g_assert_cmpint(sm_usb_storage_detail(v)->saved_bytes, ==, 2048);
     }
 }
 
@@ -150,7 +163,7 @@ static void test_csw_pending(void)
         const SmDeviceVerdict *v = only(r);
         g_assert_cmpint(v->state, ==, SM_STATE_BUSY);
         g_assert_cmpstr(v->mode, ==, "CSW");
-        g_assert_cmpuint(v->pending->len, ==, 0);
+        g_assert_cmpuint(sm_verdict_get_n_pending(v), ==, 0);
         /* Held: the controller's half of the status phase is not in the stream. */
         g_assert_false(v->safe);
     }
@@ -256,9 +269,11 @@ static const SmDeviceVerdict *load_only(const char *tag, const char *state, SmRe
     return only(*out);
 }
 
-static json_object *detail(const SmDeviceVerdict *v, const char *key)
+static const SmUsbStorageDetail *detail(const SmDeviceVerdict *v)
 {
-    return json_object_object_get(v->details, key);
+    const SmUsbStorageDetail *d = sm_usb_storage_detail(v);
+    g_assert_nonnull(d);
+    return d;
 }
 
 /* usb-bot with a CD-ROM on LUN 0 and a disk on LUN 1: both sections found through QOM (the
@@ -272,12 +287,11 @@ static void test_bot_idle(void)
         g_assert_cmpint(v->state, ==, SM_STATE_IDLE);
         g_assert_true(v->safe);
         g_assert_cmpstr(v->section, ==, "0000:00:02.0/1/usb-storage");
-        json_object *luns = detail(v, "luns");
-        g_assert_cmpuint(json_object_array_length(luns), ==, 2);
-        json_object *l1 = json_object_array_get_idx(luns, 1);
-        g_assert_cmpstr(json_object_get_string(json_object_object_get(l1, "section")), ==,
-                        "0000:00:02.0/1/0:0:1/scsi-disk");
-        g_assert_cmpstr(json_object_get_string(json_object_object_get(l1, "type")), ==, "scsi-hd");
+        g_assert_true(detail(v)->has_luns);
+        g_assert_cmpuint(detail(v)->n_luns, ==, 2);
+        const SmUsbStorageLun *l1 = &detail(v)->luns[1];
+        g_assert_cmpstr(l1->section, ==, "0000:00:02.0/1/0:0:1/scsi-disk");
+        g_assert_cmpstr(l1->type, ==, "scsi-hd");
     }
 }
 
@@ -299,13 +313,14 @@ static void test_bot_pending(void)
             g_assert_cmpint(v->state, ==, SM_STATE_BUSY);
             g_assert_cmpint(v->safe, ==, cases[i].safe);
             g_assert_cmpstr(v->mode, ==, "DATAIN");
-            g_assert_cmpuint(v->pending->len, ==, 1);
-            const SmPendingRequest *p = v->pending->pdata[0];
+            g_assert_cmpuint(sm_verdict_get_n_pending(v), ==, 1);
+            const SmScsiRequest *p = request0(v);
             g_assert_cmpuint(p->cdb[0], ==, cases[i].opcode);
             g_assert_cmpuint(p->lun, ==, cases[i].lun);
             g_autofree char *prefix = g_strdup_printf("LUN %u (", cases[i].lun);
             g_assert_true(g_str_has_prefix(v->reason, prefix));
-            g_assert_cmpint(json_object_get_int(detail(v, "busy_lun")), ==, cases[i].lun);
+            g_assert_true(detail(v)->has_busy_lun);
+            g_assert_cmpint(detail(v)->busy_lun, ==, cases[i].lun);
         }
         g_autoptr(SmReport) r = NULL;
         const SmDeviceVerdict *v = load_only(new_tags[c], "bot-csw-pending", &r);
@@ -349,7 +364,7 @@ static void test_stick(void)
             g_assert_cmpint(v->state, ==, SM_STATE_BUSY);
             g_assert_cmpstr(v->mode, ==, "DATAOUT");
             g_assert_true(v->safe);
-            const SmPendingRequest *p = v->pending->pdata[0];
+            const SmScsiRequest *p = request0(v);
             g_assert_cmpuint(p->cdb[0], ==, 0x2a);
             g_assert_false(p->emulated);
             g_assert_true(p->migrates);
@@ -359,7 +374,7 @@ static void test_stick(void)
         const SmDeviceVerdict *v = load_only(new_tags[c], "stick-mode-sense-pending", &r);
         g_assert_cmpint(v->state, ==, SM_STATE_BUSY);
         g_assert_false(v->safe);
-        g_assert_cmpuint(((SmPendingRequest *)v->pending->pdata[0])->cdb[0], ==, 0x1a);
+        g_assert_cmpuint(request0(v)->cdb[0], ==, 0x1a);
     }
 }
 
@@ -409,7 +424,8 @@ static void test_topologies(void)
             }
             g_assert_cmpint(v->state, ==, SM_STATE_IDLE);
             g_assert_cmpstr(v->section, ==, cases[i].section);
-            g_assert_cmpstr(json_object_get_string(detail(v, "scsi_section")), ==, cases[i].scsi);
+            g_assert_true(detail(v)->has_scsi_section);
+            g_assert_cmpstr(detail(v)->scsi_section, ==, cases[i].scsi);
         }
     }
 }
@@ -430,7 +446,7 @@ static void test_uas(void)
         g_assert_cmpint(only(r)->state, ==, SM_STATE_UNKNOWN);
         g_assert_cmpstr(only(r)->reason, ==, why);
         g_assert_true(only(r)->final);
-        g_assert_true(json_object_get_boolean(detail(only(r), "unsupported")));
+        g_assert_true(detail(only(r))->unsupported);
     }
 }
 

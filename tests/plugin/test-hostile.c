@@ -20,6 +20,7 @@ static const struct {
     {"qom-list", "/machine/unattached", NULL, "[]", "7"},
     {"qom-get", "/machine/peripheral/cd", "parent_bus", "\"/machine/peripheral/uhci/uhci.0\"",
      "[]"},
+    {"qom-get", "/machine/peripheral/uhci/uhci.0", "type", "\"usb-bus\"", "5"},
     {"qom-get", "/machine/peripheral/uhci", "addr", "16", "\"16\""},
     {"qom-get", "/machine/peripheral/uhci", "parent_bus", "\"/machine/i440fx/pci.0\"", "false"},
     {"qom-get", "/machine/i440fx", "addr", NULL, "\"x\""},
@@ -93,6 +94,7 @@ static void test_baseline(void)
     g_assert_cmpuint(devices->len, ==, 1);
     const SmDevice *d = devices->pdata[0];
     g_assert_cmpstr(d->dev_path, ==, "0000:00:02.0/1");
+    g_assert_cmpstr(sm_device_get_usb_port(d), ==, "1");
     g_assert_cmpstr(sm_device_get_fact(d, "usb-storage.luns"), ==, "1");
     g_assert_cmpstr(sm_device_get_fact(d, "usb-storage.lun0.addr"), ==, "0:0:0");
     g_assert_cmpint(sm_device_get_fix(d), ==, SM_FIX_ABSENT);

@@ -3,6 +3,7 @@
  * idle verdicts, plugin loading, the status CLI, and that probing leaves a pending guest
  * transaction intact. */
 #include "probe.h"
+#include "usb-storage.h"
 #include "rig.h"
 
 #include <glib/gstdio.h>
@@ -148,7 +149,7 @@ static void test_plugin_dir(void)
     g_autoptr(GError) error = NULL;
     g_assert_true(sm_registry_load_dir(reg, dir, &error));
     g_assert_no_error(error);
-    g_assert_cmpuint(sm_registry_get_n_probes(reg), ==, 2);
+    g_assert_cmpuint(sm_registry_get_n_probes(reg), ==, 3);
     const SmProbe *p = sm_registry_find_for_type(reg, "usb-tablet");
     g_assert_nonnull(p);
     g_assert_cmpstr(p->name, ==, "example-usb-tablet");
@@ -170,6 +171,48 @@ static void test_plugin_dir(void)
     g_autofree char *notmod = build_path("plugin");
     g_assert_false(sm_registry_load_dir(bad, notmod, &error)); /* libsmprobe.so: no symbol */
     g_assert_error(error, SM_PROBE_ERROR, SM_PROBE_ERROR_PLUGIN);
+}
+
+/* A probe of a device that is not on USB (the virtio-scsi example plugin): discovery gives it
+ * its PCI path as its state's name and no USB port, and the probe finds its section. */
+static void test_plugin_non_usb(gconstpointer data)
+{
+    const Config *c = data;
+    g_autofree char *dir = build_path("plugin/examples");
+    g_autoptr(SmRegistry) reg = sm_registry_new();
+    g_autoptr(GError) error = NULL;
+    g_assert_true(sm_registry_load_dir(reg, dir, &error));
+    g_assert_no_error(error);
+    const char *extra[] = {"-device", "virtio-scsi-pci,id=vscsi,addr=0x6", NULL};
+    g_autoptr(RigVm) vm = vm_start(c, extra);
+    g_autoptr(QmpClient) q = connect_vm(vm);
+    g_autoptr(GPtrArray) devices = sm_discover_devices(q, reg, &error);
+    g_assert_no_error(error);
+    const SmDevice *vs = NULL, *cd = NULL;
+    for (guint i = 0; i < devices->len; i++) {
+        const SmDevice *d = devices->pdata[i];
+        if (g_str_equal(sm_device_get_qom_path(d), "/machine/peripheral/vscsi"))
+            vs = d;
+        if (g_str_equal(sm_device_get_qom_path(d), "/machine/peripheral/usbcd0"))
+            cd = d;
+    }
+    g_assert_nonnull(vs);
+    g_assert_cmpstr(sm_device_get_type(vs), ==, "virtio-scsi-pci");
+    g_assert_cmpstr(sm_device_get_dev_path(vs), ==, "0000:00:06.0");
+    g_assert_null(sm_device_get_usb_port(vs));
+    g_assert_null(sm_device_get_fact(vs, SM_FACT_UNSUPPORTED)); /* discovery did not refuse it */
+    g_assert_nonnull(cd);
+    g_assert_cmpstr(sm_device_get_usb_port(cd), ==, "1");
+    g_assert_cmpstr(sm_device_get_dev_path(cd), ==, "0000:00:02.0/1");
+
+    g_autoptr(SmReport) r = sm_probe_vm(q, reg, &error);
+    g_assert_no_error(error);
+    const SmDeviceVerdict *v = find(r, "/machine/peripheral/vscsi");
+    g_assert_nonnull(v);
+    g_assert_cmpstr(v->probe, ==, "example-virtio-scsi");
+    g_assert_cmpstr(v->section, ==, "0000:00:06.0/virtio-scsi");
+    g_assert_cmpint(v->state, ==, SM_STATE_UNKNOWN);
+    g_assert_cmpint(find(r, "/machine/peripheral/usbcd0")->state, ==, SM_STATE_IDLE);
 }
 
 static int run_cli(const char *const *args, char **out)
@@ -264,7 +307,8 @@ static void test_pending_intact(gconstpointer data)
     const SmDeviceVerdict *v = r->devices->pdata[0];
     g_assert_cmpint(v->state, ==, SM_STATE_BUSY);
     g_assert_false(v->safe);
-    g_assert_cmpuint(((SmPendingRequest *)v->pending->pdata[0])->cdb[0], ==, 0x25);
+    g_assert_cmpuint(sm_usb_storage_detail(v)->requests[0].cdb[0], ==, 0x25);
+    g_assert_cmpstr(sm_verdict_pending_name(v), ==, "READ CAPACITY(10)");
     g_assert_cmpint(rig_guest_data_in(g, 0, got, 8, &error), ==, 8);
     g_assert_cmpmem(got, 8, ref, 8);
     g_assert_true(rig_guest_read_csw(g, 0, &st, NULL, &error));
@@ -427,7 +471,7 @@ static void test_usb_bot(gconstpointer data)
     g_assert_cmpstr(v->type, ==, "usb-bot");
     g_assert_cmpint(v->state, ==, SM_STATE_IDLE);
     g_assert_cmpstr(sm_fix_to_string(v->fix), ==, c->fix);
-    g_assert_cmpuint(json_object_array_length(json_object_object_get(v->details, "luns")), ==, 2);
+    g_assert_cmpuint(sm_usb_storage_detail(v)->n_luns, ==, 2);
 
     RigCommand tur = rig_cmd_lun(rig_cmd_test_unit_ready(), 1);
     RigCommand cap = rig_cmd_lun(rig_cmd_read_capacity(), 1);
@@ -541,11 +585,9 @@ static void test_usb_bot_16_luns(void)
     const SmDeviceVerdict *v = find(r, "/machine/peripheral/bot");
     g_assert_nonnull(v);
     g_assert_cmpint(v->state, ==, SM_STATE_IDLE);
-    json_object *luns = json_object_object_get(v->details, "luns");
-    g_assert_cmpuint(json_object_array_length(luns), ==, 16);
-    g_assert_cmpstr(json_object_get_string(
-                        json_object_object_get(json_object_array_get_idx(luns, 15), "section")),
-                    ==, "0000:00:02.0/1/0:0:15/scsi-disk");
+    const SmUsbStorageDetail *d = sm_usb_storage_detail(v);
+    g_assert_cmpuint(d->n_luns, ==, 16);
+    g_assert_cmpstr(d->luns[15].section, ==, "0000:00:02.0/1/0:0:15/scsi-disk");
     RigCommand tur = rig_cmd_lun(rig_cmd_test_unit_ready(), 15);
     RigCommand cap = rig_cmd_lun(rig_cmd_read_capacity(), 15);
     guint8 buf[8], st;
@@ -609,6 +651,8 @@ int main(int argc, char **argv)
         g_test_add_data_func(p7, &configs[i], test_stick_write_migrates);
     }
     g_test_add_func("/live/plugin-dir", test_plugin_dir);
+    g_test_add_data_func("/live/7.2/pc/plugin-non-usb", &configs[0], test_plugin_non_usb);
+    g_test_add_data_func("/live/10.0/pc/plugin-non-usb", &configs[1], test_plugin_non_usb);
     g_test_add_func("/live/7.2/pc/cli-at-switchover", test_cli_at_switchover);
     g_test_add_func("/live/7.2/pc/usb-bot-16-luns", test_usb_bot_16_luns);
     g_test_add_func("/live/10.0/pc/fix-enabled-loses-data", test_fix_enabled_loses_data);
