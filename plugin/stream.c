@@ -99,17 +99,28 @@ static RecKind parse_record(const guint8 *d, gsize len, gsize pos, SmSection *se
     return REC_SECTION;
 }
 
-static gboolean plausible_next(const guint8 *d, gsize len, gsize pos)
-{
-    SmSection tmp;
+/* The record after a footer candidate, parsed once: the walk goes on from exactly there
+ * when the candidate is taken. */
+typedef struct {
+    gsize pos; /* where it starts; 0 = nothing cached (no record starts at 0) */
+    RecKind kind;
+    SmSection sec;
     gsize next;
-    return parse_record(d, len, pos, &tmp, &next) != REC_BAD;
+} Lookahead;
+
+static RecKind parse_cached(const guint8 *d, gsize len, gsize pos, Lookahead *la)
+{
+    if (la->pos != pos) {
+        la->pos = pos;
+        la->kind = parse_record(d, len, pos, &la->sec, &la->next);
+    }
+    return la->kind;
 }
 
 /* Next footer candidate for `sid` at or after `from`: 0x7e + be32 sid, followed by a
  * well-formed record. *budget bounds the total work on hostile input. */
 static gboolean find_footer(const guint8 *d, gsize len, gsize from, guint32 sid, gsize *out,
-                            gsize *budget)
+                            gsize *budget, Lookahead *la)
 {
     gsize p = from;
     while (p + 5 <= len) {
@@ -124,7 +135,8 @@ static gboolean find_footer(const guint8 *d, gsize len, gsize from, guint32 sid,
             return FALSE;
         }
         *budget -= scanned;
-        if (q + 5 <= len && rd_be32(d + q + 1) == sid && plausible_next(d, len, q + 5)) {
+        if (q + 5 <= len && rd_be32(d + q + 1) == sid &&
+            parse_cached(d, len, q + 5, la) != REC_BAD) {
             *out = q;
             return TRUE;
         }
@@ -234,10 +246,11 @@ static void walk(SmStream *s)
     GArray *stack = s->sections;
     gsize budget = 64 * (gsize)len + (1u << 20);
     gsize furthest = pos;
+    Lookahead la = {0};
     for (;;) {
-        SmSection sec;
-        gsize next = 0;
-        RecKind k = parse_record(d, len, pos, &sec, &next);
+        RecKind k = parse_cached(d, len, pos, &la);
+        SmSection sec = la.sec;
+        gsize next = la.next;
         furthest = MAX(furthest, pos);
         if (k == REC_EOF) {
             break;
@@ -248,8 +261,8 @@ static void walk(SmStream *s)
             pos = next;
             continue;
         }
-        if (k == REC_SECTION &&
-            find_footer(d, len, sec.body_offset, sec.section_id, &sec.footer_offset, &budget)) {
+        if (k == REC_SECTION && find_footer(d, len, sec.body_offset, sec.section_id,
+                                            &sec.footer_offset, &budget, &la)) {
             g_array_append_val(stack, sec);
             pos = sec.footer_offset + 5;
             continue;
@@ -259,7 +272,7 @@ static void walk(SmStream *s)
         while (stack->len > 0 && budget > 0) {
             SmSection *top = &g_array_index(stack, SmSection, stack->len - 1);
             if (is_section(top) && find_footer(d, len, top->footer_offset + 1, top->section_id,
-                                               &top->footer_offset, &budget)) {
+                                               &top->footer_offset, &budget, &la)) {
                 pos = top->footer_offset + 5;
                 resumed = TRUE;
                 break;

@@ -731,7 +731,9 @@ static SmDeviceVerdict *analyse(const SmProbe *probe, const SmStream *stream,
 {
     SmDeviceVerdict *v = sm_verdict_new(device, probe->name);
     SmFix fix = sm_device_get_fix(device);
-    SmUsbStorageDetail *d = g_new0(SmUsbStorageDetail, 1);
+    /* Only the counts and flags are zeroed: the arrays (8 KiB) are read up to their counts. */
+    SmUsbStorageDetail *d = g_malloc(sizeof(*d));
+    memset(d, 0, G_STRUCT_OFFSET(SmUsbStorageDetail, luns));
     sm_verdict_set_fix(v, fix);
     sm_verdict_set_detail(v, &detail_type, d);
     const char *unsupported = refused_up_front(device);

@@ -37,7 +37,8 @@ typedef struct {
     guint8 unit_attention_key;
 } SmUsbStorageLun;
 
-/* What the probe decoded, as far as it got (the has_* flags say how far). */
+/* What the probe decoded, as far as it got (the has_* flags say how far; the arrays are valid
+ * up to their counts only). */
 typedef struct {
     gboolean unsupported; /* refused before decoding (see the verdict's reason) */
     gboolean has_transport;
@@ -50,14 +51,14 @@ typedef struct {
     guint8 csw_status;
     gboolean has_luns;
     guint n_luns;
-    SmUsbStorageLun luns[SM_USB_STORAGE_MAX_LUNS];
-    gboolean has_scsi_section; /* luns[0]'s section was found */
-    char scsi_section[256];
-    gboolean has_busy_lun; /* the device has several LUNs and one holds requests */
+    gboolean has_scsi_section; /* luns[0]'s section was found: scsi_section */
+    gboolean has_busy_lun;     /* the device has several LUNs and one holds requests */
     guint32 busy_lun;
     gboolean has_saved_bytes; /* a DATA-IN pending: the bytes the stream saved for it */
     gint64 saved_bytes;
     guint n_requests; /* the requests of the busy LUN, in the verdict's pending order */
+    SmUsbStorageLun luns[SM_USB_STORAGE_MAX_LUNS];
+    char scsi_section[256];
     SmScsiRequest requests[SM_USB_STORAGE_MAX_REQUESTS];
 } SmUsbStorageDetail;
 

@@ -20,10 +20,11 @@
 #include <libvirt/virterror.h>
 #endif
 
-static char *opt_connect, *opt_migrateuri, *opt_listen, *opt_policy, *opt_config_dir,
-    *opt_max_attempts, *opt_max_hold, *opt_backoff, *opt_fallback;
+static char *opt_connect, *opt_migrateuri, *opt_listen;
 static gint64 opt_bandwidth = -1;
-static gboolean opt_live, opt_p2p, opt_persistent, opt_undefinesource, opt_json, opt_quiet;
+static gboolean opt_live, opt_p2p, opt_persistent, opt_undefinesource;
+/* The gate's own flags (--policy, --max-hold, --json, ...) are sm_gate_flags (gate-flags.c). */
+#define LV_FALLBACK_HELP "When the budget is spent: abort (use-fix* is refused under libvirt)"
 
 static const GOptionEntry entries[] = {
     {"connect", 'c', 0, G_OPTION_ARG_STRING, &opt_connect, "Source libvirt URI", "URI"},
@@ -36,16 +37,6 @@ static const GOptionEntry entries[] = {
     {"listen-address", 0, 0, G_OPTION_ARG_STRING, &opt_listen, "Destination listen address",
      "ADDR"},
     {"bandwidth", 0, 0, G_OPTION_ARG_INT64, &opt_bandwidth, "Bandwidth limit", "MiB/s"},
-    {"policy", 0, 0, G_OPTION_ARG_FILENAME, &opt_policy, "Policy file", "FILE"},
-    {"config-dir", 0, 0, G_OPTION_ARG_FILENAME, &opt_config_dir,
-     "Configuration directory (default " SM_DEFAULT_CONFIG_DIR ")", "DIR"},
-    {"max-attempts", 0, 0, G_OPTION_ARG_STRING, &opt_max_attempts, "Attempts in all", "N"},
-    {"max-hold", 0, 0, G_OPTION_ARG_STRING, &opt_max_hold, "Hold budget (e.g. 30s)", "DURATION"},
-    {"backoff", 0, 0, G_OPTION_ARG_STRING, &opt_backoff, "First wait between attempts", "DURATION"},
-    {"on-unquiesceable", 0, 0, G_OPTION_ARG_STRING, &opt_fallback,
-     "When the budget is spent: abort (use-fix* is refused under libvirt)", "POLICY"},
-    {"json", 0, 0, G_OPTION_ARG_NONE, &opt_json, "JSON lines on stdout, one per event", NULL},
-    {"quiet", 'q', 0, G_OPTION_ARG_NONE, &opt_quiet, "Only errors", NULL},
     G_OPTION_ENTRY_NULL,
 };
 
@@ -63,6 +54,8 @@ static gboolean takes_value(const GOptionEntry *table, const char *arg)
 /* The libvirt form is chosen by its positional DOMAIN DESTURI, or by an option only it has. */
 gboolean sm_migrate_is_libvirt_form(int argc, char **argv)
 {
+    GOptionEntry gate[SM_GATE_ENTRIES + 1];
+    sm_gate_entries(gate, LV_FALLBACK_HELP);
     static const char *const only_libvirt[] = {
         "-c",           "--connect",        "--p2p", "--persistent", "--undefinesource",
         "--migrateuri", "--listen-address", NULL};
@@ -71,8 +64,8 @@ gboolean sm_migrate_is_libvirt_form(int argc, char **argv)
         g_autofree char *name = g_strndup(a, strcspn(a, "="));
         if (g_str_equal(a, "--") || a[0] != '-' || g_strv_contains(only_libvirt, name))
             return TRUE;
-        if (!strchr(a, '=') &&
-            (takes_value(sm_migrate_qmp_entries(), a) || takes_value(entries, a)))
+        if (!strchr(a, '=') && (takes_value(sm_migrate_qmp_entries(), a) ||
+                                takes_value(entries, a) || takes_value(gate, a)))
             i++;
     }
     return FALSE;
@@ -497,14 +490,15 @@ static gboolean load_policy(SmPolicy *p, const char *domain, GError **error)
 {
     const struct {
         const char *key, *value;
-    } flags[] = {{"max-attempts", opt_max_attempts},
-                 {"max-hold", opt_max_hold},
-                 {"backoff", opt_backoff},
-                 {"on-unquiesceable", opt_fallback}};
-    if (!sm_lv_load_policy(p, opt_config_dir ? opt_config_dir : SM_DEFAULT_CONFIG_DIR, domain,
-                           error))
+    } flags[] = {{"max-attempts", sm_gate_flags.max_attempts},
+                 {"max-hold", sm_gate_flags.max_hold},
+                 {"backoff", sm_gate_flags.backoff},
+                 {"on-unquiesceable", sm_gate_flags.on_unquiesceable}};
+    const char *config_dir =
+        sm_gate_flags.config_dir ? sm_gate_flags.config_dir : SM_DEFAULT_CONFIG_DIR;
+    if (!sm_lv_load_policy(p, config_dir, domain, error))
         return FALSE;
-    if (opt_policy && !sm_policy_load_file(p, opt_policy, error))
+    if (sm_gate_flags.policy && !sm_policy_load_file(p, sm_gate_flags.policy, error))
         return FALSE;
     for (guint i = 0; i < G_N_ELEMENTS(flags); i++)
         if (flags[i].value && !sm_policy_apply(p, flags[i].key, flags[i].value, error))
@@ -523,7 +517,10 @@ int sm_cmd_migrate_libvirt(int argc, char **argv)
 {
     g_autoptr(GOptionContext) ctx =
         g_option_context_new("DOMAIN DESTURI - migrate a libvirt domain, gated by its filter");
+    GOptionEntry gate[SM_GATE_ENTRIES + 1];
+    sm_gate_entries(gate, LV_FALLBACK_HELP);
     g_option_context_add_main_entries(ctx, entries, NULL);
+    g_option_context_add_main_entries(ctx, gate, NULL);
     g_option_context_set_summary(
         ctx, "The drop-in for `virsh migrate`. Exit codes: 0 migrated, 2 usage/policy error,\n"
              "3 unreachable, 4 held out (domain on the source), 5 failed (domain on the\n"
@@ -534,7 +531,8 @@ int sm_cmd_migrate_libvirt(int argc, char **argv)
         return SM_EXIT_USAGE;
     }
     LvMigration m = {.domain = argv[1], .dest_uri = argv[2], .t0_us = g_get_monotonic_time()};
-    m.out = (SmCliOutput){.json = opt_json, .quiet = opt_quiet, .tty = isatty(STDERR_FILENO)};
+    m.out = (SmCliOutput){
+        .json = sm_gate_flags.json, .quiet = sm_gate_flags.quiet, .tty = isatty(STDERR_FILENO)};
     sm_policy_init(&m.policy);
     if (!load_policy(&m.policy, m.domain, &error)) {
         g_printerr("safe-migrate migrate: %s\n", error->message);

@@ -163,11 +163,11 @@ static void release_signals(guint watch)
 }
 
 /* Option values are strings so that "not given" is visible and the file's value stays. */
-static char *opt_source, *opt_dest, *opt_uri, *opt_dest_prepare, *opt_dest_prepare_timeout,
-    *opt_policy, *opt_vm, *opt_config_dir, *opt_max_attempts, *opt_max_hold, *opt_backoff,
-    *opt_fallback, *opt_downtime, *opt_bandwidth_mib, *opt_bandwidth, *opt_plugin_dir, *opt_timeout,
+static char *opt_source, *opt_dest, *opt_uri, *opt_dest_prepare, *opt_dest_prepare_timeout, *opt_vm,
+    *opt_downtime, *opt_bandwidth_mib, *opt_bandwidth, *opt_plugin_dir, *opt_timeout,
     *opt_probe_timeout, *opt_parallel_connections;
-static gboolean opt_json, opt_quiet, opt_verbose, opt_live, opt_auto_converge, opt_parallel;
+static gboolean opt_verbose, opt_live, opt_auto_converge, opt_parallel;
+/* The gate's own flags (--policy, --max-hold, --json, ...) are sm_gate_flags (gate-flags.c). */
 
 static const GOptionEntry migrate_entries[] = {
     {"source", 0, 0, G_OPTION_ARG_STRING, &opt_source, "Source QMP address", "ADDR"},
@@ -177,15 +177,7 @@ static const GOptionEntry migrate_entries[] = {
      "Shell command that starts a fresh destination before each retry", "CMD"},
     {"dest-prepare-timeout", 0, 0, G_OPTION_ARG_STRING, &opt_dest_prepare_timeout,
      "Kill dest-prepare and fail after this long (default 2min)", "DURATION"},
-    {"policy", 0, 0, G_OPTION_ARG_FILENAME, &opt_policy, "Policy file", "FILE"},
     {"vm", 0, 0, G_OPTION_ARG_STRING, &opt_vm, "Take everything from vms.d/NAME.conf", "NAME"},
-    {"config-dir", 0, 0, G_OPTION_ARG_FILENAME, &opt_config_dir,
-     "Configuration directory (default " SM_DEFAULT_CONFIG_DIR ")", "DIR"},
-    {"max-attempts", 0, 0, G_OPTION_ARG_STRING, &opt_max_attempts, "Attempts in all", "N"},
-    {"max-hold", 0, 0, G_OPTION_ARG_STRING, &opt_max_hold, "Hold budget (e.g. 30s)", "DURATION"},
-    {"backoff", 0, 0, G_OPTION_ARG_STRING, &opt_backoff, "First wait between attempts", "DURATION"},
-    {"on-unquiesceable", 0, 0, G_OPTION_ARG_STRING, &opt_fallback,
-     "When the budget is spent: abort, use-fix, use-fix-if-benign", "POLICY"},
     {"probe-timeout", 0, 0, G_OPTION_ARG_STRING, &opt_probe_timeout,
      "Longest device-state capture (default 5s)", "DURATION"},
     {"timeout", 0, 0, G_OPTION_ARG_STRING, &opt_timeout,
@@ -204,8 +196,6 @@ static const GOptionEntry migrate_entries[] = {
     {"live", 0, 0, G_OPTION_ARG_NONE, &opt_live, "Accepted for virsh: migration is always live",
      NULL},
     {"plugin-dir", 0, 0, G_OPTION_ARG_FILENAME, &opt_plugin_dir, "Extra probe modules", "DIR"},
-    {"json", 0, 0, G_OPTION_ARG_NONE, &opt_json, "JSON lines on stdout, one per event", NULL},
-    {"quiet", 'q', 0, G_OPTION_ARG_NONE, &opt_quiet, "Only errors", NULL},
     {"verbose", 'v', 0, G_OPTION_ARG_NONE, &opt_verbose, "Debug logs (QMP traffic) on stderr",
      NULL},
     G_OPTION_ENTRY_NULL,
@@ -271,10 +261,10 @@ static gboolean collect_settings(GArray *out, GError **error)
                  {"uri", "--uri", opt_uri},
                  {"dest-prepare", "--dest-prepare", opt_dest_prepare},
                  {"dest-prepare-timeout", "--dest-prepare-timeout", opt_dest_prepare_timeout},
-                 {"max-attempts", "--max-attempts", opt_max_attempts},
-                 {"max-hold", "--max-hold", opt_max_hold},
-                 {"backoff", "--backoff", opt_backoff},
-                 {"on-unquiesceable", "--on-unquiesceable", opt_fallback},
+                 {"max-attempts", "--max-attempts", sm_gate_flags.max_attempts},
+                 {"max-hold", "--max-hold", sm_gate_flags.max_hold},
+                 {"backoff", "--backoff", sm_gate_flags.backoff},
+                 {"on-unquiesceable", "--on-unquiesceable", sm_gate_flags.on_unquiesceable},
                  {"probe-timeout", "--probe-timeout", opt_probe_timeout},
                  {"plugin-dir", "--plugin-dir", opt_plugin_dir}};
     for (guint i = 0; i < G_N_ELEMENTS(plain); i++) {
@@ -326,7 +316,10 @@ int sm_cmd_migrate(int argc, char **argv)
         return sm_cmd_migrate_libvirt(argc, argv);
     g_autoptr(GOptionContext) ctx =
         g_option_context_new("- migrate a VM, gated on its USB devices");
+    GOptionEntry gate[SM_GATE_ENTRIES + 1];
+    sm_gate_entries(gate, "When the budget is spent: abort, use-fix, use-fix-if-benign");
     g_option_context_add_main_entries(ctx, migrate_entries, NULL);
+    g_option_context_add_main_entries(ctx, gate, NULL);
     g_option_context_set_summary(
         ctx, "Durations as systemd.time(7): 500ms, 1.5s, 1min 30s, 2h (at most 7d).\n"
              "Without --vm, --policy or the flags, defaults.conf of the configuration\n"
@@ -358,7 +351,7 @@ int sm_cmd_migrate(int argc, char **argv)
     if (sm_daemon_socket) {
         /* The daemon holds the policies: the flags travel as overrides, validated there by
          * the same code; the events come back as they would in-process. */
-        if (!opt_vm || opt_policy || opt_config_dir) {
+        if (!opt_vm || sm_gate_flags.policy || sm_gate_flags.config_dir) {
             g_printerr("safe-migrate migrate: with --daemon, give --vm NAME (the daemon reads "
                        "its own policy files; no --policy or --config-dir)\n");
             return SM_EXIT_USAGE;
@@ -368,7 +361,8 @@ int sm_cmd_migrate(int argc, char **argv)
             const Setting *s = &g_array_index(settings, Setting, i);
             json_object_object_add(options, s->key, json_object_new_string(s->value));
         }
-        Output out = {.json = opt_json, .quiet = opt_quiet, .tty = isatty(STDERR_FILENO)};
+        Output out = {
+            .json = sm_gate_flags.json, .quiet = sm_gate_flags.quiet, .tty = isatty(STDERR_FILENO)};
         int code = sm_daemon_migrate(opt_vm, options, on_event, &out);
         end_line(&out);
         return code;
@@ -376,11 +370,12 @@ int sm_cmd_migrate(int argc, char **argv)
 
     SmPolicy policy;
     sm_policy_init(&policy);
-    const char *config_dir = opt_config_dir ? opt_config_dir : SM_DEFAULT_CONFIG_DIR;
+    const char *config_dir =
+        sm_gate_flags.config_dir ? sm_gate_flags.config_dir : SM_DEFAULT_CONFIG_DIR;
     /* defaults.conf (when present) applies to every migration, as in the daemon. */
     gboolean ok = sm_policy_load(&policy, config_dir, opt_vm, &error);
-    if (ok && opt_policy)
-        ok = sm_policy_load_file(&policy, opt_policy, &error);
+    if (ok && sm_gate_flags.policy)
+        ok = sm_policy_load_file(&policy, sm_gate_flags.policy, &error);
     for (guint i = 0; ok && i < settings->len; i++) {
         const Setting *s = &g_array_index(settings, Setting, i);
         ok = sm_policy_apply_flag(&policy, s->key, s->flag, s->value, &error);
@@ -393,7 +388,8 @@ int sm_cmd_migrate(int argc, char **argv)
         return SM_EXIT_USAGE;
     }
 
-    Output out = {.json = opt_json, .quiet = opt_quiet, .tty = isatty(STDERR_FILENO)};
+    Output out = {
+        .json = sm_gate_flags.json, .quiet = sm_gate_flags.quiet, .tty = isatty(STDERR_FILENO)};
     g_autoptr(SmMigration) m = sm_migration_new(&policy, on_event, &out);
     sm_policy_clear(&policy);
     guint watch = catch_signals(m);

@@ -23,6 +23,19 @@ int sm_daemon_cmd_recover(int argc, char **argv);
  * consumed) and feeds every event to func; returns the migration's exit code. */
 int sm_daemon_migrate(const char *vm, json_object *options, SmEventFunc func, gpointer data);
 
+/* The gate's flags, the same in both migrate forms (gate-flags.c): strings, so that "not
+ * given" is visible and the policy file's value stays. */
+typedef struct {
+    char *policy, *config_dir;
+    char *max_attempts, *max_hold, *backoff, *on_unquiesceable;
+    gboolean json, quiet;
+} SmGateFlags;
+extern SmGateFlags sm_gate_flags;
+#define SM_GATE_ENTRIES 8
+/* The option rows for sm_gate_flags (NULL-terminated); only --on-unquiesceable's help differs
+ * between the forms. */
+void sm_gate_entries(GOptionEntry entries[SM_GATE_ENTRIES + 1], const char *on_unquiesceable_help);
+
 /* The migrate subcommand's output (cmd-migrate.c), shared by its libvirt form: the progress
  * line on stderr or JSON lines on stdout, one per engine event. */
 typedef struct {
@@ -35,7 +48,7 @@ void sm_cli_end_line(SmCliOutput *output);
 /* `safe-migrate migrate DOMAIN DESTURI` and `safe-migrate status -c URI DOMAIN`: libvirt
  * domains (cmd-migrate-libvirt.c), selected by positional arguments or -c/--connect. */
 gboolean sm_migrate_is_libvirt_form(int argc, char **argv);
-const GOptionEntry *sm_migrate_qmp_entries(void); /* the QMP form's options */
+const GOptionEntry *sm_migrate_qmp_entries(void); /* the QMP form's own options */
 int sm_cmd_migrate_libvirt(int argc, char **argv);
 gboolean sm_status_is_libvirt_form(int argc, char **argv);
 int sm_cmd_status_libvirt(int argc, char **argv);

@@ -1147,15 +1147,7 @@ GQuark sm_engine_error_quark(void)
 SmMigration *sm_migration_new(const SmPolicy *policy, SmEventFunc func, gpointer user_data)
 {
     SmMigration *m = g_new0(SmMigration, 1);
-    sm_policy_init(&m->policy);
-    m->policy = *policy;
-    m->policy.name = g_strdup(policy->name);
-    m->policy.file = g_strdup(policy->file);
-    m->policy.source_qmp = g_strdup(policy->source_qmp);
-    m->policy.dest_qmp = g_strdup(policy->dest_qmp);
-    m->policy.uri = g_strdup(policy->uri);
-    m->policy.dest_prepare = g_strdup(policy->dest_prepare);
-    m->policy.plugin_dir = g_strdup(policy->plugin_dir);
+    sm_policy_copy(&m->policy, policy);
     m->emit_func = func;
     m->emit_data = user_data;
     m->dst_fix = g_hash_table_new_full(g_str_hash, g_str_equal, g_free, NULL);

@@ -53,6 +53,8 @@ typedef struct {
 
 void sm_policy_init(SmPolicy *policy);
 void sm_policy_clear(SmPolicy *policy);
+/* A deep copy of `src` into `dst` (uninitialised or cleared; sm_policy_clear it after). */
+void sm_policy_copy(SmPolicy *dst, const SmPolicy *src);
 /* Loads CONFIG_DIR/defaults.conf (if present) then CONFIG_DIR/vms.d/VM_NAME.conf (required
  * when vm_name is not NULL) on top of what `policy` holds. Errors name file, line and key. */
 gboolean sm_policy_load(SmPolicy *policy, const char *config_dir, const char *vm_name,

@@ -94,6 +94,18 @@ void sm_policy_clear(SmPolicy *policy)
     sm_policy_init(policy);
 }
 
+void sm_policy_copy(SmPolicy *dst, const SmPolicy *src)
+{
+    *dst = *src;
+    dst->name = g_strdup(src->name);
+    dst->file = g_strdup(src->file);
+    dst->source_qmp = g_strdup(src->source_qmp);
+    dst->dest_qmp = g_strdup(src->dest_qmp);
+    dst->uri = g_strdup(src->uri);
+    dst->dest_prepare = g_strdup(src->dest_prepare);
+    dst->plugin_dir = g_strdup(src->plugin_dir);
+}
+
 const char *sm_fallback_to_string(SmFallback fallback)
 {
     switch (fallback) {

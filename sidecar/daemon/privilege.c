@@ -8,9 +8,10 @@
  *  - a member may only make a migration more conservative: durations and attempts no longer
  *    than the policy's, a fallback no looser. Never an address, URI, command or path, and
  *    every refused key gets the same answer, so that refusals reveal nothing. */
-#include "daemon.h"
+#include "privilege.h"
 
 #include <errno.h>
+#include <gio/gio.h>
 #include <string.h>
 #include <sys/socket.h>
 

@@ -3,7 +3,7 @@
  * (reconnecting with backoff), keeps a cheap snapshot of it (run state, devices and their fix)
  * for `list`, and runs the VM's probes, recover and migrations, each on the worker's own
  * GMainContext: a slow or hung QEMU stalls only its own thread, never the main loop. */
-#include "daemon.h"
+#include "vm.h"
 
 #include <stdlib.h>
 #include <unistd.h>
@@ -32,13 +32,18 @@ typedef struct {
     guint64 seq;
     VmJobDone done;
     gpointer data;
-    Mig *mig;
+    /* JOB_MIGRATE */
+    char *mig_id;
+    SmMigration **engine;
+    GMutex *engine_lock;
+    VmMigrationDone mig_done;
     char *address, *dest_address;
     ProbeBatch *batch;
 } Job;
 
 static void job_free(Job *job)
 {
+    g_free(job->mig_id);
     g_free(job->address);
     g_free(job->dest_address);
     g_free(job);
@@ -55,13 +60,14 @@ static void batch_free(ProbeBatch *b)
 
 /* ---- Main-thread side ------------------------------------------------------------------ */
 
-Vm *vm_new(Daemon *d, const char *name)
+Vm *vm_new(const VmHost *host, const char *name)
 {
+    ASSERT_MAIN();
     Vm *vm = g_new0(Vm, 1);
     vm->ref = 1;
-    vm->daemon = d;
+    vm->host = host;
     vm->name = g_strdup(name);
-    vm->marker = g_build_filename(d->state_dir, name, NULL);
+    vm->marker = g_build_filename(host->state_dir, name, NULL);
     g_mutex_init(&vm->probe_lock);
     sm_policy_init(&vm->policy);
     vm->jobs = g_async_queue_new_full((GDestroyNotify)job_free);
@@ -81,6 +87,7 @@ void vm_unref(Vm *vm)
     if (!vm || !g_atomic_int_dec_and_test(&vm->ref))
         return;
     /* The last reference is dropped on the main thread, after the worker said it exited. */
+    ASSERT_MAIN();
     if (vm->thread)
         g_thread_join(vm->thread);
     sm_policy_clear(&vm->policy);
@@ -114,6 +121,7 @@ static gint job_order(gconstpointer a, gconstpointer b, gpointer data)
 static void push_job(Vm *vm, Job *job)
 {
     static guint64 seq; /* main thread only */
+    ASSERT_MAIN();
     job->seq = ++seq;
     sm_queue_push_sorted(vm->jobs, job, job_order);
     g_main_context_wakeup(vm->wctx);
@@ -121,10 +129,20 @@ static void push_job(Vm *vm, Job *job)
 
 void vm_stop(Vm *vm)
 {
+    ASSERT_MAIN();
     if (!vm->thread || g_atomic_int_get(&vm->stop))
         return;
     g_atomic_int_set(&vm->stop, 1);
     g_main_context_wakeup(vm->wctx);
+}
+
+void vm_join(Vm *vm)
+{
+    ASSERT_MAIN();
+    if (vm->thread) {
+        g_thread_join(vm->thread);
+        vm->thread = NULL;
+    }
 }
 
 void vm_set_address(Vm *vm, const char *source_qmp, const char *dest_qmp)
@@ -147,7 +165,7 @@ static void push_done_job(Vm *vm, JobKind kind, VmJobDone done, gpointer data)
 
 void vm_probe(Vm *vm, VmJobDone done, gpointer data)
 {
-    ASSERT_MAIN(vm->daemon);
+    ASSERT_MAIN();
     Waiter w = {done, data};
     sm_lock(&vm->probe_lock);
     ProbeBatch *b = vm->probe_next;
@@ -169,7 +187,7 @@ void vm_probe(Vm *vm, VmJobDone done, gpointer data)
 
 void vm_cancel_queued_probe(Vm *vm, const char *why)
 {
-    ASSERT_MAIN(vm->daemon);
+    ASSERT_MAIN();
     sm_lock(&vm->probe_lock);
     ProbeBatch *b = vm->probe_next;
     g_autoptr(GArray) waiters = NULL;
@@ -194,16 +212,22 @@ void vm_recover(Vm *vm, VmJobDone done, gpointer data)
     push_done_job(vm, JOB_RECOVER, done, data);
 }
 
-void vm_migrate(Vm *vm, Mig *mig)
+void vm_migrate(Vm *vm, const char *id, SmMigration **engine, GMutex *lock, VmMigrationDone done,
+                gpointer data)
 {
     Job *job = g_new0(Job, 1);
     job->kind = JOB_MIGRATE;
-    job->mig = mig;
+    job->mig_id = g_strdup(id);
+    job->engine = engine;
+    job->engine_lock = lock;
+    job->mig_done = done;
+    job->data = data;
     push_job(vm, job);
 }
 
 json_object *vm_to_json(Vm *vm)
 {
+    ASSERT_MAIN();
     json_object *o = json_object_new_object();
     json_object_object_add(o, "name", json_strv(vm->name));
     json_object_object_add(o, "file", json_strv(vm->policy.file));
@@ -220,18 +244,6 @@ json_object *vm_to_json(Vm *vm)
     else if (vm->job_busy)
         json_object_object_add(o, "connection", json_object_new_string("recovering"));
     json_object_object_add(o, "config_error", json_strv(vm->config_error));
-    json_object_object_add(o, "migration", vm->mig ? json_strv(vm->mig->id) : NULL);
-    if (vm->last_mig && vm->last_mig->done) {
-        json_object *last = json_object_new_object();
-        json_object_object_add(last, "id", json_strv(vm->last_mig->id));
-        json_object_object_add(last, "exit_code", json_object_new_int(vm->last_mig->exit_code));
-        json_object *result =
-            vm->last_mig->events->len
-                ? g_ptr_array_index(vm->last_mig->events, vm->last_mig->events->len - 1)
-                : NULL;
-        json_object_object_add(last, "result", json_strv(json_str(result, "result")));
-        json_object_object_add(o, "last_migration", last);
-    }
     return o;
 }
 
@@ -261,6 +273,7 @@ static void result_free(gpointer p)
 static gboolean apply_snapshot(gpointer p)
 {
     Result *r = p;
+    ASSERT_MAIN();
     json_object_put(r->vm->snapshot);
     r->vm->snapshot = g_steal_pointer(&r->obj);
     return G_SOURCE_REMOVE;
@@ -268,16 +281,17 @@ static gboolean apply_snapshot(gpointer p)
 
 static void publish(Vm *vm, json_object *snapshot)
 {
+    ASSERT_WORKER(vm);
     Result *r = g_new0(Result, 1);
     r->vm = vm_ref(vm);
     r->obj = snapshot;
-    daemon_post(vm->daemon, apply_snapshot, r, result_free);
+    inbox_post(vm->host->inbox, apply_snapshot, r, result_free);
 }
 
 static gboolean deliver_result(gpointer p)
 {
     Result *r = p;
-    ASSERT_MAIN(r->vm->daemon);
+    ASSERT_MAIN();
     if (!r->batch) {
         r->done(r->vm, g_steal_pointer(&r->obj), r->error, r->data);
         return G_SOURCE_REMOVE;
@@ -285,7 +299,7 @@ static gboolean deliver_result(gpointer p)
     /* One capture, however many asked: counted once. */
     json_object *v;
     if (r->obj && json_object_object_get_ex(r->obj, "capture_us", &v))
-        metrics_observe_probe(&r->vm->daemon->metrics, json_object_get_int64(v));
+        metrics_observe_probe(r->vm->host->metrics, json_object_get_int64(v));
     for (guint i = 0; i < r->batch->waiters->len; i++) {
         Waiter *w = &g_array_index(r->batch->waiters, Waiter, i);
         json_object *copy = NULL;
@@ -305,18 +319,43 @@ static void finish_job(Vm *vm, Job *job, json_object *obj, GError *error)
     r->done = job->done;
     r->data = job->data;
     r->batch = job->batch;
-    daemon_post(vm->daemon, deliver_result, r, result_free);
+    inbox_post(vm->host->inbox, deliver_result, r, result_free);
+}
+
+typedef struct {
+    VmMigrationDone done;
+    gpointer data;
+    int code;
+} MigrationEnd;
+
+static gboolean deliver_migration_end(gpointer p)
+{
+    MigrationEnd *e = p;
+    ASSERT_MAIN();
+    e->done(e->data, e->code);
+    return G_SOURCE_REMOVE;
+}
+
+static void finish_migration(Vm *vm, Job *job, int code)
+{
+    MigrationEnd *e = g_new0(MigrationEnd, 1);
+    e->done = job->mig_done;
+    e->data = job->data;
+    e->code = code;
+    inbox_post(vm->host->inbox, deliver_migration_end, e, g_free);
 }
 
 static gboolean count_reconnect(gpointer p)
 {
-    ((Daemon *)p)->metrics.reconnects++;
+    ASSERT_MAIN();
+    ((Metrics *)p)->reconnects++;
     return G_SOURCE_REMOVE;
 }
 
 static gboolean thread_exited(gpointer p)
 {
     Vm *vm = p;
+    ASSERT_MAIN();
     vm->stopped = TRUE;
     return G_SOURCE_REMOVE;
 }
@@ -326,6 +365,7 @@ static gboolean thread_exited(gpointer p)
 static void on_lost(QmpClient *client, const GError *reason, gpointer data)
 {
     Vm *vm = data;
+    ASSERT_WORKER(vm);
     (void)client;
     vm_log(vm, G_LOG_LEVEL_MESSAGE, "%s: QMP connection lost: %s", vm->name, reason->message);
     vm->lost = TRUE;
@@ -336,9 +376,11 @@ static void on_qmp_event(QmpClient *client, const char *name, json_object *data,
 {
     static const char *const interesting[] = {"STOP",      "RESUME",         "SHUTDOWN",  "RESET",
                                               "MIGRATION", "DEVICE_DELETED", "POWERDOWN", NULL};
+    Vm *vm = user_data;
     (void)client, (void)data, (void)ts;
+    ASSERT_WORKER(vm);
     if (g_strv_contains(interesting, name))
-        ((Vm *)user_data)->dirty = TRUE;
+        vm->dirty = TRUE;
 }
 
 static void drop_status(Vm *vm)
@@ -362,6 +404,7 @@ static json_object *disconnected_snapshot(const char *why)
 
 static gboolean status_connect(Vm *vm, GError **error)
 {
+    ASSERT_WORKER(vm);
     vm->qmp = qmp_client_connect(vm->source_qmp, STATUS_CONNECT_TIMEOUT_MS, error);
     if (!vm->qmp)
         return FALSE;
@@ -377,6 +420,7 @@ static gboolean status_connect(Vm *vm, GError **error)
  * would stop the VM for a moment). */
 static void refresh(Vm *vm)
 {
+    ASSERT_WORKER(vm);
     g_autoptr(GError) error = NULL;
     g_autofree char *status = qmp_query_status(vm->qmp, NULL, &error);
     g_autofree char *type = status ? qmp_qom_get_string(vm->qmp, "/machine", "type", &error) : NULL;
@@ -510,18 +554,17 @@ static void run_recover(Vm *vm, Job *job)
 static void run_migration(Vm *vm, Job *job)
 {
     ASSERT_WORKER(vm);
-    Mig *mig = job->mig;
     drop_status(vm);
     publish(vm, disconnected_snapshot("the monitor is lent to a migration"));
-    vm_log(vm, G_LOG_LEVEL_MESSAGE, "%s: migration %s starts", vm->name, mig->id);
-    int code = sm_migration_run(mig->engine);
+    vm_log(vm, G_LOG_LEVEL_MESSAGE, "%s: migration %s starts", vm->name, job->mig_id);
+    int code = sm_migration_run(*job->engine);
     /* The engine's QMP clients have their sources on this context: they are closed here,
      * on the thread that owns them, never by the main thread while this one iterates. */
-    sm_lock(&mig->lock);
-    SmMigration *engine = g_steal_pointer(&mig->engine);
-    sm_unlock(&mig->lock);
+    sm_lock(job->engine_lock);
+    SmMigration *engine = g_steal_pointer(job->engine);
+    sm_unlock(job->engine_lock);
     sm_migration_free(engine);
-    mig_finished_from_worker(mig, code);
+    finish_migration(vm, job, code);
 }
 
 static gboolean just_wake(gpointer data)
@@ -530,106 +573,105 @@ static gboolean just_wake(gpointer data)
     return G_SOURCE_REMOVE;
 }
 
-static gpointer vm_thread(gpointer data)
+/* The worker's own schedule of its status connection. */
+typedef struct {
+    gint64 next_connect, next_refresh;
+    guint backoff_ms;
+    gboolean ever_connected;
+    char *last_error; /* logged once until it changes */
+} Schedule;
+
+static void run_job(Vm *vm, Job *job, Schedule *s)
 {
-    Vm *vm = data;
-    g_main_context_push_thread_default(vm->wctx);
-    gint64 next_connect = 0, next_refresh = G_MAXINT64;
-    guint backoff_ms = 0;
-    gboolean ever_connected = FALSE;
-    g_autofree char *last_error = NULL;
-
-    while (!g_atomic_int_get(&vm->stop)) {
-        Job *job;
-        while (!g_atomic_int_get(&vm->stop) && (job = sm_queue_try_pop(vm->jobs))) {
-            switch (job->kind) {
-            case JOB_PROBE:
-                run_probe(vm, job);
-                break;
-            case JOB_RECOVER:
-                run_recover(vm, job);
-                next_connect = 0;
-                backoff_ms = 0;
-                break;
-            case JOB_MIGRATE:
-                run_migration(vm, job);
-                next_connect = 0;
-                backoff_ms = 0;
-                break;
-            case JOB_ADDRESS:
-                drop_status(vm);
-                g_free(vm->source_qmp);
-                vm->source_qmp = g_strdup(job->address);
-                g_free(vm->dest_qmp);
-                vm->dest_qmp = g_strdup(job->dest_address);
-                next_connect = 0;
-                backoff_ms = 0;
-                break;
-            }
-            job_free(job);
-        }
-        if (g_atomic_int_get(&vm->stop))
-            break;
-
-        gint64 now = g_get_monotonic_time();
-        if (vm->qmp && vm->lost) {
-            drop_status(vm);
-            publish(vm, disconnected_snapshot("QMP connection lost"));
-            backoff_ms = RECONNECT_FIRST_MS;
-            next_connect = now + backoff_ms * 1000;
-        }
-        if (!vm->qmp && now >= next_connect) {
-            g_autoptr(GError) error = NULL;
-            if (status_connect(vm, &error)) {
-                vm_log(vm, G_LOG_LEVEL_MESSAGE, "%s: connected to %s (QEMU %s)", vm->name,
-                       vm->source_qmp, qmp_client_get_version(vm->qmp));
-                if (ever_connected)
-                    daemon_post(vm->daemon, count_reconnect, vm->daemon, NULL);
-                ever_connected = TRUE;
-                backoff_ms = 0;
-                g_clear_pointer(&last_error, g_free);
-                check_stranded(vm);
-            } else {
-                if (g_strcmp0(last_error, error->message) != 0) {
-                    vm_log(vm, G_LOG_LEVEL_WARNING, "%s: cannot reach %s: %s (retrying)", vm->name,
-                           vm->source_qmp, error->message);
-                    g_free(last_error);
-                    last_error = g_strdup(error->message);
-                }
-                publish(vm, disconnected_snapshot(error->message));
-                backoff_ms = backoff_ms ? MIN(backoff_ms * 2, vm->daemon->reconnect_max_ms)
-                                        : RECONNECT_FIRST_MS;
-                next_connect = g_get_monotonic_time() + (gint64)backoff_ms * 1000;
-            }
-        }
-        if (vm->qmp && !vm->lost && (vm->dirty || now >= next_refresh)) {
-            vm->dirty = FALSE;
-            refresh(vm);
-            next_refresh = g_get_monotonic_time() + (gint64)vm->daemon->refresh_ms * 1000;
-        }
-        /* Nested iterations (the synchronous QMP calls above) may have swallowed the wakeup
-         * of a stop or a job: look again before blocking. A later one wakes the poll. */
-        if (vm->lost || vm->dirty || g_async_queue_length(vm->jobs) > 0 ||
-            g_atomic_int_get(&vm->stop))
-            continue;
-
-        gint64 wake_at = vm->qmp ? next_refresh : next_connect;
-        GSource *timer = NULL;
-        if (wake_at != G_MAXINT64) {
-            gint64 ms = MAX((wake_at - g_get_monotonic_time()) / 1000 + 1, 0);
-            timer = g_timeout_source_new((guint)MIN(ms, G_MAXINT));
-            g_source_set_callback(timer, just_wake, NULL, NULL);
-            g_source_attach(timer, vm->wctx);
-        }
-        g_main_context_iteration(vm->wctx, TRUE);
-        if (timer) {
-            g_source_destroy(timer);
-            g_source_unref(timer);
-        }
+    switch (job->kind) {
+    case JOB_PROBE:
+        run_probe(vm, job);
+        return;
+    case JOB_RECOVER:
+        run_recover(vm, job);
+        break;
+    case JOB_MIGRATE:
+        run_migration(vm, job);
+        break;
+    case JOB_ADDRESS:
+        drop_status(vm);
+        g_free(vm->source_qmp);
+        vm->source_qmp = g_strdup(job->address);
+        g_free(vm->dest_qmp);
+        vm->dest_qmp = g_strdup(job->dest_address);
+        break;
     }
-    drop_status(vm);
-    g_clear_pointer(&vm->registry, sm_registry_free);
-    /* Jobs nobody will run: their completions still reach the main thread. */
+    /* The monitor was lent or moved: reconnect now. */
+    s->next_connect = 0;
+    s->backoff_ms = 0;
+}
+
+static void try_connect(Vm *vm, Schedule *s)
+{
+    g_autoptr(GError) error = NULL;
+    if (status_connect(vm, &error)) {
+        vm_log(vm, G_LOG_LEVEL_MESSAGE, "%s: connected to %s (QEMU %s)", vm->name, vm->source_qmp,
+               qmp_client_get_version(vm->qmp));
+        if (s->ever_connected)
+            inbox_post(vm->host->inbox, count_reconnect, vm->host->metrics, NULL);
+        s->ever_connected = TRUE;
+        s->backoff_ms = 0;
+        g_clear_pointer(&s->last_error, g_free);
+        check_stranded(vm);
+        return;
+    }
+    if (g_strcmp0(s->last_error, error->message) != 0) {
+        vm_log(vm, G_LOG_LEVEL_WARNING, "%s: cannot reach %s: %s (retrying)", vm->name,
+               vm->source_qmp, error->message);
+        g_free(s->last_error);
+        s->last_error = g_strdup(error->message);
+    }
+    publish(vm, disconnected_snapshot(error->message));
+    s->backoff_ms =
+        s->backoff_ms ? MIN(s->backoff_ms * 2, vm->host->reconnect_max_ms) : RECONNECT_FIRST_MS;
+    s->next_connect = g_get_monotonic_time() + (gint64)s->backoff_ms * 1000;
+}
+
+/* Reconnects when due, refreshes the snapshot when due or when QEMU said something changed. */
+static void keep_status(Vm *vm, Schedule *s)
+{
+    gint64 now = g_get_monotonic_time();
+    if (vm->qmp && vm->lost) {
+        drop_status(vm);
+        publish(vm, disconnected_snapshot("QMP connection lost"));
+        s->backoff_ms = RECONNECT_FIRST_MS;
+        s->next_connect = now + s->backoff_ms * 1000;
+    }
+    if (!vm->qmp && now >= s->next_connect)
+        try_connect(vm, s);
+    if (vm->qmp && !vm->lost && (vm->dirty || now >= s->next_refresh)) {
+        vm->dirty = FALSE;
+        refresh(vm);
+        s->next_refresh = g_get_monotonic_time() + (gint64)vm->host->refresh_ms * 1000;
+    }
+}
+
+/* Blocks until a job, a stop, a QMP event or the next reconnect or refresh is due. */
+static void wait_for_work(Vm *vm, const Schedule *s)
+{
+    gint64 wake_at = vm->qmp ? s->next_refresh : s->next_connect;
+    GSource *timer = NULL;
+    if (wake_at != G_MAXINT64) {
+        gint64 ms = MAX((wake_at - g_get_monotonic_time()) / 1000 + 1, 0);
+        timer = g_timeout_source_new((guint)MIN(ms, G_MAXINT));
+        g_source_set_callback(timer, just_wake, NULL, NULL);
+        g_source_attach(timer, vm->wctx);
+    }
+    g_main_context_iteration(vm->wctx, TRUE);
+    if (timer) {
+        g_source_destroy(timer);
+        g_source_unref(timer);
+    }
+}
+
+/* Jobs nobody will run: their completions still reach the main thread. */
+static void abandon_jobs(Vm *vm)
+{
     Job *job;
     while ((job = sm_queue_try_pop(vm->jobs))) {
         /* A cancelled probe's waiters were answered already. */
@@ -638,16 +680,45 @@ static gpointer vm_thread(gpointer data)
             finish_job(vm, job, NULL,
                        g_error_new(G_IO_ERROR, G_IO_ERROR_CANCELLED, "the VM was removed"));
         else if (job->kind == JOB_MIGRATE)
-            mig_finished_from_worker(job->mig, SM_EXIT_UNREACHABLE);
+            finish_migration(vm, job, SM_EXIT_UNREACHABLE);
         job_free(job);
     }
+}
+
+static gpointer vm_thread(gpointer data)
+{
+    Vm *vm = data;
+    g_main_context_push_thread_default(vm->wctx);
+    ASSERT_WORKER(vm);
+    Schedule s = {.next_connect = 0, .next_refresh = G_MAXINT64};
+    while (!g_atomic_int_get(&vm->stop)) {
+        Job *job;
+        while (!g_atomic_int_get(&vm->stop) && (job = sm_queue_try_pop(vm->jobs))) {
+            run_job(vm, job, &s);
+            job_free(job);
+        }
+        if (g_atomic_int_get(&vm->stop))
+            break;
+        keep_status(vm, &s);
+        /* Nested iterations (the synchronous QMP calls above) may have swallowed the wakeup
+         * of a stop or a job: look again before blocking. A later one wakes the poll. */
+        if (vm->lost || vm->dirty || g_async_queue_length(vm->jobs) > 0 ||
+            g_atomic_int_get(&vm->stop))
+            continue;
+        wait_for_work(vm, &s);
+    }
+    g_free(s.last_error);
+    drop_status(vm);
+    g_clear_pointer(&vm->registry, sm_registry_free);
+    abandon_jobs(vm);
     g_main_context_pop_thread_default(vm->wctx);
-    daemon_post(vm->daemon, thread_exited, vm, (GDestroyNotify)vm_unref);
+    inbox_post(vm->host->inbox, thread_exited, vm, (GDestroyNotify)vm_unref);
     return NULL;
 }
 
 void vm_start(Vm *vm)
 {
+    ASSERT_MAIN();
     g_assert(!vm->thread && vm->policy.source_qmp);
     vm->wctx = g_main_context_new();
     vm->source_qmp = g_strdup(vm->policy.source_qmp);

@@ -4,18 +4,15 @@
  * listener with a growing back-off instead of spinning on a readable socket, warnings are
  * rate-limited, and connections are only accepted while the fds reserved for the VMs' own
  * QMP connections stay free. */
-#include "daemon.h"
+#include "listen.h"
 
-#include <stdarg.h>
 #include <sys/resource.h>
 
 #define BACKOFF_FIRST_MS 50
 #define BACKOFF_MAX_MS 2000
 #define ACCEPTS_PER_WAKEUP 32
-#define RATELIMIT_INTERVAL_US (10 * G_USEC_PER_SEC)
 
 struct Listener {
-    Daemon *daemon;
     GSocket *socket;
     char *what; /* "control socket", "metrics port" */
     ListenerAccept func;
@@ -25,33 +22,11 @@ struct Listener {
     RateLimit errors;
 };
 
-/* ---- Rate-limited logging --------------------------------------------------------------- */
-
-void ratelimit_log(RateLimit *rl, GLogLevelFlags level, const char *fmt, ...)
-{
-    gint64 now = g_get_monotonic_time();
-    if (rl->last_us && now - rl->last_us < RATELIMIT_INTERVAL_US) {
-        rl->suppressed++;
-        return;
-    }
-    va_list ap;
-    va_start(ap, fmt);
-    g_autofree char *message = g_strdup_vprintf(fmt, ap);
-    va_end(ap);
-    if (rl->suppressed)
-        g_log_structured(G_LOG_DOMAIN, level, "MESSAGE", "%s (%u similar messages suppressed)",
-                         message, rl->suppressed);
-    else
-        g_log_structured(G_LOG_DOMAIN, level, "MESSAGE", "%s", message);
-    rl->last_us = now;
-    rl->suppressed = 0;
-}
-
 /* ---- The fd budget ---------------------------------------------------------------------- */
 
 /* Raises the soft fd limit to the hard one (GLib polls, it never select()s); the unit's
  * LimitNOFILE= sets both. */
-void daemon_raise_fd_limit(void)
+void fd_raise_limit(void)
 {
     struct rlimit rl;
     if (getrlimit(RLIMIT_NOFILE, &rl) == 0 && rl.rlim_cur < rl.rlim_max) {
@@ -63,13 +38,13 @@ void daemon_raise_fd_limit(void)
 /* Whether one more client connection fits next to what the VMs may need: per VM its status
  * connection, a migration's two, a capture's memfd pair, dest-prepare's pipes and its
  * thread's wakeup fd; plus a base for logging, signals and the listeners. */
-gboolean daemon_fd_budget_allows(Daemon *d)
+gboolean fd_budget_allows(const FdUse *use)
 {
     struct rlimit rl;
     if (getrlimit(RLIMIT_NOFILE, &rl) != 0 || rl.rlim_cur == RLIM_INFINITY)
         return TRUE;
-    guint64 reserved = SM_FDS_BASE + (guint64)SM_FDS_PER_VM * g_hash_table_size(d->vms);
-    guint64 used = (guint64)d->n_clients + d->n_http;
+    guint64 reserved = SM_FDS_BASE + (guint64)SM_FDS_PER_VM * use->vms;
+    guint64 used = (guint64)use->clients + use->http;
     return rl.rlim_cur > reserved && used + 1 <= rl.rlim_cur - reserved;
 }
 
@@ -120,17 +95,16 @@ static gboolean on_ready(GSocket *socket, GIOCondition cond, gpointer data)
             return G_SOURCE_REMOVE;
         }
         l->backoff_ms = 0;
-        l->func(l->daemon, conn, l->data);
+        l->func(conn, l->data);
         g_object_unref(conn);
     }
     return G_SOURCE_CONTINUE;
 }
 
-Listener *listener_new(Daemon *d, GSocket *socket, const char *what, ListenerAccept func,
-                       gpointer data)
+Listener *listener_new(GSocket *socket, const char *what, ListenerAccept func, gpointer data)
 {
+    ASSERT_MAIN();
     Listener *l = g_new0(Listener, 1);
-    l->daemon = d;
     l->socket = g_object_ref(socket);
     l->what = g_strdup(what);
     l->func = func;
@@ -150,9 +124,4 @@ void listener_free(Listener *l)
     g_object_unref(l->socket);
     g_free(l->what);
     g_free(l);
-}
-
-GSocket *listener_socket(Listener *l)
-{
-    return l->socket;
 }

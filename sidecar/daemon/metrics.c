@@ -1,7 +1,8 @@
 /* SPDX-License-Identifier: GPL-2.0-or-later */
 /* safe-migrated: metrics in the Prometheus text format (0.0.4), fed by the migrations'
  * own events, served by the `metrics` op and optionally over plain HTTP. */
-#include "daemon.h"
+#include "metrics.h"
+#include "gate.h"      /* the event schema's names */
 #include "sm-config.h" /* SM_VERSION */
 
 #include <string.h>
@@ -34,12 +35,14 @@ static void observe(guint64 *counts, const double *bounds, guint n, double *sum,
 
 void metrics_observe_probe(Metrics *m, gint64 probe_us)
 {
+    ASSERT_MAIN();
     if (probe_us > 0)
         observe(m->probe_counts, probe_bounds, SM_PROBE_BUCKETS, &m->probe_sum, probe_us / 1e6);
 }
 
 void metrics_observe_event(Metrics *m, json_object *event)
 {
+    ASSERT_MAIN();
     const char *name = json_str(event, SM_EVENT_KEY_EVENT);
     json_object *v;
     if (g_strcmp0(name, SM_EVENT_PRE_SWITCHOVER) == 0 &&
@@ -86,29 +89,14 @@ static void counter(GString *out, const char *name, const char *help, guint64 va
                            help, name, name, value);
 }
 
-char *metrics_render(Daemon *d)
-{
-    Metrics *m = &d->metrics;
-    GString *out = g_string_new(NULL);
+/* VMs by connection state, every state always present so that series do not vanish. */
+const char *const metrics_connection_states[SM_CONNECTION_STATES + 1] = {
+    "connected", "connecting", "disconnected", "migrating", "recovering", "unconfigured", NULL};
 
-    /* VMs by connection state, every state always present so that series do not vanish. */
-    static const char *const states[] = {
-        "connected", "connecting", "disconnected", "migrating", "recovering", "unconfigured", NULL};
-    guint counts[G_N_ELEMENTS(states)] = {0};
-    guint active = 0, policy_errors = 0;
-    GHashTableIter it;
-    gpointer value;
-    g_hash_table_iter_init(&it, d->vms);
-    while (g_hash_table_iter_next(&it, NULL, &value)) {
-        Vm *vm = value;
-        g_autoptr(json_object) o = vm_to_json(vm);
-        const char *state = json_str(o, "connection");
-        for (guint i = 0; states[i]; i++)
-            if (g_strcmp0(state, states[i]) == 0)
-                counts[i]++;
-        active += vm->mig != NULL;
-        policy_errors += vm->config_error != NULL;
-    }
+char *metrics_render(const Metrics *m, const MetricsGauges *g)
+{
+    ASSERT_MAIN();
+    GString *out = g_string_new(NULL);
     g_string_append_printf(out,
                            "# HELP safe_migrated_build_info The daemon's version.\n"
                            "# TYPE safe_migrated_build_info gauge\n"
@@ -116,23 +104,23 @@ char *metrics_render(Daemon *d)
                            SM_VERSION);
     g_string_append(out, "# HELP safe_migrated_vms VMs under the daemon, by QMP connection "
                          "state.\n# TYPE safe_migrated_vms gauge\n");
-    for (guint i = 0; states[i]; i++)
-        g_string_append_printf(out, "safe_migrated_vms{connection=\"%s\"} %u\n", states[i],
-                               counts[i]);
+    for (guint i = 0; i < SM_CONNECTION_STATES; i++)
+        g_string_append_printf(out, "safe_migrated_vms{connection=\"%s\"} %u\n",
+                               metrics_connection_states[i], g->vms_by_connection[i]);
     g_string_append_printf(out,
                            "# HELP safe_migrated_policy_errors VM policy files that did not "
                            "load.\n# TYPE safe_migrated_policy_errors gauge\n"
                            "safe_migrated_policy_errors %u\n",
-                           policy_errors);
+                           g->policy_errors);
     g_string_append_printf(out,
                            "# HELP safe_migrated_migrations_active Migrations running now.\n"
                            "# TYPE safe_migrated_migrations_active gauge\n"
                            "safe_migrated_migrations_active %u\n",
-                           active);
+                           g->active_migrations);
     g_string_append_printf(out,
                            "# HELP safe_migrated_clients Control clients connected.\n"
                            "# TYPE safe_migrated_clients gauge\nsafe_migrated_clients %u\n",
-                           g_list_length(d->clients));
+                           g->clients);
 
     g_string_append(out, "# HELP safe_migrated_migrations_total Finished migrations, by result "
                          "and path (idle, held, fix, none).\n"
@@ -162,8 +150,19 @@ char *metrics_render(Daemon *d)
  * At most SM_MAX_HTTP connections at once; each gets SM_HTTP_DEADLINE_MS in all to send its
  * request and take the answer (a slow or silent peer is cut off, it cannot pin an fd). */
 
+struct MetricsServer {
+    Listener *listener;
+    guint port;
+    MetricsRender render;
+    gpointer data;
+    FdUse *fds;
+    RateLimit *reject_log;
+};
+
 typedef struct {
-    Daemon *daemon;
+    FdUse *fds; /* the server's: the counters and the render function outlive it */
+    MetricsRender render;
+    gpointer render_data;
     GSocketConnection *conn;
     GCancellable *cancel;
     GSource *deadline;
@@ -181,7 +180,7 @@ static void http_free(Http *h)
     g_object_unref(h->conn);
     g_object_unref(h->cancel);
     g_free(h->response);
-    h->daemon->n_http--;
+    h->fds->http--;
     g_free(h);
 }
 
@@ -220,7 +219,7 @@ static void http_respond(Http *h)
 {
     gboolean found, head;
     const char *status = http_route(h->buf, &found, &head);
-    g_autofree char *body = found ? metrics_render(h->daemon) : g_strdup_printf("%s\n", status);
+    g_autofree char *body = found ? h->render(h->render_data) : g_strdup_printf("%s\n", status);
     h->response = g_strdup_printf("HTTP/1.0 %s\r\nContent-Type: text/plain; version=0.0.4; "
                                   "charset=utf-8\r\nContent-Length: %zu\r\n%sConnection: "
                                   "close\r\n\r\n%s",
@@ -254,35 +253,39 @@ static void on_http_read(GObject *source, GAsyncResult *res, gpointer data)
                               G_PRIORITY_DEFAULT, h->cancel, on_http_read, h);
 }
 
-static void on_http_accept(Daemon *d, GSocket *sock, gpointer data)
+static void on_http_accept(GSocket *sock, gpointer data)
 {
-    (void)data;
-    if (d->n_http >= SM_MAX_HTTP || !daemon_fd_budget_allows(d)) {
-        ratelimit_log(&d->reject_log, G_LOG_LEVEL_WARNING,
-                      "metrics port: %u connections open, no room for another: closed", d->n_http);
+    MetricsServer *server = data;
+    if (server->fds->http >= SM_MAX_HTTP || !fd_budget_allows(server->fds)) {
+        ratelimit_log(server->reject_log, G_LOG_LEVEL_WARNING,
+                      "metrics port: %u connections open, no room for another: closed",
+                      server->fds->http);
         g_socket_close(sock, NULL);
         return;
     }
     Http *h = g_new0(Http, 1);
-    h->daemon = d;
+    h->fds = server->fds;
+    h->render = server->render;
+    h->render_data = server->data;
     h->conn = g_socket_connection_factory_create_connection(sock);
     h->cancel = g_cancellable_new();
     h->deadline = g_timeout_source_new(SM_HTTP_DEADLINE_MS);
     g_source_set_callback(h->deadline, on_http_deadline, h, NULL);
-    g_source_attach(h->deadline, d->ctx);
-    d->n_http++;
+    g_source_attach(h->deadline, NULL);
+    server->fds->http++;
     g_input_stream_read_async(g_io_stream_get_input_stream(G_IO_STREAM(h->conn)), h->buf,
                               sizeof h->buf - 1, G_PRIORITY_DEFAULT, h->cancel, on_http_read, h);
 }
 
-gboolean metrics_listen(Daemon *d, const char *host_port, GError **error)
+MetricsServer *metrics_listen(const char *host_port, MetricsRender render, gpointer data,
+                              FdUse *fds, RateLimit *reject_log, GError **error)
 {
     const char *colon = strrchr(host_port, ':');
     guint64 port = 0;
     if (!colon || !g_ascii_string_to_unsigned(colon + 1, 10, 0, 65535, &port, NULL)) {
         g_set_error(error, G_IO_ERROR, G_IO_ERROR_INVALID_ARGUMENT,
                     "--metrics-listen: '%s' is not HOST:PORT", host_port);
-        return FALSE;
+        return NULL;
     }
     g_autofree char *host = g_strndup(host_port, colon - host_port);
     if (host[0] == '[' && g_str_has_suffix(host, "]")) {
@@ -293,29 +296,43 @@ gboolean metrics_listen(Daemon *d, const char *host_port, GError **error)
     if (!addr) {
         g_set_error(error, G_IO_ERROR, G_IO_ERROR_INVALID_ARGUMENT,
                     "--metrics-listen: '%s' is not an IP address", host);
-        return FALSE;
+        return NULL;
     }
     g_autoptr(GSocket) sock = g_socket_new(g_socket_address_get_family(addr), G_SOCKET_TYPE_STREAM,
                                            G_SOCKET_PROTOCOL_TCP, error);
     if (!sock)
-        return FALSE;
+        return NULL;
     g_socket_set_listen_backlog(sock, SM_MAX_HTTP);
     if (!g_socket_bind(sock, addr, TRUE, error) || !g_socket_listen(sock, error))
-        return FALSE;
+        return NULL;
     g_autoptr(GSocketAddress) effective = g_socket_get_local_address(sock, error);
     if (!effective)
-        return FALSE;
-    d->metrics_port = g_inet_socket_address_get_port(G_INET_SOCKET_ADDRESS(effective));
-    d->metrics_listener = listener_new(d, sock, "metrics port", on_http_accept, NULL);
+        return NULL;
+    MetricsServer *server = g_new0(MetricsServer, 1);
+    server->port = g_inet_socket_address_get_port(G_INET_SOCKET_ADDRESS(effective));
+    server->render = render;
+    server->data = data;
+    server->fds = fds;
+    server->reject_log = reject_log;
+    server->listener = listener_new(sock, "metrics port", on_http_accept, server);
     /* An IPv6 address goes in brackets in a URL. */
     gboolean v6 = strchr(host, ':') != NULL;
     g_log_structured(G_LOG_DOMAIN, G_LOG_LEVEL_MESSAGE, "MESSAGE",
                      "metrics on http://%s%s%s:%u/metrics", v6 ? "[" : "", host, v6 ? "]" : "",
-                     d->metrics_port);
-    return TRUE;
+                     server->port);
+    return server;
 }
 
-void metrics_close(Daemon *d)
+guint metrics_server_port(MetricsServer *server)
 {
-    g_clear_pointer(&d->metrics_listener, listener_free);
+    return server->port;
+}
+
+/* Stops listening; connections being answered finish on their own. */
+void metrics_server_free(MetricsServer *server)
+{
+    if (!server)
+        return;
+    listener_free(server->listener);
+    g_free(server);
 }

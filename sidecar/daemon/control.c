@@ -5,7 +5,9 @@
  * was buffered whole), connections are capped (with room kept for the owner) and idle ones
  * closed, so that a slow, stuck or hostile client never holds the main loop or the
  * migrations. Every request gets exactly one reply, or the connection is closed. */
-#include "daemon.h"
+#include "control.h"
+#include "gate.h" /* exit codes */
+#include "privilege.h"
 
 #include <errno.h>
 #include <gio/gunixsocketaddress.h>
@@ -19,9 +21,21 @@
 #define MAX_QUEUED_BYTES (8u << 20)
 #define READ_CHUNK 4096
 
+struct Control {
+    ControlConfig config; /* socket_path owned */
+    ControlHandlers handlers;
+    gpointer data;
+    FdUse *fds;
+    Metrics *metrics;
+    RateLimit *reject_log;
+    Listener *listener;
+    GSource *idle_sweep;
+    GList *clients; /* Client* */
+};
+
 struct Client {
     gint ref;
-    Daemon *daemon;
+    Control *ctl;
     GSocketConnection *conn;
     GInputStream *in;
     GOutputStream *out;
@@ -70,10 +84,10 @@ static void client_close(Client *c)
     c->open = FALSE;
     g_cancellable_cancel(c->cancel);
     g_io_stream_close(G_IO_STREAM(c->conn), NULL, NULL);
-    Daemon *d = c->daemon;
-    d->clients = g_list_remove(d->clients, c);
-    d->n_clients--;
-    daemon_client_gone(d, c);
+    Control *ctl = c->ctl;
+    ctl->clients = g_list_remove(ctl->clients, c);
+    ctl->fds->clients--;
+    ctl->handlers.gone(ctl->data, c);
     g_log_structured(G_LOG_DOMAIN, G_LOG_LEVEL_DEBUG, "MESSAGE", "client pid %d uid %u gone",
                      (int)c->pid, (unsigned)c->uid);
     client_unref(c);
@@ -116,6 +130,7 @@ static void write_next(Client *c)
 
 void client_send(Client *c, json_object *obj)
 {
+    ASSERT_MAIN();
     if (!c->open) {
         json_object_put(obj);
         return;
@@ -137,6 +152,21 @@ void client_send(Client *c, json_object *obj)
         return;
     }
     write_next(c);
+}
+
+void client_reply_ok(Client *c, json_object *id, json_object *fields)
+{
+    json_object *o = json_object_new_object();
+    json_object_object_add(o, "id", json_object_get(id));
+    json_object_object_add(o, "ok", json_object_new_boolean(TRUE));
+    if (fields) {
+        json_object_object_foreach(fields, key, value)
+        {
+            json_object_object_add(o, key, json_object_get(value));
+        }
+        json_object_put(fields);
+    }
+    client_send(c, o);
 }
 
 void client_reply_error(Client *c, json_object *id, const char *code, int exit_code,
@@ -190,7 +220,7 @@ static void handle_line(Client *c, const char *line, gsize len)
             c, NULL, "bad-request", SM_EXIT_USAGE, "a request is one JSON object per line (%s)",
             req && jerr == json_tokener_success ? "not an object" : json_tokener_error_desc(jerr));
     else
-        daemon_handle_request(c->daemon, c, req);
+        c->ctl->handlers.request(c->ctl->data, c, req);
     json_object_put(req);
     json_tokener_free(tok);
 }
@@ -252,7 +282,7 @@ static void read_next(Client *c)
 
 /* The kernel's word on who connected (the file mode keeps strangers out already; this is
  * the second lock, and covers a socket whose mode someone loosened). */
-static gboolean check_peer(Daemon *d, Client *c, GSocket *sock)
+static gboolean check_peer(Control *ctl, Client *c, GSocket *sock)
 {
     g_autoptr(GError) error = NULL;
     g_autoptr(GCredentials) creds = g_socket_get_credentials(sock, &error);
@@ -264,13 +294,13 @@ static gboolean check_peer(Daemon *d, Client *c, GSocket *sock)
         c->pid = uc->pid;
         gid = uc->gid;
         c->privileged = uc->uid == 0 || uc->uid == geteuid();
-        allowed = c->privileged ||
-                  ((d->socket_mode & 0070) &&
-                   privilege_peer_in_group(g_socket_get_fd(sock), uc->pid, uc->gid, d->socket_gid));
+        allowed = c->privileged || ((ctl->config.socket_mode & 0070) &&
+                                    privilege_peer_in_group(g_socket_get_fd(sock), uc->pid, uc->gid,
+                                                            ctl->config.socket_gid));
     }
     if (!allowed) {
-        d->metrics.client_rejects++;
-        ratelimit_log(&d->reject_log, G_LOG_LEVEL_WARNING,
+        ctl->metrics->client_rejects++;
+        ratelimit_log(ctl->reject_log, G_LOG_LEVEL_WARNING,
                       "refused a client: pid %d uid %d gid %d is neither the owner nor in the "
                       "socket's group%s%s",
                       (int)c->pid, (int)c->uid, (int)gid, error ? ": " : "",
@@ -283,33 +313,34 @@ static gboolean check_peer(Daemon *d, Client *c, GSocket *sock)
 
 /* Room for one more client: members never take the owner's reserved slots, and one member
  * uid never takes all of theirs. */
-static gboolean has_room(Daemon *d, Client *c)
+static gboolean has_room(Control *ctl, Client *c)
 {
+    guint n = ctl->fds->clients;
     if (!c->privileged) {
         guint same_uid = 0;
-        for (GList *l = d->clients; l; l = l->next)
+        for (GList *l = ctl->clients; l; l = l->next)
             same_uid += ((Client *)l->data)->uid == c->uid;
-        if (d->n_clients > SM_MAX_CLIENTS - SM_OWNER_RESERVED || same_uid > SM_MAX_CLIENTS_PER_UID)
+        if (n > SM_MAX_CLIENTS - SM_OWNER_RESERVED || same_uid > SM_MAX_CLIENTS_PER_UID)
             return FALSE;
     }
-    return d->n_clients <= SM_MAX_CLIENTS;
+    return n <= SM_MAX_CLIENTS;
 }
 
-static void on_accept(Daemon *d, GSocket *sock, gpointer data)
+static void on_accept(GSocket *sock, gpointer data)
 {
-    (void)data;
-    if (!daemon_fd_budget_allows(d)) {
+    Control *ctl = data;
+    if (!fd_budget_allows(ctl->fds)) {
         /* Closed at once: the fds left belong to the VMs' QMP connections. */
-        ratelimit_log(&d->reject_log, G_LOG_LEVEL_WARNING,
+        ratelimit_log(ctl->reject_log, G_LOG_LEVEL_WARNING,
                       "control socket: no file descriptors to spare for another client "
                       "(%u connected): connection closed",
-                      d->n_clients);
+                      ctl->fds->clients);
         g_socket_close(sock, NULL);
         return;
     }
     Client *c = g_new0(Client, 1);
     c->ref = 1;
-    c->daemon = d;
+    c->ctl = ctl;
     c->conn = g_socket_connection_factory_create_connection(sock);
     c->cancel = g_cancellable_new();
     c->in = g_io_stream_get_input_stream(G_IO_STREAM(c->conn));
@@ -319,16 +350,16 @@ static void on_accept(Daemon *d, GSocket *sock, gpointer data)
     c->pid = -1;
     c->uid = (uid_t)-1;
     c->last_active_us = g_get_monotonic_time();
-    d->clients = g_list_prepend(d->clients, c);
-    d->n_clients++;
-    if (!check_peer(d, c, sock)) {
+    ctl->clients = g_list_prepend(ctl->clients, c);
+    ctl->fds->clients++;
+    if (!check_peer(ctl, c, sock)) {
         c->close_after_flush = TRUE;
         return;
     }
-    if (!has_room(d, c)) {
-        ratelimit_log(&d->reject_log, G_LOG_LEVEL_WARNING,
+    if (!has_room(ctl, c)) {
+        ratelimit_log(ctl->reject_log, G_LOG_LEVEL_WARNING,
                       "control socket: too many clients (%u; uid %u): connection refused",
-                      d->n_clients, (unsigned)c->uid);
+                      ctl->fds->clients, (unsigned)c->uid);
         client_reply_error(c, NULL, "busy", SM_EXIT_UNREACHABLE,
                            "too many connections to the daemon; try again later");
         c->close_after_flush = TRUE;
@@ -343,13 +374,14 @@ static void on_accept(Daemon *d, GSocket *sock, gpointer data)
  * the idle timeout: a member cannot hold connections open forever. */
 static gboolean sweep_idle(gpointer data)
 {
-    Daemon *d = data;
+    Control *ctl = data;
     gint64 now = g_get_monotonic_time();
-    g_autoptr(GList) copy = g_list_copy(d->clients);
+    g_autoptr(GList) copy = g_list_copy(ctl->clients);
     for (GList *l = copy; l; l = l->next) {
         Client *c = l->data;
-        if (c->open && !c->writing && now - c->last_active_us >= (gint64)d->client_idle_ms * 1000 &&
-            !daemon_client_follows(d, c)) {
+        if (c->open && !c->writing &&
+            now - c->last_active_us >= (gint64)ctl->config.client_idle_ms * 1000 &&
+            !ctl->handlers.follows(ctl->data, c)) {
             g_log_structured(G_LOG_DOMAIN, G_LOG_LEVEL_DEBUG, "MESSAGE",
                              "client pid %d uid %u idle: closed", (int)c->pid, (unsigned)c->uid);
             client_close(c);
@@ -387,46 +419,70 @@ static gboolean claim_path(const char *path, GError **error)
     return TRUE;
 }
 
-gboolean control_listen(Daemon *d, GError **error)
+/* A socket bound with no looser mode than asked, not even for an instant, and listening. */
+static GSocket *bind_socket(const ControlConfig *config, GError **error)
 {
-    if (!claim_path(d->socket_path, error))
-        return FALSE;
+    if (!claim_path(config->socket_path, error))
+        return NULL;
     g_autoptr(GSocket) sock =
         g_socket_new(G_SOCKET_FAMILY_UNIX, G_SOCKET_TYPE_STREAM, G_SOCKET_PROTOCOL_DEFAULT, error);
     if (!sock)
-        return FALSE;
-    g_autoptr(GSocketAddress) addr = g_unix_socket_address_new(d->socket_path);
-    /* The socket never exists with a looser mode than asked, not even for an instant. */
-    mode_t old = umask(0777 & ~d->socket_mode);
+        return NULL;
+    g_autoptr(GSocketAddress) addr = g_unix_socket_address_new(config->socket_path);
+    mode_t old = umask(0777 & ~config->socket_mode);
     gboolean ok = g_socket_bind(sock, addr, TRUE, error);
     umask(old);
     g_socket_set_listen_backlog(sock, SM_MAX_CLIENTS);
     if (!ok || !g_socket_listen(sock, error))
-        return FALSE;
-    if (chown(d->socket_path, (uid_t)-1, d->socket_gid) != 0 ||
-        chmod(d->socket_path, d->socket_mode) != 0) {
-        g_set_error(error, G_IO_ERROR, g_io_error_from_errno(errno), "%s: %s", d->socket_path,
+        return NULL;
+    if (chown(config->socket_path, (uid_t)-1, config->socket_gid) != 0 ||
+        chmod(config->socket_path, config->socket_mode) != 0) {
+        g_set_error(error, G_IO_ERROR, g_io_error_from_errno(errno), "%s: %s", config->socket_path,
                     g_strerror(errno));
-        return FALSE;
+        return NULL;
     }
-    d->control = listener_new(d, sock, "control socket", on_accept, NULL);
-    d->idle_sweep = g_timeout_source_new(MAX(d->client_idle_ms / 4, 100));
-    g_source_set_callback(d->idle_sweep, sweep_idle, d, NULL);
-    g_source_attach(d->idle_sweep, d->ctx);
-    return TRUE;
+    return g_steal_pointer(&sock);
 }
 
-/* Stops accepting; clients already connected stay until they or the daemon leave. */
-void control_close(Daemon *d)
+Control *control_listen(const ControlConfig *config, const ControlHandlers *handlers, gpointer data,
+                        FdUse *fds, Metrics *metrics, RateLimit *reject_log, GError **error)
 {
-    if (d->control) {
-        g_clear_pointer(&d->control, listener_free);
-        unlink(d->socket_path);
+    ASSERT_MAIN();
+    g_autoptr(GSocket) sock = bind_socket(config, error);
+    if (!sock)
+        return NULL;
+    Control *ctl = g_new0(Control, 1);
+    ctl->config = *config;
+    ctl->config.socket_path = g_strdup(config->socket_path);
+    ctl->handlers = *handlers;
+    ctl->data = data;
+    ctl->fds = fds;
+    ctl->metrics = metrics;
+    ctl->reject_log = reject_log;
+    ctl->listener = listener_new(sock, "control socket", on_accept, ctl);
+    ctl->idle_sweep = g_timeout_source_new(MAX(config->client_idle_ms / 4, 100));
+    g_source_set_callback(ctl->idle_sweep, sweep_idle, ctl, NULL);
+    g_source_attach(ctl->idle_sweep, NULL);
+    return ctl;
+}
+
+void control_close(Control *ctl)
+{
+    if (!ctl)
+        return;
+    if (ctl->listener) {
+        g_clear_pointer(&ctl->listener, listener_free);
+        unlink(ctl->config.socket_path);
     }
-    if (d->idle_sweep) {
-        g_source_destroy(d->idle_sweep);
-        g_clear_pointer(&d->idle_sweep, g_source_unref);
+    if (ctl->idle_sweep) {
+        g_source_destroy(ctl->idle_sweep);
+        g_clear_pointer(&ctl->idle_sweep, g_source_unref);
     }
+}
+
+guint control_n_clients(Control *ctl)
+{
+    return ctl ? g_list_length(ctl->clients) : 0;
 }
 
 static gboolean set_flag(gpointer data)
@@ -435,11 +491,13 @@ static gboolean set_flag(gpointer data)
     return G_SOURCE_REMOVE;
 }
 
-/* Hangs up on every client, after what is queued for it went out (results of migrations
- * called off at shutdown above all), giving slow readers two seconds. */
-void control_drop_clients(Daemon *d)
+/* Results of migrations called off at shutdown above all go out before the hang-up. */
+void control_free(Control *ctl)
 {
-    g_autoptr(GList) copy = g_list_copy(d->clients);
+    if (!ctl)
+        return;
+    control_close(ctl);
+    g_autoptr(GList) copy = g_list_copy(ctl->clients);
     for (GList *l = copy; l; l = l->next) {
         Client *c = l->data;
         if (!c->writing && g_queue_is_empty(&c->outq))
@@ -449,10 +507,12 @@ void control_drop_clients(Daemon *d)
     }
     gboolean expired = FALSE;
     guint timer = g_timeout_add(2000, set_flag, &expired);
-    while (d->clients && !expired)
-        g_main_context_iteration(d->ctx, TRUE);
+    while (ctl->clients && !expired)
+        g_main_context_iteration(NULL, TRUE);
     if (!expired)
         g_source_remove(timer);
-    while (d->clients)
-        client_close(d->clients->data);
+    while (ctl->clients)
+        client_close(ctl->clients->data);
+    g_free((char *)ctl->config.socket_path);
+    g_free(ctl);
 }
