@@ -76,6 +76,10 @@ static const SmEventMember pre_switchover[] = {
     {"wait_us", INT, 0, "microseconds from QEMU's pause to the capture"},
     {"event_us", INT, 0, "QEMU's event timestamp to its arrival, or -1"},
     {"reused", BOOL, 0, "a paused source's preflight verdict was reused (no RESUME since)"},
+    {"verdict_us", INT, OPT,
+     "a go verdict's event is written after migrate-continue (never while the guest is "
+     "stopped): microseconds from the capture's end to the continue, or -1 (a reused verdict)"},
+    {"continue_us", INT, OPT, "with verdict_us: microseconds migrate-continue took"},
     END,
 };
 
