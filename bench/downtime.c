@@ -1,7 +1,8 @@
 /* SPDX-License-Identifier: GPL-2.0-or-later */
 /* Gate cost: the same VM migrated back and forth, plain QMP migrations and safe-migrate
  * migrations alternating in one run (idle device), compared on QEMU's reported downtime and
- * total time; then the probe's own latency on a running VM and the parse time alone. */
+ * total time and on its event timestamps (us); then the probe's own latency on a running VM
+ * and the parse time alone. */
 #include "common.h"
 #include "fixture.h"
 #include "probe.h"
@@ -27,14 +28,38 @@ static const GOptionEntry entries[] = {
 
 typedef struct {
     GArray *downtime, *total, *wall; /* ms, double */
+    GArray *downtime_us;             /* QEMU's STOP on the source to RESUME on the destination */
 } Series;
+
+/* QEMU's own timestamps of one switchover (host clock, us; both QEMUs on this host): the
+ * source's last STOP and its pre-switchover and device MIGRATION events, the destination's
+ * RESUME. query-migrate's `downtime` is whole milliseconds; these resolve microseconds. */
+typedef struct {
+    gint64 stop, pre, device, resume;
+    QmpClient *src, *dst;
+    guint src_sub, dst_sub;
+} Switch;
+
+/* The gated switchovers' breakdown (us): QEMU's stop to its pre-switchover event, the gate
+ * reading it, its capture, its parse and verdict up to migrate-continue, QEMU's device phase
+ * to the destination's RESUME; and the continue's round trip (not on the guest's path). */
+typedef struct {
+    GArray *stop_pre, *event, *wait, *capture, *verdict, *pre_device, *device_resume, *cont;
+} Breakdown;
+static Breakdown bd;
 
 /* From the gated runs' own events: the capture at pre-switchover, the wait from the event to
  * it, and the CLI's start to its first `migrate` (connects, preflight, caps, discovery). */
 static GArray *gate_probe_us, *gate_wait_us, *gate_start_ms;
 
+static GArray *doubles(void)
+{
+    return g_array_new(FALSE, FALSE, sizeof(double));
+}
+
 static void series_init(Series *s)
 {
+    s->downtime_us = doubles();
     s->downtime = g_array_new(FALSE, FALSE, sizeof(double));
     s->total = g_array_new(FALSE, FALSE, sizeof(double));
     s->wall = g_array_new(FALSE, FALSE, sizeof(double));
@@ -57,13 +82,70 @@ static double elapsed_ms(gint64 t0)
     return (double)(g_get_monotonic_time() - t0) / 1000.0;
 }
 
+static void on_src_event(QmpClient *client, const char *name, json_object *data, gint64 ts,
+                         gpointer user_data)
+{
+    Switch *w = user_data;
+    json_object *v;
+    (void)client;
+    const char *status = data && json_object_object_get_ex(data, "status", &v) &&
+                                 json_object_is_type(v, json_type_string)
+                             ? json_object_get_string(v)
+                             : "";
+    if (g_str_equal(name, "STOP"))
+        w->stop = ts; /* the last one: a held attempt's stop is followed by its RESUME */
+    else if (g_str_equal(name, "MIGRATION") && g_str_equal(status, "pre-switchover"))
+        w->pre = ts;
+    else if (g_str_equal(name, "MIGRATION") && g_str_equal(status, "device"))
+        w->device = ts;
+}
+
+static void on_dst_event(QmpClient *client, const char *name, json_object *data, gint64 ts,
+                         gpointer user_data)
+{
+    Switch *w = user_data;
+    (void)client, (void)data;
+    if (g_str_equal(name, "RESUME"))
+        w->resume = ts;
+}
+
+static void switch_watch(Switch *w, Pair *p)
+{
+    *w = (Switch){.src = rig_vm_qmp(p->src), .dst = rig_vm_qmp(p->dst)};
+    w->src_sub = qmp_client_subscribe(w->src, NULL, on_src_event, w, NULL);
+    w->dst_sub = qmp_client_subscribe(w->dst, NULL, on_dst_event, w, NULL);
+}
+
+/* Until the destination runs: its RESUME is in by then (QEMU sends an event before the
+ * replies that follow it), as are the source's events once it answered. */
+static gboolean switch_end(Switch *w, GError **error)
+{
+    for (int i = 0; i < 2000 && !w->resume; i++) {
+        g_autoptr(json_object) r = qmp_client_execute(w->dst, "query-status", NULL, error);
+        if (!r)
+            break;
+        if (!w->resume)
+            g_usleep(1000);
+    }
+    g_autoptr(json_object) r =
+        w->resume ? qmp_client_execute(w->src, "query-status", NULL, error) : NULL;
+    qmp_client_unsubscribe(w->src, w->src_sub);
+    qmp_client_unsubscribe(w->dst, w->dst_sub);
+    if (r && (!w->stop || w->resume < w->stop))
+        g_set_error(error, RIG_ERROR, RIG_ERROR_PROTOCOL, "no STOP before the RESUME");
+    else if (r == NULL && !(error && *error))
+        g_set_error(error, RIG_ERROR, RIG_ERROR_PROTOCOL, "the destination never resumed");
+    return r && w->stop && w->resume >= w->stop;
+}
+
 /* QEMU's own downtime and total time of the migration just done, and the wall time; then the
  * guest goes back, so the next round starts from the same side. */
-static gboolean record(Pair *p, Series *s, double wall, GError **error)
+static gboolean record(Pair *p, Series *s, Switch *w, double wall, GError **error)
 {
     gint64 downtime, total;
-    if (!migration_times(p->src, &downtime, &total, error))
+    if (!switch_end(w, error) || !migration_times(p->src, &downtime, &total, error))
         return FALSE;
+    add(s->downtime_us, (double)(w->resume - w->stop));
     add(s->downtime, (double)downtime);
     add(s->total, (double)total);
     add(s->wall, wall);
@@ -72,33 +154,64 @@ static gboolean record(Pair *p, Series *s, double wall, GError **error)
 
 static gboolean plain_migration(Pair *p, Series *s, GError **error)
 {
+    Switch w;
+    switch_watch(&w, p);
     gint64 t0 = g_get_monotonic_time();
     g_autofree char *status = rig_migrate(p->src, p->dst, NULL, error);
-    if (!status)
-        return FALSE;
     double wall = elapsed_ms(t0);
-    if (!g_str_equal(status, "completed")) {
+    if (status && !g_str_equal(status, "completed"))
         g_set_error(error, RIG_ERROR, RIG_ERROR_PROTOCOL, "plain migration ended '%s'", status);
+    if (!status || !g_str_equal(status, "completed")) {
+        qmp_client_unsubscribe(w.src, w.src_sub);
+        qmp_client_unsubscribe(w.dst, w.dst_sub);
         return FALSE;
     }
-    return record(p, s, wall, error);
+    return record(p, s, &w, wall, error);
+}
+
+/* One gated switchover in QEMU's timestamps and the gate's own (its pre-switchover event:
+ * event_us = QEMU's event to the gate reading it, wait_us, probe_us = the capture, verdict_us
+ * = capture end to migrate-continue sent, continue_us = its round trip). */
+static void breakdown_add(const Switch *w, json_object *ev)
+{
+    if (w->pre && w->device) {
+        add(bd.stop_pre, (double)(w->pre - w->stop));
+        add(bd.pre_device, (double)(w->device - w->pre));
+        add(bd.device_resume, (double)(w->resume - w->device));
+    }
+    GArray *const dest[] = {bd.event, bd.wait, bd.capture, bd.verdict, bd.cont};
+    static const char *const keys[] = {"event_us", "wait_us", "probe_us", "verdict_us",
+                                       "continue_us"};
+    for (guint i = 0; i < G_N_ELEMENTS(keys); i++) {
+        gint64 v = event_int(ev, keys[i], -1);
+        if (v >= 0)
+            add(dest[i], (double)v);
+    }
 }
 
 static gboolean gated_migration(Pair *p, Series *s, GError **error)
 {
     g_autofree char *src = pair_src_addr(p), *dst = pair_dst_addr(p), *uri = rig_migration_uri();
     const char *args[] = {"--source", src, "--dest", dst, "--uri", uri, NULL};
+    Switch w;
+    switch_watch(&w, p);
     gint64 t0 = g_get_monotonic_time();
     Gate *g = gate_spawn(args, error);
-    if (!g)
+    if (!g) {
+        qmp_client_unsubscribe(w.src, w.src_sub);
+        qmp_client_unsubscribe(w.dst, w.dst_sub);
         return FALSE;
-    json_object *ev;
+    }
+    json_object *ev, *last = NULL; /* the last pre-switchover: the attempt that switched */
     while ((ev = gate_next(g))) {
         if (g_str_equal(event_name(ev), "attempt") && event_int(ev, "attempt", 0) == 1)
             add(gate_start_ms, (double)event_int(ev, "t_ms", 0));
         if (g_str_equal(event_name(ev), "pre-switchover")) {
             add(gate_probe_us, (double)event_int(ev, "probe_us", 0));
             add(gate_wait_us, (double)event_int(ev, "wait_us", 0));
+            if (last)
+                json_object_put(last);
+            last = json_object_get(ev);
         }
         json_object_put(ev);
     }
@@ -110,10 +223,54 @@ static gboolean gated_migration(Pair *p, Series *s, GError **error)
         g_set_error(error, RIG_ERROR, RIG_ERROR_PROTOCOL, "safe-migrate exited %d (%s)", code,
                     result);
         gate_free(g);
+        if (last)
+            json_object_put(last);
+        qmp_client_unsubscribe(w.src, w.src_sub);
+        qmp_client_unsubscribe(w.dst, w.dst_sub);
         return FALSE;
     }
     gate_free(g);
-    return record(p, s, wall, error);
+    gboolean ok = record(p, s, &w, wall, error);
+    if (ok && last)
+        breakdown_add(&w, last);
+    if (last)
+        json_object_put(last);
+    return ok;
+}
+
+static void bd_row(const char *label, GArray *v)
+{
+    if (v->len)
+        printf("  %-52s %8.0f %8.0f\n", label, median(v), percentile(v, 90));
+    else
+        printf("  %-52s %8s %8s\n", label, "-", "-");
+}
+
+/* Downtime in microseconds side by side, the gated switchover's breakdown, and issue 15's
+ * target: gate median <= plain median + capture median + 1 ms. */
+static void print_us(Series *plain, Series *gated)
+{
+    printf("\nDowntime at us resolution (QEMU's own event timestamps: the source's STOP to the\n"
+           "destination's RESUME, one host clock):\n");
+    printf("  %-28s %12s %14s %12s %9s\n", "", "plain (us)", "safe-migrate", "difference", "ratio");
+    row("downtime median", plain->downtime_us, gated->downtime_us, 50);
+    row("downtime p90", plain->downtime_us, gated->downtime_us, 90);
+    printf("\nThe gated switchover, step by step (us):                  median      p90\n");
+    bd_row("STOP to the pre-switchover event (QEMU)", bd.stop_pre);
+    bd_row("pre-switchover event to the gate reading it", bd.event);
+    bd_row("read to capture start", bd.wait);
+    bd_row("capture (xen-save-devices-state into the fd)", bd.capture);
+    bd_row("capture end to migrate-continue sent (verdict)", bd.verdict);
+    bd_row("pre-switchover to device, QEMU (all of the above)", bd.pre_device);
+    bd_row("device to the destination's RESUME (QEMU)", bd.device_resume);
+    bd_row("migrate-continue round trip (guest already going)", bd.cont);
+    if (!plain->downtime_us->len || !gated->downtime_us->len || !bd.capture->len)
+        return;
+    double target = median(plain->downtime_us) + median(bd.capture) + 1000.0;
+    double got = median(gated->downtime_us);
+    printf("  target (issue 15): gate median %.0f <= plain median + capture median + 1000 = %.0f: "
+           "%s\n",
+           got, target, got <= target ? "met" : "NOT met");
 }
 
 /* The guest-visible stop of a probe on a running VM, by QEMU's own STOP and RESUME event
@@ -240,6 +397,8 @@ int main(int argc, char **argv)
     gate_probe_us = g_array_new(FALSE, FALSE, sizeof(double));
     gate_wait_us = g_array_new(FALSE, FALSE, sizeof(double));
     gate_start_ms = g_array_new(FALSE, FALSE, sizeof(double));
+    bd = (Breakdown){doubles(), doubles(), doubles(), doubles(),
+                     doubles(), doubles(), doubles(), doubles()};
     Series plain, gated;
     series_init(&plain);
     series_init(&gated);
@@ -273,6 +432,7 @@ int main(int argc, char **argv)
            percentile(gate_wait_us, 90));
     printf("  %-44s %10.0f %10.0f\n", "CLI start to first migrate (ms)", median(gate_start_ms),
            percentile(gate_start_ms, 90));
+    print_us(&plain, &gated);
     probe_latency(p);
     parse_time();
     pair_free(p);

@@ -85,15 +85,6 @@ static void send_command(QmpClient *client, const char *command, json_object *ar
 /* ------------------------------------------------------------------------------------ */
 /* Small helpers */
 
-static void destroy_source(GSource **source)
-{
-    if (*source) {
-        g_source_destroy(*source);
-        g_source_unref(*source);
-        *source = NULL;
-    }
-}
-
 static GSource *attach_timeout(GMainContext *ctx, guint ms, GSourceFunc func, gpointer data)
 {
     GSource *source = g_timeout_source_new(ms);
@@ -173,8 +164,8 @@ static Pending *pending_take(QmpClient *client, gint64 id)
 
     if (!g_hash_table_steal_extended(client->pending, &id, NULL, (gpointer *)&p))
         return NULL;
-    destroy_source(&p->timeout_source);
-    destroy_source(&p->cancel_source);
+    qmp_destroy_source(&p->timeout_source);
+    qmp_destroy_source(&p->cancel_source);
     return p;
 }
 
@@ -250,8 +241,8 @@ static void connect_data_clear(ConnectData *data)
     if (data->client)
         qmp_client_unref(data->client);
     g_clear_object(&data->socket_cancellable);
-    destroy_source(&data->timeout_source);
-    destroy_source(&data->cancel_source);
+    qmp_destroy_source(&data->timeout_source);
+    qmp_destroy_source(&data->cancel_source);
 }
 
 static void connect_data_release(ConnectData *data)
@@ -269,8 +260,8 @@ static void connect_complete(ConnectData *data, GError *error)
         return;
     }
     data->done = TRUE;
-    destroy_source(&data->timeout_source);
-    destroy_source(&data->cancel_source);
+    qmp_destroy_source(&data->timeout_source);
+    qmp_destroy_source(&data->cancel_source);
     if (client)
         client->connect = NULL;
     if (error) {
@@ -1012,7 +1003,7 @@ json_object *qmp_client_wait_event(QmpClient *client, const char *name, guint ti
         timer = attach_timeout(client->context, timeout_ms, set_flag, &timed_out);
     while (!(ev = take_event(client, name)) && client->connected && !timed_out && timeout_ms != 0)
         g_main_context_iteration(client->context, TRUE);
-    destroy_source(&timer);
+    qmp_destroy_source(&timer);
     if (ev)
         return ev;
     if (!client->connected)

@@ -90,6 +90,16 @@ const char *qmp_reply_get_string(const char *command, json_object *obj, const ch
     return v ? json_object_get_string(v) : NULL;
 }
 
+const char *qmp_json_string(json_object *obj, const char *member)
+{
+    json_object *v = NULL;
+    return obj && json_object_is_type(obj, json_type_object) &&
+                   json_object_object_get_ex(obj, member, &v) &&
+                   json_object_is_type(v, json_type_string)
+               ? json_object_get_string(v)
+               : NULL;
+}
+
 gboolean qmp_reply_get_int(const char *command, json_object *obj, const char *member, gint64 *out,
                            GError **error)
 {
@@ -332,8 +342,23 @@ gboolean qmp_add_fd(QmpClient *client, int fd, gint64 fdset_id, const char *opaq
     if (opaque)
         json_object_object_add(args, "opaque", json_object_new_string(opaque));
     r = qmp_command_execute(client, "add-fd", args, &fd, 1, 0, json_type_object, error);
-    return r && qmp_reply_get_int("add-fd", r, "fdset-id", out_fdset_id, error) &&
-           qmp_reply_get_int("add-fd", r, "fd", out_fd, error);
+    gint64 set = -1, added = -1;
+    if (!r || !qmp_reply_get_int("add-fd", r, "fdset-id", &set, error) ||
+        !qmp_reply_get_int("add-fd", r, "fd", &added, error))
+        return FALSE;
+    /* Both name things the caller uses next (/dev/fdset/N, remove-fd): never a negative. */
+    if (set < 0 || added < 0) {
+        g_set_error(error, QMP_ERROR, QMP_ERROR_PROTOCOL,
+                    "QEMU's reply to add-fd: fdset-id %" G_GINT64_FORMAT " fd %" G_GINT64_FORMAT
+                    " (negative)",
+                    set, added);
+        return FALSE;
+    }
+    if (out_fdset_id)
+        *out_fdset_id = set;
+    if (out_fd)
+        *out_fd = added;
+    return TRUE;
 }
 
 gboolean qmp_remove_fd(QmpClient *client, gint64 fdset_id, GError **error)

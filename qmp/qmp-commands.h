@@ -24,6 +24,9 @@ const char *qmp_reply_get_string(const char *command, json_object *obj, const ch
                                  GError **error);
 gboolean qmp_reply_get_int(const char *command, json_object *obj, const char *member, gint64 *out,
                            GError **error);
+/* obj[member] if obj is an object and that member a string, else NULL: for JSON where a
+ * missing member is normal (events, the daemon's wire protocol). The one such helper. */
+const char *qmp_json_string(json_object *obj, const char *member);
 
 /* query-status: the run state ("running", "paused", "inmigrate", "postmigrate", ...);
  * *running (may be NULL) from the reply's "running". */

@@ -11,6 +11,17 @@ G_BEGIN_DECLS
 
 GError *qmp_error_new_command(const char *klass, const char *desc);
 
+/* Destroys and drops a source if there is one (both the client's timers and the transport's
+ * read watch go this way). */
+static inline void qmp_destroy_source(GSource **source)
+{
+    if (*source) {
+        g_source_destroy(*source);
+        g_source_unref(*source);
+        *source = NULL;
+    }
+}
+
 typedef struct QmpTransport QmpTransport;
 
 /* One complete line, without its terminator ("\n" or "\r\n"); NUL-terminated. */

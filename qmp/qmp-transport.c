@@ -109,23 +109,14 @@ gboolean qmp_transport_can_pass_fds(QmpTransport *t)
     return g_socket_get_family(t->socket) == G_SOCKET_FAMILY_UNIX;
 }
 
-static void destroy_source(GSource **source)
-{
-    if (*source) {
-        g_source_destroy(*source);
-        g_source_unref(*source);
-        *source = NULL;
-    }
-}
-
 void qmp_transport_close(QmpTransport *t)
 {
     if (!t->open)
         return;
     t->open = FALSE;
-    destroy_source(&t->read_source);
-    destroy_source(&t->drain_source);
-    destroy_source(&t->write_source);
+    qmp_destroy_source(&t->read_source);
+    qmp_destroy_source(&t->drain_source);
+    qmp_destroy_source(&t->write_source);
     g_queue_clear_full(&t->outq, (GDestroyNotify)out_message_free);
     g_byte_array_set_size(t->inbuf, 0);
     t->scanned = 0;
@@ -211,7 +202,7 @@ static gboolean on_drain(gpointer user_data)
     QmpTransport *t = user_data;
 
     qmp_transport_ref(t);
-    destroy_source(&t->drain_source);
+    qmp_destroy_source(&t->drain_source);
     process_lines(t);
     qmp_transport_unref(t);
     return G_SOURCE_REMOVE;

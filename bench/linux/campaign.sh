@@ -3,8 +3,8 @@
 # The long real-Linux campaign: migrates the Debian-kernel test guest N times per configuration
 # (QEMU 7.2 pc with UHCI, EHCI, ich9 EHCI and xHCI x usb-storage CD-ROM and stick, usb-bot with
 # a CD-ROM and with a CD-ROM and a disk; 10.0 pc, 10.0 pc-i440fx-9.0, 10.0 xHCI; plain migrate
-# vs safe-migrate) and prints the side-by-side table: destination crashes, guest-visible
-# errors, holds, downtime, total time.
+# vs safe-migrate) and prints the side-by-side table: destination crashes, guest kernel
+# panics, guest-visible errors, holds, downtime, total time.
 # Usage: bench/linux/campaign.sh [-n MIGRATIONS (40)] [-b BUILD_DIR (build)] [-o REPORT.jsonl]
 #          [-p /linux/QEMU/MACHINE/CONTROLLER/FORM/MODE ...]  (only those configurations)
 set -euo pipefail
@@ -45,7 +45,7 @@ def cell(r, key, fmt="{}"):
     return fmt.format(r[key]) if r else "-"
 print(f"accel: {rows[0]['accel'] if rows else '?'}")
 head = ("QEMU / machine / controller / form", "mode", "migr.", "migrated", "dest crashes", "wrong bytes (MISMATCH)",
-        "kernel I/O errors/resets (KERR lines)",
+        "kernel I/O errors/resets (KERR lines)", "guest kernel BUG/Oops lines / panics",
         "failed/held out/stalled", "holds", "attempts", "mean downtime ms", "mean total ms", "total vs plain")
 print("| " + " | ".join(head) + " |")
 print("|" + "---|" * len(head))
@@ -61,7 +61,9 @@ for shape, modes in by.items():
         print("| " + " | ".join([
             " ".join(shape), mode, str(r["migrations"]), str(r["migrated"]),
             f"{r['crashes']}" + (f" (signals {r['crash_signals']})" if r["crash_signals"] else ""),
-            str(r["mismatches"]), str(r["kernel_errors"]), f"{r['failed']}/{r['held_out']}/{r['stalled']}",
+            str(r["mismatches"]), str(r["kernel_errors"]),
+            f"{r.get('guest_oopses', '?')} / {r.get('guest_panics', '?')}",
+            f"{r['failed']}/{r['held_out']}/{r['stalled']}",
             str(r["holds"]), str(r["attempts"]),
             f"{r['mean_downtime_ms']:.1f}", f"{r['mean_total_ms']:.0f}", ratio]) + " |")
 EOF

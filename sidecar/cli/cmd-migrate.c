@@ -3,7 +3,8 @@
  * its option and exit-code contract, human progress line or JSON lines. */
 #include "gate.h"
 #include "commands.h"
-#include "qmp.h" /* json_object autoptr */
+#include "qmp-commands.h" /* qmp_json_string */
+#include "qmp.h"          /* json_object autoptr */
 
 #include <errno.h>
 #include <fcntl.h>
@@ -21,12 +22,6 @@ static void end_line(Output *out)
         fputc('\n', stderr);
         out->line_open = FALSE;
     }
-}
-
-static const char *str_field(json_object *event, const char *key)
-{
-    json_object *v;
-    return json_object_object_get_ex(event, key, &v) ? json_object_get_string(v) : NULL;
 }
 
 static gint64 int_field(json_object *event, const char *key, gint64 fallback)
@@ -66,7 +61,7 @@ static void on_event(json_object *event, gpointer data)
         fflush(stdout);
         return;
     }
-    const char *name = str_field(event, "event");
+    const char *name = qmp_json_string(event, "event");
     g_autofree char *text = NULL;
     if (g_str_equal(name, "progress")) {
         gint64 total = int_field(event, "ram_total", 0),
@@ -76,8 +71,8 @@ static void on_event(json_object *event, gpointer data)
             json_object_object_get_ex(event, "mbps", &mbps) ? json_object_get_double(mbps) : 0.0;
         text = g_strdup_printf(
             "%s: RAM %3d%%, %.1f Mbit/s, attempt %" G_GINT64_FORMAT " of %" G_GINT64_FORMAT,
-            str_field(event, "status"), total > 0 ? (int)MIN(100, done * 100 / total) : 0, rate,
-            int_field(event, "attempt", 1), int_field(event, "max_attempts", 1));
+            qmp_json_string(event, "status"), total > 0 ? (int)MIN(100, done * 100 / total) : 0,
+            rate, int_field(event, "attempt", 1), int_field(event, "max_attempts", 1));
         show_progress(out, text);
     } else if (g_str_equal(name, "attempt")) {
         text = g_strdup_printf("migrating: attempt %" G_GINT64_FORMAT " of %" G_GINT64_FORMAT,
@@ -88,22 +83,22 @@ static void on_event(json_object *event, gpointer data)
                                int_field(event, "attempt", 1));
         show_progress(out, text);
     } else if (g_str_equal(name, "hold")) {
-        text = g_strdup_printf("holding: %s", str_field(event, "waiting_for"));
+        text = g_strdup_printf("holding: %s", qmp_json_string(event, "waiting_for"));
         show_progress(out, text);
     } else if (g_str_equal(name, "dest-prepare")) {
         show_progress(out, "preparing a fresh destination");
     } else if (g_str_equal(name, "fix-fallback")) {
         text = g_strdup_printf("continuing through QEMU's fix: %s has %s pending",
-                               str_field(event, "device"), str_field(event, "pending"));
+                               qmp_json_string(event, "device"), qmp_json_string(event, "pending"));
         show_line(out, text);
     } else if (g_str_equal(name, "result")) {
-        const char *result = str_field(event, "result");
-        const char *error = str_field(event, "error");
+        const char *result = qmp_json_string(event, "result");
+        const char *error = qmp_json_string(event, "error");
         if (g_str_equal(result, "migrated"))
             text = g_strdup_printf(
                 "migrated (path %s) in %" G_GINT64_FORMAT " ms, downtime %" G_GINT64_FORMAT
                 " ms, %" G_GINT64_FORMAT " attempt(s)",
-                str_field(event, "path"), int_field(event, "total_ms", 0),
+                qmp_json_string(event, "path"), int_field(event, "total_ms", 0),
                 int_field(event, "downtime_ms", -1), int_field(event, "attempts", 0));
         else
             text = g_strdup_printf(

@@ -2,7 +2,8 @@
 /* `safe-migrate --daemon SOCKET ...`: the CLI as a client of safe-migrated's JSON-lines
  * control socket, with the same output and exit codes as the in-process commands. */
 #include "commands.h"
-#include "qmp.h" /* json_object autoptr */
+#include "qmp-commands.h" /* qmp_json_string */
+#include "qmp.h"          /* json_object autoptr */
 
 #include <gio/gunixsocketaddress.h>
 #include <glib-unix.h>
@@ -83,14 +84,6 @@ static json_object *conn_reply(Conn *c, GError **error)
     }
 }
 
-static const char *str_of(json_object *o, const char *key)
-{
-    json_object *v;
-    return json_object_object_get_ex(o, key, &v) && json_object_is_type(v, json_type_string)
-               ? json_object_get_string(v)
-               : NULL;
-}
-
 static int int_of(json_object *o, const char *key, int fallback)
 {
     json_object *v;
@@ -101,7 +94,8 @@ static int int_of(json_object *o, const char *key, int fallback)
 static int report_error(const char *prog, json_object *reply)
 {
     json_object *e = json_object_object_get(reply, "error");
-    g_printerr("%s: %s\n", prog, str_of(e, "message") ? str_of(e, "message") : "daemon error");
+    g_printerr("%s: %s\n", prog,
+               qmp_json_string(e, "message") ? qmp_json_string(e, "message") : "daemon error");
     return int_of(reply, "exit_code", SM_EXIT_FAILURE);
 }
 
@@ -190,7 +184,7 @@ static void on_line(GObject *source, GAsyncResult *res, gpointer data)
     json_object *event = NULL;
     if (json_object_object_get_ex(o, "event", &event)) {
         r->func(event, r->data);
-        if (g_strcmp0(str_of(event, "event"), "result") == 0) {
+        if (g_strcmp0(qmp_json_string(event, "event"), "result") == 0) {
             r->code = int_of(event, "exit_code", SM_EXIT_UNCERTAIN);
             r->got_result = TRUE;
             g_main_loop_quit(r->loop);
@@ -202,12 +196,12 @@ static void on_line(GObject *source, GAsyncResult *res, gpointer data)
             g_main_loop_quit(r->loop);
             return;
         }
-        r->migration = g_strdup(str_of(o, "migration"));
+        r->migration = g_strdup(qmp_json_string(o, "migration"));
         send_cancel(r);
     } else if (!reply_ok(o)) {
         /* A refused cancel (the migration had just ended): its result is on the way. */
         json_object *e = json_object_object_get(o, "error");
-        g_printerr("safe-migrate migrate: cancel: %s\n", str_of(e, "message"));
+        g_printerr("safe-migrate migrate: cancel: %s\n", qmp_json_string(e, "message"));
     }
     g_data_input_stream_read_line_async(r->conn->in, G_PRIORITY_DEFAULT, NULL, on_line, r);
 }
@@ -271,12 +265,15 @@ static void print_devices_table(json_object *devices)
         json_object *pending = json_object_object_get(d, "pending");
         const char *what = NULL;
         if (pending && json_object_is_type(pending, json_type_object))
-            what = str_of(pending, "name");
+            what = qmp_json_string(pending, "name");
         json_object *safe = json_object_object_get(d, "safe");
         printf("%-28s %-8s %-5s %-32s %s\n",
-               str_of(d, "id") ? str_of(d, "id") : or_dash(str_of(d, "qom_path")),
-               or_dash(str_of(d, "state")), safe && json_object_get_boolean(safe) ? "yes" : "no",
-               what ? what : or_dash(str_of(d, "mode")), or_dash(str_of(d, "fix")));
+               qmp_json_string(d, "id") ? qmp_json_string(d, "id")
+                                        : or_dash(qmp_json_string(d, "qom_path")),
+               or_dash(qmp_json_string(d, "state")),
+               safe && json_object_get_boolean(safe) ? "yes" : "no",
+               what ? what : or_dash(qmp_json_string(d, "mode")),
+               or_dash(qmp_json_string(d, "fix")));
     }
 }
 
@@ -340,8 +337,8 @@ int sm_daemon_cmd_status(int argc, char **argv)
     if (opt_json) {
         print_json(report);
     } else {
-        printf("%s: QEMU %s, device state %d bytes\n", opt_vm, or_dash(str_of(report, "qemu")),
-               int_of(report, "stream_bytes", 0));
+        printf("%s: QEMU %s, device state %d bytes\n", opt_vm,
+               or_dash(qmp_json_string(report, "qemu")), int_of(report, "stream_bytes", 0));
         print_devices_table(json_object_object_get(report, "devices"));
     }
     return SM_EXIT_OK;
@@ -384,20 +381,22 @@ int sm_cmd_list(int argc, char **argv)
         for (size_t j = 0; j < array_length(devices); j++) {
             json_object *d = json_object_array_get_idx(devices, j);
             g_string_append_printf(devs, "%s%s (fix %s%s%s)", j ? ", " : "",
-                                   str_of(d, "id") ? str_of(d, "id")
-                                                   : or_dash(str_of(d, "qom_path")),
-                                   or_dash(str_of(d, "fix")), report ? ", " : "",
-                                   report ? or_dash(str_of(d, "state")) : "");
+                                   qmp_json_string(d, "id")
+                                       ? qmp_json_string(d, "id")
+                                       : or_dash(qmp_json_string(d, "qom_path")),
+                                   or_dash(qmp_json_string(d, "fix")), report ? ", " : "",
+                                   report ? or_dash(qmp_json_string(d, "state")) : "");
         }
-        if (!report && str_of(vm, "probe_error")) /* e.g. someone else's migration */
+        if (!report && qmp_json_string(vm, "probe_error")) /* e.g. someone else's migration */
             g_string_append_printf(devs, "%snot probed: %s", devs->len ? "; " : "",
-                                   str_of(vm, "probe_error"));
-        if (str_of(vm, "config_error"))
+                                   qmp_json_string(vm, "probe_error"));
+        if (qmp_json_string(vm, "config_error"))
             g_string_append_printf(devs, "%spolicy: %s", devs->len ? "; " : "",
-                                   str_of(vm, "config_error"));
-        printf("%-16s %-13s %-13s %-8s %-10s %s\n", str_of(vm, "name"),
-               or_dash(str_of(vm, "connection")), or_dash(str_of(vm, "runstate")),
-               or_dash(str_of(vm, "qemu_version")), or_dash(str_of(vm, "migration")), devs->str);
+                                   qmp_json_string(vm, "config_error"));
+        printf("%-16s %-13s %-13s %-8s %-10s %s\n", qmp_json_string(vm, "name"),
+               or_dash(qmp_json_string(vm, "connection")), or_dash(qmp_json_string(vm, "runstate")),
+               or_dash(qmp_json_string(vm, "qemu_version")),
+               or_dash(qmp_json_string(vm, "migration")), devs->str);
         g_string_free(devs, TRUE);
     }
     return SM_EXIT_OK;
@@ -419,7 +418,7 @@ int sm_cmd_cancel(int argc, char **argv)
     int code;
     g_autoptr(json_object) reply = call(argv[0], request("cancel"), &code);
     if (reply)
-        printf("cancel requested for %s\n", str_of(reply, "migration"));
+        printf("cancel requested for %s\n", qmp_json_string(reply, "migration"));
     return code;
 }
 
@@ -444,15 +443,17 @@ int sm_daemon_cmd_recover(int argc, char **argv)
     if (opt_json) {
         g_autoptr(json_object) o = json_object_new_object();
         json_object_object_add(o, "exit_code", json_object_new_int(code));
-        if (str_of(reply, "summary"))
-            json_object_object_add(o, "summary", json_object_new_string(str_of(reply, "summary")));
-        if (str_of(reply, "error"))
-            json_object_object_add(o, "error", json_object_new_string(str_of(reply, "error")));
+        if (qmp_json_string(reply, "summary"))
+            json_object_object_add(o, "summary",
+                                   json_object_new_string(qmp_json_string(reply, "summary")));
+        if (qmp_json_string(reply, "error"))
+            json_object_object_add(o, "error",
+                                   json_object_new_string(qmp_json_string(reply, "error")));
         print_json(o);
-    } else if (str_of(reply, "error")) {
-        g_printerr("safe-migrate recover: %s\n", str_of(reply, "error"));
+    } else if (qmp_json_string(reply, "error")) {
+        g_printerr("safe-migrate recover: %s\n", qmp_json_string(reply, "error"));
     } else {
-        printf("%s\n", or_dash(str_of(reply, "summary")));
+        printf("%s\n", or_dash(qmp_json_string(reply, "summary")));
     }
     return code;
 }

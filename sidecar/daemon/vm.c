@@ -423,8 +423,9 @@ static void refresh(Vm *vm)
     ASSERT_WORKER(vm);
     g_autoptr(GError) error = NULL;
     g_autofree char *status = qmp_query_status(vm->qmp, NULL, &error);
-    g_autofree char *type = status ? qmp_qom_get_string(vm->qmp, "/machine", "type", &error) : NULL;
-    g_autoptr(GPtrArray) devices = type ? sm_inspect_devices(vm->qmp, vm->registry, &error) : NULL;
+    g_autofree char *machine = status ? qmp_query_machine_type(vm->qmp, &error) : NULL;
+    g_autoptr(GPtrArray) devices =
+        machine ? sm_inspect_devices(vm->qmp, vm->registry, &error) : NULL;
     json_object *list = json_object_new_array();
     for (guint i = 0; devices && i < devices->len; i++) {
         SmDevice *dev = g_ptr_array_index(devices, i);
@@ -447,10 +448,7 @@ static void refresh(Vm *vm)
     json_object_object_add(s, "connection", json_object_new_string("connected"));
     json_object_object_add(s, "qemu_version", json_strv(qmp_client_get_version(vm->qmp)));
     json_object_object_add(s, "runstate", json_strv(status));
-    if (type && g_str_has_suffix(type, "-machine"))
-        json_object_object_add(s, "machine", json_object_new_string_len(type, strlen(type) - 8));
-    else
-        json_object_object_add(s, "machine", json_strv(type));
+    json_object_object_add(s, "machine", json_strv(machine));
     json_object_object_add(s, "devices", list);
     json_object_object_add(s, "error", error ? json_strv(error->message) : NULL);
     json_object_object_add(s, "updated_us", json_object_new_int64(g_get_real_time()));

@@ -60,6 +60,7 @@ struct SmMigration {
     GPtrArray *devices;
     SmCapture *capture;
     gint64 event_us, event_latency_us; /* when the last awaited status came, and its delay */
+    gint64 captured_us;                /* when the switchover's capture returned (0: none) */
     gint64 t0_us;
     guint attempts, holds;
     gint64 hold_started_us; /* when the first hold began: the hold budget counts from it */
@@ -758,6 +759,7 @@ static SmReport *probe_at_switchover(SmMigration *m, gint64 *wait_us, GError **e
     g_autoptr(GBytes) state = sm_capture_take(m->capture, m->src, error);
     m->in_call--;
     gint64 t1 = g_get_monotonic_time();
+    m->captured_us = t1;
     if (m->src)
         qmp_client_set_default_timeout(m->src, QMP_COMMAND_TIMEOUT_MS);
     if (!state)
@@ -1475,13 +1477,26 @@ static gboolean fall_back(SmMigration *m, const SmReport *report, const SmDevice
 
 /* The move to SWITCHING: from migrate-continue on, nothing is called off. A refusal
  * switched nothing: back to PRE_SWITCHOVER, whose exit calls the attempt off. Any other
- * failure (a lost or slow monitor) may have switched: SWITCHING waits for QEMU's outcome. */
-static gboolean start_switch(SmMigration *m, GError **error)
+ * failure (a lost or slow monitor) may have switched: SWITCHING waits for QEMU's outcome.
+ * `event` (consumed; NULL if emitted already): the pre-switchover event, written only after
+ * migrate-continue: writing it (a pipe, a log, the daemon's cross-thread post) while the
+ * guest is stopped would stretch its downtime (issue 15). */
+static gboolean start_switch(SmMigration *m, json_object *event, GError **error)
 {
     set_phase(m, PHASE_SWITCHING);
     g_autoptr(GError) local = NULL;
-    if (!qmp_migrate_continue(m->src, "pre-switchover", &local) &&
-        g_error_matches(local, QMP_ERROR, QMP_ERROR_COMMAND)) {
+    gint64 t_continue = g_get_monotonic_time();
+    gboolean continued = qmp_migrate_continue(m->src, "pre-switchover", &local);
+    if (event) {
+        /* From the capture's end to the continue: what the gate adds besides the capture. */
+        json_object_object_add(
+            event, "verdict_us",
+            json_object_new_int64(m->captured_us ? t_continue - m->captured_us : -1));
+        json_object_object_add(event, "continue_us",
+                               json_object_new_int64(g_get_monotonic_time() - t_continue));
+        emit(m, "pre-switchover", event);
+    }
+    if (!continued && g_error_matches(local, QMP_ERROR, QMP_ERROR_COMMAND)) {
         set_phase(m, PHASE_PRE_SWITCHOVER);
         g_propagate_error(error, g_steal_pointer(&local));
         return FALSE;
@@ -1499,6 +1514,7 @@ static gboolean step_pre_switchover(SmMigration *m, GError **error)
     g_autoptr(SmReport) fresh = NULL;
     const SmReport *report = m->resumed ? NULL : m->paused_report;
     gint64 wait_us = 0;
+    m->captured_us = 0;
     if (!report) {
         /* Resumed since preflight: a running VM now, stopped here by the migration. (One
          * paused again before the switchover cannot be told apart from events alone: its
@@ -1509,18 +1525,24 @@ static gboolean step_pre_switchover(SmMigration *m, GError **error)
             return FALSE;
         report = fresh;
     }
-    emit(m, "pre-switchover",
-         fields_new("attempt", json_object_new_int((int)m->attempts), "devices",
-                    verdicts_json(report), "probe_us", json_object_new_int64(report->capture_us),
-                    "wait_us", json_object_new_int64(wait_us), "event_us",
-                    json_object_new_int64(m->event_latency_us), "reused",
-                    json_object_new_boolean(report == m->paused_report), FIELDS_END));
-    fault_point("pre-switchover");
-    if (cancel_requested(m))
-        return FALSE;
+    json_object *event = fields_new(
+        "attempt", json_object_new_int((int)m->attempts), "devices", verdicts_json(report),
+        "probe_us", json_object_new_int64(report->capture_us), "wait_us",
+        json_object_new_int64(wait_us), "event_us", json_object_new_int64(m->event_latency_us),
+        "reused", json_object_new_boolean(report == m->paused_report), FIELDS_END);
     const SmDeviceVerdict *busy = sm_report_first_unsafe(report);
+    if (busy || cancel_requested(m)) {
+        emit(m, "pre-switchover", event);
+        event = NULL;
+    }
+    fault_point("pre-switchover");
+    if (cancel_requested(m)) {
+        if (event)
+            emit(m, "pre-switchover", event);
+        return FALSE;
+    }
     if (!busy)
-        return start_switch(m, error);
+        return start_switch(m, event, error);
     gint64 now = g_get_monotonic_time();
     if (!m->hold_started_us)
         m->hold_started_us = now;
@@ -1531,7 +1553,7 @@ static gboolean step_pre_switchover(SmMigration *m, GError **error)
     if (m->src_was_running && !busy->final && p->dest_prepare && m->attempts < p->max_attempts &&
         held_ms < p->max_hold_ms)
         return start_hold(m, busy, held_ms, error);
-    return fall_back(m, report, busy, held_ms, error) && start_switch(m, error);
+    return fall_back(m, report, busy, held_ms, error) && start_switch(m, NULL, error);
 }
 
 /* The attempt is still paused at pre-switchover (or its call-off went wrong): unwind it. */

@@ -707,9 +707,71 @@ static const FaultCase cases[] = {
      FALSE, 130},
 };
 
+/* The gate's output blocked (a full pipe: a reader that stalls, a slow log) at the
+ * switchover: the guest must not wait for it. Between the pre-switchover event and
+ * migrate-continue the gate writes nothing (issue 15): the migration completes while the
+ * gate is still blocked on its pre-switchover line, which it writes after the continue. */
+static void test_blocked_output(void)
+{
+    g_autoptr(GError) error = NULL;
+    RigPair pair;
+    rig_pair_start(&pair, &(RigPairConfig){.src_qemu = RIG_QEMU_72, .dst_qemu = RIG_QEMU_72});
+    int fds[2];
+    g_assert_cmpint(pipe2(fds, O_CLOEXEC), ==, 0);
+    fcntl(fds[1], F_SETPIPE_SZ, 4096);
+    g_autoptr(GSubprocessLauncher) l = g_subprocess_launcher_new(G_SUBPROCESS_FLAGS_NONE);
+    g_subprocess_launcher_setenv(l, "SM_FAULT_STOP_AT", "iterating", TRUE);
+    g_subprocess_launcher_take_stdout_fd(l, dup(fds[1]));
+    g_autofree char *bin = safe_migrate_path();
+    const char *argv[] = {bin,           "migrate", "--source", pair.src_addr, "--dest",
+                          pair.dst_addr, "--uri",   pair.uri,   "--json",      NULL};
+    Gate g = {.proc = g_subprocess_launcher_spawnv(l, argv, &error)};
+    g_assert_no_error(error);
+    g_clear_object(&l); /* and its copy of the write end: EOF once the gate exits */
+    g.pid = (pid_t)g_ascii_strtoll(g_subprocess_get_identifier(g.proc), NULL, 10);
+    /* Stopped after its "attempt" line: fill the pipe, so that its next line blocks. */
+    gate_wait_stopped(&g);
+    /* Through a description of our own: O_NONBLOCK on the shared one would make the gate's
+     * writes fail rather than block. */
+    g_autofree char *again = g_strdup_printf("/proc/self/fd/%d", fds[1]);
+    int filler_fd = open(again, O_WRONLY | O_NONBLOCK | O_CLOEXEC);
+    g_assert_cmpint(filler_fd, >=, 0);
+    char filler[512];
+    memset(filler, ' ', sizeof(filler));
+    while (write(filler_fd, filler, sizeof(filler)) > 0)
+        ;
+    g_assert_cmpint(errno, ==, EAGAIN);
+    close(filler_fd);
+    close(fds[1]);
+    kill(g.pid, SIGCONT);
+
+    static const char *const final[] = {"completed", "failed", "cancelled", NULL};
+    g_autofree char *status = rig_wait_migration_status(pair.src, final, 60000, &error);
+    g_assert_no_error(error);
+    g_assert_cmpstr(status, ==, "completed");
+    /* Now let it write: it ends with the migration done, the guest on the destination. */
+    char buf[4096];
+    ssize_t n;
+    g_autoptr(GString) out = g_string_new(NULL);
+    while ((n = read(fds[0], buf, sizeof(buf))) > 0)
+        g_string_append_len(out, buf, n);
+    close(fds[0]);
+    g_test_message("gate output (after the filler): %s", g_strstrip(out->str));
+    g_assert_true(g_subprocess_wait(g.proc, NULL, &error));
+    g_assert_cmpint(g_subprocess_get_exit_status(g.proc), ==, 0);
+    g_autofree char *state = vm_state(pair.dst);
+    g_assert_cmpstr(state, ==, "running");
+    g_assert_true(rig_guest_attach(pair.guest, pair.dst, &error));
+    g_assert_no_error(error);
+    rig_pair_assert_healthy(&pair);
+    g_object_unref(g.proc);
+    rig_pair_clear(&pair);
+}
+
 int main(int argc, char **argv)
 {
     g_test_init(&argc, &argv, NULL);
+    g_test_add_func("/fault/7.2/pc/blocked-output/switchover", test_blocked_output);
     for (guint i = 0; i < G_N_ELEMENTS(cases); i++) {
         g_autofree char *path = g_strdup_printf("/fault/%s/%s/%s", rig_qemu_name(cases[i].qemu),
                                                 cases[i].machine, cases[i].name);

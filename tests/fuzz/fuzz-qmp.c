@@ -7,6 +7,7 @@
  * or an error, never neither. */
 #include "qmp-commands.h"
 #include "qmp-private.h"
+#include "typed-calls.h" /* tests/qmp/: the calls, shared with test-qmp-commands */
 
 #include <fcntl.h>
 
@@ -144,168 +145,6 @@ static void send_all(GMainContext *ctx, int server, const uint8_t *p, size_t n)
 
 static int spare_fd = -1; /* passed by add-fd and getfd */
 
-static gboolean t_status(QmpClient *c, GError **e)
-{
-    gboolean running;
-    g_autofree char *s = qmp_query_status(c, &running, e);
-    return s != NULL;
-}
-
-static gboolean t_migrate_info(QmpClient *c, GError **e)
-{
-    g_autofree char *status = NULL;
-    g_autoptr(json_object) info = qmp_query_migrate(c, &status, e);
-    if (info && !status)
-        __builtin_trap();
-    return info != NULL;
-}
-
-static gboolean t_qom_list(QmpClient *c, GError **e)
-{
-    g_autoptr(GPtrArray) props = qmp_qom_list(c, "/machine", e);
-    for (guint i = 0; props && i < props->len; i++) {
-        QmpObjectProperty *p = g_ptr_array_index(props, i);
-        if (!p->name || !p->type)
-            __builtin_trap();
-    }
-    return props != NULL;
-}
-
-static gboolean t_qom_get(QmpClient *c, GError **e)
-{
-    g_autoptr(json_object) v = qmp_qom_get(c, "/machine", "type", e);
-    return v != NULL;
-}
-
-static gboolean t_qom_get_string(QmpClient *c, GError **e)
-{
-    g_autofree char *s = qmp_qom_get_string(c, "/machine", "type", e);
-    return s != NULL;
-}
-
-static gboolean t_qom_get_bool(QmpClient *c, GError **e)
-{
-    gboolean b;
-    return qmp_qom_get_bool(c, "/machine/x", "migrate-emulated-scsi-request", &b, e);
-}
-
-static gboolean t_qom_get_int(QmpClient *c, GError **e)
-{
-    gint64 v;
-    return qmp_qom_get_int(c, "/machine/x", "lun", &v, e);
-}
-
-static gboolean t_set_caps(QmpClient *c, GError **e)
-{
-    const QmpCapability caps[] = {{"events", TRUE}, {"pause-before-switchover", TRUE}};
-    return qmp_migrate_set_capabilities(c, caps, G_N_ELEMENTS(caps), e);
-}
-
-static gboolean t_set_params(QmpClient *c, GError **e)
-{
-    g_autoptr(json_object) p = json_object_new_object();
-    json_object_object_add(p, "downtime-limit", json_object_new_int(300));
-    return qmp_migrate_set_parameters(c, p, e);
-}
-
-static gboolean t_caps(QmpClient *c, GError **e)
-{
-    g_autoptr(GHashTable) caps = qmp_query_migrate_capabilities(c, e);
-    return caps != NULL;
-}
-
-static gboolean t_params(QmpClient *c, GError **e)
-{
-    g_autoptr(json_object) p = qmp_query_migrate_parameters(c, e);
-    return p != NULL;
-}
-
-static gboolean t_add_fd(QmpClient *c, GError **e)
-{
-    gint64 set, fd;
-    return qmp_add_fd(c, spare_fd, -1, "fuzz", &set, &fd, e);
-}
-
-static gboolean t_remove_fd(QmpClient *c, GError **e)
-{
-    return qmp_remove_fd(c, 1, e);
-}
-
-static gboolean t_fdsets(QmpClient *c, GError **e)
-{
-    g_autoptr(GPtrArray) sets = qmp_query_fdsets(c, e);
-    for (guint i = 0; sets && i < sets->len; i++) {
-        QmpFdset *set = g_ptr_array_index(sets, i);
-        if (set->fds->len != set->opaque->len)
-            __builtin_trap();
-    }
-    return sets != NULL;
-}
-
-static gboolean t_getfd(QmpClient *c, GError **e)
-{
-    return qmp_getfd(c, spare_fd, "mig", e);
-}
-
-static gboolean t_save(QmpClient *c, GError **e)
-{
-    return qmp_xen_save_devices_state(c, "/dev/fdset/1", FALSE, e);
-}
-
-static gboolean t_migrate(QmpClient *c, GError **e)
-{
-    return qmp_migrate(c, "unix:/nowhere", e);
-}
-
-static gboolean t_incoming(QmpClient *c, GError **e)
-{
-    return qmp_migrate_incoming(c, "unix:/nowhere", e);
-}
-
-static gboolean t_cancel(QmpClient *c, GError **e)
-{
-    return qmp_migrate_cancel(c, e);
-}
-
-static gboolean t_continue(QmpClient *c, GError **e)
-{
-    return qmp_migrate_continue(c, "pre-switchover", e);
-}
-
-static gboolean t_cont(QmpClient *c, GError **e)
-{
-    return qmp_cont(c, e);
-}
-
-static gboolean t_stop(QmpClient *c, GError **e)
-{
-    return qmp_stop(c, e);
-}
-
-static gboolean t_migrate_decoded(QmpClient *c, GError **e)
-{
-    QmpMigrationInfo info;
-    gboolean ok = qmp_query_migrate_info(c, &info, e);
-    if (ok && !info.status)
-        __builtin_trap();
-    qmp_migration_info_clear(&info);
-    return ok;
-}
-
-static gboolean t_machine_type(QmpClient *c, GError **e)
-{
-    g_autofree char *t = qmp_query_machine_type(c, e);
-    return t != NULL;
-}
-
-/* In the order of tests/fuzz/gen-corpus.py's typed seeds (the last ones have none yet). */
-static gboolean (*const typed[])(QmpClient *, GError **) = {
-    t_status,      t_migrate_info, t_qom_list,   t_qom_get, t_qom_get_string,  t_qom_get_bool,
-    t_qom_get_int, t_set_caps,     t_set_params, t_caps,    t_params,          t_add_fd,
-    t_remove_fd,   t_getfd,        t_save,       t_migrate, t_incoming,        t_cancel,
-    t_continue,    t_cont,         t_stop,       t_fdsets,  t_migrate_decoded, t_machine_type,
-};
-
 static void write_all(int server, const char *text)
 {
     size_t n = strlen(text);
@@ -368,7 +207,7 @@ static void run_typed(GMainContext *ctx, const uint8_t *p, size_t n)
         n -= nl ? len + 1 : len;
         if (qmp_client_is_connected(client))
             write_all(server, line);
-        gboolean ok = typed[i % G_N_ELEMENTS(typed)](client, &error);
+        gboolean ok = qmp_typed_calls[i % qmp_n_typed_calls].run(client, spare_fd, &error);
         if (ok == (error != NULL))
             __builtin_trap();
         g_clear_error(&error);

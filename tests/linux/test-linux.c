@@ -73,6 +73,7 @@ typedef struct {
     guint mismatches; /* MISMATCH: a read or an SG_IO answer differed from the reference */
     guint kerrs;      /* KERR: storage-related kernel messages (I/O errors, resets) */
     guint fatals;     /* FATAL: the guest's init gave up */
+    guint oopses;     /* the kernel's own BUG / Oops / panic lines (untagged, on the console) */
     guint last_hb;
     guint64 read_ok, read_bad, sg_ok, sg_bad; /* from the latest heartbeat */
     gboolean lost;                            /* the file vanished under us */
@@ -94,6 +95,20 @@ static void console_line(Console *c, char *line)
     }
     guint n;
     unsigned long long a, b, d, e;
+    /* A kernel that corrupts itself says so before it dies (panic=-1 then ends QEMU, which
+     * would otherwise look like a destination crash). */
+    static const char *const oops[] = {
+        "Kernel panic", "BUG:",     "kernel BUG", "Oops:", "general protection fault",
+        "list_add ",    "list_del "};
+    for (guint i = 0; i < G_N_ELEMENTS(oops); i++) {
+        if (strstr(line, oops[i])) {
+            c->oopses++;
+            c->problems++;
+            g_ptr_array_add(c->problem_lines, g_strdup(line));
+            g_test_message("guest kernel: %s", line);
+            return;
+        }
+    }
     if (sscanf(start, "HB %u read=%llu/%llu sg=%llu/%llu", &n, &a, &b, &d, &e) == 5) {
         c->hb++;
         c->last_hb = n;
@@ -194,6 +209,8 @@ typedef struct {
     guint done, migrated, crashes, failed, stalled, held_out, attempts, holds;
     guint errors; /* guest-visible problem lines that appeared during the campaign, of which: */
     guint mismatches, kerrs, fatals;
+    guint panics;           /* destinations that ended because the guest kernel panicked */
+    guint oopses0;          /* the console's oops count when the migration began */
     gint64 downtime_sum_ms; /* QEMU's downtime of the completing attempt */
     gint64 total_sum_ms;    /* wall clock from the command to the guest running on the dest */
     GString *crash_signals;
@@ -262,6 +279,18 @@ static void stall_diagnostics(Campaign *k, RigVm *vm)
                    "%u (read %" G_GUINT64_FORMAT " sg %" G_GUINT64_FORMAT "); console ends:\n%s",
                    k->done, rig_vm_name(vm), state ? state : error->message, k->con.last_hb,
                    k->con.read_ok, k->con.sg_ok, text ? text + (len > 600 ? len - 600 : 0) : "");
+    /* Where the vCPU is and what the USB side holds: a guest spinning, halted or waiting on
+     * a transfer look different here. */
+    static const char *const hmp[] = {"info registers", "info usb", "info qtree"};
+    for (guint i = 0; i < G_N_ELEMENTS(hmp) && rig_vm_alive(vm); i++) {
+        g_autoptr(json_object) args = json_object_new_object();
+        json_object_object_add(args, "command-line", json_object_new_string(hmp[i]));
+        g_autoptr(GError) herr = NULL;
+        g_autoptr(json_object) ret =
+            qmp_client_execute(rig_vm_qmp(vm), "human-monitor-command", args, &herr);
+        g_test_message("%s on %s:\n%s", hmp[i], rig_vm_name(vm),
+                       ret ? json_object_get_string(ret) : herr->message);
+    }
 }
 
 /* The destination died: with what signal (0 if it exited). */
@@ -271,6 +300,26 @@ static int death_signal(RigVm *vm)
     if (rig_vm_wait_exit(vm, 2000, &sig, &status))
         return sig;
     return -1;
+}
+
+/* The destination is gone: its QEMU crashed, or the guest's kernel panicked (panic=-1 with
+ * -no-reboot ends QEMU); counted apart, as they are different failures. */
+static void count_death(Campaign *k, RigVm *dst, const char *how)
+{
+    int sig = death_signal(dst);
+    console_poll(&k->con);
+    if (k->con.oopses > k->oopses0) {
+        k->panics++;
+        g_test_message("migration %u: the guest kernel died on the destination %s (QEMU exited, "
+                       "signal %d); console lines above",
+                       k->done, how, sig);
+        return;
+    }
+    k->crashes++;
+    g_string_append_printf(k->crash_signals, "%s%d", k->crash_signals->len ? "," : "", sig);
+    g_autofree char *err = rig_vm_stderr(dst);
+    g_test_message("migration %u: destination died %s (signal %d): %s", k->done, how, sig,
+                   err ? err : "");
 }
 
 /* One plain migration from k->vm to dst. Returns the VM holding the guest afterwards. */
@@ -293,11 +342,7 @@ static RigVm *migrate_plain(Campaign *k, RigVm *dst, gint64 t0)
         return dst;
     }
     if (!rig_vm_alive(dst)) {
-        int sig = death_signal(dst);
-        k->crashes++;
-        g_string_append_printf(k->crash_signals, "%s%d", k->crash_signals->len ? "," : "", sig);
-        g_autofree char *err = rig_vm_stderr(dst);
-        g_test_message("migration %u: destination died (signal %d): %s", k->done, sig, err);
+        count_death(k, dst, "after plain migrate");
         /* The source still has the guest as it was at switchover: resume it there. */
         g_autoptr(json_object) ret = qmp_client_execute(rig_vm_qmp(src), "cont", NULL, &error);
         if (!ret)
@@ -312,6 +357,17 @@ static RigVm *migrate_plain(Campaign *k, RigVm *dst, gint64 t0)
 static char *safe_migrate_path(void)
 {
     return g_build_filename(g_getenv("SM_BUILD_ROOT"), "sidecar", "safe-migrate", NULL);
+}
+
+/* The gate's whole output (JSON events, stderr) of one migration, next to the console in the
+ * rig's directory (kept with SM_KEEP_TMP=1), to explain a failure after the run. */
+static void keep_gate_output(Campaign *k, const char *out, const char *err)
+{
+    g_autofree char *base = g_path_get_basename(k->con.path); /* console-N.txt */
+    g_autofree char *path = g_strdup_printf("%s/gate-%.*s-%u.txt", rig_tmpdir(),
+                                            (int)(strlen(base) - 4), base, k->done);
+    g_autofree char *text = g_strdup_printf("%s\n-- stderr --\n%s", out ? out : "", err ? err : "");
+    g_file_set_contents(path, text, -1, NULL);
 }
 
 /* One migration through the safe-migrate CLI. Returns the VM holding the guest afterwards. */
@@ -334,6 +390,7 @@ static RigVm *migrate_safe(Campaign *k, RigVm *dst)
     g_assert_true(g_spawn_sync(NULL, (char **)argv, NULL, G_SPAWN_DEFAULT, NULL, NULL, &out, &err,
                                &wait_status, &error));
     g_assert_no_error(error);
+    keep_gate_output(k, out, err);
     g_autoptr(json_object) result = NULL;
     g_autoptr(GString) verdicts = g_string_new(NULL);
     g_auto(GStrv) lines = g_strsplit(out, "\n", -1);
@@ -398,11 +455,7 @@ static RigVm *verify_after(Campaign *k, RigVm *holder, RigVm *src, RigVm *dst, g
         return dst;
     }
     if (!rig_vm_alive(dst)) {
-        int sig = death_signal(dst);
-        k->crashes++;
-        g_string_append_printf(k->crash_signals, "%s%d", k->crash_signals->len ? "," : "", sig);
-        g_test_message("migration %u: destination died after safe-migrate (signal %d)", k->done,
-                       sig);
+        count_death(k, dst, "after safe-migrate");
         return NULL;
     }
     k->stalled++;
@@ -430,10 +483,11 @@ static void report(Campaign *k)
         "{\"config\":\"%s\",\"accel\":\"%s\",\"migrations\":%u,\"migrated\":%u,\"crashes\":%u,"
         "\"crash_signals\":\"%s\",\"failed\":%u,\"held_out\":%u,\"stalled\":%u,"
         "\"guest_errors\":%u,\"mismatches\":%u,\"kernel_errors\":%u,\"reboots\":%u,"
+        "\"guest_oopses\":%u,\"guest_panics\":%u,"
         "\"attempts\":%u,\"holds\":%u,\"mean_downtime_ms\":%.1f,\"mean_total_ms\":%.1f}",
         config_name(k->cfg), accel, k->done, k->migrated, k->crashes, k->crash_signals->str,
         k->failed, k->held_out, k->stalled, k->errors, k->mismatches, k->kerrs, k->fatals,
-        k->attempts, k->holds, mean_down, mean_total);
+        k->con.oopses, k->panics, k->attempts, k->holds, mean_down, mean_total);
     g_test_message("summary %s", line);
     const char *path = g_getenv("SM_LINUX_REPORT");
     if (path) {
@@ -587,6 +641,7 @@ static void test_campaign(gconstpointer data)
         g_assert_no_error(error);
         RigVm *src = k.vm;
         guint before = k.con.problems;
+        k.oopses0 = k.con.oopses;
         k.done++;
         gint64 t0 = g_get_monotonic_time();
         RigVm *holder = cfg->safe ? verify_after(&k, migrate_safe(&k, dst), src, dst, t0)
@@ -620,8 +675,10 @@ static void test_campaign(gconstpointer data)
     if (cfg->safe) {
         /* What the gate must guarantee: every migration goes through, no destination dies,
          * the guest never reads wrong bytes, never reboots, and keeps working. */
-        g_assert_cmpuint(k.done, ==, n_migrations);
         g_assert_cmpuint(k.crashes, ==, 0);
+        g_assert_cmpuint(k.panics, ==, 0);
+        g_assert_cmpuint(k.con.oopses, ==, 0);
+        g_assert_cmpuint(k.done, ==, n_migrations);
         g_assert_cmpuint(k.stalled, ==, 0);
         g_assert_cmpuint(k.mismatches, ==, 0);
         g_assert_cmpuint(k.fatals, ==, 0);

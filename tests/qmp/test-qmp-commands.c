@@ -5,6 +5,7 @@
  * json-c assert. Then one well-formed reply each, which must decode. */
 #include "fake-server.h"
 #include "qmp-commands.h"
+#include "typed-calls.h"
 
 #include <string.h>
 #include <unistd.h>
@@ -29,6 +30,7 @@ static const char *const replies[] = {
     "{\"status\":\"running\",\"running\":\"yes\"}",
     "{\"fdset-id\":\"1\",\"fd\":3}",
     "{\"fdset-id\":1}",
+    "{\"fdset-id\":-1,\"fd\":3}", /* well-typed, impossible: no fd set or fd is negative */
     "[[[[[]]]]]",
     "[{\"fdset-id\":1,\"fds\":{}}]",
     "[{\"fdset-id\":1,\"fds\":[{\"fd\":\"3\"}]}]",
@@ -40,206 +42,14 @@ static const char *const replies[] = {
     "{\"status\":\"completed\",\"downtime\":1.5}",
 };
 
-typedef struct {
-    const char *execute; /* what goes on the wire */
-    json_type type;      /* the reply type the command accepts; json_type_null: any non-null */
-    const char *good;    /* a well-formed reply */
-    gboolean (*run)(QmpClient *client, GError **error);
-} Command;
-
-static gboolean run_query_status(QmpClient *c, GError **e)
-{
-    gboolean running = FALSE;
-    g_autofree char *s = qmp_query_status(c, &running, e);
-    return s != NULL;
-}
-
-static gboolean run_query_migrate(QmpClient *c, GError **e)
-{
-    g_autofree char *status = NULL;
-    g_autoptr(json_object) info = qmp_query_migrate(c, &status, e);
-    g_assert_true(!info || status);
-    return info != NULL;
-}
-
-static gboolean run_qom_list(QmpClient *c, GError **e)
-{
-    g_autoptr(GPtrArray) props = qmp_qom_list(c, "/machine", e);
-    for (guint i = 0; props && i < props->len; i++) {
-        QmpObjectProperty *p = g_ptr_array_index(props, i);
-        g_assert_true(p->name && p->type);
-    }
-    return props != NULL;
-}
-
-static gboolean run_qom_get(QmpClient *c, GError **e)
-{
-    g_autoptr(json_object) v = qmp_qom_get(c, "/machine", "type", e);
-    return v != NULL;
-}
-
-static gboolean run_qom_get_string(QmpClient *c, GError **e)
-{
-    g_autofree char *s = qmp_qom_get_string(c, "/machine", "type", e);
-    return s != NULL;
-}
-
-static gboolean run_qom_get_bool(QmpClient *c, GError **e)
-{
-    gboolean b;
-    return qmp_qom_get_bool(c, "/machine/x", "migrate-emulated-scsi-request", &b, e);
-}
-
-static gboolean run_qom_get_int(QmpClient *c, GError **e)
-{
-    gint64 v;
-    return qmp_qom_get_int(c, "/machine/x", "lun", &v, e);
-}
-
-static gboolean run_set_caps(QmpClient *c, GError **e)
-{
-    const QmpCapability caps[] = {{"events", TRUE}, {"pause-before-switchover", TRUE}};
-    return qmp_migrate_set_capabilities(c, caps, G_N_ELEMENTS(caps), e);
-}
-
-static gboolean run_set_params(QmpClient *c, GError **e)
-{
-    g_autoptr(json_object) p = json_object_new_object();
-    json_object_object_add(p, "downtime-limit", json_object_new_int(300));
-    return qmp_migrate_set_parameters(c, p, e);
-}
-
-static gboolean run_query_caps(QmpClient *c, GError **e)
-{
-    g_autoptr(GHashTable) caps = qmp_query_migrate_capabilities(c, e);
-    return caps != NULL;
-}
-
-static gboolean run_query_params(QmpClient *c, GError **e)
-{
-    g_autoptr(json_object) p = qmp_query_migrate_parameters(c, e);
-    return p != NULL;
-}
-
-static gboolean run_add_fd(QmpClient *c, GError **e)
-{
-    gint64 set = -1, fd = -1;
-    gboolean ok = qmp_add_fd(c, STDERR_FILENO, -1, "test", &set, &fd, e);
-    g_assert_true(!ok || (set >= 0 && fd >= 0));
-    return ok;
-}
-
-static gboolean run_remove_fd(QmpClient *c, GError **e)
-{
-    return qmp_remove_fd(c, 1, e);
-}
-
-static gboolean run_query_fdsets(QmpClient *c, GError **e)
-{
-    g_autoptr(GPtrArray) sets = qmp_query_fdsets(c, e);
-    for (guint i = 0; sets && i < sets->len; i++) {
-        QmpFdset *set = g_ptr_array_index(sets, i);
-        g_assert_cmpuint(set->fds->len, ==, set->opaque->len);
-    }
-    return sets != NULL;
-}
-
-static gboolean run_getfd(QmpClient *c, GError **e)
-{
-    return qmp_getfd(c, STDERR_FILENO, "mig", e);
-}
-
-static gboolean run_save(QmpClient *c, GError **e)
-{
-    return qmp_xen_save_devices_state(c, "/dev/fdset/1", FALSE, e);
-}
-
-static gboolean run_migrate(QmpClient *c, GError **e)
-{
-    return qmp_migrate(c, "tcp:127.0.0.1:1", e);
-}
-
-static gboolean run_incoming(QmpClient *c, GError **e)
-{
-    return qmp_migrate_incoming(c, "tcp:127.0.0.1:1", e);
-}
-
-static gboolean run_cancel(QmpClient *c, GError **e)
-{
-    return qmp_migrate_cancel(c, e);
-}
-
-static gboolean run_continue(QmpClient *c, GError **e)
-{
-    return qmp_migrate_continue(c, "pre-switchover", e);
-}
-
-static gboolean run_cont(QmpClient *c, GError **e)
-{
-    return qmp_cont(c, e);
-}
-
-static gboolean run_stop(QmpClient *c, GError **e)
-{
-    return qmp_stop(c, e);
-}
-
-static gboolean run_query_migrate_info(QmpClient *c, GError **e)
-{
-    QmpMigrationInfo info;
-    gboolean ok = qmp_query_migrate_info(c, &info, e);
-    g_assert_true(!ok || info.status);
-    qmp_migration_info_clear(&info);
-    return ok;
-}
-
-static gboolean run_machine_type(QmpClient *c, GError **e)
-{
-    g_autofree char *t = qmp_query_machine_type(c, e);
-    return t != NULL;
-}
-
-static const Command commands[] = {
-    {"query-status", json_type_object, "{\"status\":\"running\",\"running\":true}",
-     run_query_status},
-    {"query-migrate", json_type_object, "{\"status\":\"active\"}", run_query_migrate},
-    {"qom-list", json_type_array, "[{\"name\":\"type\",\"type\":\"string\"}]", run_qom_list},
-    {"qom-get", json_type_null, "\"pc-i440fx-7.2-machine\"", run_qom_get},
-    {"qom-get", json_type_string, "\"pc-i440fx-7.2-machine\"", run_qom_get_string},
-    {"qom-get", json_type_boolean, "true", run_qom_get_bool},
-    {"qom-get", json_type_int, "0", run_qom_get_int},
-    {"migrate-set-capabilities", json_type_object, "{}", run_set_caps},
-    {"migrate-set-parameters", json_type_object, "{}", run_set_params},
-    {"query-migrate-capabilities", json_type_array, "[{\"capability\":\"events\",\"state\":true}]",
-     run_query_caps},
-    {"query-migrate-parameters", json_type_object, "{\"downtime-limit\":300}", run_query_params},
-    {"add-fd", json_type_object, "{\"fdset-id\":1,\"fd\":4}", run_add_fd},
-    {"remove-fd", json_type_object, "{}", run_remove_fd},
-    {"query-fdsets", json_type_array,
-     "[{\"fdset-id\":1,\"fds\":[{\"fd\":27,\"opaque\":\"safe-migrate probe\"},{\"fd\":28}]}]",
-     run_query_fdsets},
-    {"getfd", json_type_object, "{}", run_getfd},
-    {"xen-save-devices-state", json_type_object, "{}", run_save},
-    {"migrate", json_type_object, "{}", run_migrate},
-    {"migrate-incoming", json_type_object, "{}", run_incoming},
-    {"migrate_cancel", json_type_object, "{}", run_cancel},
-    {"migrate-continue", json_type_object, "{}", run_continue},
-    {"cont", json_type_object, "{}", run_cont},
-    {"stop", json_type_object, "{}", run_stop},
-    {"query-migrate", json_type_object,
-     "{\"status\":\"active\",\"total-time\":5,\"ram\":{\"total\":1,\"mbps\":0}}",
-     run_query_migrate_info},
-    {"qom-get", json_type_string, "\"pc-i440fx-7.2-machine\"", run_machine_type},
-};
-
 static void script_every_reply(FakeServer *fs, gpointer data)
 {
     (void)data;
     fs_handshake(fs);
-    for (guint c = 0; c < G_N_ELEMENTS(commands); c++) {
+    for (guint c = 0; c < qmp_n_typed_calls; c++) {
         for (guint r = 0; r < G_N_ELEMENTS(replies); r++)
-            fs_reply(fs, fs_expect(fs, commands[c].execute), replies[r]);
-        fs_reply(fs, fs_expect(fs, commands[c].execute), commands[c].good);
+            fs_reply(fs, fs_expect(fs, qmp_typed_calls[c].execute), replies[r]);
+        fs_reply(fs, fs_expect(fs, qmp_typed_calls[c].execute), qmp_typed_calls[c].good);
     }
 }
 
@@ -250,11 +60,11 @@ static void test_every_reply_type(void)
     g_autoptr(QmpClient) client = qmp_client_connect(fake_server_address(fs), 5000, &error);
     g_assert_no_error(error);
 
-    for (guint c = 0; c < G_N_ELEMENTS(commands); c++) {
-        const Command *cmd = &commands[c];
+    for (guint c = 0; c < qmp_n_typed_calls; c++) {
+        const QmpTypedCall *cmd = &qmp_typed_calls[c];
         for (guint r = 0; r < G_N_ELEMENTS(replies); r++) {
             g_autoptr(json_object) reply = json_tokener_parse(replies[r]);
-            gboolean ok = cmd->run(client, &error);
+            gboolean ok = cmd->run(client, STDERR_FILENO, &error);
             g_test_message("%s <- %s: %s", cmd->execute, replies[r],
                            ok      ? "ok"
                            : error ? error->message
@@ -268,7 +78,7 @@ static void test_every_reply_type(void)
             g_clear_error(&error);
             g_assert_true(qmp_client_is_connected(client));
         }
-        g_assert_true(cmd->run(client, &error));
+        g_assert_true(cmd->run(client, STDERR_FILENO, &error));
         g_assert_no_error(error);
     }
     fake_server_free(fs);
