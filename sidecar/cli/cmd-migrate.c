@@ -305,6 +305,62 @@ static gboolean collect_settings(GArray *out, GError **error)
     return TRUE;
 }
 
+/* The daemon holds the policies: the flags travel as overrides, validated there by the
+ * same code; the events come back as they would in-process. */
+static int migrate_via_daemon(GArray *settings)
+{
+    if (!opt_vm || sm_gate_flags.policy || sm_gate_flags.config_dir) {
+        g_printerr("safe-migrate migrate: with --daemon, give --vm NAME (the daemon reads "
+                   "its own policy files; no --policy or --config-dir)\n");
+        return SM_EXIT_USAGE;
+    }
+    json_object *options = json_object_new_object();
+    for (guint i = 0; i < settings->len; i++) {
+        const Setting *s = &g_array_index(settings, Setting, i);
+        json_object_object_add(options, s->key, json_object_new_string(s->value));
+    }
+    Output out = {
+        .json = sm_gate_flags.json, .quiet = sm_gate_flags.quiet, .tty = isatty(STDERR_FILENO)};
+    int code = sm_daemon_migrate(opt_vm, options, on_event, &out);
+    end_line(&out);
+    return code;
+}
+
+/* The policy (defaults.conf, then --vm's file or --policy, then the flags) and the engine in
+ * this process. */
+static int migrate_here(GArray *settings)
+{
+    g_autoptr(GError) error = NULL;
+    SmPolicy policy;
+    sm_policy_init(&policy);
+    const char *config_dir =
+        sm_gate_flags.config_dir ? sm_gate_flags.config_dir : SM_DEFAULT_CONFIG_DIR;
+    /* defaults.conf (when present) applies to every migration, as in the daemon. */
+    gboolean ok = sm_policy_load(&policy, config_dir, opt_vm, &error);
+    if (ok && sm_gate_flags.policy)
+        ok = sm_policy_load_file(&policy, sm_gate_flags.policy, &error);
+    for (guint i = 0; ok && i < settings->len; i++) {
+        const Setting *s = &g_array_index(settings, Setting, i);
+        ok = sm_policy_apply_flag(&policy, s->key, s->flag, s->value, &error);
+    }
+    if (ok)
+        ok = sm_policy_check_complete(&policy, &error);
+    if (!ok) {
+        g_printerr("safe-migrate migrate: %s\n", error->message);
+        sm_policy_clear(&policy);
+        return SM_EXIT_USAGE;
+    }
+    Output out = {
+        .json = sm_gate_flags.json, .quiet = sm_gate_flags.quiet, .tty = isatty(STDERR_FILENO)};
+    g_autoptr(SmMigration) m = sm_migration_new(&policy, on_event, &out);
+    sm_policy_clear(&policy);
+    guint watch = catch_signals(m);
+    int code = sm_migration_run(m);
+    release_signals(watch);
+    end_line(&out);
+    return code;
+}
+
 int sm_cmd_migrate(int argc, char **argv)
 {
     if (sm_migrate_is_libvirt_form(argc, argv)) /* DOMAIN DESTURI: cmd-migrate-libvirt.c */
@@ -343,55 +399,7 @@ int sm_cmd_migrate(int argc, char **argv)
         g_printerr("safe-migrate migrate: %s\n", error->message);
         return SM_EXIT_USAGE;
     }
-    if (sm_daemon_socket) {
-        /* The daemon holds the policies: the flags travel as overrides, validated there by
-         * the same code; the events come back as they would in-process. */
-        if (!opt_vm || sm_gate_flags.policy || sm_gate_flags.config_dir) {
-            g_printerr("safe-migrate migrate: with --daemon, give --vm NAME (the daemon reads "
-                       "its own policy files; no --policy or --config-dir)\n");
-            return SM_EXIT_USAGE;
-        }
-        json_object *options = json_object_new_object();
-        for (guint i = 0; i < settings->len; i++) {
-            const Setting *s = &g_array_index(settings, Setting, i);
-            json_object_object_add(options, s->key, json_object_new_string(s->value));
-        }
-        Output out = {
-            .json = sm_gate_flags.json, .quiet = sm_gate_flags.quiet, .tty = isatty(STDERR_FILENO)};
-        int code = sm_daemon_migrate(opt_vm, options, on_event, &out);
-        end_line(&out);
-        return code;
-    }
-
-    SmPolicy policy;
-    sm_policy_init(&policy);
-    const char *config_dir =
-        sm_gate_flags.config_dir ? sm_gate_flags.config_dir : SM_DEFAULT_CONFIG_DIR;
-    /* defaults.conf (when present) applies to every migration, as in the daemon. */
-    gboolean ok = sm_policy_load(&policy, config_dir, opt_vm, &error);
-    if (ok && sm_gate_flags.policy)
-        ok = sm_policy_load_file(&policy, sm_gate_flags.policy, &error);
-    for (guint i = 0; ok && i < settings->len; i++) {
-        const Setting *s = &g_array_index(settings, Setting, i);
-        ok = sm_policy_apply_flag(&policy, s->key, s->flag, s->value, &error);
-    }
-    if (ok)
-        ok = sm_policy_check_complete(&policy, &error);
-    if (!ok) {
-        g_printerr("safe-migrate migrate: %s\n", error->message);
-        sm_policy_clear(&policy);
-        return SM_EXIT_USAGE;
-    }
-
-    Output out = {
-        .json = sm_gate_flags.json, .quiet = sm_gate_flags.quiet, .tty = isatty(STDERR_FILENO)};
-    g_autoptr(SmMigration) m = sm_migration_new(&policy, on_event, &out);
-    sm_policy_clear(&policy);
-    guint watch = catch_signals(m);
-    int code = sm_migration_run(m);
-    release_signals(watch);
-    end_line(&out);
-    return code;
+    return sm_daemon_socket ? migrate_via_daemon(settings) : migrate_here(settings);
 }
 
 static char *opt_recover_source, *opt_recover_dest;
