@@ -14,6 +14,7 @@
 #include <gio/gio.h>
 #include <signal.h>
 #include <string.h>
+#include <sys/wait.h>
 #include <unistd.h>
 
 static gboolean skip_without_rig(void)
@@ -367,6 +368,59 @@ static void test_idle(gconstpointer data)
     lv_domain_destroy(LV_B, name);
 }
 
+/* Runs the CLI to its end; returns its exit status, its last JSON event in *result. */
+static int run_cli(const char *name, const char *const *extra, json_object **result)
+{
+    g_autoptr(GSubprocess) cli = start_migrate(name, extra);
+    g_autoptr(GDataInputStream) in = g_data_input_stream_new(g_subprocess_get_stdout_pipe(cli));
+    *result = next_event(in, "result");
+    g_assert_true(g_subprocess_wait(cli, NULL, NULL));
+    return g_subprocess_get_exit_status(cli);
+}
+
+/* The exit codes that need no guest: 3 for a domain libvirt does not know, 2 for a policy
+ * libvirt cannot honour (use-fix), 5 for a destination that cannot be reached (direct and
+ * --p2p), each with the domain untouched and running on the source. */
+static void test_exit_codes(void)
+{
+    if (skip_without_rig())
+        return;
+    static guint counter;
+    g_autofree char *name = g_strdup_printf("clc%u-%u", (guint)getpid(), ++counter);
+    LvDomainConfig config = {.name = name, .form = LV_FORM_LIBVIRT, .qemu = RIG_QEMU_72};
+    lv_domain_create(LV_A, &config);
+    json_object *res = NULL;
+    g_assert_cmpint(run_cli("no-such-domain", NULL, &res), ==, 3);
+    g_assert_cmpint(int_member(res, "exit_code"), ==, 3);
+    g_clear_pointer(&res, json_object_put);
+    /* Refused before anything starts: no result event, a message on stderr. */
+    const char *fix[] = {"--on-unquiesceable", "use-fix", NULL};
+    g_assert_cmpint(run_cli(name, fix, &res), ==, 2);
+    g_assert_null(res);
+    g_autofree char *why = NULL;
+    g_autofree char *gone = g_strdup_printf("%s/nonexistent", lv_rig_dir(&why));
+    for (int p2p = 0; p2p <= 1; p2p++) {
+        /* Not through start_migrate: the destination is the point. */
+        g_autofree char *cli_bin = cli_path();
+        g_autofree char *uri_a = lv_uri(LV_A);
+        g_autofree char *dest =
+            g_strdup_printf("qemu%s:///system?socket=%s", p2p ? "+unix" : "", gone);
+        const char *argv[] = {
+            cli_bin,        "migrate",      "--json", "-c", uri_a, p2p ? "--p2p" : "--live",
+            "--config-dir", "/nonexistent", name,     dest, NULL};
+        int status = -1;
+        g_autofree char *out = NULL;
+        g_assert_true(g_spawn_sync(NULL, (char **)argv, NULL, G_SPAWN_DEFAULT, NULL, NULL, &out,
+                                   NULL, &status, NULL));
+        g_test_message("unreachable destination (%s): %s", p2p ? "p2p" : "direct", out);
+        g_assert_true(WIFEXITED(status));
+        g_assert_cmpint(WEXITSTATUS(status), ==, 5);
+        g_assert_nonnull(strstr(out, "\"exit_code\":5"));
+    }
+    assert_on_source_only(name);
+    lv_domain_destroy(LV_A, name);
+}
+
 int main(int argc, char **argv)
 {
     g_test_init(&argc, &argv, NULL);
@@ -383,6 +437,7 @@ int main(int argc, char **argv)
         g_test_add_data_func(held, forms[i].data, test_held_then_migrated);
         g_test_add_data_func(never, forms[i].data, test_never_fetches);
     }
+    g_test_add_func("/libvirt/cli/exit-codes", test_exit_codes);
     g_test_add_func("/libvirt/cli/interrupted-while-held", test_interrupted);
     g_test_add_data_func("/libvirt/cli/interrupted-while-migrating/sigint", GINT_TO_POINTER(SIGINT),
                          test_interrupted_while_migrating);
