@@ -639,6 +639,7 @@ static void cancelled_attempt(Campaign *k)
     g_autoptr(json_object) r =
         qmp_client_execute(rig_vm_qmp(k->vm), "migrate_cancel", NULL, &error);
     g_assert_no_error(error);
+    g_assert_nonnull(r);
     static const char *const ends[] = {"cancelled", "failed", "completed", NULL};
     g_autofree char *end = rig_wait_migration_status(k->vm, ends, 30000, &error);
     g_assert_no_error(error);
@@ -648,6 +649,7 @@ static void cancelled_attempt(Campaign *k)
         "{\"capabilities\":[{\"capability\":\"pause-before-switchover\",\"state\":false}]}",
         &error);
     g_assert_no_error(error);
+    g_assert_nonnull(off);
     rig_vm_free(dst);
     for (int i = 0; i < 100 && !is_running(k->vm); i++)
         g_usleep(20000);
