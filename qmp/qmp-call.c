@@ -16,16 +16,78 @@ static void print_json(json_object *obj)
                                                  JSON_C_TO_STRING_NOSLASHESCAPE));
 }
 
+/* --fd N...: descriptors this process inherited, passed with the command. */
+static gboolean parse_fds(char **fd_strs, GArray *fds)
+{
+    for (guint i = 0; fd_strs && fd_strs[i]; i++) {
+        guint64 n;
+        g_autoptr(GError) error = NULL;
+        if (!g_ascii_string_to_unsigned(fd_strs[i], 10, 0, G_MAXINT, &n, &error)) {
+            g_printerr("qmp-call: --fd %s: %s\n", fd_strs[i], error->message);
+            return FALSE;
+        }
+        int fd = (int)n; /* the array holds ints: append one, not the low bytes of a guint64 */
+        g_array_append_val(fds, fd);
+    }
+    return TRUE;
+}
+
+/* JSON-ARGS: a JSON object, or NULL with the message printed. */
+static json_object *parse_args(const char *text)
+{
+    enum json_tokener_error jerr = json_tokener_success;
+    json_object *args = json_tokener_parse_verbose(text, &jerr);
+    if (!args || !json_object_is_type(args, json_type_object)) {
+        g_printerr("qmp-call: JSON-ARGS must be a JSON object (%s)\n",
+                   args ? "wrong type" : json_tokener_error_desc(jerr));
+        json_object_put(args);
+        return NULL;
+    }
+    return args;
+}
+
+/* The command, its reply printed, then the awaited event if any; the exit code. */
+static int call(const char *address, const char *command, json_object *args, GArray *fds,
+                const char *wait_event, guint timeout_ms)
+{
+    g_autoptr(GError) error = NULL;
+    g_autoptr(QmpClient) client = qmp_client_connect(address, timeout_ms, &error);
+    if (!client) {
+        g_printerr("qmp-call: %s\n", error->message);
+        return g_error_matches(error, QMP_ERROR, QMP_ERROR_ADDRESS) ? EXIT_USAGE : EXIT_CONNECT;
+    }
+    guint wait_ms = timeout_ms ? timeout_ms : G_MAXUINT;
+    g_autoptr(json_object) reply = qmp_client_execute_full(
+        client, command, args, (const int *)(void *)fds->data, fds->len, wait_ms, &error);
+    if (!reply) {
+        if (!error) /* libqmp guarantees one; a missing error must still not crash us */
+            g_set_error_literal(&error, QMP_ERROR, QMP_ERROR_PROTOCOL, "no reply and no error");
+        const char *klass = qmp_error_get_class(error);
+        if (klass)
+            g_printerr("qmp-call: %s: %s\n", klass, error->message);
+        else
+            g_printerr("qmp-call: %s\n", error->message);
+        return EXIT_QMP;
+    }
+    print_json(reply);
+    if (wait_event) {
+        g_autoptr(json_object) ev = qmp_client_wait_event(client, wait_event, wait_ms, &error);
+        if (!ev) {
+            g_printerr("qmp-call: %s\n", error->message);
+            return EXIT_QMP;
+        }
+        print_json(ev);
+    }
+    return EXIT_SUCCESS;
+}
+
 int main(int argc, char **argv)
 {
     gint timeout_ms = 30000;
     g_auto(GStrv) fd_strs = NULL;
     g_autofree char *wait_event = NULL;
-    g_autoptr(GOptionContext) ctx = NULL;
     g_autoptr(GError) error = NULL;
     g_autoptr(json_object) args = NULL;
-    g_autoptr(json_object) reply = NULL;
-    g_autoptr(QmpClient) client = NULL;
     g_autoptr(GArray) fds = g_array_new(FALSE, FALSE, sizeof(int));
     gboolean version = FALSE;
     const GOptionEntry entries[] = {
@@ -41,7 +103,8 @@ int main(int argc, char **argv)
 
     setlocale(LC_ALL, ""); /* GLib's messages and quotes; numbers stay C (JSON) */
     setlocale(LC_NUMERIC, "C");
-    ctx = g_option_context_new("ADDRESS COMMAND [JSON-ARGS] - run one QMP command");
+    g_autoptr(GOptionContext) ctx =
+        g_option_context_new("ADDRESS COMMAND [JSON-ARGS] - run one QMP command");
     g_option_context_set_description(ctx,
                                      "ADDRESS is unix:PATH, tcp:HOST:PORT or a socket path.\n"
                                      "Exit codes: 0 ok, 1 QMP error, 2 usage, 3 cannot connect.");
@@ -56,60 +119,10 @@ int main(int argc, char **argv)
     }
     if (argc < 3 || argc > 4 || timeout_ms < 0) {
         g_autofree char *help = g_option_context_get_help(ctx, TRUE, NULL);
-
         g_printerr("%s", help);
         return EXIT_USAGE;
     }
-    for (guint i = 0; fd_strs && fd_strs[i]; i++) {
-        guint64 fd;
-
-        if (!g_ascii_string_to_unsigned(fd_strs[i], 10, 0, G_MAXINT, &fd, &error)) {
-            g_printerr("qmp-call: --fd %s: %s\n", fd_strs[i], error->message);
-            return EXIT_USAGE;
-        }
-        g_array_append_val(fds, fd);
-    }
-    if (argc == 4) {
-        enum json_tokener_error jerr = json_tokener_success;
-
-        args = json_tokener_parse_verbose(argv[3], &jerr);
-        if (!args || !json_object_is_type(args, json_type_object)) {
-            g_printerr("qmp-call: JSON-ARGS must be a JSON object (%s)\n",
-                       args ? "wrong type" : json_tokener_error_desc(jerr));
-            return EXIT_USAGE;
-        }
-    }
-
-    client = qmp_client_connect(argv[1], (guint)timeout_ms, &error);
-    if (!client) {
-        g_printerr("qmp-call: %s\n", error->message);
-        return g_error_matches(error, QMP_ERROR, QMP_ERROR_ADDRESS) ? EXIT_USAGE : EXIT_CONNECT;
-    }
-    reply = qmp_client_execute_full(client, argv[2], args, (const int *)(void *)fds->data, fds->len,
-                                    timeout_ms ? (guint)timeout_ms : G_MAXUINT, &error);
-    if (!reply) {
-        const char *klass;
-
-        if (!error) /* libqmp guarantees one; a missing error must still not crash us */
-            g_set_error_literal(&error, QMP_ERROR, QMP_ERROR_PROTOCOL, "no reply and no error");
-        klass = qmp_error_get_class(error);
-
-        if (klass)
-            g_printerr("qmp-call: %s: %s\n", klass, error->message);
-        else
-            g_printerr("qmp-call: %s\n", error->message);
-        return EXIT_QMP;
-    }
-    print_json(reply);
-    if (wait_event) {
-        g_autoptr(json_object) ev = qmp_client_wait_event(
-            client, wait_event, timeout_ms ? (guint)timeout_ms : G_MAXUINT, &error);
-
-        if (!ev) {
-            g_printerr("qmp-call: %s\n", error->message);
-            return EXIT_QMP;
-        }
-        print_json(ev);
-    }
-    return EXIT_SUCCESS;
+    if (!parse_fds(fd_strs, fds) || (argc == 4 && !(args = parse_args(argv[3]))))
+        return EXIT_USAGE;
+    return call(argv[1], argv[2], args, fds, wait_event, (guint)timeout_ms);
 }

@@ -61,9 +61,9 @@ static void on_event(json_object *event, gpointer data)
         fflush(stdout);
         return;
     }
-    const char *name = qmp_json_string(event, "event");
+    const char *name = qmp_json_string(event, SM_EVENT_KEY_EVENT);
     g_autofree char *text = NULL;
-    if (g_str_equal(name, "progress")) {
+    if (g_str_equal(name, SM_EVENT_PROGRESS)) {
         gint64 total = int_field(event, "ram_total", 0),
                done = int_field(event, "ram_transferred", 0);
         json_object *mbps;
@@ -74,27 +74,27 @@ static void on_event(json_object *event, gpointer data)
             qmp_json_string(event, "status"), total > 0 ? (int)MIN(100, done * 100 / total) : 0,
             rate, int_field(event, "attempt", 1), int_field(event, "max_attempts", 1));
         show_progress(out, text);
-    } else if (g_str_equal(name, "attempt")) {
+    } else if (g_str_equal(name, SM_EVENT_ATTEMPT)) {
         text = g_strdup_printf("migrating: attempt %" G_GINT64_FORMAT " of %" G_GINT64_FORMAT,
                                int_field(event, "attempt", 1), int_field(event, "max_attempts", 1));
         show_progress(out, text);
-    } else if (g_str_equal(name, "pre-switchover")) {
+    } else if (g_str_equal(name, SM_EVENT_PRE_SWITCHOVER)) {
         text = g_strdup_printf("pre-switchover: probing devices (attempt %" G_GINT64_FORMAT ")",
                                int_field(event, "attempt", 1));
         show_progress(out, text);
-    } else if (g_str_equal(name, "hold")) {
+    } else if (g_str_equal(name, SM_EVENT_HOLD)) {
         text = g_strdup_printf("holding: %s", qmp_json_string(event, "waiting_for"));
         show_progress(out, text);
-    } else if (g_str_equal(name, "dest-prepare")) {
+    } else if (g_str_equal(name, SM_EVENT_DEST_PREPARE)) {
         show_progress(out, "preparing a fresh destination");
-    } else if (g_str_equal(name, "fix-fallback")) {
+    } else if (g_str_equal(name, SM_EVENT_FIX_FALLBACK)) {
         text = g_strdup_printf("continuing through QEMU's fix: %s has %s pending",
                                qmp_json_string(event, "device"), qmp_json_string(event, "pending"));
         show_line(out, text);
-    } else if (g_str_equal(name, "result")) {
-        const char *result = qmp_json_string(event, "result");
+    } else if (g_str_equal(name, SM_EVENT_RESULT)) {
+        const char *result = qmp_json_string(event, SM_EVENT_KEY_RESULT);
         const char *error = qmp_json_string(event, "error");
-        if (g_str_equal(result, "migrated"))
+        if (g_str_equal(result, SM_RESULT_MIGRATED))
             text = g_strdup_printf(
                 "migrated (path %s) in %" G_GINT64_FORMAT " ms, downtime %" G_GINT64_FORMAT
                 " ms, %" G_GINT64_FORMAT " attempt(s)",
@@ -305,6 +305,62 @@ static gboolean collect_settings(GArray *out, GError **error)
     return TRUE;
 }
 
+/* The daemon holds the policies: the flags travel as overrides, validated there by the
+ * same code; the events come back as they would in-process. */
+static int migrate_via_daemon(GArray *settings)
+{
+    if (!opt_vm || sm_gate_flags.policy || sm_gate_flags.config_dir) {
+        g_printerr("safe-migrate migrate: with --daemon, give --vm NAME (the daemon reads "
+                   "its own policy files; no --policy or --config-dir)\n");
+        return SM_EXIT_USAGE;
+    }
+    json_object *options = json_object_new_object();
+    for (guint i = 0; i < settings->len; i++) {
+        const Setting *s = &g_array_index(settings, Setting, i);
+        json_object_object_add(options, s->key, json_object_new_string(s->value));
+    }
+    Output out = {
+        .json = sm_gate_flags.json, .quiet = sm_gate_flags.quiet, .tty = isatty(STDERR_FILENO)};
+    int code = sm_daemon_migrate(opt_vm, options, on_event, &out);
+    end_line(&out);
+    return code;
+}
+
+/* The policy (defaults.conf, then --vm's file or --policy, then the flags) and the engine in
+ * this process. */
+static int migrate_here(GArray *settings)
+{
+    g_autoptr(GError) error = NULL;
+    SmPolicy policy;
+    sm_policy_init(&policy);
+    const char *config_dir =
+        sm_gate_flags.config_dir ? sm_gate_flags.config_dir : SM_DEFAULT_CONFIG_DIR;
+    /* defaults.conf (when present) applies to every migration, as in the daemon. */
+    gboolean ok = sm_policy_load(&policy, config_dir, opt_vm, &error);
+    if (ok && sm_gate_flags.policy)
+        ok = sm_policy_load_file(&policy, sm_gate_flags.policy, &error);
+    for (guint i = 0; ok && i < settings->len; i++) {
+        const Setting *s = &g_array_index(settings, Setting, i);
+        ok = sm_policy_apply_flag(&policy, s->key, s->flag, s->value, &error);
+    }
+    if (ok)
+        ok = sm_policy_check_complete(&policy, &error);
+    if (!ok) {
+        g_printerr("safe-migrate migrate: %s\n", error->message);
+        sm_policy_clear(&policy);
+        return SM_EXIT_USAGE;
+    }
+    Output out = {
+        .json = sm_gate_flags.json, .quiet = sm_gate_flags.quiet, .tty = isatty(STDERR_FILENO)};
+    g_autoptr(SmMigration) m = sm_migration_new(&policy, on_event, &out);
+    sm_policy_clear(&policy);
+    guint watch = catch_signals(m);
+    int code = sm_migration_run(m);
+    release_signals(watch);
+    end_line(&out);
+    return code;
+}
+
 int sm_cmd_migrate(int argc, char **argv)
 {
     if (sm_migrate_is_libvirt_form(argc, argv)) /* DOMAIN DESTURI: cmd-migrate-libvirt.c */
@@ -343,55 +399,7 @@ int sm_cmd_migrate(int argc, char **argv)
         g_printerr("safe-migrate migrate: %s\n", error->message);
         return SM_EXIT_USAGE;
     }
-    if (sm_daemon_socket) {
-        /* The daemon holds the policies: the flags travel as overrides, validated there by
-         * the same code; the events come back as they would in-process. */
-        if (!opt_vm || sm_gate_flags.policy || sm_gate_flags.config_dir) {
-            g_printerr("safe-migrate migrate: with --daemon, give --vm NAME (the daemon reads "
-                       "its own policy files; no --policy or --config-dir)\n");
-            return SM_EXIT_USAGE;
-        }
-        json_object *options = json_object_new_object();
-        for (guint i = 0; i < settings->len; i++) {
-            const Setting *s = &g_array_index(settings, Setting, i);
-            json_object_object_add(options, s->key, json_object_new_string(s->value));
-        }
-        Output out = {
-            .json = sm_gate_flags.json, .quiet = sm_gate_flags.quiet, .tty = isatty(STDERR_FILENO)};
-        int code = sm_daemon_migrate(opt_vm, options, on_event, &out);
-        end_line(&out);
-        return code;
-    }
-
-    SmPolicy policy;
-    sm_policy_init(&policy);
-    const char *config_dir =
-        sm_gate_flags.config_dir ? sm_gate_flags.config_dir : SM_DEFAULT_CONFIG_DIR;
-    /* defaults.conf (when present) applies to every migration, as in the daemon. */
-    gboolean ok = sm_policy_load(&policy, config_dir, opt_vm, &error);
-    if (ok && sm_gate_flags.policy)
-        ok = sm_policy_load_file(&policy, sm_gate_flags.policy, &error);
-    for (guint i = 0; ok && i < settings->len; i++) {
-        const Setting *s = &g_array_index(settings, Setting, i);
-        ok = sm_policy_apply_flag(&policy, s->key, s->flag, s->value, &error);
-    }
-    if (ok)
-        ok = sm_policy_check_complete(&policy, &error);
-    if (!ok) {
-        g_printerr("safe-migrate migrate: %s\n", error->message);
-        sm_policy_clear(&policy);
-        return SM_EXIT_USAGE;
-    }
-
-    Output out = {
-        .json = sm_gate_flags.json, .quiet = sm_gate_flags.quiet, .tty = isatty(STDERR_FILENO)};
-    g_autoptr(SmMigration) m = sm_migration_new(&policy, on_event, &out);
-    sm_policy_clear(&policy);
-    guint watch = catch_signals(m);
-    int code = sm_migration_run(m);
-    release_signals(watch);
-    end_line(&out);
-    return code;
+    return sm_daemon_socket ? migrate_via_daemon(settings) : migrate_here(settings);
 }
 
 static char *opt_recover_source, *opt_recover_dest;

@@ -11,6 +11,45 @@
 #include "probe.h"
 #include "qmp.h"
 
+/* One capture of the VM at `addr`, its verdicts printed; the exit code. */
+static int probe_and_print(const char *addr, const char *plugin_dir, guint timeout_ms,
+                           gboolean json)
+{
+    g_autoptr(GError) error = NULL;
+    g_autoptr(SmRegistry) registry = sm_registry_new();
+    if (plugin_dir && !sm_registry_load_dir(registry, plugin_dir, &error)) {
+        fprintf(stderr, "safe-migrate status: plugins: %s\n", error->message);
+        return SM_EXIT_FAILURE;
+    }
+    g_autoptr(QmpClient) qmp = qmp_client_connect(addr, timeout_ms, &error);
+    if (!qmp) {
+        fprintf(stderr, "safe-migrate status: cannot reach the VM at %s: %s\n", addr,
+                error->message);
+        return SM_EXIT_UNREACHABLE;
+    }
+    qmp_client_set_default_timeout(qmp, timeout_ms);
+    /* Someone else's migration at pre-switchover: a capture would rewrite its run state. */
+    g_autoptr(SmReport) report =
+        sm_probe_switchover_free(qmp, &error) ? sm_probe_vm(qmp, registry, &error) : NULL;
+    qmp_client_close(qmp);
+    if (!report) {
+        fprintf(stderr, "safe-migrate status: %s\n", error->message);
+        return g_error_matches(error, SM_PROBE_ERROR, SM_PROBE_ERROR_UNREACHABLE)
+                   ? SM_EXIT_UNREACHABLE
+                   : SM_EXIT_FAILURE;
+    }
+    if (json) {
+        json_object *o = sm_report_to_json(report);
+        printf("%s\n", json_object_to_json_string_ext(o, JSON_C_TO_STRING_PLAIN |
+                                                             JSON_C_TO_STRING_NOSLASHESCAPE));
+        json_object_put(o);
+    } else {
+        g_autofree char *table = sm_report_to_table(report);
+        fputs(table, stdout);
+    }
+    return SM_EXIT_OK;
+}
+
 int sm_cmd_status(int argc, char **argv)
 {
     if (sm_daemon_socket)
@@ -59,37 +98,5 @@ int sm_cmd_status(int argc, char **argv)
         fprintf(stderr, "safe-migrate status: --qmp: %s\n", error->message);
         return SM_EXIT_USAGE;
     }
-
-    g_autoptr(SmRegistry) registry = sm_registry_new();
-    if (plugin_dir && !sm_registry_load_dir(registry, plugin_dir, &error)) {
-        fprintf(stderr, "safe-migrate status: plugins: %s\n", error->message);
-        return SM_EXIT_FAILURE;
-    }
-    g_autoptr(QmpClient) qmp = qmp_client_connect(addr, (guint)timeout_ms, &error);
-    if (!qmp) {
-        fprintf(stderr, "safe-migrate status: cannot reach the VM at %s: %s\n", addr,
-                error->message);
-        return SM_EXIT_UNREACHABLE;
-    }
-    qmp_client_set_default_timeout(qmp, (guint)timeout_ms);
-    /* Someone else's migration at pre-switchover: a capture would rewrite its run state. */
-    g_autoptr(SmReport) report =
-        sm_probe_switchover_free(qmp, &error) ? sm_probe_vm(qmp, registry, &error) : NULL;
-    qmp_client_close(qmp);
-    if (!report) {
-        fprintf(stderr, "safe-migrate status: %s\n", error->message);
-        return g_error_matches(error, SM_PROBE_ERROR, SM_PROBE_ERROR_UNREACHABLE)
-                   ? SM_EXIT_UNREACHABLE
-                   : SM_EXIT_FAILURE;
-    }
-    if (json) {
-        json_object *o = sm_report_to_json(report);
-        printf("%s\n", json_object_to_json_string_ext(o, JSON_C_TO_STRING_PLAIN |
-                                                             JSON_C_TO_STRING_NOSLASHESCAPE));
-        json_object_put(o);
-    } else {
-        g_autofree char *table = sm_report_to_table(report);
-        fputs(table, stdout);
-    }
-    return SM_EXIT_OK;
+    return probe_and_print(addr, plugin_dir, (guint)timeout_ms, json);
 }
