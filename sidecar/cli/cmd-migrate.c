@@ -61,9 +61,9 @@ static void on_event(json_object *event, gpointer data)
         fflush(stdout);
         return;
     }
-    const char *name = qmp_json_string(event, "event");
+    const char *name = qmp_json_string(event, SM_EVENT_KEY_EVENT);
     g_autofree char *text = NULL;
-    if (g_str_equal(name, "progress")) {
+    if (g_str_equal(name, SM_EVENT_PROGRESS)) {
         gint64 total = int_field(event, "ram_total", 0),
                done = int_field(event, "ram_transferred", 0);
         json_object *mbps;
@@ -74,27 +74,27 @@ static void on_event(json_object *event, gpointer data)
             qmp_json_string(event, "status"), total > 0 ? (int)MIN(100, done * 100 / total) : 0,
             rate, int_field(event, "attempt", 1), int_field(event, "max_attempts", 1));
         show_progress(out, text);
-    } else if (g_str_equal(name, "attempt")) {
+    } else if (g_str_equal(name, SM_EVENT_ATTEMPT)) {
         text = g_strdup_printf("migrating: attempt %" G_GINT64_FORMAT " of %" G_GINT64_FORMAT,
                                int_field(event, "attempt", 1), int_field(event, "max_attempts", 1));
         show_progress(out, text);
-    } else if (g_str_equal(name, "pre-switchover")) {
+    } else if (g_str_equal(name, SM_EVENT_PRE_SWITCHOVER)) {
         text = g_strdup_printf("pre-switchover: probing devices (attempt %" G_GINT64_FORMAT ")",
                                int_field(event, "attempt", 1));
         show_progress(out, text);
-    } else if (g_str_equal(name, "hold")) {
+    } else if (g_str_equal(name, SM_EVENT_HOLD)) {
         text = g_strdup_printf("holding: %s", qmp_json_string(event, "waiting_for"));
         show_progress(out, text);
-    } else if (g_str_equal(name, "dest-prepare")) {
+    } else if (g_str_equal(name, SM_EVENT_DEST_PREPARE)) {
         show_progress(out, "preparing a fresh destination");
-    } else if (g_str_equal(name, "fix-fallback")) {
+    } else if (g_str_equal(name, SM_EVENT_FIX_FALLBACK)) {
         text = g_strdup_printf("continuing through QEMU's fix: %s has %s pending",
                                qmp_json_string(event, "device"), qmp_json_string(event, "pending"));
         show_line(out, text);
-    } else if (g_str_equal(name, "result")) {
-        const char *result = qmp_json_string(event, "result");
+    } else if (g_str_equal(name, SM_EVENT_RESULT)) {
+        const char *result = qmp_json_string(event, SM_EVENT_KEY_RESULT);
         const char *error = qmp_json_string(event, "error");
-        if (g_str_equal(result, "migrated"))
+        if (g_str_equal(result, SM_RESULT_MIGRATED))
             text = g_strdup_printf(
                 "migrated (path %s) in %" G_GINT64_FORMAT " ms, downtime %" G_GINT64_FORMAT
                 " ms, %" G_GINT64_FORMAT " attempt(s)",

@@ -184,8 +184,8 @@ static void on_line(GObject *source, GAsyncResult *res, gpointer data)
     json_object *event = NULL;
     if (json_object_object_get_ex(o, "event", &event)) {
         r->func(event, r->data);
-        if (g_strcmp0(qmp_json_string(event, "event"), "result") == 0) {
-            r->code = int_of(event, "exit_code", SM_EXIT_UNCERTAIN);
+        if (g_strcmp0(qmp_json_string(event, SM_EVENT_KEY_EVENT), SM_EVENT_RESULT) == 0) {
+            r->code = int_of(event, SM_EVENT_KEY_EXIT_CODE, SM_EXIT_UNCERTAIN);
             r->got_result = TRUE;
             g_main_loop_quit(r->loop);
             return;

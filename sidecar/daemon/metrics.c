@@ -2,6 +2,7 @@
 /* safe-migrated: metrics in the Prometheus text format (0.0.4), fed by the migrations'
  * own events, served by the `metrics` op and optionally over plain HTTP. */
 #include "metrics.h"
+#include "gate.h"      /* the event schema's names */
 #include "sm-config.h" /* SM_VERSION */
 
 #include <string.h>
@@ -42,24 +43,26 @@ void metrics_observe_probe(Metrics *m, gint64 probe_us)
 void metrics_observe_event(Metrics *m, json_object *event)
 {
     ASSERT_MAIN();
-    const char *name = json_str(event, "event");
+    const char *name = json_str(event, SM_EVENT_KEY_EVENT);
     json_object *v;
-    if (g_strcmp0(name, "pre-switchover") == 0 && json_object_object_get_ex(event, "probe_us", &v))
+    if (g_strcmp0(name, SM_EVENT_PRE_SWITCHOVER) == 0 &&
+        json_object_object_get_ex(event, SM_EVENT_KEY_PROBE_US, &v))
         metrics_observe_probe(m, json_object_get_int64(v));
-    if (g_strcmp0(name, "result") != 0)
+    if (g_strcmp0(name, SM_EVENT_RESULT) != 0)
         return;
-    const char *path = json_str(event, "path");
-    g_autofree char *key =
-        g_strdup_printf("%s\n%s", json_str(event, "result") ?: "unknown", path ? path : "none");
+    const char *result = json_str(event, SM_EVENT_KEY_RESULT);
+    const char *path = json_str(event, SM_EVENT_KEY_PATH);
+    g_autofree char *key = g_strdup_printf("%s\n%s", result ?: "unknown", path ? path : "none");
     gpointer old = g_hash_table_lookup(m->migrations, key);
     g_hash_table_insert(m->migrations, g_steal_pointer(&key),
                         GUINT_TO_POINTER(GPOINTER_TO_UINT(old) + 1));
-    if (json_object_object_get_ex(event, "attempts", &v))
+    if (json_object_object_get_ex(event, SM_EVENT_KEY_ATTEMPTS, &v))
         m->attempts += (guint64)MAX(json_object_get_int64(v), 0);
-    if (json_object_object_get_ex(event, "holds", &v))
+    if (json_object_object_get_ex(event, SM_EVENT_KEY_HOLDS, &v))
         m->holds += (guint64)MAX(json_object_get_int64(v), 0);
-    if (g_strcmp0(json_str(event, "result"), "migrated") == 0 &&
-        json_object_object_get_ex(event, "downtime_ms", &v) && json_object_get_int64(v) >= 0)
+    if (g_strcmp0(result, SM_RESULT_MIGRATED) == 0 &&
+        json_object_object_get_ex(event, SM_EVENT_KEY_DOWNTIME_MS, &v) &&
+        json_object_get_int64(v) >= 0)
         observe(m->downtime_counts, downtime_bounds, SM_DOWNTIME_BUCKETS, &m->downtime_sum,
                 json_object_get_int64(v) / 1e3);
 }

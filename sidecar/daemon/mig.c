@@ -57,12 +57,13 @@ static void record_event(Mig *mig, json_object *event, const char *name, const c
 {
     json_object *prev =
         mig->events->len ? g_ptr_array_index(mig->events, mig->events->len - 1) : NULL;
-    if (g_strcmp0(name, "progress") == 0 && g_strcmp0(json_str(prev, "event"), "progress") == 0)
+    if (g_strcmp0(name, SM_EVENT_PROGRESS) == 0 &&
+        g_strcmp0(json_str(prev, SM_EVENT_KEY_EVENT), SM_EVENT_PROGRESS) == 0)
         g_ptr_array_remove_index(mig->events, mig->events->len - 1);
     g_ptr_array_add(mig->events, event);
     metrics_observe_event(mig->vm->host->metrics, event);
-    if (g_strcmp0(name, "hold") == 0 || g_strcmp0(name, "result") == 0 ||
-        g_strcmp0(name, "attempt") == 0 || g_strcmp0(name, "fix-fallback") == 0)
+    if (g_strcmp0(name, SM_EVENT_HOLD) == 0 || g_strcmp0(name, SM_EVENT_RESULT) == 0 ||
+        g_strcmp0(name, SM_EVENT_ATTEMPT) == 0 || g_strcmp0(name, SM_EVENT_FIX_FALLBACK) == 0)
         g_log_structured(G_LOG_DOMAIN, G_LOG_LEVEL_MESSAGE, "SM_VM", mig->vm->name, "SM_MIGRATION",
                          mig->id, "MESSAGE", "%s: %s %s", mig->id, name, text);
 }
@@ -75,7 +76,7 @@ static gboolean deliver_event(gpointer p)
     json_object *event = json_tokener_parse(me->text);
     if (!event)
         return G_SOURCE_REMOVE;
-    record_event(mig, event, json_str(event, "event"), me->text);
+    record_event(mig, event, json_str(event, SM_EVENT_KEY_EVENT), me->text);
     /* A send may drop a slow client, which edits the follower list: walk a copy. */
     g_autoptr(GPtrArray) followers = g_ptr_array_new_with_free_func(follower_free);
     for (guint i = 0; i < mig->followers->len; i++) {

@@ -95,7 +95,7 @@ static void emit(SmMigration *m, const char *event, json_object *fields)
 {
     assert_owner(m);
     g_autoptr(json_object) obj = json_object_new_object();
-    json_object_object_add(obj, "event", json_object_new_string(event));
+    json_object_object_add(obj, SM_EVENT_KEY_EVENT, json_object_new_string(event));
     json_object_object_add(obj, "t_ms", json_object_new_int64(elapsed_ms(m)));
     /* Wall-clock time too (RFC 3339, UTC, ms), to line events up with logs of other hosts. */
     g_autoptr(GDateTime) now = g_date_time_new_now_utc();
@@ -110,6 +110,11 @@ static void emit(SmMigration *m, const char *event, json_object *fields)
         }
         json_object_put(fields);
     }
+    /* The schema is a contract (CLI --json, the daemon's wire, metrics): an event outside it
+     * is a bug here, fatal in the tests (G_DEBUG=fatal-criticals). */
+    g_autoptr(GError) invalid = NULL;
+    if (!sm_event_validate(obj, &invalid))
+        g_critical("gate engine: an event outside the schema in events.c: %s", invalid->message);
     if (m->emit_func)
         m->emit_func(obj, m->emit_data);
 }
@@ -366,7 +371,7 @@ static void restore_all(SmMigration *m)
         g_clear_pointer(sides[i].saved, settings_free);
     }
     if (json_object_object_length(f) > 0)
-        emit(m, "restored", f);
+        emit(m, SM_EVENT_RESTORED, f);
     else
         json_object_put(f);
 }
@@ -434,9 +439,9 @@ static void emit_progress(SmMigration *m)
         qmp_migration_info_clear(&info);
         return;
     }
-    json_object *f =
-        fields_new("status", jstr(info.status), "attempt", json_object_new_int(m->attempts),
-                   "max_attempts", json_object_new_int((int)m->policy.max_attempts), FIELDS_END);
+    json_object *f = fields_new("status", jstr(info.status), SM_EVENT_KEY_ATTEMPT,
+                                json_object_new_int(m->attempts), SM_EVENT_KEY_MAX_ATTEMPTS,
+                                json_object_new_int((int)m->policy.max_attempts), FIELDS_END);
     const struct {
         const char *key;
         gint64 value;
@@ -453,7 +458,7 @@ static void emit_progress(SmMigration *m)
                                json_object_new_double_s(g_ascii_strtod(text, NULL), text));
     }
     qmp_migration_info_clear(&info);
-    emit(m, "progress", f);
+    emit(m, SM_EVENT_PROGRESS, f);
 }
 
 /* Whether more cancel requests came than `allowed` (G_MAXINT: the wait is not
@@ -883,7 +888,7 @@ static gboolean preflight(SmMigration *m, SmReport **paused_report, GError **err
         if (!report)
             return FALSE;
     }
-    emit(m, "preflight",
+    emit(m, SM_EVENT_PREFLIGHT,
          fields_new("source_qemu", jstr(qmp_client_get_version(m->src)), "dest_qemu",
                     jstr(qmp_client_get_version(m->dst)), "machine", jstr(m->src_machine),
                     "source_state", jstr(src_state), "devices",
@@ -924,9 +929,10 @@ static gboolean start_attempt(SmMigration *m, GError **error)
         return FALSE;
     if (!qmp_migrate(m->src, m->policy.uri, error))
         return FALSE;
-    emit(m, "attempt",
-         fields_new("attempt", json_object_new_int((int)m->attempts), "max_attempts",
-                    json_object_new_int((int)m->policy.max_attempts), FIELDS_END));
+    emit(m, SM_EVENT_ATTEMPT,
+         fields_new(SM_EVENT_KEY_ATTEMPT, json_object_new_int((int)m->attempts),
+                    SM_EVENT_KEY_MAX_ATTEMPTS, json_object_new_int((int)m->policy.max_attempts),
+                    FIELDS_END));
     fault_point("iterating");
     return TRUE;
 }
@@ -1078,7 +1084,7 @@ static gboolean run_dest_prepare(SmMigration *m, GError **error)
     }
     /* That destination is gone (dest-prepare replaces it): nothing to restore there. */
     g_clear_pointer(&m->dst_saved, settings_free);
-    emit(m, "dest-prepare", fields_new("command", jstr(m->policy.dest_prepare), FIELDS_END));
+    emit(m, SM_EVENT_DEST_PREPARE, fields_new("command", jstr(m->policy.dest_prepare), FIELDS_END));
     g_autoptr(GSubprocess) proc = spawn_prepare(m, error);
     if (!proc)
         return FALSE;
@@ -1246,16 +1252,17 @@ static void end_run(SmMigration *m, int code, const char *result, const char *pa
         sm_capture_release(m->capture, m->src);
     restore_all(m);
     json_object *f = fields_new(
-        "result", jstr(result), "exit_code", json_object_new_int(code), "attempts",
-        json_object_new_int((int)m->attempts), "holds", json_object_new_int((int)m->holds),
-        "total_ms", json_object_new_int64(total_ms >= 0 ? total_ms : elapsed_ms(m)), FIELDS_END);
+        SM_EVENT_KEY_RESULT, jstr(result), SM_EVENT_KEY_EXIT_CODE, json_object_new_int(code),
+        SM_EVENT_KEY_ATTEMPTS, json_object_new_int((int)m->attempts), SM_EVENT_KEY_HOLDS,
+        json_object_new_int((int)m->holds), "total_ms",
+        json_object_new_int64(total_ms >= 0 ? total_ms : elapsed_ms(m)), FIELDS_END);
     if (path)
-        json_object_object_add(f, "path", jstr(path));
+        json_object_object_add(f, SM_EVENT_KEY_PATH, jstr(path));
     if (downtime_ms >= 0)
-        json_object_object_add(f, "downtime_ms", json_object_new_int64(downtime_ms));
+        json_object_object_add(f, SM_EVENT_KEY_DOWNTIME_MS, json_object_new_int64(downtime_ms));
     if (error)
         json_object_object_add(f, "error", jstr(error->message));
-    emit(m, "result", f);
+    emit(m, SM_EVENT_RESULT, f);
     m->exit_code = code;
     set_phase(m, PHASE_DONE);
 }
@@ -1334,7 +1341,7 @@ static void unwind(SmMigration *m, int code, const char *result, const GError *w
         end_run(m, SM_EXIT_UNCERTAIN, "uncertain", NULL, -1, -1, error);
         return;
     }
-    emit(m, "aborted", fields_new("reason", jstr(why ? why->message : result), FIELDS_END));
+    emit(m, SM_EVENT_ABORTED, fields_new("reason", jstr(why ? why->message : result), FIELDS_END));
     end_run(m, code, result, NULL, -1, -1, why);
 }
 
@@ -1429,7 +1436,7 @@ static gboolean start_hold(SmMigration *m, const SmDeviceVerdict *busy, gint64 h
     const char *name = device_key(busy->id, busy->qom_path);
     g_autofree char *waiting =
         g_strdup_printf("%s has %s pending", name, sm_verdict_pending_name(busy));
-    emit(m, "hold",
+    emit(m, SM_EVENT_HOLD,
          fields_new("device", jstr(name), "state", jstr(sm_state_to_string(busy->state)), "pending",
                     jstr(sm_verdict_pending_name(busy)), "waiting_for", jstr(waiting), "held_ms",
                     json_object_new_int64(held_ms), FIELDS_END));
@@ -1457,7 +1464,7 @@ static gboolean fall_back(SmMigration *m, const SmReport *report, const SmDevice
                               busy->reason ? busy->reason : "?");
     if (!busy->final && p->on_unquiesceable != SM_FALLBACK_ABORT &&
         fix_covers(m, report, benign_only, &why)) {
-        emit(m, "fix-fallback",
+        emit(m, SM_EVENT_FIX_FALLBACK,
              fields_new("device", jstr(device_key(busy->id, busy->qom_path)), "pending",
                         jstr(sm_verdict_pending_name(busy)), "policy",
                         jstr(sm_fallback_to_string(p->on_unquiesceable)), FIELDS_END));
@@ -1475,26 +1482,38 @@ static gboolean fall_back(SmMigration *m, const SmReport *report, const SmDevice
     return FALSE;
 }
 
+static json_object *switchover_event(SmMigration *m, const SmReport *report, gint64 wait_us)
+{
+    return fields_new(SM_EVENT_KEY_ATTEMPT, json_object_new_int((int)m->attempts), "devices",
+                      verdicts_json(report), SM_EVENT_KEY_PROBE_US,
+                      json_object_new_int64(report->capture_us), "wait_us",
+                      json_object_new_int64(wait_us), "event_us",
+                      json_object_new_int64(m->event_latency_us), "reused",
+                      json_object_new_boolean(report == m->paused_report), FIELDS_END);
+}
+
 /* The move to SWITCHING: from migrate-continue on, nothing is called off. A refusal
  * switched nothing: back to PRE_SWITCHOVER, whose exit calls the attempt off. Any other
  * failure (a lost or slow monitor) may have switched: SWITCHING waits for QEMU's outcome.
- * `event` (consumed; NULL if emitted already): the pre-switchover event, written only after
- * migrate-continue: writing it (a pipe, a log, the daemon's cross-thread post) while the
- * guest is stopped would stretch its downtime (issue 15). */
-static gboolean start_switch(SmMigration *m, json_object *event, GError **error)
+ * `report` (NULL if its event went out already): the verdicts, whose pre-switchover event is
+ * built and written only after migrate-continue: building and writing it (a pipe, a log, the
+ * daemon's cross-thread post) while the guest is stopped would stretch its downtime (issue
+ * 15). */
+static gboolean start_switch(SmMigration *m, const SmReport *report, gint64 wait_us, GError **error)
 {
     set_phase(m, PHASE_SWITCHING);
     g_autoptr(GError) local = NULL;
     gint64 t_continue = g_get_monotonic_time();
     gboolean continued = qmp_migrate_continue(m->src, "pre-switchover", &local);
-    if (event) {
+    gint64 t_done = g_get_monotonic_time();
+    if (report) {
+        json_object *event = switchover_event(m, report, wait_us);
         /* From the capture's end to the continue: what the gate adds besides the capture. */
         json_object_object_add(
             event, "verdict_us",
             json_object_new_int64(m->captured_us ? t_continue - m->captured_us : -1));
-        json_object_object_add(event, "continue_us",
-                               json_object_new_int64(g_get_monotonic_time() - t_continue));
-        emit(m, "pre-switchover", event);
+        json_object_object_add(event, "continue_us", json_object_new_int64(t_done - t_continue));
+        emit(m, SM_EVENT_PRE_SWITCHOVER, event);
     }
     if (!continued && g_error_matches(local, QMP_ERROR, QMP_ERROR_COMMAND)) {
         set_phase(m, PHASE_PRE_SWITCHOVER);
@@ -1525,24 +1544,18 @@ static gboolean step_pre_switchover(SmMigration *m, GError **error)
             return FALSE;
         report = fresh;
     }
-    json_object *event = fields_new(
-        "attempt", json_object_new_int((int)m->attempts), "devices", verdicts_json(report),
-        "probe_us", json_object_new_int64(report->capture_us), "wait_us",
-        json_object_new_int64(wait_us), "event_us", json_object_new_int64(m->event_latency_us),
-        "reused", json_object_new_boolean(report == m->paused_report), FIELDS_END);
     const SmDeviceVerdict *busy = sm_report_first_unsafe(report);
-    if (busy || cancel_requested(m)) {
-        emit(m, "pre-switchover", event);
-        event = NULL;
-    }
+    gboolean told = busy || cancel_requested(m);
+    if (told)
+        emit(m, SM_EVENT_PRE_SWITCHOVER, switchover_event(m, report, wait_us));
     fault_point("pre-switchover");
     if (cancel_requested(m)) {
-        if (event)
-            emit(m, "pre-switchover", event);
+        if (!told)
+            emit(m, SM_EVENT_PRE_SWITCHOVER, switchover_event(m, report, wait_us));
         return FALSE;
     }
     if (!busy)
-        return start_switch(m, event, error);
+        return start_switch(m, told ? NULL : report, wait_us, error);
     gint64 now = g_get_monotonic_time();
     if (!m->hold_started_us)
         m->hold_started_us = now;
@@ -1553,7 +1566,7 @@ static gboolean step_pre_switchover(SmMigration *m, GError **error)
     if (m->src_was_running && !busy->final && p->dest_prepare && m->attempts < p->max_attempts &&
         held_ms < p->max_hold_ms)
         return start_hold(m, busy, held_ms, error);
-    return fall_back(m, report, busy, held_ms, error) && start_switch(m, NULL, error);
+    return fall_back(m, report, busy, held_ms, error) && start_switch(m, NULL, 0, error);
 }
 
 /* The attempt is still paused at pre-switchover (or its call-off went wrong): unwind it. */
@@ -1579,7 +1592,8 @@ static gboolean step_holding(SmMigration *m, GError **error)
     }
     if (!run_dest_prepare(m, error))
         return FALSE;
-    emit(m, "retry", fields_new("attempt", json_object_new_int((int)m->attempts + 1), FIELDS_END));
+    emit(m, SM_EVENT_RETRY,
+         fields_new(SM_EVENT_KEY_ATTEMPT, json_object_new_int((int)m->attempts + 1), FIELDS_END));
     set_phase(m, PHASE_ITERATING);
     return TRUE;
 }
@@ -1591,7 +1605,8 @@ static void exit_holding(SmMigration *m, const GError *error)
         end_run(m, interrupted_code(m), "interrupted", NULL, -1, -1, NULL);
         return;
     }
-    emit(m, "aborted", fields_new("reason", jstr(error ? error->message : "failed"), FIELDS_END));
+    emit(m, SM_EVENT_ABORTED,
+         fields_new("reason", jstr(error ? error->message : "failed"), FIELDS_END));
     end_run(m, SM_EXIT_FAILED, "failed", NULL, -1, -1, error);
 }
 
@@ -1638,7 +1653,7 @@ static void exit_switching(SmMigration *m, const GError *error)
             end_run(m, SM_EXIT_UNCERTAIN, "uncertain", NULL, -1, -1, e);
             return;
         }
-        emit(m, "aborted", fields_new("reason", jstr(error->message), FIELDS_END));
+        emit(m, SM_EVENT_ABORTED, fields_new("reason", jstr(error->message), FIELDS_END));
         {
             end_run(m, SM_EXIT_FAILED, "failed", NULL, -1, -1, error);
             return;
@@ -1662,9 +1677,9 @@ static gboolean step_verifying(SmMigration *m, GError **error)
     gint64 downtime = -1, total = -1;
     if (!verify_completed(m, &downtime, &total, error))
         return FALSE;
-    emit(m, "completed",
-         fields_new("path", jstr(path_of(m)), "downtime_ms", json_object_new_int64(downtime),
-                    FIELDS_END));
+    emit(m, SM_EVENT_COMPLETED,
+         fields_new(SM_EVENT_KEY_PATH, jstr(path_of(m)), SM_EVENT_KEY_DOWNTIME_MS,
+                    json_object_new_int64(downtime), FIELDS_END));
     end_run(m, SM_EXIT_OK, "migrated", path_of(m), downtime, elapsed_ms(m), NULL);
     return TRUE;
 }
@@ -1697,10 +1712,11 @@ int sm_migration_run(SmMigration *m)
         g_critical("gate engine: the thread-default main context is owned by another thread");
     m->t0_us = g_get_monotonic_time();
     const SmPolicy *p = &m->policy;
-    emit(m, "start",
+    emit(m, SM_EVENT_START,
          fields_new("vm", jstr(p->name), "source", jstr(p->source_qmp), "dest", jstr(p->dest_qmp),
-                    "uri", jstr(p->uri), "max_attempts", json_object_new_int((int)p->max_attempts),
-                    "max_hold_ms", json_object_new_int64(p->max_hold_ms), "on_unquiesceable",
+                    "uri", jstr(p->uri), SM_EVENT_KEY_MAX_ATTEMPTS,
+                    json_object_new_int((int)p->max_attempts), "max_hold_ms",
+                    json_object_new_int64(p->max_hold_ms), "on_unquiesceable",
                     jstr(sm_fallback_to_string(p->on_unquiesceable)), FIELDS_END));
     m->phase = PHASE_PREFLIGHT;
     while (m->phase != PHASE_DONE) {

@@ -115,10 +115,70 @@ typedef enum {
     SM_ENGINE_ERROR_COMPLETED_ANYWAY,
 } SmEngineError;
 
-/* Every step is reported as an event object {"event": NAME, "t_ms": N, ...}: start,
- * preflight, attempt, progress, pre-switchover, hold, dest-prepare, retry, fix-fallback,
- * completed, aborted, and last "result" {"result","exit_code","path","attempts","holds",
- * "downtime_ms","total_ms","error"}. The object is only valid during the call. */
+/* ---- Events: one schema for the CLI's --json, the daemon's wire and its metrics ---------- */
+
+/* Every step is reported as an event object {"event": NAME, "t_ms": N, ...}, the last one
+ * "result". The names and members are defined once, in events.c's table (doc/events.md is
+ * generated from it); consumers use these constants rather than their own copies. */
+#define SM_EVENT_START "start"
+#define SM_EVENT_PREFLIGHT "preflight"
+#define SM_EVENT_ATTEMPT "attempt"
+#define SM_EVENT_PROGRESS "progress"
+#define SM_EVENT_PRE_SWITCHOVER "pre-switchover"
+#define SM_EVENT_HOLD "hold"
+#define SM_EVENT_DEST_PREPARE "dest-prepare"
+#define SM_EVENT_RETRY "retry"
+#define SM_EVENT_FIX_FALLBACK "fix-fallback"
+#define SM_EVENT_COMPLETED "completed"
+#define SM_EVENT_ABORTED "aborted"
+#define SM_EVENT_RESTORED "restored"
+#define SM_EVENT_RESULT "result"
+/* Members the CLI, the daemon and the metrics read. */
+#define SM_EVENT_KEY_EVENT "event"
+#define SM_EVENT_KEY_RESULT "result"
+#define SM_EVENT_KEY_EXIT_CODE "exit_code"
+#define SM_EVENT_KEY_PATH "path"
+#define SM_EVENT_KEY_ATTEMPT "attempt"
+#define SM_EVENT_KEY_MAX_ATTEMPTS "max_attempts"
+#define SM_EVENT_KEY_ATTEMPTS "attempts"
+#define SM_EVENT_KEY_HOLDS "holds"
+#define SM_EVENT_KEY_DOWNTIME_MS "downtime_ms"
+#define SM_EVENT_KEY_PROBE_US "probe_us"
+/* The values of "result" in the result event. */
+#define SM_RESULT_MIGRATED "migrated"
+
+/* JSON types a member may have (a set of them). */
+typedef enum {
+    SM_EVENT_STRING = 1 << 0,
+    SM_EVENT_INT = 1 << 1,
+    SM_EVENT_DOUBLE = 1 << 2,
+    SM_EVENT_BOOL = 1 << 3,
+    SM_EVENT_ARRAY = 1 << 4,
+    SM_EVENT_OBJECT = 1 << 5,
+    SM_EVENT_NULL = 1 << 6, /* "not known", e.g. a VM without a name */
+} SmEventType;
+
+typedef struct {
+    const char *name;
+    guint types; /* SmEventType bits */
+    gboolean optional;
+    const char *meaning;
+} SmEventMember;
+
+typedef struct {
+    const char *name;
+    const char *when;
+    const SmEventMember *members; /* up to one with name NULL */
+} SmEventSpec;
+
+/* The schema: the members every event has, then each event (n_events of them). */
+const SmEventMember *sm_event_common_members(void);
+const SmEventSpec *sm_event_specs(guint *n_events);
+/* Whether `event` is one the schema describes: a known name, every member known and of
+ * its type, every required one present. G_IO_ERROR_INVALID_DATA says which is wrong. */
+gboolean sm_event_validate(json_object *event, GError **error);
+
+/* Called with each event; the object is only valid during the call. */
 typedef void (*SmEventFunc)(json_object *event, gpointer user_data);
 
 typedef struct SmMigration SmMigration;

@@ -1,6 +1,7 @@
 /* SPDX-License-Identifier: GPL-2.0-or-later */
 /* The safe-migrated test harness (see daemon-harness.h). */
 #include "daemon-harness.h"
+#include "gate.h"
 
 #include <errno.h>
 #include <gio/gunixsocketaddress.h>
@@ -254,7 +255,11 @@ json_object *until_event(Client *c, const char *name, GPtrArray *names)
         g_assert_nonnull(o);
         json_object *ev = member(o, "event");
         if (!ev)
-            continue; /* a reply */
+            continue;           /* a reply */
+        GError *invalid = NULL; /* every event must fit the schema (sidecar/gate/events.c) */
+        if (!sm_event_validate(ev, &invalid))
+            g_test_message("outside the schema: %s", json_object_to_json_string(ev));
+        g_assert_no_error(invalid);
         if (names)
             g_ptr_array_add(names, g_strdup(str(ev, "event")));
         if (g_str_equal(str(ev, "event"), name))

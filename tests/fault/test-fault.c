@@ -3,6 +3,7 @@
  * destination killed mid-stream, dest-prepare failing or hanging. After each fault the VM
  * must run on exactly one side (or `safe-migrate recover` must bring it back) and the
  * guest's pending transaction must complete with the right bytes. */
+#include "gate.h"
 #include "rig.h"
 
 #include <errno.h>
@@ -319,6 +320,10 @@ static int gate_wait(Gate *g)
             break;
         json_object *ev = json_tokener_parse(line);
         g_assert_nonnull(ev);
+        GError *invalid = NULL; /* every event must fit the schema (sidecar/gate/events.c) */
+        if (!sm_event_validate(ev, &invalid))
+            g_test_message("outside the schema: %s", json_object_to_json_string(ev));
+        g_assert_no_error(invalid);
         g_ptr_array_add(g->events, ev);
         json_object *v;
         if (json_object_object_get_ex(ev, "event", &v))

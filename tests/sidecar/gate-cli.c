@@ -2,6 +2,7 @@
 /* Running the safe-migrate CLI from the integration tests, and the checks they share on the
  * VMs it leaves behind. */
 #include "gate-cli.h"
+#include "gate.h"
 
 #include <string.h>
 
@@ -61,6 +62,10 @@ json_object *gate_until(Gate *g, const char *name)
             return NULL;
         json_object *ev = json_tokener_parse(line);
         g_assert_nonnull(ev);
+        GError *invalid = NULL; /* every event must fit the schema (sidecar/gate/events.c) */
+        if (!sm_event_validate(ev, &invalid))
+            g_test_message("outside the schema: %s", json_object_to_json_string(ev));
+        g_assert_no_error(invalid);
         json_object *v;
         g_assert_true(json_object_object_get_ex(ev, "event", &v));
         const char *ev_name = json_object_get_string(v);
