@@ -529,9 +529,9 @@ static void run_probe(Vm *vm, Job *job)
                            : NULL;
     qmp_client_clear_events(vm->qmp);
     json_object *obj = report ? sm_report_to_json(report) : NULL;
-    /* The JSON shares json-c objects with the report (a verdict's details), and json-c's
-     * reference counts are not atomic: the report lets go of them here, before the JSON
-     * crosses to the main thread (ThreadSanitizer caught the worker's late put). */
+    /* The report is let go of here, before the JSON crosses to the main thread: a probe's
+     * detail printer may share json-c objects with it, and json-c's reference counts are not
+     * atomic (ThreadSanitizer caught a late put when verdicts kept their details as JSON). */
     g_clear_pointer(&report, sm_report_free);
     finish_job(vm, job, obj, error);
 }
