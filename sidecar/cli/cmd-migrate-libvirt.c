@@ -166,10 +166,14 @@ int sm_cmd_status_libvirt(int argc, char **argv)
     close(fd);
     g_autofree char *text = g_string_free(reply, FALSE);
     g_autoptr(json_object) obj = json_tokener_parse(text);
-    json_object *err;
+    json_object *err = NULL;
     if (!obj || !json_object_is_type(obj, json_type_object) ||
         json_object_object_get_ex(obj, "error", &err)) {
-        g_printerr("safe-migrate status: the filter says: %s", text);
+        /* E.g. a migration in progress: the filter does not probe under it (exit 1). */
+        if (err && json_object_is_type(err, json_type_string))
+            g_printerr("safe-migrate status: %s: %s\n", argv[1], json_object_get_string(err));
+        else
+            g_printerr("safe-migrate status: the filter says: %s", text);
         return SM_EXIT_FAILURE;
     }
     if (opt_st_json)
