@@ -257,16 +257,6 @@ static void on_src_disconnect(QmpClient *client, const GError *reason, gpointer 
 /* ------------------------------------------------------------------------------------- */
 /* QMP, through libqmp's typed commands (qmp-commands.h): every reply type-checked there. */
 
-/* A string member of a QMP event's data (events are not replies: a missing one is NULL). */
-static const char *event_str(json_object *data, const char *key)
-{
-    json_object *v = NULL;
-    return data && json_object_object_get_ex(data, key, &v) &&
-                   json_object_is_type(v, json_type_string)
-               ? json_object_get_string(v)
-               : NULL;
-}
-
 static char *runstate(QmpClient *qmp, GError **error)
 {
     return qmp_query_status(qmp, NULL, error);
@@ -423,7 +413,7 @@ static void on_migration_event(QmpClient *client, const char *name, json_object 
 {
     StatusWait *w = user_data;
     (void)client, (void)name;
-    const char *s = event_str(data, "status");
+    const char *s = qmp_json_string(data, "status");
     if (s && !w->status && g_strv_contains(w->wanted, s)) {
         w->status = g_strdup(s);
         w->at_us = g_get_monotonic_time();
