@@ -413,7 +413,7 @@ static void on_migration_event(QmpClient *client, const char *name, json_object 
 {
     StatusWait *w = user_data;
     (void)client, (void)name;
-    const char *s = qmp_json_string(data, "status");
+    const char *s = qmp_json_string(data, "status") /* events are not replies: may be absent */;
     if (s && !w->status && g_strv_contains(w->wanted, s)) {
         w->status = g_strdup(s);
         w->at_us = g_get_monotonic_time();
@@ -1478,25 +1478,37 @@ static gboolean fall_back(SmMigration *m, const SmReport *report, const SmDevice
     return FALSE;
 }
 
+static json_object *switchover_event(SmMigration *m, const SmReport *report, gint64 wait_us)
+{
+    return fields_new(SM_EVENT_KEY_ATTEMPT, json_object_new_int((int)m->attempts), "devices",
+                      verdicts_json(report), SM_EVENT_KEY_PROBE_US,
+                      json_object_new_int64(report->capture_us), "wait_us",
+                      json_object_new_int64(wait_us), "event_us",
+                      json_object_new_int64(m->event_latency_us), "reused",
+                      json_object_new_boolean(report == m->paused_report), FIELDS_END);
+}
+
 /* The move to SWITCHING: from migrate-continue on, nothing is called off. A refusal
  * switched nothing: back to PRE_SWITCHOVER, whose exit calls the attempt off. Any other
  * failure (a lost or slow monitor) may have switched: SWITCHING waits for QEMU's outcome.
- * `event` (consumed; NULL if emitted already): the pre-switchover event, written only after
- * migrate-continue: writing it (a pipe, a log, the daemon's cross-thread post) while the
- * guest is stopped would stretch its downtime (issue 15). */
-static gboolean start_switch(SmMigration *m, json_object *event, GError **error)
+ * `report` (NULL if its event went out already): the verdicts, whose pre-switchover event is
+ * built and written only after migrate-continue: building and writing it (a pipe, a log, the
+ * daemon's cross-thread post) while the guest is stopped would stretch its downtime (issue
+ * 15). */
+static gboolean start_switch(SmMigration *m, const SmReport *report, gint64 wait_us, GError **error)
 {
     set_phase(m, PHASE_SWITCHING);
     g_autoptr(GError) local = NULL;
     gint64 t_continue = g_get_monotonic_time();
     gboolean continued = qmp_migrate_continue(m->src, "pre-switchover", &local);
-    if (event) {
+    gint64 t_done = g_get_monotonic_time();
+    if (report) {
+        json_object *event = switchover_event(m, report, wait_us);
         /* From the capture's end to the continue: what the gate adds besides the capture. */
         json_object_object_add(
             event, "verdict_us",
             json_object_new_int64(m->captured_us ? t_continue - m->captured_us : -1));
-        json_object_object_add(event, "continue_us",
-                               json_object_new_int64(g_get_monotonic_time() - t_continue));
+        json_object_object_add(event, "continue_us", json_object_new_int64(t_done - t_continue));
         emit(m, SM_EVENT_PRE_SWITCHOVER, event);
     }
     if (!continued && g_error_matches(local, QMP_ERROR, QMP_ERROR_COMMAND)) {
@@ -1528,25 +1540,18 @@ static gboolean step_pre_switchover(SmMigration *m, GError **error)
             return FALSE;
         report = fresh;
     }
-    json_object *event = fields_new(
-        SM_EVENT_KEY_ATTEMPT, json_object_new_int((int)m->attempts), "devices",
-        verdicts_json(report), SM_EVENT_KEY_PROBE_US, json_object_new_int64(report->capture_us),
-        "wait_us", json_object_new_int64(wait_us), "event_us",
-        json_object_new_int64(m->event_latency_us), "reused",
-        json_object_new_boolean(report == m->paused_report), FIELDS_END);
     const SmDeviceVerdict *busy = sm_report_first_unsafe(report);
-    if (busy || cancel_requested(m)) {
-        emit(m, SM_EVENT_PRE_SWITCHOVER, event);
-        event = NULL;
-    }
+    gboolean told = busy || cancel_requested(m);
+    if (told)
+        emit(m, SM_EVENT_PRE_SWITCHOVER, switchover_event(m, report, wait_us));
     fault_point("pre-switchover");
     if (cancel_requested(m)) {
-        if (event)
-            emit(m, SM_EVENT_PRE_SWITCHOVER, event);
+        if (!told)
+            emit(m, SM_EVENT_PRE_SWITCHOVER, switchover_event(m, report, wait_us));
         return FALSE;
     }
     if (!busy)
-        return start_switch(m, event, error);
+        return start_switch(m, told ? NULL : report, wait_us, error);
     gint64 now = g_get_monotonic_time();
     if (!m->hold_started_us)
         m->hold_started_us = now;
@@ -1557,7 +1562,7 @@ static gboolean step_pre_switchover(SmMigration *m, GError **error)
     if (m->src_was_running && !busy->final && p->dest_prepare && m->attempts < p->max_attempts &&
         held_ms < p->max_hold_ms)
         return start_hold(m, busy, held_ms, error);
-    return fall_back(m, report, busy, held_ms, error) && start_switch(m, NULL, error);
+    return fall_back(m, report, busy, held_ms, error) && start_switch(m, NULL, 0, error);
 }
 
 /* The attempt is still paused at pre-switchover (or its call-off went wrong): unwind it. */

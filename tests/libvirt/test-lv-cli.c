@@ -9,6 +9,7 @@
  * while libvirt's migration job is transferring RAM, abort the job (exit 130 / 143) and leave
  * the domain running on the source with its migration settings as before, and the next
  * migration works. */
+#include "gate.h" /* the event schema */
 #include "lv.h"
 
 #include <gio/gio.h>
@@ -65,7 +66,8 @@ static GSubprocess *start_migrate(const char *name, const char *const *extra)
     return p;
 }
 
-/* The next event line named `event` (NULL: any), or NULL at EOF; every line is logged. */
+/* The next event line named `event` (NULL: any), or NULL at EOF; every line is logged and
+ * must fit the gate's event schema (sidecar/gate/events.c), which covers the libvirt form. */
 static json_object *next_event(GDataInputStream *in, const char *event)
 {
     for (;;) {
@@ -76,6 +78,9 @@ static json_object *next_event(GDataInputStream *in, const char *event)
         json_object *obj = json_tokener_parse(line);
         json_object *name;
         g_assert_nonnull(obj);
+        g_autoptr(GError) invalid = NULL;
+        sm_event_validate(obj, &invalid);
+        g_assert_no_error(invalid);
         if (!event || (json_object_object_get_ex(obj, "event", &name) &&
                        g_str_equal(json_object_get_string(name), event)))
             return obj;

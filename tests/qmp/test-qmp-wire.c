@@ -56,6 +56,18 @@ static void test_classify(void)
         g_assert_cmpstr(qmp_message_string_id(msg), ==, c->id);
         json_object_put(msg);
     }
+    /* A NUL inside the line: not one message. Nesting deeper than json-c's limit: none. */
+    static const char nul[] = "{\"return\":{}}\0{\"return\":{}}";
+    g_assert_null(qmp_message_parse(nul, sizeof nul - 1, NULL));
+    g_autoptr(GString) deep = g_string_new("{\"return\":");
+    for (int i = 0; i < 200; i++)
+        g_string_append_c(deep, '[');
+    for (int i = 0; i < 200; i++)
+        g_string_append_c(deep, ']');
+    g_string_append_c(deep, '}');
+    QmpMessageKind deep_kind;
+    g_assert_null(qmp_message_parse(deep->str, deep->len, &deep_kind));
+    g_assert_cmpint(deep_kind, ==, QMP_MESSAGE_INVALID);
     /* Not NUL-terminated: only `len` bytes are read. */
     static const char partial[] = "{\"return\":{}}GARBAGE";
     g_autoptr(json_object) msg = qmp_message_parse(partial, 13, NULL);
