@@ -1436,14 +1436,18 @@ static gboolean start_hold(SmMigration *m, const SmDeviceVerdict *busy, gint64 h
          fields_new("device", jstr(name), "state", jstr(sm_state_to_string(busy->state)), "pending",
                     jstr(sm_verdict_pending_name(busy)), "waiting_for", jstr(waiting), "held_ms",
                     json_object_new_int64(held_ms), FIELDS_END));
-    if (cancel_attempt(m, error) && source_resumed(m, error)) {
+    GError *local = NULL;
+    if (cancel_attempt(m, &local) && source_resumed(m, &local)) {
         set_phase(m, PHASE_HOLDING);
         return TRUE;
     }
-    if (!m->src_lost && !g_error_matches(*error, SM_ENGINE_ERROR, SM_ENGINE_ERROR_UNCERTAIN)) {
-        (*error)->domain = SM_ENGINE_ERROR;
-        (*error)->code = SM_ENGINE_ERROR_UNCERTAIN;
+    if (!m->src_lost && !g_error_matches(local, SM_ENGINE_ERROR, SM_ENGINE_ERROR_UNCERTAIN)) {
+        GError *doubt =
+            g_error_new_literal(SM_ENGINE_ERROR, SM_ENGINE_ERROR_UNCERTAIN, local->message);
+        g_error_free(local);
+        local = doubt;
     }
+    g_propagate_error(error, local);
     return FALSE;
 }
 
