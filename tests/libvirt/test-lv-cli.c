@@ -124,6 +124,15 @@ static void assert_on_source_only(const char *name)
     g_assert_cmpstr(status, ==, "running");
 }
 
+/* Not on B, whatever its state (an incoming domain is listed as paused, not running); libvirt
+ * tears a cancelled destination down asynchronously. */
+static void assert_gone_from_b(const char *name)
+{
+    for (int i = 0; i < 100 && lv_virsh(LV_B, NULL, NULL, "domstate", name, NULL) == 0; i++)
+        g_usleep(50000);
+    g_assert_cmpint(lv_virsh(LV_B, NULL, NULL, "domstate", name, NULL), !=, 0);
+}
+
 typedef struct {
     char *name;
     RigGuest *guest;
@@ -271,11 +280,6 @@ static char *settings(LvHost host, const char *name, gboolean with_fdsets)
     return g_string_free(g_steal_pointer(&all), FALSE);
 }
 
-static char *migration_settings(LvHost host, const char *name)
-{
-    return settings(host, name, TRUE);
-}
-
 /* The progress events of the CLI until one says RAM is being transferred: libvirt's job is
  * running (job stats, VIR_DOMAIN_JOB_MEMORY_PROCESSED > 0). FALSE if the CLI ended first. */
 static gboolean wait_transferring(GDataInputStream *in)
@@ -298,10 +302,13 @@ static gboolean wait_transferring(GDataInputStream *in)
 /* SIGINT (direct form) or SIGTERM (--p2p) while libvirt's migration job transfers RAM (16 MiB
  * of written guest RAM at 1 MiB/s: about 16 s): the CLI aborts the job (virDomainAbortJob),
  * exits 130 / 143, the domain runs on the source only, unpaused, with the same migration
- * settings as before and an intact guest, and an immediate retry migrates. */
+ * settings as before and an intact guest, and an immediate retry migrates. A domain suspended
+ * before (PAUSED_DATA) is interrupted the same way (not "uncertain") and stays paused. */
+#define PAUSED_DATA 0x1000
 static void test_interrupted_while_migrating(gconstpointer data)
 {
-    int signum = GPOINTER_TO_INT(data);
+    int signum = GPOINTER_TO_INT(data) & ~PAUSED_DATA;
+    gboolean paused = (GPOINTER_TO_INT(data) & PAUSED_DATA) != 0;
     if (skip_without_rig())
         return;
     static guint counter;
@@ -314,7 +321,11 @@ static void test_interrupted_while_migrating(gconstpointer data)
     g_autoptr(GError) error = NULL;
     g_assert_true(rig_guest_fill_ram(guest, 0x100000, 16 << 20, 0x5a, &error));
     g_assert_no_error(error);
-    g_autofree char *before = migration_settings(LV_A, name);
+    if (paused)
+        g_assert_cmpint(lv_virsh(LV_A, NULL, NULL, "suspend", name, NULL), ==, 0);
+    /* The filter's probe of a paused VM before `migrate` keeps its fd set on QEMU 7.2 (no
+     * remove-fd while stopped): the fd sets of a paused domain are not compared. */
+    g_autofree char *before = settings(LV_A, name, !paused);
     const char *extra[] = {signum == SIGINT ? "--live" : "--p2p", "--bandwidth", "1", NULL};
     g_autoptr(GSubprocess) cli = start_migrate(name, extra);
     g_autoptr(GDataInputStream) in = g_data_input_stream_new(g_subprocess_get_stdout_pipe(cli));
@@ -326,10 +337,18 @@ static void test_interrupted_while_migrating(gconstpointer data)
     int code = signum == SIGINT ? 130 : 143;
     g_assert_cmpint(g_subprocess_get_exit_status(cli), ==, code);
     g_assert_cmpint(int_member(res, "exit_code"), ==, code);
-    assert_on_source_only(name);
-    g_autofree char *after = migration_settings(LV_A, name);
+    if (paused) {
+        assert_gone_from_b(name);
+        g_autofree char *status = lv_query_status(LV_A, name);
+        g_assert_cmpstr(status, ==, "paused");
+    } else {
+        assert_on_source_only(name);
+    }
+    g_autofree char *after = settings(LV_A, name, !paused);
     g_test_message("settings before:\n%safter:\n%s", before, after);
     g_assert_cmpstr(after, ==, before);
+    if (paused)
+        g_assert_cmpint(lv_virsh(LV_A, NULL, NULL, "resume", name, NULL), ==, 0);
     lv_guest_answer(guest, rig_cmd_inquiry(), again, sizeof again);
     g_assert_cmpmem(again, sizeof again, inq, sizeof inq);
     /* At once again, unthrottled: it migrates. */
@@ -425,10 +444,7 @@ static void test_status_while_migrating(gconstpointer data)
     g_autofree char *merr = NULL;
     g_assert_cmpint(lv_migrate_finish(migration, &merr), !=, 0);
     g_test_message("aborted migration: %s", merr);
-    /* Gone from B (an incoming domain is listed as paused, not running). */
-    for (int i = 0; i < 100 && lv_virsh(LV_B, NULL, NULL, "domstate", name, NULL) == 0; i++)
-        g_usleep(50000);
-    g_assert_cmpint(lv_virsh(LV_B, NULL, NULL, "domstate", name, NULL), !=, 0);
+    assert_gone_from_b(name);
     g_autofree char *status_a = lv_query_status(LV_A, name);
     g_assert_cmpstr(status_a, ==, state);
     g_autofree char *after = settings(LV_A, name, !paused);
@@ -559,6 +575,8 @@ int main(int argc, char **argv)
                          test_interrupted_while_migrating);
     g_test_add_data_func("/libvirt/cli/interrupted-while-migrating/sigterm-p2p",
                          GINT_TO_POINTER(SIGTERM), test_interrupted_while_migrating);
+    g_test_add_data_func("/libvirt/cli/interrupted-while-migrating/sigint-paused",
+                         GINT_TO_POINTER(SIGINT | PAUSED_DATA), test_interrupted_while_migrating);
     g_test_add_data_func("/libvirt/cli/status-while-migrating/running", GINT_TO_POINTER(FALSE),
                          test_status_while_migrating);
     g_test_add_data_func("/libvirt/cli/status-while-migrating/paused", GINT_TO_POINTER(TRUE),
