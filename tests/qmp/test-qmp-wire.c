@@ -48,7 +48,8 @@ static void test_classify(void)
         const Case *c = &cases[i];
         QmpMessageKind kind = (QmpMessageKind)-1;
         json_object *msg = qmp_message_parse(c->line, strlen(c->line), &kind);
-        g_test_message("%s -> %d", c->line, kind);
+        g_autofree char *shown = g_strescape(c->line, NULL); /* TAP output must stay UTF-8 */
+        g_test_message("%s -> %d", shown, kind);
         g_assert_cmpint(kind, ==, c->kind);
         g_assert_cmpint(qmp_message_kind(msg), ==, kind);
         g_assert_cmpstr(qmp_message_command(msg), ==, c->command);
