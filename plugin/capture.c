@@ -175,13 +175,26 @@ static char *reply_member(QmpClient *qmp, const char *command, const char *membe
     return g_strdup(json_object_get_string(v));
 }
 
-gboolean sm_probe_switchover_free(QmpClient *qmp, GError **error)
+static gboolean migration_in_progress(const char *status)
+{
+    static const char *const idle[] = {"", "none", "completed", "failed", "cancelled", NULL};
+    return !g_strv_contains(idle, status);
+}
+
+/* FALSE with SM_PROBE_ERROR_MIGRATING when query-migrate reports a migration a probe must not
+ * run under: any in progress (strict), or one at pre-switchover / in its device phase. */
+static gboolean migration_allows_probe(QmpClient *qmp, gboolean strict, GError **error)
 {
     g_autoptr(GError) e = NULL;
     g_autofree char *status = NULL;
     g_autoptr(json_object) info = qmp_query_migrate(qmp, &status, &e);
     if (!info) {
         sm_to_probe_error(error, g_steal_pointer(&e));
+        return FALSE;
+    }
+    if (strict && migration_in_progress(status)) {
+        g_set_error(error, SM_PROBE_ERROR, SM_PROBE_ERROR_MIGRATING,
+                    "a migration is in progress (%s): not probing under it", status);
         return FALSE;
     }
     if (g_str_equal(status, "pre-switchover") || g_str_equal(status, "device")) {
@@ -192,10 +205,14 @@ gboolean sm_probe_switchover_free(QmpClient *qmp, GError **error)
     return TRUE;
 }
 
-static gboolean migration_in_progress(const char *status)
+gboolean sm_probe_switchover_free(QmpClient *qmp, GError **error)
 {
-    static const char *const idle[] = {"", "none", "completed", "failed", "cancelled", NULL};
-    return !g_strv_contains(idle, status);
+    return migration_allows_probe(qmp, FALSE, error);
+}
+
+gboolean sm_probe_migration_free(QmpClient *qmp, GError **error)
+{
+    return migration_allows_probe(qmp, TRUE, error);
 }
 
 static void count_event(QmpClient *client, const char *name, json_object *data, gint64 ts,

@@ -40,6 +40,10 @@ void sm_capture_release(SmCapture *capture, QmpClient *qmp);
  * phase. That migration has stored the run state the destination resumes with, and a capture
  * would overwrite it with "running" (a paused source would come up running there). */
 gboolean sm_probe_switchover_free(QmpClient *qmp, GError **error);
+/* The strict form, for a caller through which every migration's start passes, so that none
+ * can start between this check and the probe (the libvirt filter's worker): FALSE with
+ * SM_PROBE_ERROR_MIGRATING while any migration is in progress, whatever its phase. */
+gboolean sm_probe_migration_free(QmpClient *qmp, GError **error);
 
 /* Devices of types any registered probe understands, from /machine/peripheral,
  * /machine/peripheral-anon and /machine/unattached, each with its QOM path and, when possible,

@@ -110,7 +110,7 @@ gpointer sm_verdict_get_detail(const SmDeviceVerdict *verdict, const SmDetailTyp
 
 typedef struct SmProbe SmProbe;
 struct SmProbe {
-    guint abi_version; /* SM_PROBE_ABI_VERSION */
+    guint abi_version; /* SM_PROBE_ABI_VERSION; first in every version (read before all else) */
     gsize struct_size; /* sizeof(SmProbe) */
     const char *name;
     const char *description;

@@ -44,25 +44,26 @@ void sm_registry_free(SmRegistry *registry)
 }
 
 /* Whether a probe speaks this library's ABI: the same major version, a minor version this
- * library knows, and an SmProbe at least as large as that version's. Says why not. */
+ * library knows, and an SmProbe at least as large as that version's. Says why not. Nothing
+ * but abi_version (at offset 0 in every version) is read before the version is known good:
+ * another version's structure has other fields at those offsets. */
 static gboolean abi_compatible(const SmProbe *probe, GError **error)
 {
     guint major = probe->abi_version >> 16, minor = probe->abi_version & 0xffff;
-    const char *name = probe->name ? probe->name : "?";
     if (major != SM_PROBE_ABI_MAJOR || minor > SM_PROBE_ABI_MINOR) {
         /* Before 2.0 the version was a plain number (1: plugins wrote verdict fields). */
         g_autofree char *theirs = major ? g_strdup_printf("%u.%u", major, minor)
                                         : g_strdup_printf("%u", probe->abi_version);
         g_set_error(error, SM_PROBE_ERROR, SM_PROBE_ERROR_PLUGIN,
-                    "probe %s: built for probe ABI %s, this safe-migrate speaks %u.%u "
+                    "built for probe ABI %s, this safe-migrate speaks %u.%u "
                     "(rebuild it against this version's probe-abi.h)",
-                    name, theirs, SM_PROBE_ABI_MAJOR, SM_PROBE_ABI_MINOR);
+                    theirs, SM_PROBE_ABI_MAJOR, SM_PROBE_ABI_MINOR);
         return FALSE;
     }
     if (probe->struct_size < offsetof(SmProbe, analyse) + sizeof(probe->analyse)) {
         g_set_error(error, SM_PROBE_ERROR, SM_PROBE_ERROR_PLUGIN,
-                    "probe %s: its SmProbe is %" G_GSIZE_FORMAT " bytes, too small for ABI %u.%u",
-                    name, probe->struct_size, major, minor);
+                    "its SmProbe is %" G_GSIZE_FORMAT " bytes, too small for ABI %u.%u",
+                    probe->struct_size, major, minor);
         return FALSE;
     }
     return TRUE;

@@ -2,6 +2,7 @@
 /* libqmp wire messages (qmp-wire.h): the relay's view of QMP, where the typed command layer
  * is the client's. Every member is read with its type checked, here and nowhere else. */
 #include "qmp-wire.h"
+#include "qmp-commands.h" /* qmp_json_string */
 
 #include <string.h>
 
@@ -14,19 +15,13 @@ static json_object *member(json_object *msg, const char *key, json_type type)
     return v;
 }
 
-static const char *string_member(json_object *msg, const char *key)
-{
-    json_object *v = member(msg, key, json_type_string);
-    return v ? json_object_get_string(v) : NULL;
-}
-
 QmpMessageKind qmp_message_kind(json_object *msg)
 {
     if (!json_object_is_type(msg, json_type_object))
         return QMP_MESSAGE_INVALID;
     if (member(msg, "QMP", json_type_object))
         return QMP_MESSAGE_GREETING;
-    if (string_member(msg, "event"))
+    if (qmp_json_string(msg, "event"))
         return QMP_MESSAGE_EVENT;
     if (qmp_message_command(msg))
         return QMP_MESSAGE_COMMAND;
@@ -56,18 +51,18 @@ json_object *qmp_message_parse(const char *line, gsize len, QmpMessageKind *kind
 
 const char *qmp_message_command(json_object *msg)
 {
-    const char *exec = string_member(msg, "execute");
-    return exec ? exec : string_member(msg, "exec-oob");
+    const char *exec = qmp_json_string(msg, "execute");
+    return exec ? exec : qmp_json_string(msg, "exec-oob");
 }
 
 const char *qmp_message_event(json_object *msg)
 {
-    return string_member(msg, "event");
+    return qmp_json_string(msg, "event");
 }
 
 const char *qmp_message_string_id(json_object *msg)
 {
-    return string_member(msg, "id");
+    return qmp_json_string(msg, "id");
 }
 
 json_object *qmp_message_id(json_object *msg)

@@ -4,7 +4,8 @@
 resolves to the folder that owns the header, and that folder must be allowed:
   qmp/ includes only qmp/; plugin/ only plugin/ and qmp/; sidecar/gate/ only gate, plugin, qmp;
   cli/, daemon/ and libvirt/ only themselves, gate, plugin, qmp (the CLI also sm-libvirt.h, the
-  libvirt side's shared conventions), never each other's private headers;
+  libvirt side's shared conventions), never each other's headers; qmp-private.h and
+  probe-private.h stay in their folder (plugin/usb-storage/ does not use the core's either);
   inside daemon/, a component includes only the headers of components below it.
 Prints every violation and exits 1 if there is one."""
 import os
@@ -52,7 +53,8 @@ exceptions = {
     ("sidecar/cli", "sm-libvirt.h"),  # the libvirt side's conventions, for the CLI's libvirt form
     ("plugin", "usb-storage.h"),  # the registry registers the built-in probe
 }
-private = {"qmp-private.h": "qmp"}  # only its own folder
+# Headers only their own folder includes.
+private = {"qmp-private.h": "qmp", "probe-private.h": "plugin"}
 # daemon/ components, bottom (0) to top: each includes only headers of a lower or equal rank.
 daemon_rank = {"util": 0, "post": 1, "listen": 1, "privilege": 1, "metrics": 2, "control": 3,
                "vm": 3, "mig": 4, "daemon": 5, "ops": 5, "reload": 5}
@@ -69,8 +71,8 @@ for f in sources:
         if there is None:
             continue  # generated (sm-config.h) or a system header in quotes
         why = None
-        if base in private and layer(there) != layer(here):
-            why = "is private to " + there
+        if base in private and here != private[base]:
+            why = "is private to %s/" % private[base]
         elif there != here and (here, base) not in exceptions:
             if layer(there) not in allowed[layer(here)]:
                 why = "is in %s, which %s/ may not use" % (there, here)

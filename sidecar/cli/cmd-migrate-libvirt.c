@@ -166,10 +166,14 @@ int sm_cmd_status_libvirt(int argc, char **argv)
     close(fd);
     g_autofree char *text = g_string_free(reply, FALSE);
     g_autoptr(json_object) obj = json_tokener_parse(text);
-    json_object *err;
+    json_object *err = NULL;
     if (!obj || !json_object_is_type(obj, json_type_object) ||
         json_object_object_get_ex(obj, "error", &err)) {
-        g_printerr("safe-migrate status: the filter says: %s", text);
+        /* E.g. a migration in progress: the filter does not probe under it (exit 1). */
+        if (err && json_object_is_type(err, json_type_string))
+            g_printerr("safe-migrate status: %s: %s\n", argv[1], json_object_get_string(err));
+        else
+            g_printerr("safe-migrate status: the filter says: %s", text);
         return SM_EXIT_FAILURE;
     }
     if (opt_st_json)
@@ -194,6 +198,7 @@ typedef struct {
     char *error;
     int signum; /* SIGINT/SIGTERM received: the job was aborted */
     guint attempts, holds;
+    int start_state; /* virDomainState before the first attempt: a paused domain stays paused */
 } LvMigration;
 
 static void emit(LvMigration *m, const char *event, json_object *fields)
@@ -379,11 +384,15 @@ static int result(LvMigration *m, int code, const char *res, const char *path, g
     return code;
 }
 
-/* After a failed or aborted attempt the domain must run on the source. */
+/* After a failed or aborted attempt the domain must be on the source as it was: running, or
+ * paused if it was paused before we started (libvirt migrates a paused domain paused). */
 static gboolean running_on_source(LvMigration *m)
 {
     int state = 0, reason = 0;
-    return virDomainGetState(m->dom, &state, &reason, 0) == 0 && state == VIR_DOMAIN_RUNNING;
+    if (virDomainGetState(m->dom, &state, &reason, 0) != 0)
+        return FALSE;
+    return state == VIR_DOMAIN_RUNNING ||
+           (state == VIR_DOMAIN_PAUSED && m->start_state == VIR_DOMAIN_PAUSED);
 }
 
 /* The destination's record of the finished job: downtime in ms, or -1. */
@@ -555,6 +564,9 @@ int sm_cmd_migrate_libvirt(int argc, char **argv)
     if (!m.dom) {
         code = result(&m, SM_EXIT_UNREACHABLE, "refused", NULL, -1, last_error());
     } else {
+        int reason = 0;
+        if (virDomainGetState(m.dom, &m.start_state, &reason, 0) != 0)
+            m.start_state = VIR_DOMAIN_NOSTATE;
         m.loop = g_main_loop_new(NULL, FALSE);
         guint sigint = g_unix_signal_add(SIGINT, on_sigint, &m);
         guint sigterm = g_unix_signal_add(SIGTERM, on_sigterm, &m);

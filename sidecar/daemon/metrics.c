@@ -43,15 +43,15 @@ void metrics_observe_probe(Metrics *m, gint64 probe_us)
 void metrics_observe_event(Metrics *m, json_object *event)
 {
     ASSERT_MAIN();
-    const char *name = json_str(event, SM_EVENT_KEY_EVENT);
+    const char *name = qmp_json_string(event, SM_EVENT_KEY_EVENT);
     json_object *v;
     if (g_strcmp0(name, SM_EVENT_PRE_SWITCHOVER) == 0 &&
         json_object_object_get_ex(event, SM_EVENT_KEY_PROBE_US, &v))
         metrics_observe_probe(m, json_object_get_int64(v));
     if (g_strcmp0(name, SM_EVENT_RESULT) != 0)
         return;
-    const char *result = json_str(event, SM_EVENT_KEY_RESULT);
-    const char *path = json_str(event, SM_EVENT_KEY_PATH);
+    const char *result = qmp_json_string(event, SM_EVENT_KEY_RESULT);
+    const char *path = qmp_json_string(event, SM_EVENT_KEY_PATH);
     g_autofree char *key = g_strdup_printf("%s\n%s", result ?: "unknown", path ? path : "none");
     gpointer old = g_hash_table_lookup(m->migrations, key);
     g_hash_table_insert(m->migrations, g_steal_pointer(&key),

@@ -58,7 +58,7 @@ static void record_event(Mig *mig, json_object *event, const char *name, const c
     json_object *prev =
         mig->events->len ? g_ptr_array_index(mig->events, mig->events->len - 1) : NULL;
     if (g_strcmp0(name, SM_EVENT_PROGRESS) == 0 &&
-        g_strcmp0(json_str(prev, SM_EVENT_KEY_EVENT), SM_EVENT_PROGRESS) == 0)
+        g_strcmp0(qmp_json_string(prev, SM_EVENT_KEY_EVENT), SM_EVENT_PROGRESS) == 0)
         g_ptr_array_remove_index(mig->events, mig->events->len - 1);
     g_ptr_array_add(mig->events, event);
     metrics_observe_event(mig->vm->host->metrics, event);
@@ -76,7 +76,7 @@ static gboolean deliver_event(gpointer p)
     json_object *event = json_tokener_parse(me->text);
     if (!event)
         return G_SOURCE_REMOVE;
-    record_event(mig, event, json_str(event, SM_EVENT_KEY_EVENT), me->text);
+    record_event(mig, event, qmp_json_string(event, SM_EVENT_KEY_EVENT), me->text);
     /* A send may drop a slow client, which edits the follower list: walk a copy. */
     g_autoptr(GPtrArray) followers = g_ptr_array_new_with_free_func(follower_free);
     for (guint i = 0; i < mig->followers->len; i++) {
@@ -244,6 +244,6 @@ void mig_describe_vm(Vm *vm, json_object *entry)
     json_object_object_add(o, "exit_code", json_object_new_int(last->exit_code));
     json_object *result =
         last->events->len ? g_ptr_array_index(last->events, last->events->len - 1) : NULL;
-    json_object_object_add(o, "result", json_strv(json_str(result, "result")));
+    json_object_object_add(o, "result", json_strv(qmp_json_string(result, "result")));
     json_object_object_add(entry, "last_migration", o);
 }

@@ -75,7 +75,7 @@ char *daemon_render_metrics(gpointer data)
     while (g_hash_table_iter_next(&it, NULL, &value)) {
         Vm *vm = value;
         g_autoptr(json_object) o = vm_to_json(vm);
-        const char *state = json_str(o, "connection");
+        const char *state = qmp_json_string(o, "connection");
         for (guint i = 0; i < SM_CONNECTION_STATES; i++)
             if (g_strcmp0(state, metrics_connection_states[i]) == 0)
                 g.vms_by_connection[i]++;
@@ -108,7 +108,7 @@ static GPtrArray *sorted_vms(Daemon *d)
 static Vm *request_vm(Daemon *d, Client *c, json_object *id, json_object *req,
                       gboolean needs_worker)
 {
-    const char *name = json_str(req, "vm");
+    const char *name = qmp_json_string(req, "vm");
     if (!name) {
         client_reply_error(c, id, "bad-request", SM_EXIT_USAGE, "\"vm\" (a string) is required");
         return NULL;
@@ -167,7 +167,7 @@ static void gather_done(Gather *g)
                                g_str_equal(json_object_get_string(code), "unreachable")
                                    ? SM_EXIT_UNREACHABLE
                                    : SM_EXIT_FAILURE,
-                               "%s", json_str(entry, "probe_error"));
+                               "%s", qmp_json_string(entry, "probe_error"));
         }
     } else {
         json_object *f = json_object_new_object();
@@ -300,7 +300,7 @@ static void op_migrate(Daemon *d, Client *c, json_object *id, json_object *req)
 /* The migration named by "migration", or the VM's latest by "vm". */
 static Mig *request_mig(Daemon *d, Client *c, json_object *id, json_object *req)
 {
-    const char *mid = json_str(req, "migration");
+    const char *mid = qmp_json_string(req, "migration");
     Mig *mig = NULL;
     if (mid) {
         mig = g_hash_table_lookup(d->migrations, mid);
@@ -396,7 +396,7 @@ static void handle_request(gpointer data, Client *c, json_object *req)
     ASSERT_MAIN();
     json_object *id = NULL;
     json_object_object_get_ex(req, "id", &id);
-    const char *op = json_str(req, "op");
+    const char *op = qmp_json_string(req, "op");
     if (!op) {
         client_reply_error(c, id, "bad-request", SM_EXIT_USAGE, "\"op\" (a string) is required");
     } else if (g_str_equal(op, "list")) {

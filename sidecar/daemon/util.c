@@ -13,15 +13,6 @@
 
 #define RATELIMIT_INTERVAL_US (10 * G_USEC_PER_SEC)
 
-const char *json_str(json_object *obj, const char *key)
-{
-    json_object *v;
-    if (!obj || !json_object_object_get_ex(obj, key, &v) ||
-        !json_object_is_type(v, json_type_string))
-        return NULL;
-    return json_object_get_string(v);
-}
-
 void json_unref(gpointer obj)
 {
     json_object_put(obj);

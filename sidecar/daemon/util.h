@@ -1,16 +1,16 @@
 /* SPDX-License-Identifier: GPL-2.0-or-later */
-/* safe-migrated's bottom layer, holding no daemon state: JSON members, sd_notify, rate-limited
+/* safe-migrated's bottom layer, holding no daemon state: JSON helpers, sd_notify, rate-limited
  * logs, the thread-ownership checks and the hand-offs between threads as TSan should see them.
  * Every other daemon component may use it; it uses none of them. */
 #pragma once
+
+#include "qmp-commands.h" /* qmp_json_string: a string member, or NULL */
 
 #include <glib.h>
 #include <json-c/json.h>
 
 /* ---- JSON ------------------------------------------------------------------------------ */
 
-/* obj[key] if it is a string, else NULL (obj may be NULL). */
-const char *json_str(json_object *obj, const char *key);
 void json_unref(gpointer obj);         /* json_object_put as a GDestroyNotify */
 json_object *json_strv(const char *s); /* NULL-safe json string */
 /* A request's boolean member: absent means `fallback`; anything but true/false (the string

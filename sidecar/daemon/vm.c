@@ -312,6 +312,7 @@ static gboolean deliver_result(gpointer p)
 
 static void finish_job(Vm *vm, Job *job, json_object *obj, GError *error)
 {
+    ASSERT_WORKER(vm);
     Result *r = g_new0(Result, 1);
     r->vm = vm_ref(vm);
     r->obj = obj;
@@ -338,6 +339,7 @@ static gboolean deliver_migration_end(gpointer p)
 
 static void finish_migration(Vm *vm, Job *job, int code)
 {
+    ASSERT_WORKER(vm);
     MigrationEnd *e = g_new0(MigrationEnd, 1);
     e->done = job->mig_done;
     e->data = job->data;
@@ -499,6 +501,7 @@ static void check_stranded(Vm *vm)
 /* Takes the batch off the main thread's hands; FALSE if a migration cancelled it. */
 static gboolean start_batch(Vm *vm, Job *job)
 {
+    ASSERT_WORKER(vm);
     sm_lock(&vm->probe_lock);
     job->batch->started = TRUE;
     if (vm->probe_next == job->batch)
@@ -526,9 +529,9 @@ static void run_probe(Vm *vm, Job *job)
                            : NULL;
     qmp_client_clear_events(vm->qmp);
     json_object *obj = report ? sm_report_to_json(report) : NULL;
-    /* The JSON shares json-c objects with the report (a verdict's details), and json-c's
-     * reference counts are not atomic: the report lets go of them here, before the JSON
-     * crosses to the main thread (ThreadSanitizer caught the worker's late put). */
+    /* The report is let go of here, before the JSON crosses to the main thread: a probe's
+     * detail printer may share json-c objects with it, and json-c's reference counts are not
+     * atomic (ThreadSanitizer caught a late put when verdicts kept their details as JSON). */
     g_clear_pointer(&report, sm_report_free);
     finish_job(vm, job, obj, error);
 }
@@ -581,6 +584,7 @@ typedef struct {
 
 static void run_job(Vm *vm, Job *job, Schedule *s)
 {
+    ASSERT_WORKER(vm);
     switch (job->kind) {
     case JOB_PROBE:
         run_probe(vm, job);
@@ -633,6 +637,7 @@ static void try_connect(Vm *vm, Schedule *s)
 /* Reconnects when due, refreshes the snapshot when due or when QEMU said something changed. */
 static void keep_status(Vm *vm, Schedule *s)
 {
+    ASSERT_WORKER(vm);
     gint64 now = g_get_monotonic_time();
     if (vm->qmp && vm->lost) {
         drop_status(vm);
@@ -670,6 +675,7 @@ static void wait_for_work(Vm *vm, const Schedule *s)
 /* Jobs nobody will run: their completions still reach the main thread. */
 static void abandon_jobs(Vm *vm)
 {
+    ASSERT_WORKER(vm);
     Job *job;
     while ((job = sm_queue_try_pop(vm->jobs))) {
         /* A cancelled probe's waiters were answered already. */

@@ -187,6 +187,7 @@ static guint timer_ms(gint64 ms)
 /* Sleeps on the context for ms, returning early (FALSE) on a cancel request. */
 static gboolean sleep_ms(SmMigration *m, gint64 ms)
 {
+    assert_owner(m);
     gint64 deadline = deadline_after_ms(ms);
     while (!cancel_requested(m)) {
         gint64 left = (deadline - g_get_monotonic_time()) / 1000;
@@ -212,7 +213,7 @@ static gboolean sleep_ms(SmMigration *m, gint64 ms)
 static gboolean abandon_call(gpointer data)
 {
     SmMigration *m = data;
-    g_assert(g_main_context_is_owner(m->context));
+    assert_owner(m);
     g_mutex_lock(&m->context_lock);
     g_clear_pointer(&m->abandon_source, g_source_unref);
     g_mutex_unlock(&m->context_lock);
@@ -248,22 +249,13 @@ static void on_src_disconnect(QmpClient *client, const GError *reason, gpointer 
 {
     SmMigration *m = data;
     (void)client;
+    assert_owner(m); /* dispatched on the run's context, as every libqmp callback here */
     if (!m->src_lost)
         m->src_lost = g_error_copy(reason);
 }
 
 /* ------------------------------------------------------------------------------------- */
 /* QMP, through libqmp's typed commands (qmp-commands.h): every reply type-checked there. */
-
-/* A string member of a QMP event's data (events are not replies: a missing one is NULL). */
-static const char *event_str(json_object *data, const char *key)
-{
-    json_object *v = NULL;
-    return data && json_object_object_get_ex(data, key, &v) &&
-                   json_object_is_type(v, json_type_string)
-               ? json_object_get_string(v)
-               : NULL;
-}
 
 static char *runstate(QmpClient *qmp, GError **error)
 {
@@ -421,7 +413,7 @@ static void on_migration_event(QmpClient *client, const char *name, json_object 
 {
     StatusWait *w = user_data;
     (void)client, (void)name;
-    const char *s = event_str(data, "status");
+    const char *s = qmp_json_string(data, "status") /* events are not replies: may be absent */;
     if (s && !w->status && g_strv_contains(w->wanted, s)) {
         w->status = g_strdup(s);
         w->at_us = g_get_monotonic_time();
@@ -475,6 +467,7 @@ static gboolean cancelled_past(SmMigration *m, gint allowed)
 static char *wait_status(SmMigration *m, const char *const *wanted, gint64 timeout_ms,
                          gboolean progress, gint allowed, GError **error)
 {
+    assert_owner(m);
     StatusWait w = {.wanted = wanted, .latency_us = -1};
     guint sub = qmp_client_subscribe(m->src, "MIGRATION", on_migration_event, &w, NULL);
     m->in_call += allowed == 0;
@@ -622,6 +615,7 @@ static void store_result(GObject *source, GAsyncResult *result, gpointer data)
  * switchover: after it, connecting is how the outcome is verified). */
 static QmpClient *connect_vm(SmMigration *m, const char *address, guint timeout_ms, GError **error)
 {
+    assert_owner(m);
     GError *local = NULL;
     g_autoptr(GAsyncResult) result = NULL;
     qmp_client_connect_async(address, timeout_ms,
@@ -818,6 +812,7 @@ static void on_resume(QmpClient *client, const char *name, json_object *data, gi
                       gpointer user_data)
 {
     (void)client, (void)name, (void)data, (void)timestamp_us;
+    assert_owner(user_data);
     ((SmMigration *)user_data)->resumed = TRUE;
 }
 
@@ -1032,6 +1027,7 @@ static void kill_group(GSubprocess *proc)
  * preparation must not hang the gate. */
 static gboolean wait_prepare(SmMigration *m, GSubprocess *proc, GError **error)
 {
+    assert_owner(m);
     gboolean done = FALSE, timed_out = FALSE;
     g_subprocess_wait_async(proc, NULL, on_prepare_exited, &done);
     GInputStream *out = g_subprocess_get_stdout_pipe(proc);
@@ -1440,14 +1436,18 @@ static gboolean start_hold(SmMigration *m, const SmDeviceVerdict *busy, gint64 h
          fields_new("device", jstr(name), "state", jstr(sm_state_to_string(busy->state)), "pending",
                     jstr(sm_verdict_pending_name(busy)), "waiting_for", jstr(waiting), "held_ms",
                     json_object_new_int64(held_ms), FIELDS_END));
-    if (cancel_attempt(m, error) && source_resumed(m, error)) {
+    GError *local = NULL;
+    if (cancel_attempt(m, &local) && source_resumed(m, &local)) {
         set_phase(m, PHASE_HOLDING);
         return TRUE;
     }
-    if (!m->src_lost && !g_error_matches(*error, SM_ENGINE_ERROR, SM_ENGINE_ERROR_UNCERTAIN)) {
-        (*error)->domain = SM_ENGINE_ERROR;
-        (*error)->code = SM_ENGINE_ERROR_UNCERTAIN;
+    if (!m->src_lost && !g_error_matches(local, SM_ENGINE_ERROR, SM_ENGINE_ERROR_UNCERTAIN)) {
+        GError *doubt =
+            g_error_new_literal(SM_ENGINE_ERROR, SM_ENGINE_ERROR_UNCERTAIN, local->message);
+        g_error_free(local);
+        local = doubt;
     }
+    g_propagate_error(error, local);
     return FALSE;
 }
 

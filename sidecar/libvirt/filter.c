@@ -361,7 +361,7 @@ static void from_qemu(Filter *f, Line *line)
     ASSERT_MAIN();
     QmpMessageKind kind;
     g_autoptr(json_object) msg = parse(line, &kind);
-    if (kind == QMP_MESSAGE_INVALID) { /* a long reply, or not QMP: libvirt's business */
+    if (!msg) { /* a long reply, or not JSON: libvirt's business */
         if (f->libvirt_inflight)
             f->libvirt_inflight--;
     } else if (kind == QMP_MESSAGE_GREETING) {
@@ -380,7 +380,9 @@ static void from_qemu(Filter *f, Line *line)
         }
         if (name && g_str_equal(name, "RESUME")) /* a verdict never outlives a RESUME */
             g_clear_pointer(&f->paused_report, sm_report_free);
-    } else { /* a reply (QEMU sends no commands) */
+    } else { /* a reply (QEMU sends no commands), well-formed or not: whoever's id it bears
+              * gets it, so that ours never reach libvirt and our client is never left
+              * waiting (its typed layer refuses a malformed one) */
         const char *id = qmp_message_string_id(msg);
         if (id && g_str_has_prefix(id, OUR_ID_PREFIX)) {
             our_reply(f, msg, id);

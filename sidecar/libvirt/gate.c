@@ -170,7 +170,12 @@ static void status(SmGate *g, SmGateJob *job)
 {
     g_autoptr(GError) error = NULL;
     QmpClient *qmp = client(g, &error);
-    g_autoptr(SmReport) report = qmp ? sm_probe_vm(qmp, g->registry, &error) : NULL;
+    /* No probe under any migration: a capture stores "running" as the run state the
+     * destination resumes with (between QEMU's pre-switchover and our SWITCHOVER job a paused
+     * domain would come up running). Every libvirt migrate passes through a PRE_MIGRATE job on
+     * this worker, so none can start between the check and the capture. */
+    g_autoptr(SmReport) report =
+        qmp && sm_probe_migration_free(qmp, &error) ? sm_probe_vm(qmp, g->registry, &error) : NULL;
     g_autoptr(json_object) obj = report ? sm_report_to_json(report) : json_object_new_object();
     if (!report)
         json_object_object_add(obj, "error", json_object_new_string(error->message));

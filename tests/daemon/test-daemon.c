@@ -57,6 +57,10 @@ static void test_several_vms(void)
     g_assert_cmpstr(str(va, "runstate"), ==, "running");
     g_assert_cmpstr(str(va, "qemu_version"), ==, "7.2.22");
     g_assert_true(g_str_has_prefix(str(vc, "qemu_version"), "10."));
+    /* The machine type as QEMU resolved "pc", without QOM's "-machine" suffix. */
+    g_assert_cmpstr(str(va, "machine"), ==, "pc-i440fx-7.2");
+    g_assert_true(g_str_has_prefix(str(vc, "machine"), "pc-i440fx-10."));
+    g_assert_false(g_str_has_suffix(str(vc, "machine"), "-machine"));
     /* The cheap view names the usb-storage device and its fix state: absent in 7.2, on
      * for QEMU 10's current pc machine. */
     json_object *dev = json_object_array_get_idx(member(va, "devices"), 0);

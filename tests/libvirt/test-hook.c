@@ -3,11 +3,14 @@
  * libvirt does, domain XML on stdin, and connects to monitor.sock) and QEMU (it listens on the
  * domain's monitor.sock first). Domains without USB storage and other operations are left
  * untouched; a USB domain gets the holder and filter, which relay bytes exactly and pass fds
- * (SCM_RIGHTS) both ways, by the holder alone when the filter cannot run; a policy the filter
- * cannot apply leaves the socket in place, and require-gate=true refuses the start. */
+ * (SCM_RIGHTS) both ways, by the holder alone when the filter cannot run; a malformed reply
+ * to the gate's own command goes to the gate, never to libvirt; a policy the filter cannot
+ * apply leaves the socket in place, and require-gate=true refuses the start. */
 #include <errno.h>
 #include <gio/gio.h>
+#include <poll.h>
 #include <glib/gstdio.h>
+#include <json-c/json.h>
 #include <string.h>
 #include <sys/socket.h>
 #include <sys/stat.h>
@@ -197,6 +200,74 @@ static void test_relay(void)
     relay_round();
 }
 
+/* The hooked domain with "libvirt" (*lv) connected and QEMU's greeting relayed to it; *qemu is
+ * the test's QEMU end. */
+static void hooked(Host *h, int *lv, int *qemu)
+{
+    g_assert_cmpint(run_hook(h, "start", "begin", usb_xml, NULL), ==, 0);
+    g_autofree char *monitor = g_build_filename(h->dir, "monitor.sock", NULL);
+    *lv = connect_to(monitor);
+    *qemu = accept(h->qemu_listen, NULL, NULL);
+    g_assert_cmpint(*qemu, >=, 0);
+    const char *greeting = "{\"QMP\": {\"version\": {\"qemu\": {\"micro\": 0, \"minor\": 2, "
+                           "\"major\": 7}, \"package\": \"\"}, \"capabilities\": []}}\r\n";
+    send_fd(*qemu, greeting, -1);
+    int fd;
+    g_autofree char *g = recv_exact(*lv, strlen(greeting), &fd);
+    g_assert_cmpstr(g, ==, greeting);
+}
+
+/* The gate's probe (asked for by `safe-migrate status` on the control socket) gets a reply of
+ * the wrong shape for each of its commands ("error" not an object): the filter hands it to the
+ * gate, whose status answer is an error, and libvirt never sees a byte of it. */
+static void test_malformed_reply_to_gate(void)
+{
+    Host h;
+    host_init(&h);
+    int lv, qemu;
+    hooked(&h, &lv, &qemu);
+    g_autofree char *ctl = g_build_filename(h.dir, "safe-migrate.ctl", NULL);
+    int status = connect_to(ctl);
+    g_assert_cmpint(write(status, "status\n", 7), ==, 7);
+    g_autoptr(GString) from_qemu = g_string_new(NULL), answer = g_string_new(NULL);
+    guint answered = 0;
+    while (!strchr(answer->str, '\n')) {
+        struct pollfd p[2] = {{.fd = qemu, .events = POLLIN}, {.fd = status, .events = POLLIN}};
+        g_assert_cmpint(poll(p, 2, 30000), >, 0);
+        char buf[4096];
+        if (p[1].revents) {
+            ssize_t n = read(status, buf, sizeof buf);
+            g_assert_cmpint(n, >, 0);
+            g_string_append_len(answer, buf, n);
+        }
+        if (!p[0].revents)
+            continue;
+        ssize_t n = read(qemu, buf, sizeof buf);
+        g_assert_cmpint(n, >, 0);
+        g_string_append_len(from_qemu, buf, n);
+        char *nl;
+        while ((nl = strchr(from_qemu->str, '\n'))) { /* each of the gate's commands */
+            g_autofree char *line = g_strndup(from_qemu->str, nl - from_qemu->str);
+            g_string_erase(from_qemu, 0, nl - from_qemu->str + 1);
+            json_object *cmd = json_tokener_parse(line), *id;
+            g_assert_true(json_object_object_get_ex(cmd, "id", &id));
+            g_autofree char *bad = g_strdup_printf("{\"error\": \"oops\", \"id\": %s}\r\n",
+                                                   json_object_to_json_string(id));
+            json_object_put(cmd);
+            send_fd(qemu, bad, -1);
+            answered++;
+        }
+    }
+    g_test_message("%u command(s) answered; status: %s", answered, answer->str);
+    g_assert_cmpuint(answered, >, 0);
+    g_assert_nonnull(strstr(answer->str, "\"error\""));
+    /* Whatever the filter forwarded to libvirt, it did before answering the status client. */
+    struct pollfd p = {.fd = lv, .events = POLLIN};
+    g_assert_cmpint(poll(&p, 1, 0), ==, 0);
+    close(status), close(qemu), close(lv);
+    host_clear(&h);
+}
+
 /* A filter that cannot run (here: one that exits at once, next to a copy of the hook and the
  * holder): the holder gives up on it and relays by itself, fds included; libvirt keeps its
  * monitor. */
@@ -256,6 +327,7 @@ int main(int argc, char **argv)
     g_test_add_func("/libvirt/hook/untouched", test_untouched);
     g_test_add_func("/libvirt/hook/relay-bytes-and-fds", test_relay);
     g_test_add_func("/libvirt/hook/filter-broken-holder-relays", test_filter_broken);
+    g_test_add_func("/libvirt/hook/malformed-reply-to-gate", test_malformed_reply_to_gate);
     g_test_add_data_func("/libvirt/hook/policy-refused/ungated", GINT_TO_POINTER(FALSE),
                          test_refused);
     g_test_add_data_func("/libvirt/hook/policy-refused/require-gate", GINT_TO_POINTER(TRUE),

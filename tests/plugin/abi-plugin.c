@@ -22,6 +22,7 @@ static SmDeviceVerdict *analyse(const SmProbe *probe, const SmStream *stream,
 
 static const char *const types[] = {"abi-test-device", NULL};
 
+#ifndef V1_LAYOUT
 static const SmProbe probe = {
     .abi_version = ABI_VERSION,
     .struct_size = ABI_STRUCT_SIZE,
@@ -30,10 +31,27 @@ static const SmProbe probe = {
     .device_types = types,
     .analyse = analyse,
 };
+#endif
+
+#ifdef V1_LAYOUT
+/* The SmProbe of ABI 1 exactly as it was: no struct_size, name at offset 8. */
+static const struct {
+    guint abi_version;
+    const char *name;
+    const char *description;
+    const char *const *device_types;
+    const char *const *section_names;
+    gpointer inspect, analyse;
+} v1_probe = {1, "abi-test-v1", "an ABI 1 plugin", types, NULL, NULL, (gpointer)analyse};
+#endif
 
 G_MODULE_EXPORT const SmProbe *sm_probe_module_get(void);
 
 G_MODULE_EXPORT const SmProbe *sm_probe_module_get(void)
 {
+#ifdef V1_LAYOUT
+    return (const SmProbe *)&v1_probe;
+#else
     return &probe;
+#endif
 }

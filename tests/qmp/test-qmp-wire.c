@@ -48,7 +48,8 @@ static void test_classify(void)
         const Case *c = &cases[i];
         QmpMessageKind kind = (QmpMessageKind)-1;
         json_object *msg = qmp_message_parse(c->line, strlen(c->line), &kind);
-        g_test_message("%s -> %d", c->line, kind);
+        g_autofree char *shown = g_strescape(c->line, NULL); /* TAP output must stay UTF-8 */
+        g_test_message("%s -> %d", shown, kind);
         g_assert_cmpint(kind, ==, c->kind);
         g_assert_cmpint(qmp_message_kind(msg), ==, kind);
         g_assert_cmpstr(qmp_message_command(msg), ==, c->command);
@@ -56,6 +57,18 @@ static void test_classify(void)
         g_assert_cmpstr(qmp_message_string_id(msg), ==, c->id);
         json_object_put(msg);
     }
+    /* A NUL inside the line: not one message. Nesting deeper than json-c's limit: none. */
+    static const char nul[] = "{\"return\":{}}\0{\"return\":{}}";
+    g_assert_null(qmp_message_parse(nul, sizeof nul - 1, NULL));
+    g_autoptr(GString) deep = g_string_new("{\"return\":");
+    for (int i = 0; i < 200; i++)
+        g_string_append_c(deep, '[');
+    for (int i = 0; i < 200; i++)
+        g_string_append_c(deep, ']');
+    g_string_append_c(deep, '}');
+    QmpMessageKind deep_kind;
+    g_assert_null(qmp_message_parse(deep->str, deep->len, &deep_kind));
+    g_assert_cmpint(deep_kind, ==, QMP_MESSAGE_INVALID);
     /* Not NUL-terminated: only `len` bytes are read. */
     static const char partial[] = "{\"return\":{}}GARBAGE";
     g_autoptr(json_object) msg = qmp_message_parse(partial, 13, NULL);
