@@ -147,19 +147,41 @@ stop_daemon() { # HOST: libvirtd only; its domains (and anything else in the nam
   return 0
 }
 
-# Every process in HOST's mount namespace (libvirtd, its QEMUs, hook children).
-ns_pids() {
-  local ns p
-  ns=$(cat "$dir/$1/mntns" 2>/dev/null) || return 0
-  [ -n "$ns" ] || return 0
+# Every process in the mount namespace NS (libvirtd, its QEMUs, hook children).
+ns_pids() { # NS
+  local p
   for p in /proc/[0-9]*; do
-    [ "$(readlink "$p/ns/mnt" 2>/dev/null)" = "$ns" ] && echo "${p#/proc/}"
+    [ "$(readlink "$p/ns/mnt" 2>/dev/null)" = "$1" ] && echo "${p#/proc/}"
   done
   return 0
 }
 
+# Kills what is left in HOST's namespace (QEMUs, filters...). The namespace is held open by an
+# fd of this shell meanwhile: once its last process dies the kernel gives its id to the next
+# namespace made (a QEMU 10 wrapper's unshare, another rig's host), and a sweep by a stale id
+# SIGKILLs those. Without the anchor the namespace cannot be pinned, so it is not swept.
+sweep_host() { # HOST
+  local h=$1 ns p pids pin
+  p=$(anchor_of "$h") || return 0
+  ns=$(cat "$dir/$h/mntns" 2>/dev/null || true)
+  if [ -z "$ns" ]; then # the anchor came up but its namespace was never recorded
+    kill -KILL "$p" 2>/dev/null || true
+    return 0
+  fi
+  exec {pin}<"/proc/$p/ns/mnt" || return 0
+  if [ "$(readlink "/proc/self/fd/$pin")" = "$ns" ]; then
+    for _ in $(seq 1 50); do
+      pids=$(ns_pids "$ns")
+      [ -n "$pids" ] || break
+      kill -KILL $pids 2>/dev/null || true
+      sleep 0.1
+    done
+  fi
+  exec {pin}<&-
+}
+
 stop_host() { # HOST
-  local h=$1 p i pids
+  local h=$1
   [ -d "$dir/$h" ] || return 0
   if answering "$h"; then # Let libvirt stop its domains itself, then the daemon.
     for d in $(virsh -q -c "$(uri "$h")" list --name 2>/dev/null); do
@@ -167,14 +189,7 @@ stop_host() { # HOST
     done
   fi
   stop_daemon "$h"
-  for i in $(seq 1 50); do # What is left in the namespace (QEMUs, filters...): SIGKILL.
-    pids=$(ns_pids "$h")
-    p=$(cat "$dir/$h/anchor.pid" 2>/dev/null || true)
-    [ -n "$p" ] && kill -0 "$p" 2>/dev/null && pids+=" $p"
-    [ -n "${pids// /}" ] || break
-    kill -KILL $pids 2>/dev/null || true
-    sleep 0.1
-  done
+  sweep_host "$h"
   rm -f "$dir/$h/mntns" "$dir/$h/libvirtd.pid" "$dir/$h/anchor.pid" "$dir/$h/run/.anchor"
 }
 
