@@ -5,7 +5,9 @@
  * console. Controllers UHCI, EHCI (and ich9 EHCI with UHCI companions) and xHCI; forms
  * usb-storage CD-ROM and stick, usb-bot with a CD-ROM and with a CD-ROM and a disk on two LUNs;
  * and `status` probing the running guest. SM_LINUX_MIGRATIONS=N (or --long: 40) sets the
- * migrations per configuration; --long runs every shape, CI a rotating one. */
+ * migrations per configuration; --long runs every shape, CI a rotating one.
+ * SM_LINUX_CANCEL_FIRST=1 (a diagnostic, bench/README): each migration is preceded by one
+ * attempt called off at pre-switchover, as a gate's hold does. */
 #include "rig.h"
 
 #include <fcntl.h>
@@ -620,6 +622,41 @@ static void expect_refused(Campaign *k)
     g_assert_cmpuint(k->con.problems, ==, 0);
 }
 
+/* SM_LINUX_CANCEL_FIRST=1 (a diagnostic of the campaign): before each migration, one
+ * attempt that stops at pre-switchover and is called off with migrate_cancel, as a gate's
+ * hold does, but without any probe; the source resumes and the migration proper follows. */
+static void cancelled_attempt(Campaign *k)
+{
+    g_autoptr(GError) error = NULL;
+    g_autofree char *name = g_strdup_printf("lxc%u", k->done + 1);
+    RigVmConfig incoming = vm_config(k, TRUE, name);
+    RigVm *dst = rig_vm_start(&incoming, &error);
+    g_assert_no_error(error);
+    static const char *const caps[] = {"pause-before-switchover", NULL};
+    g_autofree char *status = rig_migrate(k->vm, dst, caps, &error);
+    g_assert_no_error(error);
+    g_assert_cmpstr(status, ==, "pre-switchover");
+    g_autoptr(json_object) r =
+        qmp_client_execute(rig_vm_qmp(k->vm), "migrate_cancel", NULL, &error);
+    g_assert_no_error(error);
+    g_assert_nonnull(r);
+    static const char *const ends[] = {"cancelled", "failed", "completed", NULL};
+    g_autofree char *end = rig_wait_migration_status(k->vm, ends, 30000, &error);
+    g_assert_no_error(error);
+    g_assert_cmpstr(end, ==, "cancelled");
+    g_autoptr(json_object) off = qmp_client_execute_json(
+        rig_vm_qmp(k->vm), "migrate-set-capabilities",
+        "{\"capabilities\":[{\"capability\":\"pause-before-switchover\",\"state\":false}]}",
+        &error);
+    g_assert_no_error(error);
+    g_assert_nonnull(off);
+    rig_vm_free(dst);
+    for (int i = 0; i < 100 && !is_running(k->vm); i++)
+        g_usleep(20000);
+    g_assert_true(is_running(k->vm));
+    g_usleep(g_random_int_range(50, 400) * 1000);
+}
+
 static void test_campaign(gconstpointer data)
 {
     const Config *cfg = data;
@@ -642,6 +679,8 @@ static void test_campaign(gconstpointer data)
         RigVm *src = k.vm;
         guint before = k.con.problems;
         k.oopses0 = k.con.oopses;
+        if (g_getenv("SM_LINUX_CANCEL_FIRST"))
+            cancelled_attempt(&k);
         k.done++;
         gint64 t0 = g_get_monotonic_time();
         RigVm *holder = cfg->safe ? verify_after(&k, migrate_safe(&k, dst), src, dst, t0)
