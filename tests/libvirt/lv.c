@@ -184,12 +184,17 @@ void lv_domain_destroy(LvHost host, const char *name)
         lv_virsh(host, NULL, NULL, "destroy", name, NULL);
 }
 
+/* Logs any answer but "running" and "no such domain", so that a failed assertion on it
+ * shows whether the domain was paused, crashed or virsh itself failed. */
 gboolean lv_domain_running(LvHost host, const char *name)
 {
-    g_autofree char *out = NULL;
-    if (lv_virsh(host, &out, NULL, "domstate", name, NULL) != 0)
-        return FALSE;
-    return g_str_has_prefix(g_strstrip(out), "running");
+    g_autofree char *out = NULL, *err = NULL;
+    int rc = lv_virsh(host, &out, &err, "domstate", "--reason", name, NULL);
+    gboolean running = rc == 0 && g_str_has_prefix(g_strstrip(out), "running");
+    if (!running && !(err && strstr(err, "failed to get domain")))
+        g_test_message("domstate %s on %s: exit %d, %s %s", name, lv_host_name(host), rc,
+                       out ? out : "", err ? g_strstrip(err) : "");
+    return running;
 }
 
 char *lv_domain_dir(LvHost host, const char *name)
