@@ -488,6 +488,7 @@ static void test_stopped_fd_cap(gconstpointer data)
         g_autoptr(GError) error = NULL;
         g_autoptr(SmReport) r = sm_probe_vm(q, reg, &error);
         g_assert_no_error(error);
+        g_assert_nonnull(r);
     }
     g_assert_cmpuint(probe_fds(q), ==, c->q10 ? 0 : SM_PROBE_STOPPED_FD_CAP);
     g_autoptr(GError) error = NULL;
@@ -510,6 +511,7 @@ static void test_stopped_fd_cap(gconstpointer data)
     qmp_ok(vm, "cont", NULL);
     g_autoptr(SmReport) r2 = sm_probe_vm(q, reg, &error);
     g_assert_no_error(error);
+    g_assert_nonnull(r2);
     g_assert_cmpuint(probe_fds(q), ==, 0);
 }
 
