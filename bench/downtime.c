@@ -169,52 +169,68 @@ static gboolean plain_migration(Pair *p, Series *s, GError **error)
     return record(p, s, &w, wall, error);
 }
 
-/* libvirt's way, with no gate: pause-before-switchover on, and migrate-continue sent the
- * moment the pre-switchover event arrives. QEMU's own cost of the pause; against it the
- * gate's capture and verdict stand alone. */
-static void continue_at_pre_switchover(QmpClient *client, const char *name, json_object *data,
-                                       gint64 ts, gpointer user_data)
+/* libvirt's way, with no gate: pause-before-switchover on the source, and migrate-continue
+ * sent the moment its pre-switchover event arrives (waited on, not polled). QEMU's own cost
+ * of the pause; against it the gate's capture and verdict stand alone. */
+static gboolean execute_args(QmpClient *q, const char *command, const char *key, const char *value,
+                             GError **error)
 {
-    json_object *v;
-    (void)ts, (void)user_data;
-    if (!g_str_equal(name, "MIGRATION") || !data ||
-        !json_object_object_get_ex(data, "status", &v) ||
-        !json_object_is_type(v, json_type_string) ||
-        !g_str_equal(json_object_get_string(v), "pre-switchover"))
-        return;
     g_autoptr(json_object) args = json_object_new_object();
-    json_object_object_add(args, "state", json_object_new_string("pre-switchover"));
-    qmp_client_execute_async(client, "migrate-continue", args, NULL, 0, 0, NULL, NULL, NULL);
+    json_object_object_add(args, key, json_object_new_string(value));
+    g_autoptr(json_object) r = qmp_client_execute(q, command, args, error);
+    return r != NULL;
+}
+
+static gboolean continue_at_pre_switchover(QmpClient *src, GError **error)
+{
+    for (;;) {
+        g_autoptr(json_object) ev = qmp_client_wait_event(src, "MIGRATION", 60000, error);
+        json_object *data, *st;
+        if (!ev)
+            return FALSE;
+        if (!json_object_object_get_ex(ev, "data", &data) ||
+            !json_object_object_get_ex(data, "status", &st) ||
+            !json_object_is_type(st, json_type_string))
+            continue;
+        const char *status = json_object_get_string(st);
+        if (g_str_equal(status, "pre-switchover"))
+            return execute_args(src, "migrate-continue", "state", "pre-switchover", error);
+        if (g_str_equal(status, "failed") || g_str_equal(status, "cancelled")) {
+            g_set_error(error, RIG_ERROR, RIG_ERROR_PROTOCOL, "migration %s", status);
+            return FALSE;
+        }
+    }
 }
 
 static gboolean paused_migration(Pair *p, Series *s, GError **error)
 {
-    /* QEMU sends MIGRATION events only with the "events" capability. */
-    static const char *const caps[] = {"pause-before-switchover", "events", NULL};
     static const char *const ends[] = {"completed", "failed", "cancelled", NULL};
+    QmpClient *src = rig_vm_qmp(p->src);
+    g_autofree char *uri = rig_migration_uri();
+    g_autoptr(json_object) caps = qmp_client_execute_json(
+        src, "migrate-set-capabilities",
+        "{\"capabilities\":[{\"capability\":\"pause-before-switchover\",\"state\":true},"
+        "{\"capability\":\"events\",\"state\":true}]}",
+        error);
+    if (!caps)
+        return FALSE;
+    qmp_client_clear_events(src);
     Switch w;
     switch_watch(&w, p);
-    guint sub = qmp_client_subscribe(w.src, "MIGRATION", continue_at_pre_switchover, NULL, NULL);
     gint64 t0 = g_get_monotonic_time();
-    g_autofree char *first = rig_migrate(p->src, p->dst, caps, error);
-    g_autofree char *status = first ? rig_wait_migration_status(p->src, ends, 60000, error) : NULL;
+    g_autofree char *status = NULL;
+    if (execute_args(rig_vm_qmp(p->dst), "migrate-incoming", "uri", uri, error) &&
+        execute_args(src, "migrate", "uri", uri, error) && continue_at_pre_switchover(src, error))
+        status = rig_wait_migration_status(p->src, ends, 60000, error);
     double wall = elapsed_ms(t0);
-    qmp_client_unsubscribe(w.src, sub);
-    /* The destination becomes the next source: it must not pause the next plain migration. */
-    g_autoptr(json_object) off =
-        status ? qmp_client_execute_json(rig_vm_qmp(p->dst), "migrate-set-capabilities",
-                                         "{\"capabilities\":[{\"capability\":\"pause-before-"
-                                         "switchover\",\"state\":false}]}",
-                                         error)
-               : NULL;
-    if (off && !g_str_equal(status, "completed"))
+    if (status && !g_str_equal(status, "completed"))
         g_set_error(error, RIG_ERROR, RIG_ERROR_PROTOCOL, "paused migration ended '%s'", status);
-    if (!off || !g_str_equal(status, "completed")) {
+    if (!status || !g_str_equal(status, "completed")) {
         qmp_client_unsubscribe(w.src, w.src_sub);
         qmp_client_unsubscribe(w.dst, w.dst_sub);
         return FALSE;
     }
-    return record(p, s, &w, wall, error);
+    return record(p, s, &w, wall, error); /* the source, caps and all, is replaced */
 }
 
 /* One gated switchover in QEMU's timestamps and the gate's own (its pre-switchover event:
