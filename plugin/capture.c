@@ -233,6 +233,47 @@ static gboolean simple_command(QmpClient *qmp, const char *command, GError **err
     return TRUE;
 }
 
+/* How many fds of our earlier captures QEMU still holds (in sets carrying our tag alone). */
+static gboolean count_probe_fds(QmpClient *qmp, guint *count, GError **error)
+{
+    g_autoptr(GError) e = NULL;
+    g_autoptr(GPtrArray) sets = qmp_query_fdsets(qmp, &e);
+    if (!sets) {
+        sm_to_probe_error(error, g_steal_pointer(&e));
+        return FALSE;
+    }
+    *count = 0;
+    for (guint i = 0; i < sets->len; i++) {
+        const QmpFdset *set = sets->pdata[i];
+        gboolean ours = set->opaque->len > 0;
+        for (guint k = 0; k < set->opaque->len; k++) {
+            const char *o = set->opaque->pdata[k];
+            ours = ours && o && g_str_equal(o, PROBE_FD_OPAQUE);
+        }
+        *count += ours ? set->opaque->len : 0;
+    }
+    return TRUE;
+}
+
+/* A stopped VM is captured as it is. QEMU 7.2 keeps each such capture's fd until the VM runs
+ * (see sm_release_probe_fds), so anyone allowed to probe could grow its fd table without
+ * bound while the VM stays paused: beyond SM_PROBE_STOPPED_FD_CAP lingering fds, refuse. */
+static GBytes *capture_stopped(QmpClient *qmp, GError **error)
+{
+    guint lingering = 0;
+    if (!count_probe_fds(qmp, &lingering, error)) {
+        return NULL;
+    }
+    if (lingering >= SM_PROBE_STOPPED_FD_CAP) {
+        g_set_error(error, SM_PROBE_ERROR, SM_PROBE_ERROR_CAPTURE,
+                    "QEMU keeps %u earlier probe fds of this stopped VM until it runs; not "
+                    "adding another: resume the VM or wait",
+                    lingering);
+        return NULL;
+    }
+    return sm_capture_device_state(qmp, error);
+}
+
 /* xen-save-devices-state on a running VM stops it as RUN_STATE_SAVE_VM, and device models act
  * on that state change under a guest that then resumes: EHCI advances its async schedule and
  * cancels the packets of queues it has not seen (hw/usb/hcd-ehci.c, usb_ehci_vm_state_change).
@@ -249,7 +290,7 @@ static GBytes *capture_quiesced(QmpClient *qmp, GError **error)
         return NULL;
     }
     if (!g_str_equal(run, "running")) {
-        return sm_capture_device_state(qmp, error);
+        return capture_stopped(qmp, error);
     }
     g_autofree char *mig = reply_member(qmp, "query-migrate", "status", error);
     if (!mig) {

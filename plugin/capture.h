@@ -18,6 +18,10 @@ GBytes *sm_capture_device_state(QmpClient *qmp, GError **error);
  * on a running VM): call this once the VM runs again to close every fd set of our captures.
  * Best effort, errors ignored. sm_probe_vm does it after resuming. */
 void sm_release_probe_fds(QmpClient *qmp);
+/* How many such fds of a stopped VM sm_probe_vm lets QEMU hold before it refuses another
+ * capture of it (SM_PROBE_ERROR_CAPTURE): no normal flow captures a stopped VM more than once
+ * or twice before it runs again. */
+#define SM_PROBE_STOPPED_FD_CAP 8
 
 /* The capture split in two for the gate, whose guest is stopped from pre-switchover until
  * migrate-continue: everything but the save itself happens before (prepare: the memfd is

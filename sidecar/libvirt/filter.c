@@ -65,6 +65,7 @@ typedef struct {
     json_object *held_id;
     GBytes *greeting;
     SmReport *paused_report;
+    char *paused_unread; /* PRE_MIGRATE found the VM paused and could not probe it: why */
     SmGate *gate;
     guint our_seq;
 } Filter;
@@ -271,8 +272,10 @@ static void hold(Filter *f, Line *line, json_object *cmd, SmGateJobKind kind)
     SmGateJob *job = g_new0(SmGateJob, 1);
     job->kind = kind;
     job->client_fd = -1;
-    if (kind == SM_GATE_JOB_SWITCHOVER)
+    if (kind == SM_GATE_JOB_SWITCHOVER) {
         job->paused_report = g_steal_pointer(&f->paused_report);
+        job->paused_unread = g_steal_pointer(&f->paused_unread);
+    }
     g_info("holding libvirt's %s for the gate",
            kind == SM_GATE_JOB_SWITCHOVER ? "migrate-continue" : "migrate");
     sm_gate_submit(f->gate, job);
@@ -320,8 +323,11 @@ static void on_gate_done(SmGateJob *job, gpointer data)
         return;
     }
     g_return_if_fail(f->held);
-    if (job->kind == SM_GATE_JOB_PRE_MIGRATE)
+    if (job->kind == SM_GATE_JOB_PRE_MIGRATE) {
         f->paused_report = g_steal_pointer(&job->paused_report);
+        g_free(f->paused_unread);
+        f->paused_unread = g_steal_pointer(&job->paused_unread);
+    }
     Line *line = g_steal_pointer(&f->held);
     g_clear_pointer(&f->held_id, json_object_put);
     if (job->action == SM_GATE_PROCEED) {
@@ -378,8 +384,10 @@ static void from_qemu(Filter *f, Line *line)
             g_info("hiding %s (caused by the gate's own capture)", name);
             return;
         }
-        if (name && g_str_equal(name, "RESUME")) /* a verdict never outlives a RESUME */
+        if (name && g_str_equal(name, "RESUME")) { /* a verdict never outlives a RESUME */
             g_clear_pointer(&f->paused_report, sm_report_free);
+            g_clear_pointer(&f->paused_unread, g_free);
+        }
     } else { /* a reply (QEMU sends no commands), well-formed or not: whoever's id it bears
               * gets it, so that ours never reach libvirt and our client is never left
               * waiting (its typed layer refuses a malformed one) */

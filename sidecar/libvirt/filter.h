@@ -23,7 +23,10 @@ typedef enum {
 typedef struct {
     SmGateJobKind kind;
     SmReport *paused_report; /* in: PRE_MIGRATE's report of a paused VM (owned), or NULL */
-    int client_fd;           /* STATUS: the control client, answered by the main thread */
+    /* in: why PRE_MIGRATE could not probe the VM it found paused (owned), or NULL: then a
+     * SWITCHOVER must not capture it (see switchover in gate.c) */
+    char *paused_unread;
+    int client_fd; /* STATUS: the control client, answered by the main thread */
     /* Results. */
     SmGateAction action;
     char *message;

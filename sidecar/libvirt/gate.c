@@ -36,6 +36,7 @@ void sm_gate_job_free(SmGateJob *job)
         return;
     if (job->paused_report)
         sm_report_free(job->paused_report);
+    g_free(job->paused_unread);
     g_free(job->message);
     g_free(job->reply);
     g_free(job);
@@ -79,8 +80,10 @@ static void pre_migrate(SmGate *g, SmGateJob *job)
     qmp_client_set_default_timeout(qmp, (guint)MAX(g->policy.probe_timeout_ms, 1));
     job->paused_report = sm_probe_vm(qmp, g->registry, &error);
     qmp_client_set_default_timeout(qmp, QMP_TIMEOUT_MS);
-    if (!job->paused_report)
+    if (!job->paused_report) {
         g_warning("probe of the paused VM: %s", error->message);
+        job->paused_unread = g_strdup(error->message);
+    }
 }
 
 /* migrate_cancel, then wait for QEMU's end of it: the source runs again on "cancelled". */
@@ -140,6 +143,16 @@ static void switchover(SmGate *g, SmGateJob *job)
     }
     SmReport *report = job->paused_report;
     g_autoptr(SmReport) fresh = NULL;
+    if (!report && job->paused_unread) {
+        /* A capture now would store "running" as the run state the destination resumes
+         * with (QEMU's xen-save-devices-state): the domain paused by its user would come
+         * up running there. Never captured: held. */
+        g_autofree char *why =
+            g_strdup_printf("the paused VM's state could not be read before the migration (%s)",
+                            job->paused_unread);
+        refuse(job, qmp, why);
+        return;
+    }
     if (!report) {
         qmp_client_set_default_timeout(qmp, (guint)MAX(g->policy.probe_timeout_ms, 1));
         report = fresh = sm_probe_vm(qmp, g->registry, &error);

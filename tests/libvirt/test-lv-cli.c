@@ -9,7 +9,8 @@
  * while libvirt's migration job is transferring RAM, abort the job (exit 130 / 143) and leave
  * the domain running on the source with its migration settings as before, and the next
  * migration works. */
-#include "gate.h" /* the event schema */
+#include "gate.h"    /* the event schema */
+#include "capture.h" /* SM_PROBE_STOPPED_FD_CAP */
 #include "lv.h"
 
 #include <gio/gio.h>
@@ -466,6 +467,58 @@ static void test_status_while_migrating(gconstpointer data)
     lv_domain_destroy(LV_B, name);
 }
 
+/* How many fds QEMU holds for our probes on `host` (query-fdsets, through virsh). */
+static guint probe_fds(LvHost host, const char *name)
+{
+    g_autofree char *sets = qmp_return(host, name, "query-fdsets");
+    guint n = 0;
+    for (const char *p = sets; (p = strstr(p, "\"safe-migrate probe\"")); p++)
+        n++;
+    return n;
+}
+
+/* A suspended domain whose state the filter cannot read before `virsh migrate` (QEMU 7.2
+ * already keeps SM_PROBE_STOPPED_FD_CAP fds of `safe-migrate status` probes, so the
+ * PRE_MIGRATE probe is refused): the switchover is held, never captured (a capture at
+ * pre-switchover stores "running" as the run state the destination resumes with). virsh
+ * fails with the held message, the domain stays paused on the source only, no fd added.
+ * Fails before the fix: the domain came up running on the destination. */
+static void test_paused_unreadable(void)
+{
+    if (skip_without_rig())
+        return;
+    g_autofree char *name = g_strdup_printf("clu%u", (guint)getpid());
+    LvDomainConfig config = {.name = name, .form = LV_FORM_LIBVIRT, .qemu = RIG_QEMU_72};
+    lv_domain_create(LV_A, &config);
+    g_assert_cmpint(lv_virsh(LV_A, NULL, NULL, "suspend", name, NULL), ==, 0);
+    for (guint i = 0; i < SM_PROBE_STOPPED_FD_CAP; i++) {
+        g_autofree char *out = NULL, *err = NULL;
+        g_assert_cmpint(run_status(name, &out, &err), ==, 0);
+    }
+    g_assert_cmpuint(probe_fds(LV_A, name), ==, SM_PROBE_STOPPED_FD_CAP);
+    g_autofree char *err = NULL;
+    g_assert_cmpint(lv_migrate(LV_A, name, NULL, &err), !=, 0);
+    g_test_message("virsh migrate: %s", err);
+    g_assert_nonnull(strstr(err, "safe-migrate: switchover held: the paused VM's state could "
+                                 "not be read before the migration (QEMU keeps"));
+    assert_gone_from_b(name);
+    /* Stopped on the source: QEMU 7.2 leaves a VM that was not running before a migration
+     * cancelled after its completion started in "postmigrate"; libvirt lists it as paused. */
+    g_autofree char *status_a = lv_query_status(LV_A, name);
+    g_autofree char *state_a = NULL;
+    g_assert_true(g_str_equal(status_a, "paused") || g_str_equal(status_a, "postmigrate"));
+    g_assert_cmpint(lv_virsh(LV_A, &state_a, NULL, "domstate", name, NULL), ==, 0);
+    g_assert_cmpstr(g_strstrip(state_a), ==, "paused");
+    g_assert_cmpuint(probe_fds(LV_A, name), ==, SM_PROBE_STOPPED_FD_CAP);
+    /* Once it runs, one probe releases them all. */
+    g_assert_cmpint(lv_virsh(LV_A, NULL, NULL, "resume", name, NULL), ==, 0);
+    g_autofree char *out = NULL, *err2 = NULL;
+    g_assert_cmpint(run_status(name, &out, &err2), ==, 0);
+    g_assert_cmpuint(probe_fds(LV_A, name), ==, 0);
+    lv_domain_destroy(LV_A, name);
+    lv_domain_destroy(LV_B, name);
+}
+
 /* An idle domain migrates at the first attempt, no hold, and the guest's next transaction on
  * the destination is byte-correct. */
 static void test_idle(gconstpointer data)
@@ -581,5 +634,6 @@ int main(int argc, char **argv)
                          test_status_while_migrating);
     g_test_add_data_func("/libvirt/cli/status-while-migrating/paused", GINT_TO_POINTER(TRUE),
                          test_status_while_migrating);
+    g_test_add_func("/libvirt/cli/paused-unreadable", test_paused_unreadable);
     return g_test_run();
 }

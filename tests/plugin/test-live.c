@@ -3,6 +3,7 @@
  * idle verdicts, plugin loading, the status CLI, and that probing leaves a pending guest
  * transaction intact. */
 #include "probe.h"
+#include "qmp-commands.h"
 #include "usb-storage.h"
 #include "rig.h"
 
@@ -120,6 +121,13 @@ static void test_discovery(gconstpointer data)
             g_assert_nonnull(strstr(v->reason, "EHCI"));
             continue;
         }
+        if (g_str_has_prefix(want[i].section, "0000:00:05.0/") && !c->q10) {
+            /* On 7.2's xHCI: refused (a held attempt's cancel corrupted guests there). */
+            g_assert_cmpint(v->state, ==, SM_STATE_UNKNOWN);
+            g_assert_true(v->final);
+            g_assert_nonnull(strstr(v->reason, "xHCI controller of QEMU older than 10.0"));
+            continue;
+        }
         g_assert_cmpstr(v->section, ==, want[i].section);
         g_assert_cmpint(v->state, ==, SM_STATE_IDLE);
         g_assert_cmpstr(sm_fix_to_string(v->fix), ==, c->fix);
@@ -128,9 +136,10 @@ static void test_discovery(gconstpointer data)
     g_assert_no_error(error);
     for (guint i = 0; i < devices->len; i++) {
         const SmDevice *d = devices->pdata[i];
-        gboolean ehci =
-            g_str_equal(sm_device_get_fact(d, SM_FACT_USB_CONTROLLER_TYPE), "ich9-usb-ehci1");
-        g_assert_true(!ehci == !sm_device_get_fact(d, SM_FACT_UNSUPPORTED));
+        const char *ctrl = sm_device_get_fact(d, SM_FACT_USB_CONTROLLER_TYPE);
+        gboolean refused =
+            g_str_equal(ctrl, "ich9-usb-ehci1") || (g_str_equal(ctrl, "qemu-xhci") && !c->q10);
+        g_assert_true(!refused == !sm_device_get_fact(d, SM_FACT_UNSUPPORTED));
     }
     g_assert_null(find(r, "/machine/peripheral-anon/device[0]")->id);
 }
@@ -447,6 +456,65 @@ static void test_probe_stops_running_vm(gconstpointer data)
     qmp_ok(vm, "migrate_cancel", NULL);
 }
 
+/* Fds QEMU holds in fd sets tagged as our probes'. */
+static guint probe_fds(QmpClient *q)
+{
+    g_autoptr(GError) error = NULL;
+    g_autoptr(GPtrArray) sets = qmp_query_fdsets(q, &error);
+    g_assert_no_error(error);
+    guint n = 0;
+    for (guint i = 0; i < sets->len; i++) {
+        const QmpFdset *set = sets->pdata[i];
+        for (guint k = 0; k < set->opaque->len; k++) {
+            const char *o = set->opaque->pdata[k];
+            n += o && g_str_equal(o, "safe-migrate probe");
+        }
+    }
+    return n;
+}
+
+/* Probes of a stopped VM: 7.2 keeps each capture's fd until the VM runs, so past
+ * SM_PROBE_STOPPED_FD_CAP of them the probe is refused, naming why; 10.0 closes them at once
+ * and never refuses. Once the VM runs, one probe releases them all. Fails before the fix,
+ * which added an fd per probe without bound. */
+static void test_stopped_fd_cap(gconstpointer data)
+{
+    const Config *c = data;
+    g_autoptr(RigVm) vm = vm_start(c, NULL);
+    g_autoptr(QmpClient) q = connect_vm(vm);
+    g_autoptr(SmRegistry) reg = sm_registry_new();
+    qmp_ok(vm, "stop", NULL);
+    for (guint i = 0; i < SM_PROBE_STOPPED_FD_CAP; i++) {
+        g_autoptr(GError) error = NULL;
+        g_autoptr(SmReport) r = sm_probe_vm(q, reg, &error);
+        g_assert_no_error(error);
+        g_assert_nonnull(r);
+    }
+    g_assert_cmpuint(probe_fds(q), ==, c->q10 ? 0 : SM_PROBE_STOPPED_FD_CAP);
+    g_autoptr(GError) error = NULL;
+    g_autoptr(SmReport) r = sm_probe_vm(q, reg, &error);
+    if (c->q10) {
+        g_assert_no_error(error);
+    } else {
+        g_assert_null(r);
+        g_assert_error(error, SM_PROBE_ERROR, SM_PROBE_ERROR_CAPTURE);
+        g_autofree char *want =
+            g_strdup_printf("QEMU keeps %d earlier probe fds of this stopped VM until it runs",
+                            SM_PROBE_STOPPED_FD_CAP);
+        g_assert_nonnull(strstr(error->message, want));
+        g_clear_error(&error);
+    }
+    g_assert_cmpuint(probe_fds(q), ==, c->q10 ? 0 : SM_PROBE_STOPPED_FD_CAP);
+    g_autofree char *run = rig_vm_runstate(vm, &error);
+    g_assert_cmpstr(run, ==, "paused");
+
+    qmp_ok(vm, "cont", NULL);
+    g_autoptr(SmReport) r2 = sm_probe_vm(q, reg, &error);
+    g_assert_no_error(error);
+    g_assert_nonnull(r2);
+    g_assert_cmpuint(probe_fds(q), ==, 0);
+}
+
 /* usb-bot with a CD-ROM on LUN 0 and a disk on LUN 1, found through QOM, on a live VM: idle,
  * then a pending READ CAPACITY on LUN 1 named in the verdict, and the guest's transaction
  * completes with the right bytes after the probe. */
@@ -653,6 +721,8 @@ int main(int argc, char **argv)
     g_test_add_func("/live/plugin-dir", test_plugin_dir);
     g_test_add_data_func("/live/7.2/pc/plugin-non-usb", &configs[0], test_plugin_non_usb);
     g_test_add_data_func("/live/10.0/pc/plugin-non-usb", &configs[1], test_plugin_non_usb);
+    g_test_add_data_func("/live/7.2/pc/stopped-fd-cap", &configs[0], test_stopped_fd_cap);
+    g_test_add_data_func("/live/10.0/pc/stopped-fd-cap", &configs[1], test_stopped_fd_cap);
     g_test_add_func("/live/7.2/pc/cli-at-switchover", test_cli_at_switchover);
     g_test_add_func("/live/7.2/pc/usb-bot-16-luns", test_usb_bot_16_luns);
     g_test_add_func("/live/10.0/pc/fix-enabled-loses-data", test_fix_enabled_loses_data);
