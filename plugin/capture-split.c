@@ -3,6 +3,7 @@
  * before the guest stops, takes the device state with one command while it is stopped, and
  * gives the fd back once it runs again, so the guest-visible downtime carries the save alone. */
 #include "probe.h"
+#include "qmp-commands.h"
 
 #include <errno.h>
 #include <fcntl.h>
@@ -60,20 +61,16 @@ gboolean sm_capture_prepare(SmCapture *c, QmpClient *qmp, GError **error)
     int wfd = open(proc, O_WRONLY | O_CLOEXEC);
     if (wfd < 0)
         return fail(error, SM_PROBE_ERROR_CAPTURE, "reopen the state memfd", NULL);
-    g_autoptr(json_object) args = json_object_new_object();
-    json_object_object_add(args, "opaque", json_object_new_string(PROBE_FD_OPAQUE));
     GError *e = NULL;
-    g_autoptr(json_object) added = qmp_client_execute_full(qmp, "add-fd", args, &wfd, 1, 0, &e);
+    gboolean added = qmp_add_fd(qmp, wfd, -1, PROBE_FD_OPAQUE, &c->fdset, NULL, &e);
     close(wfd);
-    json_object *id = NULL;
-    if (!added)
-        return fail(error, SM_PROBE_ERROR_UNREACHABLE, "add-fd", e);
-    if (!json_object_object_get_ex(added, "fdset-id", &id) ||
-        !json_object_is_type(id, json_type_int)) {
-        g_set_error(error, SM_PROBE_ERROR, SM_PROBE_ERROR_CAPTURE, "add-fd: no fdset-id");
-        return FALSE;
+    if (!added) {
+        c->fdset = -1;
+        return fail(error,
+                    g_error_matches(e, QMP_ERROR, QMP_ERROR_PROTOCOL) ? SM_PROBE_ERROR_CAPTURE
+                                                                      : SM_PROBE_ERROR_UNREACHABLE,
+                    "add-fd", e);
     }
-    c->fdset = json_object_get_int64(id);
     g_free(c->fdname);
     c->fdname = g_strdup_printf("/dev/fdset/%" G_GINT64_FORMAT, c->fdset);
     return TRUE;
@@ -96,12 +93,8 @@ static void unmap(gpointer data)
 GBytes *sm_capture_take(SmCapture *c, QmpClient *qmp, GError **error)
 {
     g_return_val_if_fail(c->fdset >= 0 && !c->live, NULL);
-    g_autoptr(json_object) args = json_object_new_object();
-    json_object_object_add(args, "filename", json_object_new_string(c->fdname));
-    json_object_object_add(args, "live", json_object_new_boolean(FALSE));
     GError *e = NULL;
-    g_autoptr(json_object) saved = qmp_client_execute(qmp, "xen-save-devices-state", args, &e);
-    if (!saved) {
+    if (!qmp_xen_save_devices_state(qmp, c->fdname, FALSE, &e)) {
         fail(error,
              e && qmp_error_get_class(e) ? SM_PROBE_ERROR_CAPTURE : SM_PROBE_ERROR_UNREACHABLE,
              "xen-save-devices-state", e);
@@ -129,8 +122,6 @@ void sm_capture_release(SmCapture *c, QmpClient *qmp)
 {
     if (c->fdset < 0 || !qmp)
         return;
-    g_autoptr(json_object) args = json_object_new_object();
-    json_object_object_add(args, "fdset-id", json_object_new_int64(c->fdset));
-    json_object_put(qmp_client_execute(qmp, "remove-fd", args, NULL));
+    qmp_remove_fd(qmp, c->fdset, NULL);
     c->fdset = -1;
 }

@@ -40,31 +40,27 @@ void sm_to_probe_error(GError **error, GError *e)
 
 #define PROBE_FD_OPAQUE "safe-migrate probe"
 
+/* A set is ours when every fd in it carries our tag (an empty set belongs to nobody). */
+static gboolean fdset_is_ours(const QmpFdset *set)
+{
+    gboolean ours = set->opaque->len > 0;
+    for (guint k = 0; k < set->opaque->len; k++) {
+        const char *o = set->opaque->pdata[k];
+        ours = ours && o && g_str_equal(o, PROBE_FD_OPAQUE);
+    }
+    return ours;
+}
+
 /* QEMU 7.2 closes a removed fd only while the VM runs (monitor_fdset_cleanup checks
  * runstate_is_running), so a capture of a stopped VM leaves its fd in the set even after
  * remove-fd; 10.0 closes it at once. Removing our sets again once the VM runs closes them. */
 void sm_release_probe_fds(QmpClient *qmp)
 {
-    g_autoptr(json_object) sets = qmp_client_execute(qmp, "query-fdsets", NULL, NULL);
-    for (size_t i = 0;
-         json_object_is_type(sets, json_type_array) && i < json_object_array_length(sets); i++) {
-        json_object *set = json_object_array_get_idx(sets, i), *id, *fds;
-        if (!json_object_object_get_ex(set, "fdset-id", &id) ||
-            !json_object_is_type(id, json_type_int) ||
-            !json_object_object_get_ex(set, "fds", &fds) ||
-            !json_object_is_type(fds, json_type_array)) {
-            continue;
-        }
-        gboolean ours = json_object_array_length(fds) > 0;
-        for (size_t k = 0; k < json_object_array_length(fds); k++) {
-            json_object *o = json_object_object_get(json_object_array_get_idx(fds, k), "opaque");
-            ours = ours && json_object_is_type(o, json_type_string) &&
-                   g_str_equal(json_object_get_string(o), PROBE_FD_OPAQUE);
-        }
-        if (ours) {
-            g_autoptr(json_object) args = json_object_new_object();
-            json_object_object_add(args, "fdset-id", json_object_get(id));
-            json_object_put(qmp_client_execute(qmp, "remove-fd", args, NULL));
+    g_autoptr(GPtrArray) sets = qmp_query_fdsets(qmp, NULL);
+    for (guint i = 0; sets && i < sets->len; i++) {
+        const QmpFdset *set = sets->pdata[i];
+        if (fdset_is_ours(set)) {
+            qmp_remove_fd(qmp, set->fdset_id, NULL);
         }
     }
 }
@@ -88,30 +84,22 @@ GBytes *sm_capture_device_state(QmpClient *qmp, GError **error)
         close(mfd);
         return NULL;
     }
-    g_autoptr(json_object) add_args = json_object_new_object();
-    json_object_object_add(add_args, "opaque", json_object_new_string(PROBE_FD_OPAQUE));
-    g_autoptr(json_object) added = qmp_client_execute_full(qmp, "add-fd", add_args, &wfd, 1, 0, &e);
+    gint64 fdset = -1;
+    gboolean added = qmp_add_fd(qmp, wfd, -1, PROBE_FD_OPAQUE, &fdset, NULL, &e);
     close(wfd);
     if (!added) {
         close(mfd);
         sm_to_probe_error(error, g_steal_pointer(&e));
         return NULL;
     }
-    gint64 fdset = json_object_get_int64(json_object_object_get(added, "fdset-id"));
     g_autofree char *fname = g_strdup_printf("/dev/fdset/%" G_GINT64_FORMAT, fdset);
-
-    g_autoptr(json_object) save_args = json_object_new_object();
-    json_object_object_add(save_args, "filename", json_object_new_string(fname));
-    json_object_object_add(save_args, "live", json_object_new_boolean(FALSE));
     gint64 t0 = g_get_monotonic_time();
-    g_autoptr(json_object) saved = qmp_client_execute(qmp, "xen-save-devices-state", save_args, &e);
+    gboolean saved = qmp_xen_save_devices_state(qmp, fname, FALSE, &e);
     gint64 t1 = g_get_monotonic_time();
 
     /* Always give the fd back, even when the save failed. */
     g_autoptr(GError) e2 = NULL;
-    g_autoptr(json_object) rm_args = json_object_new_object();
-    json_object_object_add(rm_args, "fdset-id", json_object_new_int64(fdset));
-    g_autoptr(json_object) removed = qmp_client_execute(qmp, "remove-fd", rm_args, &e2);
+    gboolean removed = qmp_remove_fd(qmp, fdset, &e2);
     if (!saved) {
         close(mfd);
         sm_to_probe_error(error, g_steal_pointer(&e));
@@ -222,11 +210,12 @@ static void count_event(QmpClient *client, const char *name, json_object *data, 
     (*(guint *)user_data)++;
 }
 
-static gboolean simple_command(QmpClient *qmp, const char *command, GError **error)
+/* stop or cont (typed), its error as a probe error. */
+static gboolean run_state_command(QmpClient *qmp, gboolean (*command)(QmpClient *, GError **),
+                                  GError **error)
 {
     g_autoptr(GError) e = NULL;
-    g_autoptr(json_object) r = qmp_client_execute(qmp, command, NULL, &e);
-    if (!r) {
+    if (!command(qmp, &e)) {
         sm_to_probe_error(error, g_steal_pointer(&e));
         return FALSE;
     }
@@ -245,12 +234,7 @@ static gboolean count_probe_fds(QmpClient *qmp, guint *count, GError **error)
     *count = 0;
     for (guint i = 0; i < sets->len; i++) {
         const QmpFdset *set = sets->pdata[i];
-        gboolean ours = set->opaque->len > 0;
-        for (guint k = 0; k < set->opaque->len; k++) {
-            const char *o = set->opaque->pdata[k];
-            ours = ours && o && g_str_equal(o, PROBE_FD_OPAQUE);
-        }
-        *count += ours ? set->opaque->len : 0;
+        *count += fdset_is_ours(set) ? set->opaque->len : 0;
     }
     return TRUE;
 }
@@ -304,14 +288,14 @@ static GBytes *capture_quiesced(QmpClient *qmp, GError **error)
     }
     guint stops = 0;
     guint sub = qmp_client_subscribe(qmp, "STOP", count_event, &stops, NULL);
-    gboolean ok = simple_command(qmp, "stop", error);
+    gboolean ok = run_state_command(qmp, qmp_stop, error);
     qmp_client_unsubscribe(qmp, sub);
     if (!ok) {
         return NULL;
     }
     g_autoptr(GError) e = NULL;
     GBytes *state = sm_capture_device_state(qmp, &e);
-    if (stops > 0 && !simple_command(qmp, "cont", error)) {
+    if (stops > 0 && !run_state_command(qmp, qmp_cont, error)) {
         g_prefix_error(error, "the VM stopped for the probe could not be resumed: ");
         g_clear_pointer(&state, g_bytes_unref);
         return NULL;
