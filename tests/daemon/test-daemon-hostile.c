@@ -618,19 +618,6 @@ static void test_stranded(void)
     rig_pair_clear(&q);
 }
 
-/* The source's migration settings as QEMU reports them, as one comparable string. */
-static char *migration_settings(RigVm *vm)
-{
-    g_autoptr(GError) error = NULL;
-    g_autoptr(json_object) caps =
-        qmp_client_execute(rig_vm_qmp(vm), "query-migrate-capabilities", NULL, &error);
-    g_assert_no_error(error);
-    g_autoptr(json_object) params =
-        qmp_client_execute(rig_vm_qmp(vm), "query-migrate-parameters", NULL, &error);
-    g_assert_no_error(error);
-    return g_strconcat(json_object_to_json_string(caps), json_object_to_json_string(params), NULL);
-}
-
 /* Someone else's migration waiting at pre-switchover has stored the run state the destination
  * resumes with; a capture then would store "running" instead (a paused source would come up
  * running there). list --probe and status must leave that VM alone and say why, and the
@@ -644,7 +631,7 @@ static void test_probe_under_foreign_switchover(void)
     daemon_start(d, NULL);
     json_object_put(wait_connection(d, "foreign", "connected", 20000));
     pause_at_pre_switchover(&p);
-    g_autofree char *settings = migration_settings(p.src);
+    g_autofree char *settings = rig_vm_migration_settings(p.src);
 
     g_autoptr(json_object) all = call(d, "{\"op\":\"list\",\"probe\":true}");
     json_object *e = json_object_array_get_idx(member(all, "vms"), 0);
@@ -672,7 +659,7 @@ static void test_probe_under_foreign_switchover(void)
     g_assert_no_error(error);
     g_assert_cmpuint(json_object_array_length(fds), ==, 0);
     assert_runstate(p.src, "finish-migrate");
-    g_autofree char *settings_held = migration_settings(p.src);
+    g_autofree char *settings_held = rig_vm_migration_settings(p.src);
     g_assert_cmpstr(settings_held, ==, settings);
 
     /* That migration's owner cancels it: the source runs again, its settings untouched. */
@@ -682,7 +669,7 @@ static void test_probe_under_foreign_switchover(void)
     g_free(rig_wait_migration_status(p.src, ended, 30000, &error));
     g_assert_no_error(error);
     await_runstate(p.src, "running", 10000);
-    g_autofree char *settings_after = migration_settings(p.src);
+    g_autofree char *settings_after = rig_vm_migration_settings(p.src);
     g_assert_cmpstr(settings_after, ==, settings);
     g_assert_cmpint(daemon_stop(d), ==, 0);
     rig_pair_clear(&p);

@@ -418,23 +418,9 @@ static void run_recover(const char *src_addr, const char *dst_addr)
     g_assert_true(g_spawn_check_wait_status(status, NULL));
 }
 
-/* The migration capabilities and parameters of a VM: what the gate must leave as found. */
-static char *settings(RigVm *vm)
-{
-    g_autoptr(GError) error = NULL;
-    g_autoptr(json_object) caps =
-        qmp_client_execute(rig_vm_qmp(vm), "query-migrate-capabilities", NULL, &error);
-    g_assert_no_error(error);
-    g_autoptr(json_object) params =
-        qmp_client_execute(rig_vm_qmp(vm), "query-migrate-parameters", NULL, &error);
-    g_assert_no_error(error);
-    return g_strdup_printf("%s %s", json_object_to_json_string(caps),
-                           json_object_to_json_string(params));
-}
-
 static gboolean pause_before_switchover(RigVm *vm)
 {
-    g_autofree char *s = settings(vm);
+    g_autofree char *s = rig_vm_migration_settings(vm);
     return strstr(s, "\"state\": true, \"capability\": \"pause-before-switchover\"") != NULL;
 }
 
@@ -516,7 +502,7 @@ static void test_fault(gconstpointer data)
     g_assert_no_error(error);
     unlink(hang_pid);
     unlink(child_pid);
-    g_autofree char *before = settings(src);
+    g_autofree char *before = rig_vm_migration_settings(src);
     const char *args[] = {"migrate",
                           "--source",
                           src_addr,
@@ -645,7 +631,7 @@ static void test_fault(gconstpointer data)
     if (c->exit_code == KILLED || c->exit_code == 6) {
         g_assert_false(pause_before_switchover(src));
     } else {
-        g_autofree char *after = settings(src);
+        g_autofree char *after = rig_vm_migration_settings(src);
         g_assert_cmpstr(after, ==, before);
     }
     gboolean on_src = g_str_equal(s2, "running");

@@ -676,3 +676,16 @@ char *rig_migrate(RigVm *src, RigVm *dst, const char *const *caps, GError **erro
     static const char *const final[] = {"completed", "failed", "cancelled", "pre-switchover", NULL};
     return rig_wait_migration_status(src, final, 60000, error);
 }
+
+char *rig_vm_migration_settings(RigVm *vm)
+{
+    g_autoptr(GError) error = NULL;
+    g_autoptr(json_object) caps =
+        qmp_client_execute(vm->qmp, "query-migrate-capabilities", NULL, &error);
+    g_assert_no_error(error);
+    g_autoptr(json_object) params =
+        qmp_client_execute(vm->qmp, "query-migrate-parameters", NULL, &error);
+    g_assert_no_error(error);
+    return g_strdup_printf("%s %s", json_object_to_json_string(caps),
+                           json_object_to_json_string(params));
+}

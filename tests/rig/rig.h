@@ -120,6 +120,9 @@ char *rig_migrate(RigVm *src, RigVm *dst, const char *const *caps, GError **erro
 /* A fresh unix migration URI in the rig's tmpdir. */
 char *rig_migration_uri(void);
 /* Polls query-migrate on vm until status is one of `statuses` (NULL-terminated). */
+/* The VM's migration capabilities and parameters as QEMU reports them, one comparable string:
+ * what a gate must leave as it found it. */
+char *rig_vm_migration_settings(RigVm *vm);
 char *rig_wait_migration_status(RigVm *vm, const char *const *statuses, guint timeout_ms,
                                 GError **error);
 /* query-status "status" of the VM. */

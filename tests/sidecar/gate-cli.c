@@ -131,22 +131,9 @@ void assert_runstate(RigVm *vm, const char *want)
 }
 
 /* The migration capabilities and parameters a VM has: what the gate must leave as found. */
-char *settings(RigVm *vm)
-{
-    g_autoptr(GError) error = NULL;
-    g_autoptr(json_object) caps =
-        qmp_client_execute(rig_vm_qmp(vm), "query-migrate-capabilities", NULL, &error);
-    g_assert_no_error(error);
-    g_autoptr(json_object) params =
-        qmp_client_execute(rig_vm_qmp(vm), "query-migrate-parameters", NULL, &error);
-    g_assert_no_error(error);
-    return g_strdup_printf("%s %s", json_object_to_json_string(caps),
-                           json_object_to_json_string(params));
-}
-
 void assert_settings(RigVm *vm, const char *before)
 {
-    g_autofree char *after = settings(vm);
+    g_autofree char *after = rig_vm_migration_settings(vm);
     g_assert_cmpstr(after, ==, before);
 }
 

@@ -29,7 +29,6 @@ gboolean saw(Gate *g, const char *name);
 
 void assert_runstate(RigVm *vm, const char *want);
 /* The migration capabilities and parameters a VM has: what the gate must leave as found. */
-char *settings(RigVm *vm);
 void assert_settings(RigVm *vm, const char *before);
 gboolean capability(RigVm *vm, const char *name);
 /* A command through the test's own monitor, without arguments, that must succeed. */

@@ -23,7 +23,8 @@ static void test_idle(gconstpointer data)
     RigPair p;
     rig_pair_start(&p,
                    &(RigPairConfig){.src_qemu = s->src, .dst_qemu = s->dst, .machine = s->machine});
-    g_autofree char *src_before = settings(p.src), *dst_before = settings(p.dst);
+    g_autofree char *src_before = rig_vm_migration_settings(p.src),
+                    *dst_before = rig_vm_migration_settings(p.dst);
     g_autoptr(Gate) g =
         gate_start("migrate", "--source", p.src_addr, "--dest", p.dst_addr, "--uri", p.uri,
                    "--json", "--downtime-limit", "123", "--max-bandwidth", "1G", NULL);
@@ -119,7 +120,7 @@ static void test_never_fetched(gconstpointer data)
     rig_pair_start(&p,
                    &(RigPairConfig){.src_qemu = s->src, .dst_qemu = s->dst, .machine = s->machine});
     leave_pending(&p, rig_cmd_gesn());
-    g_autofree char *before = settings(p.src);
+    g_autofree char *before = rig_vm_migration_settings(p.src);
     g_autoptr(Gate) g =
         gate_start("migrate", "--source", p.src_addr, "--dest", p.dst_addr, "--uri", p.uri,
                    "--dest-prepare", p.prepare, "--backoff", "50ms", "--max-attempts", "3",
@@ -160,7 +161,7 @@ static void test_fix_policy(gconstpointer data)
         g_assert_cmpint(rig_guest_data_in(p.guest, 0, buf, 8, &error), ==, 8);
         g_assert_no_error(error);
     }
-    g_autofree char *before = settings(p.src);
+    g_autofree char *before = rig_vm_migration_settings(p.src);
     g_autoptr(Gate) g =
         gate_start("migrate", "--source", p.src_addr, "--dest", p.dst_addr, "--uri", p.uri,
                    "--max-attempts", "1", "--on-unquiesceable", c->policy, "--json", NULL);
@@ -213,7 +214,7 @@ static void test_interrupt(gconstpointer data)
     make_ram_heavy(&p);
     if (c->pending)
         leave_pending(&p, rig_cmd_gesn());
-    g_autofree char *before = settings(p.src);
+    g_autofree char *before = rig_vm_migration_settings(p.src);
     g_autoptr(Gate) g =
         gate_start("migrate", "--source", p.src_addr, "--dest", p.dst_addr, "--uri", p.uri,
                    "--dest-prepare", c->prepare ? c->prepare : p.prepare, "--backoff", "5s",
@@ -316,7 +317,7 @@ static void test_layout_not_understood(void)
     json_object_put(r);
     g_autofree char *plugins =
         g_build_filename(g_getenv("SM_BUILD_ROOT"), "plugin", "examples", NULL);
-    g_autofree char *before = settings(p.src);
+    g_autofree char *before = rig_vm_migration_settings(p.src);
     g_autoptr(Gate) g = gate_start("migrate", "--source", p.src_addr, "--dest", p.dst_addr, "--uri",
                                    p.uri, "--dest-prepare", p.prepare, "--backoff", "50ms",
                                    "--max-attempts", "3", "--plugin-dir", plugins, "--json", NULL);
@@ -377,7 +378,7 @@ static void test_dest_prepare_fails(void)
     rig_pair_start(
         &p, &(RigPairConfig){.src_qemu = RIG_QEMU_72, .dst_qemu = RIG_QEMU_72, .machine = "pc"});
     leave_pending(&p, rig_cmd_gesn());
-    g_autofree char *before = settings(p.src);
+    g_autofree char *before = rig_vm_migration_settings(p.src);
     g_autoptr(Gate) g =
         gate_start("migrate", "--source", p.src_addr, "--dest", p.dst_addr, "--uri", p.uri,
                    "--dest-prepare", "exit 7", "--backoff", "10ms", "--json", NULL);
@@ -396,7 +397,7 @@ static void test_dest_dies_mid_stream(void)
     rig_pair_start(
         &p, &(RigPairConfig){.src_qemu = RIG_QEMU_72, .dst_qemu = RIG_QEMU_72, .machine = "pc"});
     make_ram_heavy(&p);
-    g_autofree char *before = settings(p.src);
+    g_autofree char *before = rig_vm_migration_settings(p.src);
     g_autoptr(Gate) g = gate_start("migrate", "--source", p.src_addr, "--dest", p.dst_addr, "--uri",
                                    p.uri, "--max-bandwidth", "2M", "--json", NULL);
     json_object *ev = gate_until(g, "attempt");

@@ -23,7 +23,7 @@ static void test_paused_idle(gconstpointer data)
     RigPair p;
     rig_pair_start(&p, &(RigPairConfig){.src_qemu = qemu, .dst_qemu = qemu, .machine = "pc"});
     qmp_ok(p.src, "stop");
-    g_autofree char *before = settings(p.src);
+    g_autofree char *before = rig_vm_migration_settings(p.src);
     g_autoptr(Gate) g = gate_start("migrate", "--source", p.src_addr, "--dest", p.dst_addr, "--uri",
                                    p.uri, "--json", NULL);
     g_assert_cmpint(gate_wait(g), ==, 0);
@@ -48,7 +48,7 @@ static void test_paused_busy_refused(gconstpointer data)
     rig_pair_start(&p, &(RigPairConfig){.src_qemu = qemu, .dst_qemu = qemu, .machine = "pc"});
     leave_pending(&p, rig_cmd_gesn());
     qmp_ok(p.src, "stop");
-    g_autofree char *before = settings(p.src);
+    g_autofree char *before = rig_vm_migration_settings(p.src);
     g_autoptr(Gate) g = gate_start("migrate", "--source", p.src_addr, "--dest", p.dst_addr, "--uri",
                                    p.uri, "--dest-prepare", p.prepare, "--json", NULL);
     g_assert_cmpint(gate_wait(g), ==, 4);

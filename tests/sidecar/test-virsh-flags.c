@@ -43,7 +43,8 @@ static void test_multifd_and_friends(void)
     RigPair p;
     rig_pair_start(
         &p, &(RigPairConfig){.src_qemu = RIG_QEMU_72, .dst_qemu = RIG_QEMU_72, .machine = "pc"});
-    g_autofree char *src_before = settings(p.src), *dst_before = settings(p.dst);
+    g_autofree char *src_before = rig_vm_migration_settings(p.src),
+                    *dst_before = rig_vm_migration_settings(p.dst);
     g_autoptr(Gate) g = gate_start("migrate", "--source", p.src_addr, "--dest", p.dst_addr, "--uri",
                                    p.uri, "--live", "--parallel-connections", "3",
                                    "--auto-converge", "--timeout", "5min", "--json", NULL);
@@ -67,7 +68,7 @@ static void test_bandwidth_mib(void)
     rig_pair_start(
         &p, &(RigPairConfig){.src_qemu = RIG_QEMU_72, .dst_qemu = RIG_QEMU_72, .machine = "pc"});
     make_ram_heavy(&p);
-    g_autofree char *before = settings(p.src);
+    g_autofree char *before = rig_vm_migration_settings(p.src);
     g_autoptr(Gate) g = gate_start("migrate", "--source", p.src_addr, "--dest", p.dst_addr, "--uri",
                                    p.uri, "--bandwidth", "2", "--json", NULL);
     int code = -1;
