@@ -65,7 +65,8 @@ typedef struct {
     json_object *held_id;
     GBytes *greeting;
     SmReport *paused_report;
-    char *paused_unread; /* PRE_MIGRATE found the VM paused and could not probe it: why */
+    char *paused_unread;        /* PRE_MIGRATE found the VM paused and could not probe it: why */
+    gboolean at_pre_switchover; /* QEMU's last MIGRATION event said so */
     SmGate *gate;
     guint our_seq;
 } Filter;
@@ -275,6 +276,7 @@ static void hold(Filter *f, Line *line, json_object *cmd, SmGateJobKind kind)
     if (kind == SM_GATE_JOB_SWITCHOVER) {
         job->paused_report = g_steal_pointer(&f->paused_report);
         job->paused_unread = g_steal_pointer(&f->paused_unread);
+        job->at_pre_switchover = f->at_pre_switchover;
     }
     g_info("holding libvirt's %s for the gate",
            kind == SM_GATE_JOB_SWITCHOVER ? "migrate-continue" : "migrate");
@@ -322,6 +324,10 @@ static void on_gate_done(SmGateJob *job, gpointer data)
         sm_gate_job_free(job);
         return;
     }
+    if (job->kind == SM_GATE_JOB_RELEASE) {
+        sm_gate_job_free(job);
+        return;
+    }
     g_return_if_fail(f->held);
     if (job->kind == SM_GATE_JOB_PRE_MIGRATE) {
         f->paused_report = g_steal_pointer(&job->paused_report);
@@ -346,6 +352,26 @@ static void on_gate_done(SmGateJob *job, gpointer data)
 }
 
 /* ---- QEMU -> libvirt ---------------------------------------------------------------------- */
+
+/* QEMU's MIGRATION events: the gate then knows a migration waits at pre-switchover without a
+ * query while the guest is stopped, and gives the capture's fd back when one ends without
+ * its switchover (libvirt's abort, a failure). */
+static void on_migration_event(Filter *f, json_object *msg)
+{
+    json_object *data, *status;
+    if (!json_object_object_get_ex(msg, "data", &data) ||
+        !json_object_object_get_ex(data, "status", &status) ||
+        !json_object_is_type(status, json_type_string))
+        return;
+    const char *s = json_object_get_string(status);
+    f->at_pre_switchover = g_str_equal(s, "pre-switchover");
+    if (f->gate && (g_str_equal(s, "cancelled") || g_str_equal(s, "failed"))) {
+        SmGateJob *job = g_new0(SmGateJob, 1);
+        job->kind = SM_GATE_JOB_RELEASE;
+        job->client_fd = -1;
+        sm_gate_submit(f->gate, job);
+    }
+}
 
 /* Our reply: back to the worker under its own id. Replies to a previous incarnation's
  * commands (it was killed mid-command) are dropped: libvirt must never see our ids. */
@@ -384,6 +410,8 @@ static void from_qemu(Filter *f, Line *line)
             g_info("hiding %s (caused by the gate's own capture)", name);
             return;
         }
+        if (name && g_str_equal(name, "MIGRATION"))
+            on_migration_event(f, msg);
         if (name && g_str_equal(name, "RESUME")) { /* a verdict never outlives a RESUME */
             g_clear_pointer(&f->paused_report, sm_report_free);
             g_clear_pointer(&f->paused_unread, g_free);
