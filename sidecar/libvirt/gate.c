@@ -246,8 +246,13 @@ static void switchover(SmGate *g, SmGateJob *job)
 {
     g_autoptr(GError) error = NULL;
     QmpClient *qmp = client(g, &error);
-    /* One verdict per preparation: a later switchover without a `migrate` is not judged. */
+    /* One verdict per preparation: a later switchover without a `migrate` is probed whole. */
     g_autoptr(GPtrArray) devices = g_steal_pointer(&g->devices);
+    if (!qmp) {
+        g_autofree char *why = g_strdup_printf("cannot reach QEMU (%s)", error->message);
+        refuse(g, job, NULL, why);
+        return;
+    }
     if (!at_pre_switchover(g, job, qmp))
         return;
     SmReport *report = job->paused_report;
@@ -264,14 +269,15 @@ static void switchover(SmGate *g, SmGateJob *job)
     }
     if (!report && !devices) {
         /* This worker did not see the migration's `migrate` (its filter restarted since): no
-         * devices read, no fd prepared, nothing but the save may run now. Never judged. */
-        refuse(g, job, qmp,
-               "the gate did not prepare this migration (its filter restarted "
-               "during it): device state not judged");
-        return;
-    }
-    if (!report)
+         * devices read, no fd prepared. The whole probe, discovery included, with the guest
+         * stopped: slower, but decoded (this case alone). */
+        g_warning("switchover of a migration this filter did not prepare: probing it whole");
+        qmp_client_set_default_timeout(qmp, (guint)MAX(g->policy.probe_timeout_ms, 1));
+        report = fresh = sm_probe_vm(qmp, g->registry, &error);
+        qmp_client_set_default_timeout(qmp, QMP_TIMEOUT_MS);
+    } else if (!report) {
         report = fresh = capture_prepared(g, qmp, devices, &error);
+    }
     if (!report) {
         g_autofree char *why = g_strdup_printf("device state unreadable (%s)", error->message);
         refuse(g, job, qmp, why);
