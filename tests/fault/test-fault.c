@@ -284,22 +284,11 @@ static Gate *gate_start(const char *stop_at, const char *const *args)
     return g;
 }
 
-/* Process state letter from /proc (R, S, T, Z...), or 0 if gone. */
-static char proc_state(pid_t pid)
-{
-    g_autofree char *path = g_strdup_printf("/proc/%d/stat", (int)pid);
-    g_autofree char *text = NULL;
-    if (!g_file_get_contents(path, &text, NULL, NULL))
-        return 0;
-    const char *close_paren = strrchr(text, ')');
-    return close_paren && close_paren[1] ? close_paren[2] : 0;
-}
-
 /* Waits until the gate stopped itself at its SM_FAULT_STOP_AT point. */
 static void gate_wait_stopped(Gate *g)
 {
     for (int i = 0; i < 6000; i++) {
-        char s = proc_state(g->pid);
+        char s = rig_process_state(g->pid);
         if (s == 'T')
             return;
         if (s == 0 || s == 'Z')
@@ -395,7 +384,8 @@ typedef struct {
 static char *vm_state(RigVm *vm)
 {
     /* An adopted (daemonized) QEMU that exited may linger as a zombie nobody reaps. */
-    if (!rig_vm_alive(vm) || proc_state(rig_vm_pid(vm)) == 0 || proc_state(rig_vm_pid(vm)) == 'Z')
+    if (!rig_vm_alive(vm) || rig_process_state(rig_vm_pid(vm)) == 0 ||
+        rig_process_state(rig_vm_pid(vm)) == 'Z')
         return g_strdup("dead");
     if (!rig_vm_qmp(vm)) /* a reload that lost the race with its exit */
         return g_strdup("no monitor");
@@ -425,36 +415,35 @@ static gboolean pause_before_switchover(RigVm *vm)
 }
 
 /* The dest-prepare script restarts the destination in the background: adopt the new
- * process. Called once the gate's output closed, so the script has finished; the new QEMU
- * may be gone already (a later attempt that was called off ends its incoming migration and
- * QEMU exits, removing its pid file). */
+ * process. Called once the gate ended; a gate killed during dest-prepare leaves its script
+ * running: wait until it has started the new QEMU (no process runs the script), and while a
+ * QEMU in the directory has yet to write its pid file. The new QEMU may be gone already (a
+ * later attempt that was called off ends its incoming migration and QEMU exits, removing its
+ * pid file). */
 static void adopt_new_dest(RigVm *dst, GPid old_pid)
 {
-    g_autofree char *pid_path =
-        g_build_filename(rig_tmpdir(), rig_vm_name(dst), "pid", NULL); /* the rig's layout */
+    g_autofree char *dir = g_build_filename(rig_tmpdir(), rig_vm_name(dst), NULL); /* the rig's */
+    g_autofree char *pid_path = g_build_filename(dir, "pid", NULL);                /* layout */
+    g_autofree char *script = g_build_filename(dir, "prepare.sh", NULL);
     for (int i = 0; i < 500; i++) {
+        g_autoptr(GArray) scripts = rig_processes_naming(script);
+        g_autoptr(GArray) in_dir = rig_processes_naming(dir);
         g_autofree char *text = NULL;
-        if (!g_file_get_contents(pid_path, &text, NULL, NULL))
-            return;
-        GPid pid = (GPid)g_ascii_strtoll(text, NULL, 10);
-        char state = proc_state(pid);
+        if (scripts->len == 0 && !g_file_get_contents(pid_path, &text, NULL, NULL)) {
+            if (in_dir->len == 0)
+                return;
+            g_usleep(20000);
+            continue;
+        }
+        GPid pid = text ? (GPid)g_ascii_strtoll(text, NULL, 10) : 0;
+        char state = rig_process_state(pid);
         g_autoptr(GError) error = NULL;
-        if (pid == old_pid || state == 0 || state == 'Z' || rig_vm_reload(dst, &error))
+        if (scripts->len == 0 &&
+            (pid == old_pid || state == 0 || state == 'Z' || rig_vm_reload(dst, &error)))
             return;
         g_usleep(20000);
     }
     g_error("the restarted destination never came up");
-}
-
-/* Source migration status through the test's own monitor. */
-static char *migration_status(RigVm *vm)
-{
-    g_autoptr(GError) error = NULL;
-    g_autoptr(json_object) r = qmp_client_execute(rig_vm_qmp(vm), "query-migrate", NULL, &error);
-    g_assert_no_error(error);
-    json_object *v;
-    return g_strdup(json_object_object_get_ex(r, "status", &v) ? json_object_get_string(v)
-                                                               : "none");
 }
 
 #define KILLED (128 + SIGKILL)
@@ -587,9 +576,9 @@ static void test_fault(gconstpointer data)
         g_autofree char *child_text = NULL;
         g_assert_true(g_file_get_contents(child_pid, &child_text, NULL, NULL));
         pid_t child = (pid_t)g_ascii_strtoll(child_text, NULL, 10);
-        for (int i = 0; i < 100 && kill(child, 0) == 0 && proc_state(child) != 'Z'; i++)
+        for (int i = 0; i < 100 && kill(child, 0) == 0 && rig_process_state(child) != 'Z'; i++)
             g_usleep(10000);
-        g_assert_true(kill(child, 0) == -1 || proc_state(child) == 'Z');
+        g_assert_true(kill(child, 0) == -1 || rig_process_state(child) == 'Z');
     }
     if (c->fault != FAULT_PREPARE_HANGS)
         g_assert_cmpint(gate_wait(g), ==, c->exit_code);
@@ -615,14 +604,14 @@ static void test_fault(gconstpointer data)
     /* The VM runs on exactly one side, or recover brings it back to the source. */
     /* A migration the dead gate left in flight would pause the VM at pre-switchover any
      * moment: that is not "running on one side" either. */
-    g_autofree char *s1 = vm_state(src), *d1 = vm_state(dst), *m1 = migration_status(src);
+    g_autofree char *s1 = vm_state(src), *d1 = vm_state(dst), *m1 = rig_vm_migration_status(src);
     g_test_message("after the fault: source %s (migration %s), destination %s", s1, m1, d1);
     g_assert_cmpstr(s1, !=, "dead");
     static const char *const settled[] = {"none", "completed", "cancelled", "failed", NULL};
     if ((!g_str_equal(s1, "running") && !g_str_equal(d1, "running")) ||
         !g_strv_contains(settled, m1) || c->exit_code == KILLED || c->exit_code == 6)
         run_recover(src_direct, dst_direct);
-    g_autofree char *s2 = vm_state(src), *d2 = vm_state(dst), *m2 = migration_status(src);
+    g_autofree char *s2 = vm_state(src), *d2 = vm_state(dst), *m2 = rig_vm_migration_status(src);
     g_test_message("settled: source %s (migration %s), destination %s", s2, m2, d2);
     g_assert_true(g_strv_contains(settled, m2));
     /* QEMU is left as found: whatever the gate set is restored by the gate, or, for a gate

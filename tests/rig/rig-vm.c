@@ -12,6 +12,7 @@
 #include <sys/wait.h>
 #include <unistd.h>
 
+#include <glib-unix.h>
 #include <glib/gstdio.h>
 
 GQuark rig_error_quark(void)
@@ -53,10 +54,119 @@ static void remove_tree(const char *path)
     rmdir(path);
 }
 
+/* ---- Strays: every process a test starts ends with it ---------------------------------
+ * A QEMU that a prepare script relaunches daemonizes: it is nobody's child, PR_SET_PDEATHSIG
+ * does not follow it, and the rig learns its pid only if the test reloads the VM. A test
+ * that fails an assertion aborts and runs no teardown at all. So the rig finds its processes
+ * by what they name: every QEMU, script and gate of a test process names a path under its
+ * rig_tmpdir(), a fresh directory that no other process on the machine names. */
+
+/* Whether a command line (NUL-separated arguments) names `path` or a path under it. */
+static gboolean names_path(const char *cmdline, gsize len, const char *path)
+{
+    gsize n = strlen(path);
+    for (const char *at = cmdline, *end = cmdline + len;
+         (at = memmem(at, (gsize)(end - at), path, n)); at++)
+        if (at + n < end && (at[n] == '/' || at[n] == '\0'))
+            return TRUE;
+    return FALSE;
+}
+
+GArray *rig_processes_naming(const char *path)
+{
+    GArray *pids = g_array_new(FALSE, FALSE, sizeof(GPid));
+    g_autoptr(GDir) proc = g_dir_open("/proc", 0, NULL);
+    const char *entry;
+    while (proc && (entry = g_dir_read_name(proc))) {
+        char *end;
+        GPid pid = (GPid)g_ascii_strtoll(entry, &end, 10);
+        if (*end || pid <= 0 || pid == getpid())
+            continue;
+        g_autofree char *file = g_strdup_printf("/proc/%s/cmdline", entry);
+        g_autofree char *cmdline = NULL;
+        gsize len = 0;
+        /* A zombie's command line is empty: only live processes match. */
+        if (g_file_get_contents(file, &cmdline, &len, NULL) && names_path(cmdline, len, path))
+            g_array_append_val(pids, pid);
+    }
+    return pids;
+}
+
+char rig_process_state(GPid pid)
+{
+    g_autofree char *path = g_strdup_printf("/proc/%d/stat", (int)pid);
+    g_autofree char *stat = NULL;
+    if (pid <= 0 || !g_file_get_contents(path, &stat, NULL, NULL))
+        return 0;
+    const char *end = strrchr(stat, ')'); /* "PID (COMM) STATE ...": COMM may hold anything */
+    return end && end[1] == ' ' ? end[2] : 0;
+}
+
+static gboolean process_gone(GPid pid)
+{
+    char state = rig_process_state(pid);
+    return state == 0 || state == 'Z';
+}
+
+/* Kills every process naming `dir` and waits until each is gone (its sockets and files
+ * free), until none is left: a prepare script may be forking its QEMU meanwhile. */
+static void sweep(const char *dir)
+{
+    for (int pass = 0; pass < 20; pass++) {
+        g_autoptr(GArray) pids = rig_processes_naming(dir);
+        if (pids->len == 0)
+            return;
+        for (guint i = 0; i < pids->len; i++)
+            kill(g_array_index(pids, GPid, i), SIGKILL);
+        for (guint i = 0; i < pids->len; i++)
+            for (int t = 0; t < 500 && !process_gone(g_array_index(pids, GPid, i)); t++)
+                g_usleep(2000);
+    }
+}
+
 static void remove_tmpdir(void)
 {
-    if (tmpdir && !g_getenv("SM_KEEP_TMP"))
+    if (!tmpdir)
+        return;
+    sweep(tmpdir);
+    if (!g_getenv("SM_KEEP_TMP"))
         remove_tree(tmpdir);
+}
+
+static void watchdog_setup(gpointer data)
+{
+    (void)data;
+    setsid(); /* out of the test's process group, which a test runner may kill as a whole */
+}
+
+/* The sweep for a test process that ends without exit handlers (an assertion's abort, a
+ * signal, a runner's SIGKILL): a shell that reads a pipe whose only writer is this process
+ * and, at its end of file, does what remove_tmpdir() does. Its own command line names no
+ * path of ours; grep reads the pattern from its stdin for the same reason. */
+static void start_watchdog(void)
+{
+    static const char script[] =
+        "cat >/dev/null\n"
+        "for pass in 1 2 3 4 5; do\n"
+        "  pids=$(printf '%s/\\n' \"$SMRIG_DIR\" | grep -laF -f - /proc/[0-9]*/cmdline 2>/dev/null"
+        " | cut -d/ -f3)\n"
+        "  [ -n \"$pids\" ] || break\n"
+        "  kill -9 $pids 2>/dev/null; sleep 0.2\n"
+        "done\n"
+        "[ -n \"$SM_KEEP_TMP\" ] || rm -rf -- \"$SMRIG_DIR\"\n";
+    int fds[2];
+    g_autoptr(GError) error = NULL;
+    if (!g_unix_open_pipe(fds, FD_CLOEXEC, &error))
+        g_error("rig watchdog: %s", error->message);
+    const char *argv[] = {"/bin/sh", "-c", script, "smrig-watchdog", NULL};
+    g_auto(GStrv) envp = g_environ_setenv(g_get_environ(), "SMRIG_DIR", tmpdir, TRUE);
+    /* Not reaped by us: GLib double-forks it, so it outlives this process as nobody's zombie. */
+    if (!g_spawn_async_with_pipes_and_fds(NULL, argv, (const char *const *)envp,
+                                          G_SPAWN_STDOUT_TO_DEV_NULL | G_SPAWN_STDERR_TO_DEV_NULL,
+                                          watchdog_setup, NULL, fds[0], -1, -1, NULL, NULL, 0, NULL,
+                                          NULL, NULL, NULL, &error))
+        g_error("rig watchdog: %s", error->message);
+    close(fds[0]); /* fds[1] stays open, unwritten, until this process ends */
 }
 
 const char *rig_tmpdir(void)
@@ -65,16 +175,20 @@ const char *rig_tmpdir(void)
         /* Short paths: unix socket names are limited to 108 bytes. */
         tmpdir = g_dir_make_tmp("smrig-XXXXXX", NULL);
         g_assert(tmpdir);
+        start_watchdog();
         atexit(remove_tmpdir);
     }
     return tmpdir;
 }
 
-/* Bytes of the data file on the default ISO: a pattern that differs in every sector, so a
- * READ(10) of the wrong sector or a zero-filled buffer can never pass for the right one. */
-static void fill_pattern(guint8 *buf, gsize len)
+/* A pattern that differs in every sector (xorshift from `seed`), so a READ(10) of the wrong
+ * sector or a zero-filled buffer can never pass for the right one; the ISO's data file and
+ * the disk have different seeds, so a sector of the one never passes for one of the other. */
+enum { ISO_SEED = 0x9e3779b9u, DISK_SEED = 0x2545f491u };
+
+static void fill_pattern(guint8 *buf, gsize len, guint32 seed)
 {
-    guint32 x = 0x9e3779b9u;
+    guint32 x = seed;
     for (gsize i = 0; i < len; i++) {
         x ^= x << 13;
         x ^= x >> 17;
@@ -92,7 +206,7 @@ const char *rig_default_iso(GError **error)
     g_mkdir_with_parents(content, 0700);
     gsize len = 256 * 1024;
     g_autofree guint8 *data = g_malloc(len);
-    fill_pattern(data, len);
+    fill_pattern(data, len, ISO_SEED);
     g_autofree char *data_path = g_build_filename(content, "DATA.BIN", NULL);
     g_autofree char *hello_path = g_build_filename(content, "HELLO.TXT", NULL);
     if (!g_file_set_contents(data_path, (const char *)data, (gssize)len, error) ||
@@ -139,19 +253,6 @@ void rig_expected_read_capacity(guint8 out[8])
 
 static char *default_disk;
 
-/* Bytes of the default disk: the ISO's pattern with another seed, so that a sector of the
- * one never passes for a sector of the other. */
-static void fill_disk_pattern(guint8 *buf, gsize len)
-{
-    guint32 x = 0x2545f491u;
-    for (gsize i = 0; i < len; i++) {
-        x ^= x << 13;
-        x ^= x >> 17;
-        x ^= x << 5;
-        buf[i] = (guint8)(x >> 24);
-    }
-}
-
 enum { DISK_BYTES = 1024 * 1024 };
 
 const char *rig_default_disk(GError **error)
@@ -160,7 +261,7 @@ const char *rig_default_disk(GError **error)
         return default_disk;
     g_autofree char *path = g_build_filename(rig_tmpdir(), "disk.img", NULL);
     g_autofree guint8 *data = g_malloc(DISK_BYTES);
-    fill_disk_pattern(data, DISK_BYTES);
+    fill_pattern(data, DISK_BYTES, DISK_SEED);
     if (!g_file_set_contents(path, (const char *)data, DISK_BYTES, error))
         return NULL;
     default_disk = g_steal_pointer(&path);
@@ -172,7 +273,7 @@ gboolean rig_disk_sector(guint32 lba, guint8 out[512])
     if ((guint64)lba * 512 + 512 > DISK_BYTES)
         return FALSE;
     g_autofree guint8 *data = g_malloc(DISK_BYTES);
-    fill_disk_pattern(data, DISK_BYTES);
+    fill_pattern(data, DISK_BYTES, DISK_SEED);
     memcpy(out, data + (gsize)lba * 512, 512);
     return TRUE;
 }
@@ -521,6 +622,10 @@ void rig_vm_free(RigVm *vm)
         qmp_client_unref(vm->qmp);
     }
     kill_process(vm);
+    /* And whatever else runs from its directory: a QEMU a prepare script started that the
+     * test never adopted, the script itself. */
+    if (vm->dir)
+        sweep(vm->dir);
     if (!g_getenv("SM_KEEP_TMP") && vm->dir)
         remove_tree(vm->dir);
     g_free(vm->name);
@@ -610,6 +715,16 @@ char *rig_vm_runstate(RigVm *vm, GError **error)
         return NULL;
     }
     return g_strdup(json_object_get_string(status));
+}
+
+char *rig_vm_migration_status(RigVm *vm)
+{
+    g_autoptr(GError) error = NULL;
+    g_autoptr(json_object) r = qmp_client_execute(vm->qmp, "query-migrate", NULL, &error);
+    g_assert_no_error(error);
+    json_object *v;
+    return g_strdup(json_object_object_get_ex(r, "status", &v) ? json_object_get_string(v)
+                                                               : "none");
 }
 
 char *rig_migration_uri(void)
