@@ -2,10 +2,11 @@
 /* safe-migrate-filter: one per gated domain, started by the holder on libvirt's monitor
  * connection (fd 3) and QEMU's (fd 4). A byte-exact relay of libvirt's QMP, passed fds
  * included, except that it holds libvirt's `migrate` and `migrate-continue` for the gate,
- * never lets a `migrate_cancel` reach QEMU once the switchover has begun, multiplexes its own QMP
- * client (the gate worker, on a private socket) onto QEMU's connection with ids libvirt never sees,
- * and hides the STOP/RESUME events its own captures cause. Its argv carries "safe-migrate" and the
- * domain name: safe-migrate-filter --domain NAME --config-dir DIR [--resume] */
+ * keeps libvirt's `migrate_cancel` from QEMU once the switchover has begun, multiplexes
+ * its own QMP client (the gate worker, on a private socket) onto QEMU's connection with
+ * ids libvirt never sees, and hides the STOP/RESUME events its own captures cause. Its
+ * argv carries "safe-migrate" and the domain name:
+ *   safe-migrate-filter --domain NAME --config-dir DIR [--resume] */
 #define G_LOG_DOMAIN "safe-migrate-filter"
 
 #include <errno.h>
@@ -310,6 +311,10 @@ static gboolean poll_switch(gpointer data)
 {
     Filter *f = data;
     ASSERT_MAIN();
+    if (!f->switching) { /* ended without us: a new `migrate` reset it */
+        f->switch_poll = 0;
+        return G_SOURCE_REMOVE;
+    }
     if (!f->switch_asked) {
         g_autofree char *query = qmp_command_line("query-migrate", NULL, SWITCH_POLL_ID);
         g_queue_push_tail(&f->ours, line_new(query, strlen(query), NULL));
