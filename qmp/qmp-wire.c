@@ -49,6 +49,16 @@ json_object *qmp_message_parse(const char *line, gsize len, QmpMessageKind *kind
     return msg;
 }
 
+gboolean qmp_line_may_hold(const char *line, gsize len, const char *const *words)
+{
+    if (memchr(line, '\\', len))
+        return TRUE;
+    for (guint i = 0; words && words[i]; i++)
+        if (memmem(line, len, words[i], strlen(words[i])))
+            return TRUE;
+    return FALSE;
+}
+
 const char *qmp_message_command(json_object *msg)
 {
     const char *exec = qmp_json_string(msg, "execute");

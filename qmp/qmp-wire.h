@@ -36,6 +36,14 @@ json_object *qmp_message_id(json_object *msg);
 /* Replaces (or, with id NULL, removes) the message's id; `id` is not consumed. */
 void qmp_message_set_id(json_object *msg, json_object *id);
 
+/* A relay's cheap look at a raw line, before (or instead of) parsing it: FALSE proves that
+ * no JSON string of the line (key or value, whatever the parser: json-c also takes single
+ * quotes) contains any of `words` (NULL-terminated), so a relay that acts only on such
+ * strings may forward the line untouched. A string's decoded bytes are its raw bytes except
+ * for escapes, which all start with a backslash: any backslash, or any word among the raw
+ * bytes (NULs included), gives TRUE, and the caller parses. */
+gboolean qmp_line_may_hold(const char *line, gsize len, const char *const *words);
+
 /* One line each ("...\r\n", as QEMU writes), id (not consumed) copied when not NULL. */
 char *qmp_message_encode(json_object *msg);
 char *qmp_reply_return_line(json_object *id, json_object *value);

@@ -31,6 +31,15 @@
 #define OUR_ID_PREFIX "sm-filter-"
 #define SWITCH_POLL_ID OUR_ID_PREFIX "switch" /* our own query-migrate while a cancel waits */
 
+/* The relay's fast path (relay_plain): a line is parsed only when it may hold one of its
+ * side's words (qmp_line_may_hold: the word among its bytes, or an escape); any other line
+ * goes from the read buffer to the other side untouched, with no copy, parse or allocation.
+ * A line the filter is to act on must therefore name one of these: libvirt's commands held
+ * for the gate (migrate, migrate-continue); QEMU's greeting, events (STOP/RESUME hidden, all
+ * copied to the gate's client) and replies to our commands (ids with OUR_ID_PREFIX). */
+static const char *const libvirt_words[] = {"migrate", NULL};
+static const char *const qemu_words[] = {"QMP", "event", OUR_ID_PREFIX, NULL};
+
 /* Everything below runs on the main thread, which owns the default main context (main()
  * acquires it); the gate worker reaches it only through sm_gate_submit and on_gate_done. */
 #define ASSERT_MAIN() g_assert(g_main_context_is_owner(g_main_context_default()))
@@ -166,14 +175,17 @@ static gboolean peer_read(Peer *p)
     return TRUE;
 }
 
-/* The next complete line (with the fds received so far), or NULL. An over-long partial
- * line is passed on as it is: nothing of ours is ever that long. */
-static Line *peer_next_line(Peer *p)
+/* The length of the next complete line, 0 if none yet. An over-long partial line is passed
+ * on as it is: nothing of ours is ever that long. */
+static gsize peer_line_len(const Peer *p)
 {
-    guint8 *nl = memchr(p->in->data, '\n', p->in->len);
-    gsize len = nl ? (gsize)(nl - p->in->data) + 1 : (p->in->len > MAX_LINE ? p->in->len : 0);
-    if (!len)
-        return NULL;
+    const guint8 *nl = memchr(p->in->data, '\n', p->in->len);
+    return nl ? (gsize)(nl - p->in->data) + 1 : (p->in->len > MAX_LINE ? p->in->len : 0);
+}
+
+/* The next `len` bytes as a Line, with the fds received so far. */
+static Line *peer_take_line(Peer *p, gsize len)
+{
     GArray *fds = NULL;
     if (p->fds->len) {
         fds = p->fds;
@@ -395,6 +407,19 @@ static void hold(Filter *f, Line *line, json_object *cmd, SmGateJobKind kind)
     sm_gate_submit(f->gate, job);
 }
 
+/* A line of libvirt's that may name a gated command but is not one JSON object: QEMU's own
+ * parser might still run a migrate from it (say after a NUL, or as the second object of the
+ * line), so it is answered with an error, as QEMU answers what it cannot parse, and dropped. */
+static void refuse_line(Filter *f, Line *line)
+{
+    g_warning("refusing a libvirt line that may name a migration command but is not one QMP "
+              "command");
+    send_text(&f->libvirt, qmp_reply_error_line(NULL, "GenericError",
+                                                "safe-migrate: not one QMP command (a line that "
+                                                "may name a migration command is gated)"));
+    line_free(line);
+}
+
 static void from_libvirt(Filter *f, Line *line)
 {
     ASSERT_MAIN();
@@ -402,8 +427,13 @@ static void from_libvirt(Filter *f, Line *line)
         g_queue_push_tail(&f->deferred, line);
         return;
     }
-    if (f->gate_on && g_strstr_len(line->data, (gssize)line->len, "migrate")) {
-        g_autoptr(json_object) cmd = parse(line, NULL);
+    if (f->gate_on && qmp_line_may_hold(line->data, line->len, libvirt_words)) {
+        /* Parsed whatever its length: PARSE_LIMIT bounds QEMU's lines, not the owner's. */
+        g_autoptr(json_object) cmd = qmp_message_parse(line->data, line->len, NULL);
+        if (!cmd) { /* QEMU's parser may still find a migrate in it (a NUL, two objects) */
+            refuse_line(f, line);
+            return;
+        }
         const char *exec = qmp_message_command(cmd);
         if (exec && g_str_equal(exec, "migrate-continue")) {
             hold(f, line, cmd, SM_GATE_JOB_SWITCHOVER);
@@ -588,7 +618,56 @@ static void peer_watch(Filter *f, Peer *p, int fd)
 {
     p->fd = fd;
     g_byte_array_set_size(p->in, 0);
-    p->watch = g_unix_fd_add(fd, G_IO_IN | G_IO_HUP | G_IO_ERR, on_readable, f);
+    GSource *source = g_unix_fd_source_new(fd, G_IO_IN | G_IO_HUP | G_IO_ERR);
+    /* GLib blocks a source that may not recurse around each dispatch by taking its fd out of
+     * the poll set and back, and each time signals the context's wakeup eventfd: two writes,
+     * a read and an extra poll per relayed line (GLib 2.74, strace). Nothing here iterates
+     * the default context from a callback (the gate's worker runs its own), so allowing
+     * recursion changes nothing else. */
+    g_source_set_can_recurse(source, TRUE);
+    g_source_set_callback(source, G_SOURCE_FUNC(on_readable), f, NULL);
+    p->watch = g_source_attach(source, NULL);
+    g_source_unref(source);
+}
+
+/* Sends bytes of a read buffer (no fds) to `to`. */
+static void send_bytes(Peer *to, const guint8 *data, gsize len)
+{
+    if (to->fd >= 0 && !send_all(to->fd, (const char *)data, len, NULL))
+        g_warning("write to %s: %s", to->name, g_strerror(errno));
+}
+
+/* The fast path: the next line of `p` (len bytes), when the filter has nothing to do with it
+ * but pass it on, goes from the read buffer to the other side as it is. FALSE leaves it to
+ * from_libvirt / from_qemu, whose decisions it must equal for such a line: libvirt's command
+ * goes to QEMU when nothing is in the way (no command of ours or held one, nothing deferred)
+ * and it cannot be migrate or migrate-continue; QEMU's line that is neither the greeting, an
+ * event nor a reply to our id is a reply to libvirt (or not JSON: libvirt's business too). A
+ * line with fds takes the Line path, which sends them with it. */
+static gboolean relay_plain(Filter *f, Peer *p, gsize len)
+{
+    const guint8 *data = p->in->data;
+    if (p->fds->len)
+        return FALSE;
+    if (p == &f->libvirt) {
+        if (f->our_id || f->held || !g_queue_is_empty(&f->deferred) ||
+            (f->gate_on && qmp_line_may_hold((const char *)data, len, libvirt_words)))
+            return FALSE;
+        f->libvirt_inflight++;
+        send_bytes(&f->qemu, data, len);
+    } else if (p == &f->qemu) {
+        if (qmp_line_may_hold((const char *)data, len, qemu_words))
+            return FALSE;
+        if (f->libvirt_inflight)
+            f->libvirt_inflight--;
+        send_bytes(&f->libvirt, data, len);
+    } else {
+        return FALSE;
+    }
+    g_byte_array_remove_range(p->in, 0, (guint)len);
+    if (p == &f->qemu && f->libvirt_inflight == 0)
+        pump(f);
+    return TRUE;
 }
 
 static gboolean on_readable(int fd, GIOCondition cond, gpointer data)
@@ -607,8 +686,11 @@ static gboolean on_readable(int fd, GIOCondition cond, gpointer data)
         g_main_loop_quit(f->loop);
         return G_SOURCE_CONTINUE;
     }
-    Line *line;
-    while (p->fd >= 0 && (line = peer_next_line(p))) {
+    gsize len;
+    while (p->fd >= 0 && (len = peer_line_len(p))) {
+        if (relay_plain(f, p, len))
+            continue;
+        Line *line = peer_take_line(p, len);
         if (p == &f->libvirt)
             from_libvirt(f, line);
         else if (p == &f->qemu)

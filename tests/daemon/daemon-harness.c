@@ -143,6 +143,7 @@ Client *client_new(Daemon *d)
     /* A daemon that stopped answering fails the test instead of hanging it. */
     g_socket_set_timeout(g_socket_connection_get_socket(c->conn), 180);
     c->in = g_data_input_stream_new(g_io_stream_get_input_stream(G_IO_STREAM(c->conn)));
+    c->daemon = d;
     return c;
 }
 
@@ -177,6 +178,22 @@ void client_send(Client *c, const char *json)
 }
 
 /* The next line, parsed; NULL at EOF. */
+/* A hang-up the test did not expect aborts it, and the abort skips daemon_free: say here why
+ * the daemon closed (its exit status, its log: a sanitizer report ends up there). */
+static void explain_hangup(Client *c)
+{
+    Daemon *d = c->daemon;
+    g_test_message("the daemon closed the connection, or it timed out");
+    if (!d || !d->proc)
+        return;
+    if (g_subprocess_get_identifier(d->proc) == NULL)
+        g_test_message("the daemon has exited: %s %d",
+                       g_subprocess_get_if_exited(d->proc) ? "status" : "signal",
+                       g_subprocess_get_if_exited(d->proc) ? g_subprocess_get_exit_status(d->proc)
+                                                           : g_subprocess_get_term_sig(d->proc));
+    daemon_dump_log(d);
+}
+
 json_object *client_next(Client *c)
 {
     g_autofree char *line = g_data_input_stream_read_line(c->in, NULL, NULL, NULL);
@@ -211,6 +228,8 @@ json_object *call(Daemon *d, const char *json)
     g_autoptr(Client) c = client_new(d);
     client_send(c, json);
     json_object *reply = client_next(c);
+    if (!reply)
+        explain_hangup(c);
     g_assert_nonnull(reply);
     return reply;
 }
@@ -252,6 +271,8 @@ json_object *until_event(Client *c, const char *name, GPtrArray *names)
 {
     for (;;) {
         g_autoptr(json_object) o = client_next(c);
+        if (!o)
+            explain_hangup(c);
         g_assert_nonnull(o);
         json_object *ev = member(o, "event");
         if (!ev)

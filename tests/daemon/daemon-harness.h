@@ -21,6 +21,7 @@ typedef struct {
 typedef struct {
     GSocketConnection *conn;
     GDataInputStream *in;
+    Daemon *daemon; /* whose log explains a hang-up (NULL for client_new_from_fd) */
 } Client;
 
 /* The daemon */

@@ -425,21 +425,31 @@ static gboolean pause_before_switchover(RigVm *vm)
 }
 
 /* The dest-prepare script restarts the destination in the background: adopt the new
- * process. Called once the gate's output closed, so the script has finished; the new QEMU
- * may be gone already (a later attempt that was called off ends its incoming migration and
- * QEMU exits, removing its pid file). */
+ * process. Called once the gate ended; a gate killed during dest-prepare leaves its script
+ * running: wait until it has started the new QEMU (no process runs the script), and while a
+ * QEMU in the directory has yet to write its pid file. The new QEMU may be gone already (a
+ * later attempt that was called off ends its incoming migration and QEMU exits, removing its
+ * pid file). */
 static void adopt_new_dest(RigVm *dst, GPid old_pid)
 {
-    g_autofree char *pid_path =
-        g_build_filename(rig_tmpdir(), rig_vm_name(dst), "pid", NULL); /* the rig's layout */
+    g_autofree char *dir = g_build_filename(rig_tmpdir(), rig_vm_name(dst), NULL); /* the rig's */
+    g_autofree char *pid_path = g_build_filename(dir, "pid", NULL);                /* layout */
+    g_autofree char *script = g_build_filename(dir, "prepare.sh", NULL);
     for (int i = 0; i < 500; i++) {
+        g_autoptr(GArray) scripts = rig_processes_naming(script);
+        g_autoptr(GArray) in_dir = rig_processes_naming(dir);
         g_autofree char *text = NULL;
-        if (!g_file_get_contents(pid_path, &text, NULL, NULL))
-            return;
-        GPid pid = (GPid)g_ascii_strtoll(text, NULL, 10);
+        if (scripts->len == 0 && !g_file_get_contents(pid_path, &text, NULL, NULL)) {
+            if (in_dir->len == 0)
+                return;
+            g_usleep(20000);
+            continue;
+        }
+        GPid pid = text ? (GPid)g_ascii_strtoll(text, NULL, 10) : 0;
         char state = proc_state(pid);
         g_autoptr(GError) error = NULL;
-        if (pid == old_pid || state == 0 || state == 'Z' || rig_vm_reload(dst, &error))
+        if (scripts->len == 0 &&
+            (pid == old_pid || state == 0 || state == 'Z' || rig_vm_reload(dst, &error)))
             return;
         g_usleep(20000);
     }

@@ -4,6 +4,8 @@
   qmp/     raw bytes QEMU 7.2 and 10.0 sent on a QMP socket during a session that answers
            the fuzz-qmp harness's command ids 1..9 (greeting, replies, errors, STOP/RESUME
            and MIGRATION events), each with the harness's mode byte in front
+  wire/    each line of those sessions alone, and libvirt's commands and hostile spellings
+           (escapes, single quotes, a NUL, two objects) for fuzz-wire
   stream/  the device-state fixtures of tests/plugin/fixtures (real QEMU dumps)
   policy/  the policy files of the repository (etc/) and the ones the tests use
 Usage: tests/fuzz/gen-corpus.py  (SM_QEMU72 / SM_QEMU10 / SM_QEMU10_DATADIR as in the tests)
@@ -90,8 +92,28 @@ def session(binary, datadir, tmp):
         proc.wait()
 
 
+# fuzz-wire: what libvirt sends, our ids, and spellings a fast-path scan must not miss.
+WIRE_SEEDS = {
+    "libvirt-query-status": b'{"execute":"query-status","id":"libvirt-1"}\r\n',
+    "libvirt-migrate": b'{"execute":"migrate","arguments":{"detach":true,"blk":false,'
+                       b'"inc":false,"uri":"fd:migrate"},"id":"libvirt-25"}\r\n',
+    "libvirt-migrate-continue": b'{"execute":"migrate-continue","arguments":'
+                                b'{"state":"pre-switchover"},"id":"libvirt-31"}\r\n',
+    "our-reply": b'{"return": {}, "id": "sm-filter-1234-7"}\r\n',
+    "escaped-id": b'{"return": {}, "id": "sm\\u002dfilter-1234-7"}\r\n',
+    "escaped-event": b'{"ev\\u0065nt": "STOP", "timestamp": {"seconds": 1, '
+                     b'"microseconds": 2}}\r\n',
+    "escaped-migrate": b'{"execute":"migr\\u0061te","id":"libvirt-9"}\r\n',
+    "single-quotes": b"{'event': 'RESUME', 'data': {}}\r\n",
+    "nul-first": b'\x00{"execute":"migrate"}\r\n',
+    "two-objects": b'{"execute":"query-status"}{"execute":"migrate"}\r\n',
+    "words-in-strings": b'{"return": {"event": "sm-filter-", "QMP": "migrate"}, '
+                        b'"id": "libvirt-3"}\r\n',
+}
+
+
 def main():
-    for d in ("qmp", "stream", "policy"):
+    for d in ("qmp", "wire", "stream", "policy"):
         shutil.rmtree(os.path.join(out, d), ignore_errors=True)
         os.makedirs(os.path.join(out, d))
     with tempfile.TemporaryDirectory(prefix="smcorpus-") as tmp:
@@ -110,6 +132,13 @@ def main():
             for seed, data in seeds.items():
                 with open(os.path.join(out, "qmp", f"{name}-{seed}"), "wb") as f:
                     f.write(data)
+            for i, line in enumerate(lines):
+                if line.strip():
+                    with open(os.path.join(out, "wire", f"{name}-line-{i:02d}"), "wb") as f:
+                        f.write(line + b"\n")
+    for name, data in WIRE_SEEDS.items():
+        with open(os.path.join(out, "wire", name), "wb") as f:
+            f.write(data)
     # Typed mode (first byte 3): one "return" value per line, for the typed commands in the
     # harness's order; a line of every JSON type for every command, and well-formed replies.
     good = ['{"status":"running","running":true}', '{"status":"active"}',

@@ -11,7 +11,7 @@ cd "$top"
 seconds=${1:-60}
 shift $(( $# > 0 ? 1 : 0 ))
 targets=("$@")
-[ ${#targets[@]} -gt 0 ] || targets=(fuzz-qmp fuzz-stream fuzz-policy)
+[ ${#targets[@]} -gt 0 ] || targets=(fuzz-qmp fuzz-wire fuzz-stream fuzz-policy)
 build=build-fuzz
 results="$build/fuzz-results.json"
 

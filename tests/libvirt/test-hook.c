@@ -4,7 +4,9 @@
  * domain's monitor.sock first). Domains without USB storage and other operations are left
  * untouched; a USB domain gets the holder and filter, which relay bytes exactly and pass fds
  * (SCM_RIGHTS) both ways, by the holder alone when the filter cannot run; a malformed reply
- * to the gate's own command goes to the gate, never to libvirt; a policy the filter cannot
+ * to the gate's own command goes to the gate, never to libvirt, even with its id spelt with
+ * escapes; libvirt's migrate is held for the gate however it is spelt, and a line that may
+ * name it but is not one command is refused; a policy the filter cannot
  * apply leaves the socket in place, and require-gate=true refuses the start. */
 #include <errno.h>
 #include <gio/gio.h>
@@ -220,7 +222,7 @@ static void hooked(Host *h, int *lv, int *qemu)
 /* The gate's probe (asked for by `safe-migrate status` on the control socket) gets a reply of
  * the wrong shape for each of its commands ("error" not an object): the filter hands it to the
  * gate, whose status answer is an error, and libvirt never sees a byte of it. */
-static void test_malformed_reply_to_gate(void)
+static void malformed_reply_to_gate(gboolean escape_id)
 {
     Host h;
     host_init(&h);
@@ -251,8 +253,15 @@ static void test_malformed_reply_to_gate(void)
             g_string_erase(from_qemu, 0, nl - from_qemu->str + 1);
             json_object *cmd = json_tokener_parse(line), *id;
             g_assert_true(json_object_object_get_ex(cmd, "id", &id));
-            g_autofree char *bad = g_strdup_printf("{\"error\": \"oops\", \"id\": %s}\r\n",
-                                                   json_object_to_json_string(id));
+            /* The id may come back spelt with escapes: still ours, still the gate's. */
+            g_autofree char *id_text = g_strdup(json_object_to_json_string(id));
+            if (escape_id) {
+                g_auto(GStrv) parts = g_strsplit(id_text, "-", -1);
+                g_free(id_text);
+                id_text = g_strjoinv("\\u002d", parts);
+            }
+            g_autofree char *bad =
+                g_strdup_printf("{\"error\": \"oops\", \"id\": %s}\r\n", id_text);
             json_object_put(cmd);
             send_fd(qemu, bad, -1);
             answered++;
@@ -265,6 +274,73 @@ static void test_malformed_reply_to_gate(void)
     struct pollfd p = {.fd = lv, .events = POLLIN};
     g_assert_cmpint(poll(&p, 1, 0), ==, 0);
     close(status), close(qemu), close(lv);
+    host_clear(&h);
+}
+
+static void test_malformed_reply_to_gate(gconstpointer escape_id)
+{
+    malformed_reply_to_gate(GPOINTER_TO_INT(escape_id));
+}
+
+/* Reads one line from `fd` (30 s at most: a liveness bound, not a timing). */
+static char *read_line_from(int fd)
+{
+    g_autoptr(GString) line = g_string_new(NULL);
+    while (!strchr(line->str, '\n')) {
+        struct pollfd p = {.fd = fd, .events = POLLIN};
+        g_assert_cmpint(poll(&p, 1, 30000), ==, 1);
+        char c;
+        g_assert_cmpint(read(fd, &c, 1), ==, 1);
+        g_string_append_c(line, c);
+    }
+    return g_string_free(g_steal_pointer(&line), FALSE);
+}
+
+/* libvirt's migrate spelt with an escape is still held for the gate: what reaches QEMU first
+ * is the gate's own command, not the migrate. */
+static void test_escaped_migrate_held(void)
+{
+    Host h;
+    host_init(&h);
+    int lv, qemu;
+    hooked(&h, &lv, &qemu);
+    static const char migrate[] = "{\"execute\":\"migr\\u0061te\",\"arguments\":{\"uri\":"
+                                  "\"tcp:127.0.0.1:1\"},\"id\":\"libvirt-5\"}\r\n";
+    send_fd(lv, migrate, -1);
+    g_autofree char *first = read_line_from(qemu);
+    g_test_message("QEMU got: %s", first);
+    g_assert_null(strstr(first, "libvirt-5"));
+    g_assert_nonnull(strstr(first, "\"sm-filter-"));
+    close(qemu), close(lv);
+    host_clear(&h);
+}
+
+/* A line of libvirt's that may name migrate but is not one QMP command (a NUL before it, two
+ * objects on the line): QEMU's parser could still run the migrate, so the filter answers it
+ * with an error and QEMU never sees it. */
+static void test_not_one_command_refused(void)
+{
+    static const char nul_first[] = "\0{\"execute\":\"migrate\",\"id\":\"libvirt-6\"}\r\n";
+    static const char two[] = "{\"execute\":\"query-status\"}{\"execute\":\"migrate\"}\r\n";
+    const struct {
+        const char *data;
+        gsize len;
+    } lines[] = {{nul_first, sizeof nul_first - 1}, {two, sizeof two - 1}};
+    Host h;
+    host_init(&h);
+    int lv, qemu;
+    hooked(&h, &lv, &qemu);
+    for (guint i = 0; i < G_N_ELEMENTS(lines); i++) {
+        g_assert_cmpint(write(lv, lines[i].data, lines[i].len), ==, (ssize_t)lines[i].len);
+        g_autofree char *reply = read_line_from(lv);
+        g_test_message("libvirt got: %s", reply);
+        g_assert_nonnull(strstr(reply, "\"error\""));
+        g_assert_nonnull(strstr(reply, "safe-migrate"));
+        /* The filter answered after deciding: anything it had sent QEMU would be there now. */
+        struct pollfd p = {.fd = qemu, .events = POLLIN};
+        g_assert_cmpint(poll(&p, 1, 0), ==, 0);
+    }
+    close(qemu), close(lv);
     host_clear(&h);
 }
 
@@ -327,7 +403,12 @@ int main(int argc, char **argv)
     g_test_add_func("/libvirt/hook/untouched", test_untouched);
     g_test_add_func("/libvirt/hook/relay-bytes-and-fds", test_relay);
     g_test_add_func("/libvirt/hook/filter-broken-holder-relays", test_filter_broken);
-    g_test_add_func("/libvirt/hook/malformed-reply-to-gate", test_malformed_reply_to_gate);
+    g_test_add_data_func("/libvirt/hook/malformed-reply-to-gate", GINT_TO_POINTER(FALSE),
+                         test_malformed_reply_to_gate);
+    g_test_add_data_func("/libvirt/hook/malformed-reply-to-gate/escaped-id", GINT_TO_POINTER(TRUE),
+                         test_malformed_reply_to_gate);
+    g_test_add_func("/libvirt/hook/escaped-migrate-held", test_escaped_migrate_held);
+    g_test_add_func("/libvirt/hook/not-one-command-refused", test_not_one_command_refused);
     g_test_add_data_func("/libvirt/hook/policy-refused/ungated", GINT_TO_POINTER(FALSE),
                          test_refused);
     g_test_add_data_func("/libvirt/hook/policy-refused/require-gate", GINT_TO_POINTER(TRUE),

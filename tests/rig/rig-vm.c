@@ -12,6 +12,7 @@
 #include <sys/wait.h>
 #include <unistd.h>
 
+#include <glib-unix.h>
 #include <glib/gstdio.h>
 
 GQuark rig_error_quark(void)
@@ -53,10 +54,113 @@ static void remove_tree(const char *path)
     rmdir(path);
 }
 
+/* ---- Strays: every process a test starts ends with it ---------------------------------
+ * A QEMU that a prepare script relaunches daemonizes: it is nobody's child, PR_SET_PDEATHSIG
+ * does not follow it, and the rig learns its pid only if the test reloads the VM. A test
+ * that fails an assertion aborts and runs no teardown at all. So the rig finds its processes
+ * by what they name: every QEMU, script and gate of a test process names a path under its
+ * rig_tmpdir(), a fresh directory that no other process on the machine names. */
+
+/* Whether a command line (NUL-separated arguments) names `path` or a path under it. */
+static gboolean names_path(const char *cmdline, gsize len, const char *path)
+{
+    gsize n = strlen(path);
+    for (const char *at = cmdline, *end = cmdline + len;
+         (at = memmem(at, (gsize)(end - at), path, n)); at++)
+        if (at + n < end && (at[n] == '/' || at[n] == '\0'))
+            return TRUE;
+    return FALSE;
+}
+
+GArray *rig_processes_naming(const char *path)
+{
+    GArray *pids = g_array_new(FALSE, FALSE, sizeof(GPid));
+    g_autoptr(GDir) proc = g_dir_open("/proc", 0, NULL);
+    const char *entry;
+    while (proc && (entry = g_dir_read_name(proc))) {
+        char *end;
+        GPid pid = (GPid)g_ascii_strtoll(entry, &end, 10);
+        if (*end || pid <= 0 || pid == getpid())
+            continue;
+        g_autofree char *file = g_strdup_printf("/proc/%s/cmdline", entry);
+        g_autofree char *cmdline = NULL;
+        gsize len = 0;
+        /* A zombie's command line is empty: only live processes match. */
+        if (g_file_get_contents(file, &cmdline, &len, NULL) && names_path(cmdline, len, path))
+            g_array_append_val(pids, pid);
+    }
+    return pids;
+}
+
+static gboolean process_gone(GPid pid)
+{
+    g_autofree char *path = g_strdup_printf("/proc/%d/stat", pid);
+    g_autofree char *stat = NULL;
+    if (!g_file_get_contents(path, &stat, NULL, NULL))
+        return TRUE;
+    const char *paren = strrchr(stat, ')'); /* the name in parentheses may hold anything */
+    return paren && paren[1] == ' ' && paren[2] == 'Z';
+}
+
+/* Kills every process naming `dir` and waits until each is gone (its sockets and files
+ * free), until none is left: a prepare script may be forking its QEMU meanwhile. */
+static void sweep(const char *dir)
+{
+    for (int pass = 0; pass < 20; pass++) {
+        g_autoptr(GArray) pids = rig_processes_naming(dir);
+        if (pids->len == 0)
+            return;
+        for (guint i = 0; i < pids->len; i++)
+            kill(g_array_index(pids, GPid, i), SIGKILL);
+        for (guint i = 0; i < pids->len; i++)
+            for (int t = 0; t < 500 && !process_gone(g_array_index(pids, GPid, i)); t++)
+                g_usleep(2000);
+    }
+}
+
 static void remove_tmpdir(void)
 {
-    if (tmpdir && !g_getenv("SM_KEEP_TMP"))
+    if (!tmpdir)
+        return;
+    sweep(tmpdir);
+    if (!g_getenv("SM_KEEP_TMP"))
         remove_tree(tmpdir);
+}
+
+static void watchdog_setup(gpointer data)
+{
+    (void)data;
+    setsid(); /* out of the test's process group, which a test runner may kill as a whole */
+}
+
+/* The sweep for a test process that ends without exit handlers (an assertion's abort, a
+ * signal, a runner's SIGKILL): a shell that reads a pipe whose only writer is this process
+ * and, at its end of file, does what remove_tmpdir() does. Its own command line names no
+ * path of ours; grep reads the pattern from its stdin for the same reason. */
+static void start_watchdog(void)
+{
+    static const char script[] =
+        "cat >/dev/null\n"
+        "for pass in 1 2 3 4 5; do\n"
+        "  pids=$(printf '%s/\\n' \"$SMRIG_DIR\" | grep -laF -f - /proc/[0-9]*/cmdline 2>/dev/null"
+        " | cut -d/ -f3)\n"
+        "  [ -n \"$pids\" ] || break\n"
+        "  kill -9 $pids 2>/dev/null; sleep 0.2\n"
+        "done\n"
+        "[ -n \"$SM_KEEP_TMP\" ] || rm -rf -- \"$SMRIG_DIR\"\n";
+    int fds[2];
+    g_autoptr(GError) error = NULL;
+    if (!g_unix_open_pipe(fds, FD_CLOEXEC, &error))
+        g_error("rig watchdog: %s", error->message);
+    const char *argv[] = {"/bin/sh", "-c", script, "smrig-watchdog", NULL};
+    g_auto(GStrv) envp = g_environ_setenv(g_get_environ(), "SMRIG_DIR", tmpdir, TRUE);
+    /* Not reaped by us: GLib double-forks it, so it outlives this process as nobody's zombie. */
+    if (!g_spawn_async_with_pipes_and_fds(NULL, argv, (const char *const *)envp,
+                                          G_SPAWN_STDOUT_TO_DEV_NULL | G_SPAWN_STDERR_TO_DEV_NULL,
+                                          watchdog_setup, NULL, fds[0], -1, -1, NULL, NULL, 0, NULL,
+                                          NULL, NULL, NULL, &error))
+        g_error("rig watchdog: %s", error->message);
+    close(fds[0]); /* fds[1] stays open, unwritten, until this process ends */
 }
 
 const char *rig_tmpdir(void)
@@ -65,6 +169,7 @@ const char *rig_tmpdir(void)
         /* Short paths: unix socket names are limited to 108 bytes. */
         tmpdir = g_dir_make_tmp("smrig-XXXXXX", NULL);
         g_assert(tmpdir);
+        start_watchdog();
         atexit(remove_tmpdir);
     }
     return tmpdir;
@@ -521,6 +626,10 @@ void rig_vm_free(RigVm *vm)
         qmp_client_unref(vm->qmp);
     }
     kill_process(vm);
+    /* And whatever else runs from its directory: a QEMU a prepare script started that the
+     * test never adopted, the script itself. */
+    if (vm->dir)
+        sweep(vm->dir);
     if (!g_getenv("SM_KEEP_TMP") && vm->dir)
         remove_tree(vm->dir);
     g_free(vm->name);

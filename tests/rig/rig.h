@@ -66,8 +66,12 @@ typedef struct {
 typedef struct RigVm RigVm;
 
 /* Directory for sockets, ISO and logs of this test process (removed at exit unless
- * SM_KEEP_TMP is set). */
+ * SM_KEEP_TMP is set). Every process that names a path in it (a QEMU of the rig, one a
+ * prepare script relaunched, a script, a gate) is killed when the test process ends, however
+ * it ends (exit, abort, signal): at exit, or else by a watchdog process made with it. */
 const char *rig_tmpdir(void);
+/* The pids of the live processes whose command line names `path` or a path under it. */
+GArray *rig_processes_naming(const char *path);
 /* Path of a small ISO 9660 image made once per process; its content is predictable:
  * rig_iso_sector() gives the expected bytes of any 2048-byte sector. */
 const char *rig_default_iso(GError **error);
@@ -87,7 +91,8 @@ void rig_expected_read_capacity(guint8 out[8]);
 const char *rig_qemu_name(RigQemu qemu);
 
 RigVm *rig_vm_start(const RigVmConfig *config, GError **error);
-/* Kills (SIGKILL) if still running, removes its files. */
+/* Kills (SIGKILL) if still running, and every process that names its directory (a QEMU its
+ * prepare script started), and removes its files. */
 void rig_vm_free(RigVm *vm);
 G_DEFINE_AUTOPTR_CLEANUP_FUNC(RigVm, rig_vm_free)
 

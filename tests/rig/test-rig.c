@@ -1,7 +1,13 @@
 /* SPDX-License-Identifier: GPL-2.0-or-later */
 /* Tests of the rig itself: the qtest guest enumerates the usb-storage CD-ROM and its Bulk-Only
- * transactions return exactly what the device and the ISO hold, on both QEMU versions. */
+ * transactions return exactly what the device and the ISO hold, on both QEMU versions; and no
+ * QEMU a test started outlives it, however the test ends. */
 #include "rig.h"
+
+#include <glib/gstdio.h>
+#include <signal.h>
+#include <string.h>
+#include <sys/wait.h>
 
 static void test_enumerate_and_read(gconstpointer data)
 {
@@ -85,9 +91,114 @@ static void test_no_data_command(gconstpointer data)
     g_assert_cmpuint(status, ==, 0);
 }
 
+/* ---- No strays ---------------------------------------------------------------------------
+ * Each case counts only processes naming its own fresh directory: other tests' QEMUs on the
+ * machine are neither counted nor touched. */
+
+static guint count_naming(const char *dir)
+{
+    g_autoptr(GArray) pids = rig_processes_naming(dir);
+    return pids->len;
+}
+
+/* A VM whose prepare script ran (a daemonized QEMU replaced it, as dest-prepare does) and
+ * that the test never reloaded: the new QEMU is nobody's child and its pid unknown. */
+static RigVm *vm_relaunched_behind_the_rig(void)
+{
+    g_autoptr(GError) error = NULL;
+    RigVm *vm = rig_vm_start(&(RigVmConfig){.qemu = RIG_QEMU_72, .name = "stray"}, &error);
+    g_assert_no_error(error);
+    g_autofree char *script = rig_vm_prepare_script(vm, TRUE, &error);
+    g_assert_no_error(error);
+    const char *argv[] = {script, NULL};
+    int status = -1;
+    g_assert_true(g_spawn_sync(NULL, (char **)argv, NULL, G_SPAWN_DEFAULT, NULL, NULL, NULL, NULL,
+                               &status, &error));
+    g_assert_no_error(error);
+    g_assert_true(g_spawn_check_wait_status(status, NULL));
+    return vm;
+}
+
+/* rig_vm_free() ends the relaunched QEMU too. */
+static void test_strays_teardown(void)
+{
+    RigVm *vm = vm_relaunched_behind_the_rig();
+    g_autofree char *dir = g_path_get_dirname(rig_vm_qmp_path(vm));
+    g_assert_cmpuint(count_naming(dir), ==, 1);
+    rig_vm_free(vm);
+    g_assert_cmpuint(count_naming(dir), ==, 0);
+}
+
+/* The child of the two cases below (this program, run with --strays-child=exit|abort): leaves
+ * a rig QEMU and a relaunched one running, and then returns without teardown or aborts. */
+static int strays_child(const char *how)
+{
+    static RigVm *kept[2]; /* still reachable at exit: no leak report under ASan */
+    g_autoptr(GError) error = NULL;
+    kept[0] = vm_relaunched_behind_the_rig();
+    kept[1] = rig_vm_start(&(RigVmConfig){.qemu = RIG_QEMU_72, .name = "kept"}, &error);
+    g_assert_no_error(error);
+    g_assert_true(rig_vm_alive(kept[1]));
+    g_assert_cmpuint(count_naming(rig_tmpdir()), ==, 2);
+    if (g_str_equal(how, "abort"))
+        g_assert_not_reached(); /* what a failed assertion does: abort() */
+    return 0;
+}
+
+/* Runs the child with a TMPDIR of its own, where its rig directory is made; returns that
+ * TMPDIR, and the child's wait status in *status. */
+static char *run_strays_child(const char *how, int *status)
+{
+    char *parent = g_dir_make_tmp("smstray-XXXXXX", NULL);
+    g_assert_nonnull(parent);
+    g_autofree char *flag = g_strdup_printf("--strays-child=%s", how);
+    const char *argv[] = {"/proc/self/exe", flag, NULL};
+    g_auto(GStrv) envp = g_environ_setenv(g_get_environ(), "TMPDIR", parent, TRUE);
+    g_autoptr(GError) error = NULL;
+    g_assert_true(g_spawn_sync(NULL, (char **)argv, envp, G_SPAWN_STDOUT_TO_DEV_NULL, NULL, NULL,
+                               NULL, NULL, status, &error));
+    g_assert_no_error(error);
+    return parent;
+}
+
+/* Nothing names the child's TMPDIR and nothing is left in it (its rig directory is gone). */
+static gboolean child_left_nothing(const char *parent)
+{
+    g_autoptr(GDir) dir = g_dir_open(parent, 0, NULL);
+    return count_naming(parent) == 0 && dir && !g_dir_read_name(dir);
+}
+
+/* A test process that returns leaving its VMs running: none is left by the time it exited. */
+static void test_strays_exit(void)
+{
+    int status = -1;
+    g_autofree char *parent = run_strays_child("exit", &status);
+    g_assert_true(WIFEXITED(status) && WEXITSTATUS(status) == 0);
+    g_assert_true(child_left_nothing(parent));
+    g_assert_cmpint(g_rmdir(parent), ==, 0);
+}
+
+/* A test process that aborts: no exit handler runs, its watchdog ends them. Waited for (a
+ * bounded wait, not a timing): the watchdog starts when the process is gone. */
+static void test_strays_abort(void)
+{
+    int status = -1;
+    g_autofree char *parent = run_strays_child("abort", &status);
+    g_assert_true(WIFSIGNALED(status) && WTERMSIG(status) == SIGABRT);
+    for (int i = 0; i < 1000 && !child_left_nothing(parent); i++)
+        g_usleep(10000);
+    g_assert_true(child_left_nothing(parent));
+    g_assert_cmpint(g_rmdir(parent), ==, 0);
+}
+
 int main(int argc, char **argv)
 {
+    if (argc == 2 && g_str_has_prefix(argv[1], "--strays-child="))
+        return strays_child(argv[1] + strlen("--strays-child="));
     g_test_init(&argc, &argv, NULL);
+    g_test_add_func("/rig/strays/teardown", test_strays_teardown);
+    g_test_add_func("/rig/strays/exit", test_strays_exit);
+    g_test_add_func("/rig/strays/abort", test_strays_abort);
     g_test_add_func("/rig/iso", test_iso_has_volume_descriptor);
     for (int q = RIG_QEMU_72; q <= RIG_QEMU_10; q++) {
         g_autofree char *p1 = g_strdup_printf("/rig/%s/enumerate-and-read", rig_qemu_name(q));
