@@ -6,7 +6,7 @@
 
 #include <string.h>
 
-static json_object *member(json_object *msg, const char *key, json_type type)
+static json_object *member_of(json_object *msg, const char *key, json_type type)
 {
     json_object *v = NULL;
     if (!json_object_is_type(msg, json_type_object) || !json_object_object_get_ex(msg, key, &v) ||
@@ -19,7 +19,7 @@ QmpMessageKind qmp_message_kind(json_object *msg)
 {
     if (!json_object_is_type(msg, json_type_object))
         return QMP_MESSAGE_INVALID;
-    if (member(msg, "QMP", json_type_object))
+    if (member_of(msg, "QMP", json_type_object))
         return QMP_MESSAGE_GREETING;
     if (qmp_json_string(msg, "event"))
         return QMP_MESSAGE_EVENT;
@@ -28,7 +28,7 @@ QmpMessageKind qmp_message_kind(json_object *msg)
     /* A reply carries exactly one of "return" (any value) and "error" (an object). */
     gboolean ret = json_object_object_get_ex(msg, "return", NULL);
     gboolean err = json_object_object_get_ex(msg, "error", NULL);
-    if (ret ? !err : member(msg, "error", json_type_object) != NULL)
+    if (ret ? !err : member_of(msg, "error", json_type_object) != NULL)
         return QMP_MESSAGE_REPLY;
     return QMP_MESSAGE_INVALID;
 }
@@ -73,6 +73,11 @@ const char *qmp_message_event(json_object *msg)
 const char *qmp_message_string_id(json_object *msg)
 {
     return qmp_json_string(msg, "id");
+}
+
+const char *qmp_message_inner_string(json_object *msg, const char *outer, const char *member)
+{
+    return qmp_json_string(member_of(msg, outer, json_type_object), member);
 }
 
 json_object *qmp_message_id(json_object *msg)

@@ -28,6 +28,9 @@ QmpMessageKind qmp_message_kind(json_object *msg);
 const char *qmp_message_command(json_object *msg);
 const char *qmp_message_event(json_object *msg);
 const char *qmp_message_string_id(json_object *msg);
+/* The string `member` of msg's object member `outer` ("data" of an event, "return" of a
+ * reply): borrowed, NULL when either is absent or of another type. */
+const char *qmp_message_inner_string(json_object *msg, const char *outer, const char *member);
 /* The id, whatever its JSON type (borrowed), NULL when absent. */
 json_object *qmp_message_id(json_object *msg);
 /* Replaces (or, with id NULL, removes) the message's id; `id` is not consumed. */

@@ -2,9 +2,10 @@
 /* safe-migrate-filter: one per gated domain, started by the holder on libvirt's monitor
  * connection (fd 3) and QEMU's (fd 4). A byte-exact relay of libvirt's QMP, passed fds
  * included, except that it holds libvirt's `migrate` and `migrate-continue` for the gate,
- * multiplexes its own QMP client (the gate worker, on a private socket) onto QEMU's
- * connection with ids libvirt never sees, and hides the STOP/RESUME events its own
- * captures cause. Its argv carries "safe-migrate" and the domain name:
+ * keeps libvirt's `migrate_cancel` from QEMU once the switchover has begun, multiplexes
+ * its own QMP client (the gate worker, on a private socket) onto QEMU's connection with
+ * ids libvirt never sees, and hides the STOP/RESUME events its own captures cause. Its
+ * argv carries "safe-migrate" and the domain name:
  *   safe-migrate-filter --domain NAME --config-dir DIR [--resume] */
 #define G_LOG_DOMAIN "safe-migrate-filter"
 
@@ -28,6 +29,7 @@
 #define MAX_LINE (16u * 1024u * 1024u)
 #define PARSE_LIMIT (64u * 1024u) /* longer QEMU lines are replies: libvirt's, never ours */
 #define OUR_ID_PREFIX "sm-filter-"
+#define SWITCH_POLL_ID OUR_ID_PREFIX "switch" /* our own query-migrate while a cancel waits */
 
 /* The relay's fast path (relay_plain): a line is parsed only when it may hold one of its
  * side's words (qmp_line_may_hold: the word among its bytes, or an escape); any other line
@@ -70,8 +72,12 @@ typedef struct {
     char *our_id;           /* our command in flight at QEMU */
     json_object *client_id; /* the worker's own id for it */
     gboolean hide_events;   /* it may stop and resume the VM: hide STOP/RESUME */
-    Line *held;             /* libvirt's command held for the gate */
+    Line *held;             /* libvirt's command held for the gate, or its held cancel */
     json_object *held_id;
+    gboolean held_cancel;  /* `held` is a migrate_cancel waiting for the switchover's end */
+    gboolean switching;    /* libvirt's migrate-continue went to QEMU, its outcome unseen */
+    guint switch_poll;     /* while a cancel waits: asks query-migrate (events may be off) */
+    gboolean switch_asked; /* that query-migrate is queued or in flight */
     GBytes *greeting;
     SmReport *paused_report;
     char *paused_unread;        /* PRE_MIGRATE found the VM paused and could not probe it: why */
@@ -271,6 +277,114 @@ static void pump(Filter *f)
         send_ours(f);
 }
 
+/* ---- Once switching, never cancel -------------------------------------------------------- */
+
+/* Once libvirt's migrate-continue has gone to QEMU, QEMU is switching over: the source is
+ * stopped, its disks are inactivated and its device state sent under the BQL, and it
+ * reports completed (the destination takes over) or failed. A migrate_cancel then
+ * (`virsh domjobabort`, or libvirt's own error path) can no longer call the attempt off
+ * cleanly: QEMU 7.2 runs it after the device state has gone out (migrate_fd_cancel then
+ * reactivates the disks and resumes the source while the destination holds the whole
+ * state), or finds the migration completed and does nothing, and answers "ok" either way;
+ * a source QEMU 7.2 once died afterwards in bdrv_inactivate_recurse. So such a cancel is
+ * held here, never sent, and answered when QEMU's outcome is seen (a MIGRATION event, or
+ * our own query-migrate each second: a restarted filter, or events off): completed: a QMP
+ * error saying why (libvirt's job then ends by that outcome: the destination runs);
+ * failed or cancelled: the cancel goes to QEMU, which answers it (nothing left to cancel:
+ * the source already runs again). Answering only then, not at once, is deliberate:
+ * libvirt's error path (qemuMigrationSrcRun -> qemuMigrationSrcCancel) waits for the end
+ * only when its cancel succeeds; an early error would let it send `cont` while QEMU is
+ * still in finish-migrate, which 7.2 refuses, leaving the domain paused. Answered after
+ * the end, that `cont` finds the source postmigrate and resumes it (qmp_cont reactivates
+ * the disks), and the destination, never resumed, is torn down by libvirt: one side runs. */
+
+static gboolean is_cancel(const char *exec)
+{
+    return exec && (g_str_equal(exec, "migrate_cancel") || g_str_equal(exec, "migrate-cancel"));
+}
+
+/* A migration status after which nothing is switching any more ("none": no migration). */
+static gboolean switch_ended(const char *status)
+{
+    static const char *const ended[] = {"completed", "failed", "cancelled", "none", NULL};
+    return status && g_strv_contains(ended, status);
+}
+
+/* Persisted, so that a filter restarted mid-switchover still holds a cancel back. */
+static void set_switching(Filter *f, gboolean on)
+{
+    f->switching = on;
+    if (on)
+        g_file_set_contents(SM_LV_SWITCHING, "", 0, NULL);
+    else
+        unlink(SM_LV_SWITCHING);
+}
+
+static gboolean poll_switch(gpointer data)
+{
+    Filter *f = data;
+    ASSERT_MAIN();
+    if (!f->switching) { /* ended without us: a new `migrate` reset it */
+        f->switch_poll = 0;
+        return G_SOURCE_REMOVE;
+    }
+    if (!f->switch_asked) {
+        g_autofree char *query = qmp_command_line("query-migrate", NULL, SWITCH_POLL_ID);
+        g_queue_push_tail(&f->ours, line_new(query, strlen(query), NULL));
+        f->switch_asked = TRUE;
+        pump(f);
+    }
+    return G_SOURCE_CONTINUE;
+}
+
+static void hold_cancel(Filter *f, Line *line, json_object *cmd)
+{
+    f->held = line;
+    f->held_id = json_object_get(qmp_message_id(cmd));
+    f->held_cancel = TRUE;
+    save_held(f);
+    g_warning("holding libvirt's %s: the migration is switching over; it is answered when "
+              "QEMU reports the outcome",
+              qmp_message_command(cmd));
+    if (!f->switch_poll)
+        f->switch_poll = g_timeout_add_seconds(1, poll_switch, f);
+}
+
+static void refuse_held(Filter *f, const char *message);
+
+/* QEMU's outcome of the switchover: a held cancel is answered now. */
+static void end_switching(Filter *f, const char *status)
+{
+    ASSERT_MAIN();
+    if (!f->switching)
+        return;
+    g_info("the switchover ended: %s", status);
+    set_switching(f, FALSE);
+    if (f->switch_poll)
+        g_source_remove(f->switch_poll);
+    f->switch_poll = 0;
+    if (!f->held || !f->held_cancel)
+        return;
+    Line *line = g_steal_pointer(&f->held);
+    f->held_cancel = FALSE;
+    if (g_str_equal(status, "completed")) {
+        g_autofree char *msg = g_strdup_printf(
+            "safe-migrate: migrate_cancel refused: the migration was switching over "
+            "(migrate-continue sent) and cannot be cancelled; QEMU's outcome: %s, the domain "
+            "runs on the destination",
+            status);
+        g_warning("%s", msg);
+        refuse_held(f, msg);
+    } else {
+        f->libvirt_inflight++;
+        send_line(f, &f->qemu, line);
+    }
+    line_free(line);
+    g_clear_pointer(&f->held_id, json_object_put);
+    save_held(f);
+    pump(f);
+}
+
 /* ---- libvirt -> QEMU ---------------------------------------------------------------------- */
 
 static void on_gate_done(SmGateJob *job, gpointer data);
@@ -328,7 +442,12 @@ static void from_libvirt(Filter *f, Line *line)
             return;
         }
         if (exec && g_str_equal(exec, "migrate")) {
+            set_switching(f, FALSE); /* a new migration: the last one's end was missed */
             hold(f, line, cmd, SM_GATE_JOB_PRE_MIGRATE);
+            return;
+        }
+        if (f->switching && is_cancel(exec)) {
+            hold_cancel(f, line, cmd);
             return;
         }
     }
@@ -367,6 +486,8 @@ static void on_gate_done(SmGateJob *job, gpointer data)
     Line *line = g_steal_pointer(&f->held);
     g_clear_pointer(&f->held_id, json_object_put);
     if (job->action == SM_GATE_PROCEED) {
+        if (job->kind == SM_GATE_JOB_SWITCHOVER)
+            set_switching(f, TRUE); /* before it goes: QEMU may answer at once */
         f->libvirt_inflight++;
         send_line(f, &f->qemu, line);
     } else {
@@ -413,6 +534,15 @@ static void our_reply(Filter *f, json_object *reply, const char *id)
     }
     g_clear_pointer(&f->our_id, g_free);
     f->hide_events = FALSE;
+    if (g_str_equal(id, SWITCH_POLL_ID)) { /* ours alone: the worker never sees it */
+        f->switch_asked = FALSE;
+        const char *status = qmp_message_inner_string(reply, "return", "status");
+        if (!status && json_object_object_get_ex(reply, "return", NULL))
+            status = "none"; /* {"return": {}}: no migration at all */
+        if (switch_ended(status))
+            end_switching(f, status);
+        return;
+    }
     qmp_message_set_id(reply, f->client_id);
     g_clear_pointer(&f->client_id, json_object_put);
     send_text(&f->probe, qmp_message_encode(reply));
@@ -423,7 +553,8 @@ static void from_qemu(Filter *f, Line *line)
     ASSERT_MAIN();
     QmpMessageKind kind;
     g_autoptr(json_object) msg = parse(line, &kind);
-    if (!msg) { /* a long reply, or not JSON: libvirt's business */
+    const char *ended = NULL; /* the MIGRATION status that ended a switchover */
+    if (!msg) {               /* a long reply, or not JSON: libvirt's business */
         if (f->libvirt_inflight)
             f->libvirt_inflight--;
     } else if (kind == QMP_MESSAGE_GREETING) {
@@ -446,6 +577,11 @@ static void from_qemu(Filter *f, Line *line)
             g_clear_pointer(&f->paused_report, sm_report_free);
             g_clear_pointer(&f->paused_unread, g_free);
         }
+        const char *status = f->switching && name && g_str_equal(name, "MIGRATION")
+                                 ? qmp_message_inner_string(msg, "data", "status")
+                                 : NULL;
+        if (switch_ended(status))
+            ended = status;
     } else { /* a reply (QEMU sends no commands), well-formed or not: whoever's id it bears
               * gets it, so that ours never reach libvirt and our client is never left
               * waiting (its typed layer refuses a malformed one) */
@@ -459,6 +595,8 @@ static void from_qemu(Filter *f, Line *line)
             f->libvirt_inflight--;
     }
     send_line(f, &f->libvirt, line);
+    if (ended) /* after the event: libvirt learns the outcome before the cancel's answer */
+        end_switching(f, ended);
     if (f->libvirt_inflight == 0)
         pump(f);
 }
@@ -665,6 +803,13 @@ static void restore(Filter *f)
         g_warning("the previous filter died with the VM stopped for a probe: resuming it");
         g_queue_push_tail(&f->ours, line_new(cont, strlen(cont), NULL));
         pump(f); /* send_ours() removes the marker as the `cont` goes out */
+    }
+    /* Same QEMU (the directory goes with the domain), restarted filter or libvirtd: the
+     * switchover may still run. Our query-migrate settles it either way. */
+    if (g_file_test(SM_LV_SWITCHING, G_FILE_TEST_EXISTS)) {
+        g_info("a previous filter saw the switchover start and not end");
+        f->switching = TRUE;
+        f->switch_poll = g_timeout_add_seconds(1, poll_switch, f);
     }
     if (f->resume && g_file_get_contents(SM_LV_STATE, &text, &len, NULL)) {
         g_info("taking up the command the previous filter held");

@@ -19,6 +19,8 @@ G_BEGIN_DECLS
 #define SM_LV_STOPPED "safe-migrate.stopped"   /* the probe's stop is not yet undone by cont */
 #define SM_LV_GREETING "safe-migrate.greeting" /* QEMU's greeting, for a restarted filter */
 #define SM_LV_ARGS "safe-migrate.args"         /* the filter's argv, NUL-separated */
+/* migrate-continue went to QEMU and the filter has not yet seen QEMU's outcome. */
+#define SM_LV_SWITCHING "safe-migrate.switching"
 #define SM_LV_LOG "safe-migrate.log" /* LOG_DIR/NAME.safe-migrate.log, next to libvirt's */
 /* Tests only: a phase name written here makes the filter stop itself (SIGSTOP) once there,
  * so a test can kill it at that exact point. Only root can write the domain's directory. */

@@ -284,22 +284,11 @@ static Gate *gate_start(const char *stop_at, const char *const *args)
     return g;
 }
 
-/* Process state letter from /proc (R, S, T, Z...), or 0 if gone. */
-static char proc_state(pid_t pid)
-{
-    g_autofree char *path = g_strdup_printf("/proc/%d/stat", (int)pid);
-    g_autofree char *text = NULL;
-    if (!g_file_get_contents(path, &text, NULL, NULL))
-        return 0;
-    const char *close_paren = strrchr(text, ')');
-    return close_paren && close_paren[1] ? close_paren[2] : 0;
-}
-
 /* Waits until the gate stopped itself at its SM_FAULT_STOP_AT point. */
 static void gate_wait_stopped(Gate *g)
 {
     for (int i = 0; i < 6000; i++) {
-        char s = proc_state(g->pid);
+        char s = rig_process_state(g->pid);
         if (s == 'T')
             return;
         if (s == 0 || s == 'Z')
@@ -395,7 +384,8 @@ typedef struct {
 static char *vm_state(RigVm *vm)
 {
     /* An adopted (daemonized) QEMU that exited may linger as a zombie nobody reaps. */
-    if (!rig_vm_alive(vm) || proc_state(rig_vm_pid(vm)) == 0 || proc_state(rig_vm_pid(vm)) == 'Z')
+    if (!rig_vm_alive(vm) || rig_process_state(rig_vm_pid(vm)) == 0 ||
+        rig_process_state(rig_vm_pid(vm)) == 'Z')
         return g_strdup("dead");
     if (!rig_vm_qmp(vm)) /* a reload that lost the race with its exit */
         return g_strdup("no monitor");
@@ -446,7 +436,7 @@ static void adopt_new_dest(RigVm *dst, GPid old_pid)
             continue;
         }
         GPid pid = text ? (GPid)g_ascii_strtoll(text, NULL, 10) : 0;
-        char state = proc_state(pid);
+        char state = rig_process_state(pid);
         g_autoptr(GError) error = NULL;
         if (scripts->len == 0 &&
             (pid == old_pid || state == 0 || state == 'Z' || rig_vm_reload(dst, &error)))
@@ -454,17 +444,6 @@ static void adopt_new_dest(RigVm *dst, GPid old_pid)
         g_usleep(20000);
     }
     g_error("the restarted destination never came up");
-}
-
-/* Source migration status through the test's own monitor. */
-static char *migration_status(RigVm *vm)
-{
-    g_autoptr(GError) error = NULL;
-    g_autoptr(json_object) r = qmp_client_execute(rig_vm_qmp(vm), "query-migrate", NULL, &error);
-    g_assert_no_error(error);
-    json_object *v;
-    return g_strdup(json_object_object_get_ex(r, "status", &v) ? json_object_get_string(v)
-                                                               : "none");
 }
 
 #define KILLED (128 + SIGKILL)
@@ -597,9 +576,9 @@ static void test_fault(gconstpointer data)
         g_autofree char *child_text = NULL;
         g_assert_true(g_file_get_contents(child_pid, &child_text, NULL, NULL));
         pid_t child = (pid_t)g_ascii_strtoll(child_text, NULL, 10);
-        for (int i = 0; i < 100 && kill(child, 0) == 0 && proc_state(child) != 'Z'; i++)
+        for (int i = 0; i < 100 && kill(child, 0) == 0 && rig_process_state(child) != 'Z'; i++)
             g_usleep(10000);
-        g_assert_true(kill(child, 0) == -1 || proc_state(child) == 'Z');
+        g_assert_true(kill(child, 0) == -1 || rig_process_state(child) == 'Z');
     }
     if (c->fault != FAULT_PREPARE_HANGS)
         g_assert_cmpint(gate_wait(g), ==, c->exit_code);
@@ -625,14 +604,14 @@ static void test_fault(gconstpointer data)
     /* The VM runs on exactly one side, or recover brings it back to the source. */
     /* A migration the dead gate left in flight would pause the VM at pre-switchover any
      * moment: that is not "running on one side" either. */
-    g_autofree char *s1 = vm_state(src), *d1 = vm_state(dst), *m1 = migration_status(src);
+    g_autofree char *s1 = vm_state(src), *d1 = vm_state(dst), *m1 = rig_vm_migration_status(src);
     g_test_message("after the fault: source %s (migration %s), destination %s", s1, m1, d1);
     g_assert_cmpstr(s1, !=, "dead");
     static const char *const settled[] = {"none", "completed", "cancelled", "failed", NULL};
     if ((!g_str_equal(s1, "running") && !g_str_equal(d1, "running")) ||
         !g_strv_contains(settled, m1) || c->exit_code == KILLED || c->exit_code == 6)
         run_recover(src_direct, dst_direct);
-    g_autofree char *s2 = vm_state(src), *d2 = vm_state(dst), *m2 = migration_status(src);
+    g_autofree char *s2 = vm_state(src), *d2 = vm_state(dst), *m2 = rig_vm_migration_status(src);
     g_test_message("settled: source %s (migration %s), destination %s", s2, m2, d2);
     g_assert_true(g_strv_contains(settled, m2));
     /* QEMU is left as found: whatever the gate set is restored by the gate, or, for a gate

@@ -209,19 +209,9 @@ char *lv_domain_dir(LvHost host, const char *name)
     return NULL;
 }
 
-static char process_state(GPid pid)
-{
-    g_autofree char *path = g_strdup_printf("/proc/%d/stat", (int)pid);
-    g_autofree char *stat = NULL;
-    if (!g_file_get_contents(path, &stat, NULL, NULL))
-        return 0;
-    const char *end = strrchr(stat, ')'); /* "PID (COMM) STATE ..." */
-    return end && end[1] == ' ' ? end[2] : 0;
-}
-
 gboolean lv_process_stopped(GPid pid)
 {
-    return process_state(pid) == 'T';
+    return rig_process_state(pid) == 'T';
 }
 
 char *lv_qtest_path(LvHost host, const char *name)
@@ -244,7 +234,7 @@ GPid lv_qemu_pid(LvHost host, const char *name)
 
 static gboolean process_gone(GPid pid)
 {
-    char state = process_state(pid);
+    char state = rig_process_state(pid);
     return state == 0 || state == 'Z';
 }
 

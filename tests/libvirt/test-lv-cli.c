@@ -19,22 +19,26 @@
 #include <sys/wait.h>
 #include <unistd.h>
 
-static gboolean skip_without_rig(void)
-{
-    g_autofree char *why = NULL;
-    if (lv_rig_dir(&why))
-        return FALSE;
-    g_test_skip(why);
-    return TRUE;
-}
-
 static char *cli_path(void)
 {
     return g_build_filename(g_getenv("SM_BUILD_ROOT"), "sidecar", "safe-migrate", NULL);
 }
 
-/* safe-migrate migrate --json ... NAME URI_B from host A; stdout piped. */
-static GSubprocess *start_migrate(const char *name, const char *const *extra)
+/* safe-migrate migrate --json ... NAME URI_B from host A, and its events (stdout). */
+typedef struct {
+    GSubprocess *proc;
+    GDataInputStream *in;
+} Cli;
+
+static void cli_free(Cli *c)
+{
+    g_clear_object(&c->in);
+    g_clear_object(&c->proc);
+    g_free(c);
+}
+G_DEFINE_AUTOPTR_CLEANUP_FUNC(Cli, cli_free)
+
+static Cli *cli_start(const char *name, const char *const *extra)
 {
     g_autoptr(GPtrArray) argv = g_ptr_array_new_with_free_func(g_free);
     g_ptr_array_add(argv, cli_path());
@@ -61,10 +65,12 @@ static GSubprocess *start_migrate(const char *name, const char *const *extra)
                     p2p ? g_strconcat("qemu+unix", dest + strlen("qemu"), NULL) : g_strdup(dest));
     g_ptr_array_add(argv, NULL);
     g_autoptr(GError) error = NULL;
-    GSubprocess *p =
+    Cli *c = g_new0(Cli, 1);
+    c->proc =
         g_subprocess_newv((const char *const *)argv->pdata, G_SUBPROCESS_FLAGS_STDOUT_PIPE, &error);
     g_assert_no_error(error);
-    return p;
+    c->in = g_data_input_stream_new(g_subprocess_get_stdout_pipe(c->proc));
+    return c;
 }
 
 /* The next event line named `event` (NULL: any), or NULL at EOF; every line is logged and
@@ -102,15 +108,121 @@ static gint64 int_member(json_object *obj, const char *key)
     return json_object_get_int64(v);
 }
 
-static void finish_on_a(RigGuest *guest, const guint8 *reference, gsize len)
+/* Reads the CLI's events up to its result (NULL if it ended without one) and waits for it to
+ * exit; returns its exit status. */
+static int cli_wait(Cli *c, json_object **result)
+{
+    *result = next_event(c->in, "result");
+    g_assert_true(g_subprocess_wait(c->proc, NULL, NULL));
+    return g_subprocess_get_exit_status(c->proc);
+}
+
+/* The CLI's result: it exits with `code` and its result event says the same. */
+static json_object *cli_expect_exit(Cli *c, int code)
+{
+    json_object *res = next_event(c->in, "result");
+    g_assert_nonnull(res);
+    g_assert_true(g_subprocess_wait(c->proc, NULL, NULL));
+    g_assert_cmpint(g_subprocess_get_exit_status(c->proc), ==, code);
+    g_assert_cmpint(int_member(res, "exit_code"), ==, code);
+    return res;
+}
+
+/* ---- A scenario: the test's domain on host A -------------------------------------------- */
+
+typedef enum {
+    SCENARIO_NO_GUEST = 1 << 0, /* no qtest guest, nothing settled */
+    SCENARIO_HEAVY = 1 << 1,    /* 16 MiB of written guest RAM: about 16 s at 1 MiB/s */
+    SCENARIO_PAUSED = 1 << 2,   /* suspended (virsh suspend) once set up */
+    SCENARIO_PENDING = 1 << 3,  /* the CBW of `cmd` sent, its data not fetched */
+} ScenarioFlags;
+
+typedef struct {
+    char *name;
+    RigGuest *guest;      /* enumerated on A; NULL with SCENARIO_NO_GUEST */
+    RigCommand cmd;       /* the guest's command */
+    guint8 reference[36]; /* its steady answer (cmd.data_len bytes) */
+} Scenario;
+
+/* A fresh domain "PREFIX<pid>-<n>" on A (the libvirt form, QEMU 7.2), its guest enumerated
+ * and the steady answer to `cmd` learnt, then as `flags` say. FALSE (the test skipped)
+ * without the libvirt rig. */
+static gboolean scenario_start(Scenario *s, const char *prefix, RigCommand cmd, ScenarioFlags flags)
+{
+    static guint counter;
+    g_autofree char *why = NULL;
+    memset(s, 0, sizeof *s);
+    if (!lv_rig_dir(&why)) {
+        g_test_skip(why);
+        return FALSE;
+    }
+    s->name = g_strdup_printf("%s%u-%u", prefix, (guint)getpid(), ++counter);
+    s->cmd = cmd;
+    g_assert_cmpuint(cmd.data_len, <=, sizeof s->reference);
+    LvDomainConfig config = {.name = s->name, .form = LV_FORM_LIBVIRT, .qemu = RIG_QEMU_72};
+    lv_domain_create(LV_A, &config);
+    g_autoptr(GError) error = NULL;
+    if (!(flags & SCENARIO_NO_GUEST)) {
+        s->guest = lv_guest_new(LV_A, s->name);
+        lv_guest_settle(s->guest, s->cmd, s->reference, s->cmd.data_len);
+    }
+    if (flags & SCENARIO_HEAVY)
+        g_assert_true(rig_guest_fill_ram(s->guest, 0x100000, 16 << 20, 0x5a, &error));
+    g_assert_no_error(error);
+    if (flags & SCENARIO_PAUSED)
+        g_assert_cmpint(lv_virsh(LV_A, NULL, NULL, "suspend", s->name, NULL), ==, 0);
+    if (flags & SCENARIO_PENDING)
+        g_assert_true(rig_guest_send_cbw(s->guest, 0, &s->cmd, NULL, &error));
+    g_assert_no_error(error);
+    return TRUE;
+}
+
+/* The domain destroyed wherever it runs. */
+static void scenario_clear(Scenario *s)
+{
+    lv_domain_destroy(LV_A, s->name);
+    lv_domain_destroy(LV_B, s->name);
+    g_clear_pointer(&s->guest, rig_guest_free);
+    g_clear_pointer(&s->name, g_free);
+}
+
+/* The guest fetches on A the data and status of the transaction it left pending. */
+static void finish_on_a(Scenario *s)
 {
     g_autoptr(GError) error = NULL;
+    gsize len = s->cmd.data_len;
     guint8 buf[64], csw = 0xff;
-    g_assert_cmpint(rig_guest_data_in(guest, 0, buf, len, &error), ==, (gssize)len);
+    g_assert_cmpint(rig_guest_data_in(s->guest, 0, buf, len, &error), ==, (gssize)len);
     g_assert_no_error(error);
-    g_assert_true(rig_guest_read_csw(guest, 0, &csw, NULL, &error));
+    g_assert_true(rig_guest_read_csw(s->guest, 0, &csw, NULL, &error));
     g_assert_cmpint(csw, ==, 0);
-    g_assert_cmpmem(buf, len, reference, len);
+    g_assert_cmpmem(buf, len, s->reference, len);
+}
+
+/* The guest asks `cmd` again where it is attached and gets its steady answer. */
+static void assert_answers(Scenario *s)
+{
+    guint8 again[sizeof s->reference];
+    lv_guest_answer(s->guest, s->cmd, again, s->cmd.data_len);
+    g_assert_cmpmem(again, s->cmd.data_len, s->reference, s->cmd.data_len);
+}
+
+/* The same, the guest attached to the domain on B. */
+static void answers_on_b(Scenario *s)
+{
+    g_autoptr(GError) error = NULL;
+    g_autofree char *qtest_b = lv_qtest_path(LV_B, s->name);
+    g_assert_true(rig_guest_attach_at(s->guest, qtest_b, s->name, &error));
+    g_assert_no_error(error);
+    assert_answers(s);
+}
+
+/* Migrated: the domain runs on B and not on A, and the guest reads right there. */
+static void assert_arrived(Scenario *s)
+{
+    g_assert_true(lv_domain_running(LV_B, s->name));
+    g_assert_false(lv_domain_running(LV_A, s->name));
+    answers_on_b(s);
 }
 
 /* The domain runs on A only (libvirt tears a cancelled destination down asynchronously),
@@ -134,64 +246,23 @@ static void assert_gone_from_b(const char *name)
     g_assert_cmpint(lv_virsh(LV_B, NULL, NULL, "domstate", name, NULL), !=, 0);
 }
 
-typedef struct {
-    char *name;
-    RigGuest *guest;
-    RigCommand cmd;
-    guint8 reference[8];
-} Pending;
-
-static void pending_start(Pending *p, const char *prefix)
-{
-    static guint counter;
-    g_autoptr(GError) error = NULL;
-    p->name = g_strdup_printf("%s%u-%u", prefix, (guint)getpid(), ++counter);
-    LvDomainConfig config = {.name = p->name, .form = LV_FORM_LIBVIRT, .qemu = RIG_QEMU_72};
-    lv_domain_create(LV_A, &config);
-    p->guest = lv_guest_new(LV_A, p->name);
-    p->cmd = rig_cmd_read_capacity();
-    lv_guest_settle(p->guest, p->cmd, p->reference, sizeof p->reference);
-    g_assert_true(rig_guest_send_cbw(p->guest, 0, &p->cmd, NULL, &error));
-    g_assert_no_error(error);
-}
-
-static void pending_clear(Pending *p)
-{
-    lv_domain_destroy(LV_A, p->name);
-    lv_domain_destroy(LV_B, p->name);
-    rig_guest_free(p->guest);
-    g_free(p->name);
-}
+/* ---- The scenarios ------------------------------------------------------------------------ */
 
 static void test_held_then_migrated(gconstpointer data)
 {
-    if (skip_without_rig())
+    Scenario s;
+    if (!scenario_start(&s, "cli", rig_cmd_read_capacity(), SCENARIO_PENDING))
         return;
-    Pending p;
-    pending_start(&p, "cli");
     const char *extra[] = {form_flag(data), "--max-hold", "60s", "--backoff", "300ms", NULL};
-    g_autoptr(GSubprocess) cli = start_migrate(p.name, extra);
-    g_autoptr(GDataInputStream) in = g_data_input_stream_new(g_subprocess_get_stdout_pipe(cli));
-    g_autoptr(json_object) hold = next_event(in, "hold");
+    g_autoptr(Cli) cli = cli_start(s.name, extra);
+    g_autoptr(json_object) hold = next_event(cli->in, "hold");
     g_assert_nonnull(hold);
-    g_assert_true(lv_domain_running(LV_A, p.name));
+    g_assert_true(lv_domain_running(LV_A, s.name));
     /* The guest finishes on the source while the CLI backs off; the retry migrates. */
-    finish_on_a(p.guest, p.reference, sizeof p.reference);
-    g_autoptr(json_object) res = next_event(in, "result");
-    g_assert_nonnull(res);
-    g_assert_true(g_subprocess_wait(cli, NULL, NULL));
-    g_assert_cmpint(g_subprocess_get_exit_status(cli), ==, 0);
-    g_assert_cmpint(int_member(res, "exit_code"), ==, 0);
+    finish_on_a(&s);
+    g_autoptr(json_object) res = cli_expect_exit(cli, 0);
     g_assert_cmpint(int_member(res, "holds"), >=, 1);
-    g_assert_true(lv_domain_running(LV_B, p.name));
-    g_assert_false(lv_domain_running(LV_A, p.name));
-    g_autoptr(GError) error = NULL;
-    g_autofree char *qtest_b = lv_qtest_path(LV_B, p.name);
-    g_assert_true(rig_guest_attach_at(p.guest, qtest_b, p.name, &error));
-    g_assert_no_error(error);
-    guint8 buf[8];
-    lv_guest_answer(p.guest, p.cmd, buf, sizeof buf);
-    g_assert_cmpmem(buf, sizeof buf, p.reference, sizeof p.reference);
+    assert_arrived(&s);
 
     /* status through B's filter: idle, and libvirt saw no pause. */
     g_autofree char *uri_b = lv_uri(LV_B);
@@ -199,7 +270,7 @@ static void test_held_then_migrated(gconstpointer data)
     g_autofree char *libdir = g_strdup_printf("%s/B/lib/qemu", lv_rig_dir(&why));
     g_autofree char *cli_bin = cli_path();
     const char *argv[] = {cli_bin, "status", "-c",   uri_b, "--libvirt-dir",
-                          libdir,  "--json", p.name, NULL};
+                          libdir,  "--json", s.name, NULL};
     g_autofree char *out = NULL;
     int status = -1;
     g_assert_true(g_spawn_sync(NULL, (char **)argv, NULL, G_SPAWN_DEFAULT, NULL, NULL, &out, NULL,
@@ -207,51 +278,39 @@ static void test_held_then_migrated(gconstpointer data)
     g_test_message("status: %s", out);
     g_assert_true(g_spawn_check_wait_status(status, NULL));
     g_assert_nonnull(strstr(out, "\"state\":\"idle\""));
-    pending_clear(&p);
+    scenario_clear(&s);
 }
 
 static void test_never_fetches(gconstpointer data)
 {
-    if (skip_without_rig())
+    Scenario s;
+    if (!scenario_start(&s, "clx", rig_cmd_read_capacity(), SCENARIO_PENDING))
         return;
-    Pending p;
-    pending_start(&p, "clx");
     const char *extra[] = {form_flag(data), "--max-hold",     "1s", "--backoff",
                            "200ms",         "--max-attempts", "3",  NULL};
-    g_autoptr(GSubprocess) cli = start_migrate(p.name, extra);
-    g_autoptr(GDataInputStream) in = g_data_input_stream_new(g_subprocess_get_stdout_pipe(cli));
-    g_autoptr(json_object) res = next_event(in, "result");
-    g_assert_nonnull(res);
-    g_assert_true(g_subprocess_wait(cli, NULL, NULL));
-    g_assert_cmpint(g_subprocess_get_exit_status(cli), ==, 4);
-    g_assert_cmpint(int_member(res, "exit_code"), ==, 4);
+    g_autoptr(Cli) cli = cli_start(s.name, extra);
+    g_autoptr(json_object) res = cli_expect_exit(cli, 4);
     g_assert_cmpint(int_member(res, "holds"), >=, 1);
-    assert_on_source_only(p.name);
-    finish_on_a(p.guest, p.reference, sizeof p.reference);
-    pending_clear(&p);
+    assert_on_source_only(s.name);
+    finish_on_a(&s);
+    scenario_clear(&s);
 }
 
 /* Ctrl-C while held: the CLI stops retrying and the domain stays on the source. */
 static void test_interrupted(void)
 {
-    if (skip_without_rig())
+    Scenario s;
+    if (!scenario_start(&s, "cli", rig_cmd_read_capacity(), SCENARIO_PENDING))
         return;
-    Pending p;
-    pending_start(&p, "cli");
     const char *extra[] = {"--max-hold", "60s", "--backoff", "5s", NULL};
-    g_autoptr(GSubprocess) cli = start_migrate(p.name, extra);
-    g_autoptr(GDataInputStream) in = g_data_input_stream_new(g_subprocess_get_stdout_pipe(cli));
-    g_autoptr(json_object) hold = next_event(in, "hold");
+    g_autoptr(Cli) cli = cli_start(s.name, extra);
+    g_autoptr(json_object) hold = next_event(cli->in, "hold");
     g_assert_nonnull(hold);
-    g_subprocess_send_signal(cli, SIGINT);
-    g_autoptr(json_object) res = next_event(in, "result");
-    g_assert_nonnull(res);
-    g_assert_true(g_subprocess_wait(cli, NULL, NULL));
-    g_assert_cmpint(g_subprocess_get_exit_status(cli), ==, 130);
-    g_assert_cmpint(int_member(res, "exit_code"), ==, 130);
-    assert_on_source_only(p.name);
-    finish_on_a(p.guest, p.reference, sizeof p.reference);
-    pending_clear(&p);
+    g_subprocess_send_signal(cli->proc, SIGINT);
+    json_object_put(cli_expect_exit(cli, 130));
+    assert_on_source_only(s.name);
+    finish_on_a(&s);
+    scenario_clear(&s);
 }
 
 /* The plain JSON of what a query command returns on `host` (through virsh). */
@@ -310,65 +369,39 @@ static void test_interrupted_while_migrating(gconstpointer data)
 {
     int signum = GPOINTER_TO_INT(data) & ~PAUSED_DATA;
     gboolean paused = (GPOINTER_TO_INT(data) & PAUSED_DATA) != 0;
-    if (skip_without_rig())
+    Scenario s;
+    if (!scenario_start(&s, "cls", rig_cmd_inquiry(),
+                        SCENARIO_HEAVY | (paused ? SCENARIO_PAUSED : 0)))
         return;
-    static guint counter;
-    g_autofree char *name = g_strdup_printf("cls%u-%u", (guint)getpid(), ++counter);
-    LvDomainConfig config = {.name = name, .form = LV_FORM_LIBVIRT, .qemu = RIG_QEMU_72};
-    lv_domain_create(LV_A, &config);
-    g_autoptr(RigGuest) guest = lv_guest_new(LV_A, name);
-    guint8 inq[36], again[36];
-    lv_guest_settle(guest, rig_cmd_inquiry(), inq, sizeof inq);
-    g_autoptr(GError) error = NULL;
-    g_assert_true(rig_guest_fill_ram(guest, 0x100000, 16 << 20, 0x5a, &error));
-    g_assert_no_error(error);
-    if (paused)
-        g_assert_cmpint(lv_virsh(LV_A, NULL, NULL, "suspend", name, NULL), ==, 0);
     /* The filter's probe of a paused VM before `migrate` keeps its fd set on QEMU 7.2 (no
      * remove-fd while stopped): the fd sets of a paused domain are not compared. */
-    g_autofree char *before = settings(LV_A, name, !paused);
+    g_autofree char *before = settings(LV_A, s.name, !paused);
     const char *extra[] = {signum == SIGINT ? "--live" : "--p2p", "--bandwidth", "1", NULL};
-    g_autoptr(GSubprocess) cli = start_migrate(name, extra);
-    g_autoptr(GDataInputStream) in = g_data_input_stream_new(g_subprocess_get_stdout_pipe(cli));
-    g_assert_true(wait_transferring(in));
-    g_subprocess_send_signal(cli, signum);
-    g_autoptr(json_object) res = next_event(in, "result");
-    g_assert_nonnull(res);
-    g_assert_true(g_subprocess_wait(cli, NULL, NULL));
-    int code = signum == SIGINT ? 130 : 143;
-    g_assert_cmpint(g_subprocess_get_exit_status(cli), ==, code);
-    g_assert_cmpint(int_member(res, "exit_code"), ==, code);
+    g_autoptr(Cli) cli = cli_start(s.name, extra);
+    g_assert_true(wait_transferring(cli->in));
+    g_subprocess_send_signal(cli->proc, signum);
+    json_object_put(cli_expect_exit(cli, signum == SIGINT ? 130 : 143));
     if (paused) {
-        assert_gone_from_b(name);
-        g_autofree char *status = lv_query_status(LV_A, name);
+        assert_gone_from_b(s.name);
+        g_autofree char *status = lv_query_status(LV_A, s.name);
         g_assert_cmpstr(status, ==, "paused");
     } else {
-        assert_on_source_only(name);
+        assert_on_source_only(s.name);
     }
-    g_autofree char *after = settings(LV_A, name, !paused);
+    g_autofree char *after = settings(LV_A, s.name, !paused);
     g_test_message("settings before:\n%safter:\n%s", before, after);
     g_assert_cmpstr(after, ==, before);
     if (paused)
-        g_assert_cmpint(lv_virsh(LV_A, NULL, NULL, "resume", name, NULL), ==, 0);
-    lv_guest_answer(guest, rig_cmd_inquiry(), again, sizeof again);
-    g_assert_cmpmem(again, sizeof again, inq, sizeof inq);
+        g_assert_cmpint(lv_virsh(LV_A, NULL, NULL, "resume", s.name, NULL), ==, 0);
+    assert_answers(&s);
     /* At once again, unthrottled: it migrates. */
     const char *retry[] = {signum == SIGINT ? "--live" : "--p2p", NULL};
-    g_autoptr(GSubprocess) cli2 = start_migrate(name, retry);
-    g_autoptr(GDataInputStream) in2 = g_data_input_stream_new(g_subprocess_get_stdout_pipe(cli2));
-    g_autoptr(json_object) res2 = next_event(in2, "result");
+    g_autoptr(Cli) cli2 = cli_start(s.name, retry);
+    g_autoptr(json_object) res2 = NULL;
+    g_assert_cmpint(cli_wait(cli2, &res2), ==, 0);
     g_assert_nonnull(res2);
-    g_assert_true(g_subprocess_wait(cli2, NULL, NULL));
-    g_assert_cmpint(g_subprocess_get_exit_status(cli2), ==, 0);
-    g_assert_true(lv_domain_running(LV_B, name));
-    g_assert_false(lv_domain_running(LV_A, name));
-    g_autofree char *qtest_b = lv_qtest_path(LV_B, name);
-    g_assert_true(rig_guest_attach_at(guest, qtest_b, name, &error));
-    g_assert_no_error(error);
-    lv_guest_answer(guest, rig_cmd_inquiry(), again, sizeof again);
-    g_assert_cmpmem(again, sizeof again, inq, sizeof inq);
-    lv_domain_destroy(LV_A, name);
-    lv_domain_destroy(LV_B, name);
+    assert_arrived(&s);
+    scenario_clear(&s);
 }
 
 /* `safe-migrate status -c URI DOMAIN` on host A; its exit status (-1 if it did not exit). */
@@ -413,62 +446,48 @@ static void test_status_while_migrating(gconstpointer data)
 {
     gboolean paused = GPOINTER_TO_INT(data);
     const char *state = paused ? "paused" : "running";
-    if (skip_without_rig())
+    Scenario s;
+    if (!scenario_start(&s, "clt", rig_cmd_inquiry(),
+                        SCENARIO_HEAVY | (paused ? SCENARIO_PAUSED : 0)))
         return;
-    static guint counter;
-    g_autofree char *name = g_strdup_printf("clt%u-%u", (guint)getpid(), ++counter);
-    LvDomainConfig config = {.name = name, .form = LV_FORM_LIBVIRT, .qemu = RIG_QEMU_72};
-    lv_domain_create(LV_A, &config);
-    g_autoptr(RigGuest) guest = lv_guest_new(LV_A, name);
-    guint8 inq[36], again[36];
-    lv_guest_settle(guest, rig_cmd_inquiry(), inq, sizeof inq);
-    g_autoptr(GError) error = NULL;
-    g_assert_true(rig_guest_fill_ram(guest, 0x100000, 16 << 20, 0x5a, &error));
-    g_assert_no_error(error);
-    if (paused)
-        g_assert_cmpint(lv_virsh(LV_A, NULL, NULL, "suspend", name, NULL), ==, 0);
     /* The filter's own probe of a paused VM before `migrate` (its PRE_MIGRATE job, not the
      * status) leaves its fd set on QEMU 7.2, whose remove-fd closes nothing while the VM is
      * stopped: for a paused domain the fd sets are compared from the migration on. */
-    g_autofree char *before = settings(LV_A, name, !paused);
+    g_autofree char *before = settings(LV_A, s.name, !paused);
     const char *slow[] = {"--bandwidth", "1", NULL};
-    g_autoptr(GSubprocess) migration = lv_migrate_start(LV_A, name, slow);
-    g_assert_true(wait_job_transferring(name));
-    g_autofree char *fds = qmp_return(LV_A, name, "query-fdsets");
+    g_autoptr(GSubprocess) migration = lv_migrate_start(LV_A, s.name, slow);
+    g_assert_true(wait_job_transferring(s.name));
+    g_autofree char *fds = qmp_return(LV_A, s.name, "query-fdsets");
     g_autofree char *out = NULL, *err = NULL;
-    g_assert_cmpint(run_status(name, &out, &err), ==, 1);
+    g_assert_cmpint(run_status(s.name, &out, &err), ==, 1);
     g_assert_cmpstr(out, ==, "");
     g_assert_nonnull(strstr(err, "a migration is in progress (active): not probing under it"));
-    g_autofree char *fds_after = qmp_return(LV_A, name, "query-fdsets");
+    g_autofree char *fds_after = qmp_return(LV_A, s.name, "query-fdsets");
     g_assert_cmpstr(fds_after, ==, fds);
-    g_assert_cmpint(lv_virsh(LV_A, NULL, NULL, "domjobabort", name, NULL), ==, 0);
+    g_assert_cmpint(lv_virsh(LV_A, NULL, NULL, "domjobabort", s.name, NULL), ==, 0);
     g_autofree char *merr = NULL;
     g_assert_cmpint(lv_migrate_finish(migration, &merr), !=, 0);
     g_test_message("aborted migration: %s", merr);
-    assert_gone_from_b(name);
-    g_autofree char *status_a = lv_query_status(LV_A, name);
+    assert_gone_from_b(s.name);
+    g_autofree char *status_a = lv_query_status(LV_A, s.name);
     g_assert_cmpstr(status_a, ==, state);
-    g_autofree char *after = settings(LV_A, name, !paused);
+    g_autofree char *after = settings(LV_A, s.name, !paused);
     g_test_message("settings before:\n%safter:\n%s", before, after);
     g_assert_cmpstr(after, ==, before);
     /* Running: the gate's capture fd (added at `migrate`, issue 15) is given back once the
      * aborted source runs again: the fd sets are as before (compared above). Paused: 7.2
      * keeps listing a stopped VM's removed fds, so they stay as during the migration. */
-    g_autofree char *fds_end = qmp_return(LV_A, name, "query-fdsets");
+    g_autofree char *fds_end = qmp_return(LV_A, s.name, "query-fdsets");
     if (paused)
         g_assert_cmpstr(fds_end, ==, fds);
     g_autofree char *merr2 = NULL;
-    g_assert_cmpint(lv_migrate(LV_A, name, NULL, &merr2), ==, 0);
-    g_autofree char *status_b = lv_query_status(LV_B, name);
+    g_assert_cmpint(lv_migrate(LV_A, s.name, NULL, &merr2), ==, 0);
+    g_autofree char *status_b = lv_query_status(LV_B, s.name);
     g_assert_cmpstr(status_b, ==, state);
     if (paused)
-        g_assert_cmpint(lv_virsh(LV_B, NULL, NULL, "resume", name, NULL), ==, 0);
-    g_autofree char *qtest_b = lv_qtest_path(LV_B, name);
-    g_assert_true(rig_guest_attach_at(guest, qtest_b, name, &error));
-    g_assert_no_error(error);
-    lv_guest_answer(guest, rig_cmd_inquiry(), again, sizeof again);
-    g_assert_cmpmem(again, sizeof again, inq, sizeof inq);
-    lv_domain_destroy(LV_B, name);
+        g_assert_cmpint(lv_virsh(LV_B, NULL, NULL, "resume", s.name, NULL), ==, 0);
+    answers_on_b(&s);
+    scenario_clear(&s);
 }
 
 /* How many fds QEMU holds for our probes on `host` (query-fdsets, through virsh). */
@@ -489,82 +508,57 @@ static guint probe_fds(LvHost host, const char *name)
  * Fails before the fix: the domain came up running on the destination. */
 static void test_paused_unreadable(void)
 {
-    if (skip_without_rig())
+    Scenario s;
+    if (!scenario_start(&s, "clu", rig_cmd_inquiry(), SCENARIO_NO_GUEST | SCENARIO_PAUSED))
         return;
-    g_autofree char *name = g_strdup_printf("clu%u", (guint)getpid());
-    LvDomainConfig config = {.name = name, .form = LV_FORM_LIBVIRT, .qemu = RIG_QEMU_72};
-    lv_domain_create(LV_A, &config);
-    g_assert_cmpint(lv_virsh(LV_A, NULL, NULL, "suspend", name, NULL), ==, 0);
     for (guint i = 0; i < SM_PROBE_STOPPED_FD_CAP; i++) {
         g_autofree char *out = NULL, *err = NULL;
-        g_assert_cmpint(run_status(name, &out, &err), ==, 0);
+        g_assert_cmpint(run_status(s.name, &out, &err), ==, 0);
     }
-    g_assert_cmpuint(probe_fds(LV_A, name), ==, SM_PROBE_STOPPED_FD_CAP);
+    g_assert_cmpuint(probe_fds(LV_A, s.name), ==, SM_PROBE_STOPPED_FD_CAP);
     g_autofree char *err = NULL;
-    g_assert_cmpint(lv_migrate(LV_A, name, NULL, &err), !=, 0);
+    g_assert_cmpint(lv_migrate(LV_A, s.name, NULL, &err), !=, 0);
     g_test_message("virsh migrate: %s", err);
     g_assert_nonnull(strstr(err, "safe-migrate: switchover held: the paused VM's state could "
                                  "not be read before the migration (QEMU keeps"));
-    assert_gone_from_b(name);
+    assert_gone_from_b(s.name);
     /* Stopped on the source: QEMU 7.2 leaves a VM that was not running before a migration
      * cancelled after its completion started in "postmigrate"; libvirt lists it as paused. */
-    g_autofree char *status_a = lv_query_status(LV_A, name);
+    g_autofree char *status_a = lv_query_status(LV_A, s.name);
     g_autofree char *state_a = NULL;
     g_assert_true(g_str_equal(status_a, "paused") || g_str_equal(status_a, "postmigrate"));
-    g_assert_cmpint(lv_virsh(LV_A, &state_a, NULL, "domstate", name, NULL), ==, 0);
+    g_assert_cmpint(lv_virsh(LV_A, &state_a, NULL, "domstate", s.name, NULL), ==, 0);
     g_assert_cmpstr(g_strstrip(state_a), ==, "paused");
-    g_assert_cmpuint(probe_fds(LV_A, name), ==, SM_PROBE_STOPPED_FD_CAP);
+    g_assert_cmpuint(probe_fds(LV_A, s.name), ==, SM_PROBE_STOPPED_FD_CAP);
     /* Once it runs, one probe releases them all. */
-    g_assert_cmpint(lv_virsh(LV_A, NULL, NULL, "resume", name, NULL), ==, 0);
+    g_assert_cmpint(lv_virsh(LV_A, NULL, NULL, "resume", s.name, NULL), ==, 0);
     g_autofree char *out = NULL, *err2 = NULL;
-    g_assert_cmpint(run_status(name, &out, &err2), ==, 0);
-    g_assert_cmpuint(probe_fds(LV_A, name), ==, 0);
-    lv_domain_destroy(LV_A, name);
-    lv_domain_destroy(LV_B, name);
+    g_assert_cmpint(run_status(s.name, &out, &err2), ==, 0);
+    g_assert_cmpuint(probe_fds(LV_A, s.name), ==, 0);
+    scenario_clear(&s);
 }
 
 /* An idle domain migrates at the first attempt, no hold, and the guest's next transaction on
  * the destination is byte-correct. */
 static void test_idle(gconstpointer data)
 {
-    if (skip_without_rig())
+    Scenario s;
+    if (!scenario_start(&s, "cli", rig_cmd_read_capacity(), 0))
         return;
-    static guint counter;
-    g_autofree char *name = g_strdup_printf("cli%u-%u", (guint)getpid(), ++counter);
-    LvDomainConfig config = {.name = name, .form = LV_FORM_LIBVIRT, .qemu = RIG_QEMU_72};
-    lv_domain_create(LV_A, &config);
-    g_autoptr(RigGuest) guest = lv_guest_new(LV_A, name);
-    guint8 cap[8], again[8];
-    lv_guest_settle(guest, rig_cmd_read_capacity(), cap, sizeof cap);
     const char *extra[] = {form_flag(data), NULL};
-    g_autoptr(GSubprocess) cli = start_migrate(name, extra);
-    g_autoptr(GDataInputStream) in = g_data_input_stream_new(g_subprocess_get_stdout_pipe(cli));
-    g_autoptr(json_object) res = next_event(in, "result");
-    g_assert_nonnull(res);
-    g_assert_true(g_subprocess_wait(cli, NULL, NULL));
-    g_assert_cmpint(g_subprocess_get_exit_status(cli), ==, 0);
-    g_assert_cmpint(int_member(res, "exit_code"), ==, 0);
+    g_autoptr(Cli) cli = cli_start(s.name, extra);
+    g_autoptr(json_object) res = cli_expect_exit(cli, 0);
     g_assert_cmpint(int_member(res, "attempts"), ==, 1);
     g_assert_cmpint(int_member(res, "holds"), ==, 0);
-    g_assert_true(lv_domain_running(LV_B, name));
-    g_assert_false(lv_domain_running(LV_A, name));
-    g_autoptr(GError) error = NULL;
-    g_autofree char *qtest_b = lv_qtest_path(LV_B, name);
-    g_assert_true(rig_guest_attach_at(guest, qtest_b, name, &error));
-    g_assert_no_error(error);
-    lv_guest_answer(guest, rig_cmd_read_capacity(), again, sizeof again);
-    g_assert_cmpmem(again, sizeof again, cap, sizeof cap);
-    lv_domain_destroy(LV_B, name);
+    assert_arrived(&s);
+    scenario_clear(&s);
 }
 
 /* Runs the CLI to its end; returns its exit status, its last JSON event in *result. */
 static int run_cli(const char *name, const char *const *extra, json_object **result)
 {
-    g_autoptr(GSubprocess) cli = start_migrate(name, extra);
-    g_autoptr(GDataInputStream) in = g_data_input_stream_new(g_subprocess_get_stdout_pipe(cli));
-    *result = next_event(in, "result");
-    g_assert_true(g_subprocess_wait(cli, NULL, NULL));
-    return g_subprocess_get_exit_status(cli);
+    g_autoptr(Cli) cli = cli_start(name, extra);
+    return cli_wait(cli, result);
 }
 
 /* The exit codes that need no guest: 3 for a domain libvirt does not know, 2 for a policy
@@ -572,31 +566,28 @@ static int run_cli(const char *name, const char *const *extra, json_object **res
  * --p2p), each with the domain untouched and running on the source. */
 static void test_exit_codes(void)
 {
-    if (skip_without_rig())
+    Scenario s;
+    if (!scenario_start(&s, "clc", rig_cmd_inquiry(), SCENARIO_NO_GUEST))
         return;
-    static guint counter;
-    g_autofree char *name = g_strdup_printf("clc%u-%u", (guint)getpid(), ++counter);
-    LvDomainConfig config = {.name = name, .form = LV_FORM_LIBVIRT, .qemu = RIG_QEMU_72};
-    lv_domain_create(LV_A, &config);
     json_object *res = NULL;
     g_assert_cmpint(run_cli("no-such-domain", NULL, &res), ==, 3);
     g_assert_cmpint(int_member(res, "exit_code"), ==, 3);
     g_clear_pointer(&res, json_object_put);
     /* Refused before anything starts: no result event, a message on stderr. */
     const char *fix[] = {"--on-unquiesceable", "use-fix", NULL};
-    g_assert_cmpint(run_cli(name, fix, &res), ==, 2);
+    g_assert_cmpint(run_cli(s.name, fix, &res), ==, 2);
     g_assert_null(res);
     g_autofree char *why = NULL;
     g_autofree char *gone = g_strdup_printf("%s/nonexistent", lv_rig_dir(&why));
     for (int p2p = 0; p2p <= 1; p2p++) {
-        /* Not through start_migrate: the destination is the point. */
+        /* Not through cli_start: the destination is the point. */
         g_autofree char *cli_bin = cli_path();
         g_autofree char *uri_a = lv_uri(LV_A);
         g_autofree char *dest =
             g_strdup_printf("qemu%s:///system?socket=%s", p2p ? "+unix" : "", gone);
         const char *argv[] = {
             cli_bin,        "migrate",      "--json", "-c", uri_a, p2p ? "--p2p" : "--live",
-            "--config-dir", "/nonexistent", name,     dest, NULL};
+            "--config-dir", "/nonexistent", s.name,   dest, NULL};
         int status = -1;
         g_autofree char *out = NULL;
         g_assert_true(g_spawn_sync(NULL, (char **)argv, NULL, G_SPAWN_DEFAULT, NULL, NULL, &out,
@@ -606,8 +597,8 @@ static void test_exit_codes(void)
         g_assert_cmpint(WEXITSTATUS(status), ==, 5);
         g_assert_nonnull(strstr(out, "\"exit_code\":5"));
     }
-    assert_on_source_only(name);
-    lv_domain_destroy(LV_A, name);
+    assert_on_source_only(s.name);
+    scenario_clear(&s);
 }
 
 int main(int argc, char **argv)

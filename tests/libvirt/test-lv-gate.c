@@ -43,19 +43,25 @@ static gboolean skip_without_gate(void)
     return FALSE;
 }
 
-static void vm_start(Vm *vm, const char *prefix, LvForm form, RigQemu qemu)
+/* memory_mb 0: the template's default. */
+static void vm_start_sized(Vm *vm, const char *prefix, LvForm form, RigQemu qemu, guint memory_mb)
 {
     static guint counter;
     memset(vm, 0, sizeof *vm);
     vm->name = g_strdup_printf("%s%u-%u", prefix, (guint)getpid(), ++counter);
     vm->form = form;
-    LvDomainConfig config = {.name = vm->name, .form = form, .qemu = qemu};
+    LvDomainConfig config = {.name = vm->name, .form = form, .qemu = qemu, .memory_mb = memory_mb};
     lv_domain_create(LV_A, &config);
     /* The hook put the filter on the monitor before libvirt connected. */
     g_assert_cmpint(lv_wait_filter(LV_A, vm->name, 0, 5000), >, 0);
     vm->guest = lv_guest_new(LV_A, vm->name);
     lv_guest_settle(vm->guest, rig_cmd_inquiry(), vm->inquiry, sizeof vm->inquiry);
     lv_guest_settle(vm->guest, rig_cmd_read_capacity(), vm->capacity, sizeof vm->capacity);
+}
+
+static void vm_start(Vm *vm, const char *prefix, LvForm form, RigQemu qemu)
+{
+    vm_start_sized(vm, prefix, form, qemu, 0);
 }
 
 static void vm_stop(Vm *vm)
@@ -369,6 +375,90 @@ static void test_domjobabort_held(gconstpointer data)
     vm_stop(&vm);
 }
 
+/* Waits up to timeout_ms for the domain directory's file `name` to contain `text`. */
+static gboolean wait_file_text(const char *dir, const char *name, const char *text,
+                               guint timeout_ms)
+{
+    g_autofree char *path = g_build_filename(dir, name, NULL);
+    for (guint waited = 0; waited < timeout_ms; waited += 50) {
+        g_autofree char *content = NULL;
+        if (g_file_get_contents(path, &content, NULL, NULL) && strstr(content, text))
+            return TRUE;
+        g_usleep(50000);
+    }
+    return FALSE;
+}
+
+/* `virsh domjobabort` while QEMU switches over (once switching, never cancel). The window is
+ * held open for as long as the test wants: throttled to 8 MiB/s with a 60 s downtime limit,
+ * the migration switches over with most of 96 MiB of written RAM still to send, and the
+ * destination QEMU is stopped (SIGSTOP) before the filter lets libvirt's migrate-continue
+ * go, so the source blocks sending it. libvirt's migrate_cancel (the abort, queued behind
+ * the continue) must be held by the filter, not reach QEMU, and be refused with its message
+ * once QEMU reports the outcome; the migration completes when the destination runs again,
+ * the domain runs on B only, and the next migration (where a source QEMU 7.2 once died in
+ * bdrv_inactivate_recurse after such an abort) works. */
+static void test_domjobabort_switching(void)
+{
+    if (skip_without_gate())
+        return;
+    Vm vm;
+    vm_start_sized(&vm, "absw", LV_FORM_LIBVIRT, RIG_QEMU_72, 128);
+    g_autoptr(GError) error = NULL;
+    g_assert_true(rig_guest_fill_ram(vm.guest, 0x100000, 96 << 20, 0x5a, &error));
+    g_assert_no_error(error);
+    g_assert_cmpint(lv_virsh(LV_A, NULL, NULL, "migrate-setmaxdowntime", vm.name, "60000", NULL),
+                    ==, 0);
+    g_autofree char *dir = lv_domain_dir(LV_A, vm.name);
+    g_assert_nonnull(dir);
+    g_autofree char *fault = g_build_filename(dir, "safe-migrate.fault", NULL);
+    g_assert_true(g_file_set_contents(fault, "hold\n", -1, NULL));
+    GPid filter = lv_filter_pid(LV_A, vm.name);
+    const char *extra[] = {"--bandwidth", "8", NULL};
+    g_autoptr(GSubprocess) migration = lv_migrate_start(LV_A, vm.name, extra);
+    gboolean stopped = FALSE;
+    for (int i = 0; i < 1500 && !stopped && g_subprocess_get_identifier(migration); i++) {
+        stopped = lv_process_stopped(filter);
+        g_usleep(20000);
+    }
+    g_assert_true(stopped); /* the filter took libvirt's migrate-continue */
+    GPid dest = lv_qemu_pid(LV_B, vm.name);
+    g_assert_cmpint(dest, >, 0);
+    g_assert_cmpint(kill(dest, SIGSTOP), ==, 0);
+    g_autofree char *uri = lv_uri(LV_A);
+    const char *argv[] = {"timeout", "240", "virsh", "-c", uri, "domjobabort", vm.name, NULL};
+    g_autoptr(GSubprocess) abort_job = g_subprocess_newv(
+        argv, G_SUBPROCESS_FLAGS_STDOUT_PIPE | G_SUBPROCESS_FLAGS_STDERR_MERGE, &error);
+    g_assert_no_error(error);
+    g_usleep(500000); /* libvirt takes the abort while migrate-continue is held */
+    g_assert_cmpint(kill(filter, SIGCONT), ==, 0);
+    /* The gate judges idle and lets the continue go; libvirt's cancel follows it. Without
+     * the filter's refusal it goes to QEMU: the file never shows it, and the wait ends. */
+    gboolean held = wait_file_text(dir, "safe-migrate.state", "migrate_cancel", 20000);
+    g_assert_cmpint(kill(dest, SIGCONT), ==, 0);
+    g_autofree char *abort_out = NULL;
+    g_assert_true(g_subprocess_communicate_utf8(abort_job, NULL, NULL, &abort_out, NULL, &error));
+    g_assert_no_error(error);
+    g_autofree char *err = NULL;
+    int rc = lv_migrate_finish(migration, &err);
+    g_test_message("virsh migrate: exit %d %s; domjobabort: exit %d %s; cancel held: %d", rc, err,
+                   g_subprocess_get_exit_status(abort_job), abort_out, held);
+    g_assert_cmpint(g_subprocess_get_exit_status(abort_job), !=, 0);
+    g_assert_nonnull(strstr(abort_out, "safe-migrate"));
+    g_assert_nonnull(strstr(abort_out, "switching over"));
+    g_assert_true(held);
+    g_assert_cmpint(rc, ==, 0);
+    assert_healthy(&vm, LV_B);
+    g_autofree char *log = lv_qemu_log(LV_A, vm.name);
+    g_assert_null(strstr(log ? log : "", "Assertion"));
+    g_clear_pointer(&err, g_free);
+    rc = lv_migrate(LV_B, vm.name, NULL, &err);
+    g_test_message("next virsh migrate: exit %d %s", rc, err);
+    g_assert_cmpint(rc, ==, 0);
+    assert_healthy(&vm, LV_A);
+    vm_stop(&vm);
+}
+
 int main(int argc, char **argv)
 {
     g_test_init(&argc, &argv, NULL);
@@ -395,5 +485,6 @@ int main(int argc, char **argv)
                          test_domjobabort_held);
     g_test_add_data_func("/libvirt/gate/domjobabort-held/idle", GINT_TO_POINTER(FALSE),
                          test_domjobabort_held);
+    g_test_add_func("/libvirt/gate/domjobabort-switching", test_domjobabort_switching);
     return g_test_run();
 }

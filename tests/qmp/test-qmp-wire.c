@@ -126,6 +126,27 @@ static void test_set_id(void)
     g_assert_cmpint(qmp_message_kind(msg), ==, QMP_MESSAGE_COMMAND);
 }
 
+/* A member inside an object member (a MIGRATION event's data.status), types checked. */
+static void test_inner_string(void)
+{
+    static const struct {
+        const char *json, *outer, *want;
+    } cases[] = {
+        {"{\"event\":\"MIGRATION\",\"data\":{\"status\":\"completed\"}}", "data", "completed"},
+        {"{\"return\":{\"status\":\"device\"}}", "return", "device"},
+        {"{\"return\":{}}", "return", NULL},
+        {"{\"event\":\"MIGRATION\",\"data\":{\"status\":7}}", "data", NULL},
+        {"{\"event\":\"MIGRATION\",\"data\":\"completed\"}", "data", NULL},
+        {"{\"event\":\"MIGRATION\"}", "data", NULL},
+        {"[1]", "data", NULL},
+    };
+    for (guint i = 0; i < G_N_ELEMENTS(cases); i++) {
+        g_autoptr(json_object) msg = json_tokener_parse(cases[i].json);
+        g_assert_cmpstr(qmp_message_inner_string(msg, cases[i].outer, "status"), ==, cases[i].want);
+    }
+    g_assert_null(qmp_message_inner_string(NULL, "data", "status"));
+}
+
 /* ---- The relay's fast path: qmp_line_may_hold ------------------------------------------ */
 
 /* The words of the libvirt filter (sidecar/libvirt/filter.c): QEMU's lines it acts on, and
@@ -291,6 +312,7 @@ int main(int argc, char **argv)
     g_test_add_func("/qmp/wire/classify", test_classify);
     g_test_add_func("/qmp/wire/encode", test_encode);
     g_test_add_func("/qmp/wire/set-id", test_set_id);
+    g_test_add_func("/qmp/wire/inner-string", test_inner_string);
     g_test_add_func("/qmp/wire/may-hold", test_may_hold);
     g_test_add_func("/qmp/wire/may-hold-random", test_may_hold_random);
     return g_test_run();

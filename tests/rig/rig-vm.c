@@ -92,14 +92,20 @@ GArray *rig_processes_naming(const char *path)
     return pids;
 }
 
+char rig_process_state(GPid pid)
+{
+    g_autofree char *path = g_strdup_printf("/proc/%d/stat", (int)pid);
+    g_autofree char *stat = NULL;
+    if (pid <= 0 || !g_file_get_contents(path, &stat, NULL, NULL))
+        return 0;
+    const char *end = strrchr(stat, ')'); /* "PID (COMM) STATE ...": COMM may hold anything */
+    return end && end[1] == ' ' ? end[2] : 0;
+}
+
 static gboolean process_gone(GPid pid)
 {
-    g_autofree char *path = g_strdup_printf("/proc/%d/stat", pid);
-    g_autofree char *stat = NULL;
-    if (!g_file_get_contents(path, &stat, NULL, NULL))
-        return TRUE;
-    const char *paren = strrchr(stat, ')'); /* the name in parentheses may hold anything */
-    return paren && paren[1] == ' ' && paren[2] == 'Z';
+    char state = rig_process_state(pid);
+    return state == 0 || state == 'Z';
 }
 
 /* Kills every process naming `dir` and waits until each is gone (its sockets and files
@@ -108,12 +114,14 @@ static void sweep(const char *dir)
 {
     for (int pass = 0; pass < 20; pass++) {
         g_autoptr(GArray) pids = rig_processes_naming(dir);
-        if (pids->len == 0)
+        g_autoptr(GArray) killed = g_array_new(FALSE, FALSE, sizeof(GPid));
+        for (guint i = 0; i < pids->len; i++)
+            if (kill(g_array_index(pids, GPid, i), SIGKILL) == 0) /* not one we may not kill */
+                g_array_append_val(killed, g_array_index(pids, GPid, i));
+        if (killed->len == 0)
             return;
-        for (guint i = 0; i < pids->len; i++)
-            kill(g_array_index(pids, GPid, i), SIGKILL);
-        for (guint i = 0; i < pids->len; i++)
-            for (int t = 0; t < 500 && !process_gone(g_array_index(pids, GPid, i)); t++)
+        for (guint i = 0; i < killed->len; i++)
+            for (int t = 0; t < 500 && !process_gone(g_array_index(killed, GPid, i)); t++)
                 g_usleep(2000);
     }
 }
@@ -175,11 +183,14 @@ const char *rig_tmpdir(void)
     return tmpdir;
 }
 
-/* Bytes of the data file on the default ISO: a pattern that differs in every sector, so a
- * READ(10) of the wrong sector or a zero-filled buffer can never pass for the right one. */
-static void fill_pattern(guint8 *buf, gsize len)
+/* A pattern that differs in every sector (xorshift from `seed`), so a READ(10) of the wrong
+ * sector or a zero-filled buffer can never pass for the right one; the ISO's data file and
+ * the disk have different seeds, so a sector of the one never passes for one of the other. */
+enum { ISO_SEED = 0x9e3779b9u, DISK_SEED = 0x2545f491u };
+
+static void fill_pattern(guint8 *buf, gsize len, guint32 seed)
 {
-    guint32 x = 0x9e3779b9u;
+    guint32 x = seed;
     for (gsize i = 0; i < len; i++) {
         x ^= x << 13;
         x ^= x >> 17;
@@ -197,7 +208,7 @@ const char *rig_default_iso(GError **error)
     g_mkdir_with_parents(content, 0700);
     gsize len = 256 * 1024;
     g_autofree guint8 *data = g_malloc(len);
-    fill_pattern(data, len);
+    fill_pattern(data, len, ISO_SEED);
     g_autofree char *data_path = g_build_filename(content, "DATA.BIN", NULL);
     g_autofree char *hello_path = g_build_filename(content, "HELLO.TXT", NULL);
     if (!g_file_set_contents(data_path, (const char *)data, (gssize)len, error) ||
@@ -244,19 +255,6 @@ void rig_expected_read_capacity(guint8 out[8])
 
 static char *default_disk;
 
-/* Bytes of the default disk: the ISO's pattern with another seed, so that a sector of the
- * one never passes for a sector of the other. */
-static void fill_disk_pattern(guint8 *buf, gsize len)
-{
-    guint32 x = 0x2545f491u;
-    for (gsize i = 0; i < len; i++) {
-        x ^= x << 13;
-        x ^= x >> 17;
-        x ^= x << 5;
-        buf[i] = (guint8)(x >> 24);
-    }
-}
-
 enum { DISK_BYTES = 1024 * 1024 };
 
 const char *rig_default_disk(GError **error)
@@ -265,7 +263,7 @@ const char *rig_default_disk(GError **error)
         return default_disk;
     g_autofree char *path = g_build_filename(rig_tmpdir(), "disk.img", NULL);
     g_autofree guint8 *data = g_malloc(DISK_BYTES);
-    fill_disk_pattern(data, DISK_BYTES);
+    fill_pattern(data, DISK_BYTES, DISK_SEED);
     if (!g_file_set_contents(path, (const char *)data, DISK_BYTES, error))
         return NULL;
     default_disk = g_steal_pointer(&path);
@@ -277,7 +275,7 @@ gboolean rig_disk_sector(guint32 lba, guint8 out[512])
     if ((guint64)lba * 512 + 512 > DISK_BYTES)
         return FALSE;
     g_autofree guint8 *data = g_malloc(DISK_BYTES);
-    fill_disk_pattern(data, DISK_BYTES);
+    fill_pattern(data, DISK_BYTES, DISK_SEED);
     memcpy(out, data + (gsize)lba * 512, 512);
     return TRUE;
 }
@@ -719,6 +717,16 @@ char *rig_vm_runstate(RigVm *vm, GError **error)
         return NULL;
     }
     return g_strdup(json_object_get_string(status));
+}
+
+char *rig_vm_migration_status(RigVm *vm)
+{
+    g_autoptr(GError) error = NULL;
+    g_autoptr(json_object) r = qmp_client_execute(vm->qmp, "query-migrate", NULL, &error);
+    g_assert_no_error(error);
+    json_object *v;
+    return g_strdup(json_object_object_get_ex(r, "status", &v) ? json_object_get_string(v)
+                                                               : "none");
 }
 
 char *rig_migration_uri(void)

@@ -72,6 +72,8 @@ typedef struct RigVm RigVm;
 const char *rig_tmpdir(void);
 /* The pids of the live processes whose command line names `path` or a path under it. */
 GArray *rig_processes_naming(const char *path);
+/* A process's state letter from /proc/PID/stat (R, S, T, Z...), 0 if there is none. */
+char rig_process_state(GPid pid);
 /* Path of a small ISO 9660 image made once per process; its content is predictable:
  * rig_iso_sector() gives the expected bytes of any 2048-byte sector. */
 const char *rig_default_iso(GError **error);
@@ -124,12 +126,15 @@ char *rig_vm_stderr(RigVm *vm);
 char *rig_migrate(RigVm *src, RigVm *dst, const char *const *caps, GError **error);
 /* A fresh unix migration URI in the rig's tmpdir. */
 char *rig_migration_uri(void);
-/* Polls query-migrate on vm until status is one of `statuses` (NULL-terminated). */
 /* The VM's migration capabilities and parameters as QEMU reports them, one comparable string:
  * what a gate must leave as it found it. */
 char *rig_vm_migration_settings(RigVm *vm);
+/* Polls query-migrate on vm until status is one of `statuses` (NULL-terminated). */
 char *rig_wait_migration_status(RigVm *vm, const char *const *statuses, guint timeout_ms,
                                 GError **error);
+/* query-migrate "status" of the VM through the test's monitor ("none" before any migration);
+ * asserts the command succeeds. */
+char *rig_vm_migration_status(RigVm *vm);
 /* query-status "status" of the VM. */
 char *rig_vm_runstate(RigVm *vm, GError **error);
 

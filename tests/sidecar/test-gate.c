@@ -331,16 +331,6 @@ static void test_layout_not_understood(void)
     rig_pair_clear(&p);
 }
 
-static char proc_state(pid_t pid)
-{
-    g_autofree char *path = g_strdup_printf("/proc/%d/stat", (int)pid);
-    g_autofree char *text = NULL;
-    if (!g_file_get_contents(path, &text, NULL, NULL))
-        return 0;
-    const char *close_paren = strrchr(text, ')');
-    return close_paren && close_paren[1] ? close_paren[2] : 0;
-}
-
 /* A device the discovery before the switchover did not see (hot-plugged between discovery
  * and `migrate`; QEMU refuses it during the migration itself): its state section belongs to
  * no discovered device, and that is unknown, never "no device, so idle". */
@@ -357,9 +347,9 @@ static void test_section_without_device(void)
                    "--max-attempts", "1", "--plugin-dir", plugins, "--json", NULL);
     g_unsetenv("SM_FAULT_STOP_AT");
     pid_t pid = (pid_t)g_ascii_strtoll(g_subprocess_get_identifier(g->proc), NULL, 10);
-    for (int i = 0; i < 3000 && proc_state(pid) != 'T'; i++)
+    for (int i = 0; i < 3000 && rig_process_state(pid) != 'T'; i++)
         g_usleep(10000);
-    g_assert_cmpint(proc_state(pid), ==, 'T');
+    g_assert_cmpint(rig_process_state(pid), ==, 'T');
     g_autoptr(GError) error = NULL;
     json_object *r = qmp_client_execute_json(rig_vm_qmp(p.src), "device_add",
                                              "{\"driver\":\"usb-tablet\",\"id\":\"late\"}", &error);

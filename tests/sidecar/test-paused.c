@@ -6,16 +6,6 @@
 
 #include <string.h>
 
-static char *source_migration(RigVm *vm)
-{
-    g_autoptr(GError) error = NULL;
-    g_autoptr(json_object) r = qmp_client_execute(rig_vm_qmp(vm), "query-migrate", NULL, &error);
-    g_assert_no_error(error);
-    json_object *v;
-    return g_strdup(json_object_object_get_ex(r, "status", &v) ? json_object_get_string(v)
-                                                               : "none");
-}
-
 /* Idle and paused: migrates, and the destination stays paused as the source was. */
 static void test_paused_idle(gconstpointer data)
 {
@@ -55,7 +45,7 @@ static void test_paused_busy_refused(gconstpointer data)
     g_assert_false(saw(g, "attempt"));
     g_assert_cmpstr(result_str(g, "result"), ==, "refused");
     g_assert_nonnull(strstr(result_str(g, "error"), "usbcd0"));
-    g_autofree char *mig = source_migration(p.src);
+    g_autofree char *mig = rig_vm_migration_status(p.src);
     g_assert_cmpstr(mig, ==, "none");
     assert_runstate(p.src, "paused");
     assert_runstate(p.dst, "inmigrate");
