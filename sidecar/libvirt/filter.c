@@ -35,8 +35,9 @@
  * side's words (qmp_line_may_hold: the word among its bytes, or an escape); any other line
  * goes from the read buffer to the other side untouched, with no copy, parse or allocation.
  * A line the filter is to act on must therefore name one of these: libvirt's commands held
- * for the gate (migrate, migrate-continue); QEMU's greeting, events (STOP/RESUME hidden, all
- * copied to the gate's client) and replies to our commands (ids with OUR_ID_PREFIX). */
+ * for the gate (migrate, migrate-continue) or while switching (migrate_cancel); QEMU's
+ * greeting, events (STOP/RESUME hidden, MIGRATION watched, all copied to the gate's client)
+ * and replies to our commands (ids with OUR_ID_PREFIX). */
 static const char *const libvirt_words[] = {"migrate", NULL};
 static const char *const qemu_words[] = {"QMP", "event", OUR_ID_PREFIX, NULL};
 
