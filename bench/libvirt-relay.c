@@ -4,7 +4,9 @@
  * other (on the fds a holder would give it: libvirt's end a socketpair, QEMU's a connection),
  * interleaved pairwise in the same run, so that both sides of a pair see the same machine.
  * Prints median and p99 of each side and of the paired differences (the filter's cost).
- *   bench/libvirt-relay [--rounds N] [--warmup N] [--filter PATH] */
+ * --compare measures a second filter (an older build's, say) on a second VM in the same
+ * rounds, so that a before/after sees the same machine too.
+ *   bench/libvirt-relay [--rounds N] [--warmup N] [--filter PATH] [--compare PATH] */
 #include "common.h"
 #include "sm-libvirt.h"
 
@@ -105,7 +107,9 @@ static GPid filtered_monitor(RigVm *vm, const char *filter, int *libvirt)
     int pair[2];
     if (socketpair(AF_UNIX, SOCK_STREAM, 0, pair) < 0)
         g_error("socketpair: %s", g_strerror(errno));
-    g_autofree char *dir = g_build_filename(rig_tmpdir(), "filter", NULL);
+    /* Its own directory: sockets and state files are per filter. */
+    g_autofree char *name = g_strdup_printf("%s-filter", rig_vm_name(vm));
+    g_autofree char *dir = g_build_filename(rig_tmpdir(), name, NULL);
     g_mkdir_with_parents(dir, 0700);
     GPid pid = spawn_filter(filter, pair[1], qemu, dir);
     close(pair[1]);
@@ -118,27 +122,76 @@ typedef struct {
     GArray *direct, *filtered, *added; /* us per round trip; added[i] = filtered[i] - direct[i] */
 } Samples;
 
-/* `rounds` pairs of round trips, one on each connection, the order alternating so that
- * neither side always runs first; the first `warmup` pairs are not kept. */
-static void measure_pairs(Conn *direct, Conn *filtered, guint rounds, guint warmup, Samples *out)
+/* One VM with its two connections: straight, and through a filter. */
+typedef struct {
+    const char *filter;
+    RigVm *vm;
+    Conn direct, filtered;
+    GPid pid;
+    Samples s;
+} Setup;
+
+static void setup_start(Setup *x, const char *name, const char *filter)
+{
+    g_autoptr(GError) error = NULL;
+    RigVmConfig config = {.qemu = RIG_QEMU_72, .name = name};
+    x->filter = filter;
+    x->vm = rig_vm_start(&config, &error);
+    if (!x->vm)
+        g_error("%s", error->message);
+    /* The rig's own client leaves the main monitor to the baseline's connection. */
+    qmp_client_close(rig_vm_qmp(x->vm));
+    x->direct = (Conn){connect_qemu(rig_vm_qmp_path(x->vm)), g_string_new(NULL)};
+    x->filtered = (Conn){-1, g_string_new(NULL)};
+    x->pid = filtered_monitor(x->vm, filter, &x->filtered.fd);
+    g_autoptr(GString) buf = g_string_new(NULL);
+    negotiate(&x->direct, buf);
+    negotiate(&x->filtered, buf);
+    x->s.direct = g_array_new(FALSE, FALSE, sizeof(double));
+    x->s.filtered = g_array_new(FALSE, FALSE, sizeof(double));
+    x->s.added = g_array_new(FALSE, FALSE, sizeof(double));
+}
+
+static void setup_stop(Setup *x)
+{
+    close(x->filtered.fd); /* the filter ends with its libvirt side */
+    waitpid(x->pid, NULL, 0);
+    close(x->direct.fd);
+    g_string_free(x->direct.in, TRUE);
+    g_string_free(x->filtered.in, TRUE);
+    g_array_unref(x->s.direct);
+    g_array_unref(x->s.filtered);
+    g_array_unref(x->s.added);
+    rig_vm_free(x->vm);
+}
+
+/* One pair of round trips, in the order `filtered_first` says; kept unless warming up. */
+static void measure_pair(Setup *x, gboolean filtered_first, gboolean keep, GString *buf)
+{
+    double d, f;
+    if (filtered_first) {
+        f = round_trip(&x->filtered, buf);
+        d = round_trip(&x->direct, buf);
+    } else {
+        d = round_trip(&x->direct, buf);
+        f = round_trip(&x->filtered, buf);
+    }
+    if (!keep)
+        return;
+    double added = f - d;
+    g_array_append_val(x->s.direct, d);
+    g_array_append_val(x->s.filtered, f);
+    g_array_append_val(x->s.added, added);
+}
+
+/* `rounds` pairs of round trips on each setup, the order alternating so that neither side
+ * (nor, with two setups, neither setup) always runs first; the first `warmup` are not kept. */
+static void measure(Setup *setups, guint n, guint rounds, guint warmup)
 {
     g_autoptr(GString) buf = g_string_new(NULL);
-    for (guint i = 0; i < warmup + rounds; i++) {
-        double d, f;
-        if (i % 2) {
-            d = round_trip(direct, buf);
-            f = round_trip(filtered, buf);
-        } else {
-            f = round_trip(filtered, buf);
-            d = round_trip(direct, buf);
-        }
-        if (i < warmup)
-            continue;
-        double added = f - d;
-        g_array_append_val(out->direct, d);
-        g_array_append_val(out->filtered, f);
-        g_array_append_val(out->added, added);
-    }
+    for (guint i = 0; i < warmup + rounds; i++)
+        for (guint k = 0; k < n; k++)
+            measure_pair(&setups[(i / 2 + k) % n], i % 2 == 0, i >= warmup, buf);
 }
 
 static void print_row(const char *what, GArray *v)
@@ -147,13 +200,24 @@ static void print_row(const char *what, GArray *v)
            percentile(v, 90), percentile(v, 99));
 }
 
+static void print_setup(const Setup *x)
+{
+    printf("filter %s:\n", x->filter);
+    print_row("direct (baseline)", x->s.direct);
+    print_row("through the filter", x->s.filtered);
+    print_row("added by the filter (paired diff)", x->s.added);
+}
+
 int main(int argc, char **argv)
 {
     gint rounds = 20000, warmup = 200;
-    g_autofree char *filter = NULL;
+    g_autofree char *filter = NULL, *compare = NULL;
     GOptionEntry entries[] = {
         {"filter", 0, 0, G_OPTION_ARG_FILENAME, &filter,
          "The filter to measure (default: the build's), e.g. an older build's for a before/after",
+         "PATH"},
+        {"compare", 0, 0, G_OPTION_ARG_FILENAME, &compare,
+         "Also measure this filter, on a second VM, in the same rounds (before/after in one run)",
          "PATH"},
         {"rounds", 0, 0, G_OPTION_ARG_INT, &rounds, "Pairs of round trips (default 20000)", "N"},
         {"warmup", 0, 0, G_OPTION_ARG_INT, &warmup, "Pairs not counted (default 200)", "N"},
@@ -163,45 +227,32 @@ int main(int argc, char **argv)
     g_option_context_add_main_entries(ctx, entries, NULL);
     if (!g_option_context_parse(ctx, &argc, &argv, NULL) || rounds < 100 || warmup < 0) {
         g_printerr("libvirt-relay: --rounds N (at least 100: a p99 needs them) [--warmup N] "
-                   "[--filter PATH]\n");
+                   "[--filter PATH] [--compare PATH]\n");
         return 2;
     }
     bench_env_defaults();
-    g_autofree char *filter_path =
-        filter ? g_canonicalize_filename(filter, NULL) /* it runs in its own directory */
-               : g_build_filename(g_getenv("SM_BUILD_ROOT"), "sidecar", "libvirt",
-                                  "safe-migrate-filter", NULL);
-    g_autoptr(GError) error = NULL;
-    RigVmConfig config = {.qemu = RIG_QEMU_72, .name = "relay"};
-    RigVm *vm = rig_vm_start(&config, &error);
-    if (!vm)
-        g_error("%s", error->message);
-    /* The rig's own client leaves the main monitor to the baseline's connection. */
-    qmp_client_close(rig_vm_qmp(vm));
-    Conn direct = {connect_qemu(rig_vm_qmp_path(vm)), g_string_new(NULL)};
-    Conn filtered = {-1, g_string_new(NULL)};
-    GPid pid = filtered_monitor(vm, filter_path, &filtered.fd);
-    g_autoptr(GString) buf = g_string_new(NULL);
-    negotiate(&direct, buf);
-    negotiate(&filtered, buf);
-    Samples s = {g_array_new(FALSE, FALSE, sizeof(double)),
-                 g_array_new(FALSE, FALSE, sizeof(double)),
-                 g_array_new(FALSE, FALSE, sizeof(double))};
-    measure_pairs(&direct, &filtered, (guint)rounds, (guint)warmup, &s);
-    close(filtered.fd); /* the filter ends with its libvirt side */
-    waitpid(pid, NULL, 0);
-    close(direct.fd);
-    g_string_free(direct.in, TRUE);
-    g_string_free(filtered.in, TRUE);
+    /* Absolute paths: each filter runs in its own directory. */
+    char *paths[2] = {filter ? g_canonicalize_filename(filter, NULL)
+                             : g_build_filename(g_getenv("SM_BUILD_ROOT"), "sidecar", "libvirt",
+                                                "safe-migrate-filter", NULL),
+                      compare ? g_canonicalize_filename(compare, NULL) : NULL};
+    Setup setups[2] = {0};
+    guint n = compare ? 2 : 1;
+    for (guint k = 0; k < n; k++)
+        setup_start(&setups[k], k ? "relay-compare" : "relay", paths[k]);
+    measure(setups, n, (guint)rounds, (guint)warmup);
     printf("QMP round trip (query-status), QEMU 7.2, %d pairs (direct and through the filter,\n"
-           "interleaved, order alternating; %d warm-up pairs not counted):\n",
-           rounds, warmup);
-    print_row("direct (baseline)", s.direct);
-    print_row("through the filter", s.filtered);
-    print_row("added by the filter (paired diff)", s.added);
-    g_array_unref(s.direct);
-    g_array_unref(s.filtered);
-    g_array_unref(s.added);
-    rig_vm_free(vm);
+           "interleaved, order alternating; %d warm-up pairs not counted)%s:\n",
+           rounds, warmup, n > 1 ? ", two VMs, one per filter, in the same rounds" : "");
+    for (guint k = 0; k < n; k++)
+        print_setup(&setups[k]);
+    if (n > 1)
+        printf("ratio of the added cost (first / second filter): median %.2f, p99 %.2f\n",
+               median(setups[0].s.added) / median(setups[1].s.added),
+               percentile(setups[0].s.added, 99) / percentile(setups[1].s.added, 99));
+    for (guint k = 0; k < n; k++)
+        setup_stop(&setups[k]);
+    g_free(paths[0]);
+    g_free(paths[1]);
     return 0;
 }
