@@ -114,12 +114,14 @@ static void sweep(const char *dir)
 {
     for (int pass = 0; pass < 20; pass++) {
         g_autoptr(GArray) pids = rig_processes_naming(dir);
-        if (pids->len == 0)
+        g_autoptr(GArray) killed = g_array_new(FALSE, FALSE, sizeof(GPid));
+        for (guint i = 0; i < pids->len; i++)
+            if (kill(g_array_index(pids, GPid, i), SIGKILL) == 0) /* not one we may not kill */
+                g_array_append_val(killed, g_array_index(pids, GPid, i));
+        if (killed->len == 0)
             return;
-        for (guint i = 0; i < pids->len; i++)
-            kill(g_array_index(pids, GPid, i), SIGKILL);
-        for (guint i = 0; i < pids->len; i++)
-            for (int t = 0; t < 500 && !process_gone(g_array_index(pids, GPid, i)); t++)
+        for (guint i = 0; i < killed->len; i++)
+            for (int t = 0; t < 500 && !process_gone(g_array_index(killed, GPid, i)); t++)
                 g_usleep(2000);
     }
 }
