@@ -35,8 +35,9 @@
  * side's words (qmp_line_may_hold: the word among its bytes, or an escape); any other line
  * goes from the read buffer to the other side untouched, with no copy, parse or allocation.
  * A line the filter is to act on must therefore name one of these: libvirt's commands held
- * for the gate (migrate, migrate-continue); QEMU's greeting, events (STOP/RESUME hidden, all
- * copied to the gate's client) and replies to our commands (ids with OUR_ID_PREFIX). */
+ * for the gate (migrate, migrate-continue) or while switching (migrate_cancel); QEMU's
+ * greeting, events (STOP/RESUME hidden, MIGRATION watched, all copied to the gate's client)
+ * and replies to our commands (ids with OUR_ID_PREFIX). */
 static const char *const libvirt_words[] = {"migrate", NULL};
 static const char *const qemu_words[] = {"QMP", "event", OUR_ID_PREFIX, NULL};
 
@@ -637,7 +638,13 @@ static void send_bytes(Peer *to, const guint8 *data, gsize len)
         g_warning("write to %s: %s", to->name, g_strerror(errno));
 }
 
-/* The fast path: the next line of `p` (len bytes), when the filter has nothing to do with it
+/* What a relayed command costs past this is the two extra wakeups (one per direction), on
+ * purpose: no busy-polling or spinning for the reply (CPU taken from the QEMU and libvirt it
+ * waits for, on hosts where they share cores), no raised priority (a sidecar must not
+ * outrank the VM it serves; under contention its peers wait as long); unix sockets deliver
+ * at once (nothing like TCP_NODELAY or SO_BUSY_POLL applies). bench/README.md has figures.
+ *
+ * The fast path: the next line of `p` (len bytes), when the filter has nothing to do with it
  * but pass it on, goes from the read buffer to the other side as it is. FALSE leaves it to
  * from_libvirt / from_qemu, whose decisions it must equal for such a line: libvirt's command
  * goes to QEMU when nothing is in the way (no command of ours or held one, nothing deferred)

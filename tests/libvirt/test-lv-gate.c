@@ -389,73 +389,132 @@ static gboolean wait_file_text(const char *dir, const char *name, const char *te
     return FALSE;
 }
 
-/* `virsh domjobabort` while QEMU switches over (once switching, never cancel). The window is
- * held open for as long as the test wants: throttled to 8 MiB/s with a 60 s downtime limit,
- * the migration switches over with most of 96 MiB of written RAM still to send, and the
- * destination QEMU is stopped (SIGSTOP) before the filter lets libvirt's migrate-continue
- * go, so the source blocks sending it. libvirt's migrate_cancel (the abort, queued behind
- * the continue) must be held by the filter, not reach QEMU, and be refused with its message
- * once QEMU reports the outcome; the migration completes when the destination runs again,
- * the domain runs on B only, and the next migration (where a source QEMU 7.2 once died in
- * bdrv_inactivate_recurse after such an abort) works. */
-static void test_domjobabort_switching(void)
+/* A migration whose switchover is held open, and a `virsh domjobabort` issued into it. */
+typedef struct {
+    char *dir; /* the source's domain directory */
+    GPid dest; /* the destination QEMU, stopped (SIGSTOP) */
+    GSubprocess *migration, *abort_job;
+    gboolean held; /* the filter holds libvirt's migrate_cancel (safe-migrate.state) */
+} Switching;
+
+/* The window is held open for as long as the test wants: throttled to 8 MiB/s with a 60 s
+ * downtime limit, the migration switches over with most of 96 MiB of written RAM still to
+ * send, and the destination QEMU is stopped (SIGSTOP) before the filter lets libvirt's
+ * migrate-continue go (its fault point "hold"), so the source blocks sending it. The abort
+ * is issued while the continue is held: libvirt queues its migrate_cancel behind it. */
+static void switching_start(Vm *vm, Switching *sw)
 {
-    if (skip_without_gate())
-        return;
-    Vm vm;
-    vm_start_sized(&vm, "absw", LV_FORM_LIBVIRT, RIG_QEMU_72, 128);
+    vm_start_sized(vm, "absw", LV_FORM_LIBVIRT, RIG_QEMU_72, 128);
     g_autoptr(GError) error = NULL;
-    g_assert_true(rig_guest_fill_ram(vm.guest, 0x100000, 96 << 20, 0x5a, &error));
+    g_assert_true(rig_guest_fill_ram(vm->guest, 0x100000, 96 << 20, 0x5a, &error));
     g_assert_no_error(error);
-    g_assert_cmpint(lv_virsh(LV_A, NULL, NULL, "migrate-setmaxdowntime", vm.name, "60000", NULL),
+    g_assert_cmpint(lv_virsh(LV_A, NULL, NULL, "migrate-setmaxdowntime", vm->name, "60000", NULL),
                     ==, 0);
-    g_autofree char *dir = lv_domain_dir(LV_A, vm.name);
-    g_assert_nonnull(dir);
-    g_autofree char *fault = g_build_filename(dir, "safe-migrate.fault", NULL);
+    sw->dir = lv_domain_dir(LV_A, vm->name);
+    g_assert_nonnull(sw->dir);
+    g_autofree char *fault = g_build_filename(sw->dir, "safe-migrate.fault", NULL);
     g_assert_true(g_file_set_contents(fault, "hold\n", -1, NULL));
-    GPid filter = lv_filter_pid(LV_A, vm.name);
+    GPid filter = lv_filter_pid(LV_A, vm->name);
     const char *extra[] = {"--bandwidth", "8", NULL};
-    g_autoptr(GSubprocess) migration = lv_migrate_start(LV_A, vm.name, extra);
+    sw->migration = lv_migrate_start(LV_A, vm->name, extra);
     gboolean stopped = FALSE;
-    for (int i = 0; i < 1500 && !stopped && g_subprocess_get_identifier(migration); i++) {
+    for (int i = 0; i < 1500 && !stopped && g_subprocess_get_identifier(sw->migration); i++) {
         stopped = lv_process_stopped(filter);
         g_usleep(20000);
     }
     g_assert_true(stopped); /* the filter took libvirt's migrate-continue */
-    GPid dest = lv_qemu_pid(LV_B, vm.name);
-    g_assert_cmpint(dest, >, 0);
-    g_assert_cmpint(kill(dest, SIGSTOP), ==, 0);
+    sw->dest = lv_qemu_pid(LV_B, vm->name);
+    g_assert_cmpint(sw->dest, >, 0);
+    g_assert_cmpint(kill(sw->dest, SIGSTOP), ==, 0);
     g_autofree char *uri = lv_uri(LV_A);
-    const char *argv[] = {"timeout", "240", "virsh", "-c", uri, "domjobabort", vm.name, NULL};
-    g_autoptr(GSubprocess) abort_job = g_subprocess_newv(
+    const char *argv[] = {"timeout", "240", "virsh", "-c", uri, "domjobabort", vm->name, NULL};
+    sw->abort_job = g_subprocess_newv(
         argv, G_SUBPROCESS_FLAGS_STDOUT_PIPE | G_SUBPROCESS_FLAGS_STDERR_MERGE, &error);
     g_assert_no_error(error);
     g_usleep(500000); /* libvirt takes the abort while migrate-continue is held */
     g_assert_cmpint(kill(filter, SIGCONT), ==, 0);
     /* The gate judges idle and lets the continue go; libvirt's cancel follows it. Without
      * the filter's refusal it goes to QEMU: the file never shows it, and the wait ends. */
-    gboolean held = wait_file_text(dir, "safe-migrate.state", "migrate_cancel", 20000);
-    g_assert_cmpint(kill(dest, SIGCONT), ==, 0);
-    g_autofree char *abort_out = NULL;
-    g_assert_true(g_subprocess_communicate_utf8(abort_job, NULL, NULL, &abort_out, NULL, &error));
+    sw->held = wait_file_text(sw->dir, "safe-migrate.state", "migrate_cancel", 20000);
+}
+
+/* Both virsh commands' ends: the migration's exit status (its stderr in *err) and the
+ * abort's (its output in *abort_out). */
+static int switching_finish(Switching *sw, char **err, int *abort_rc, char **abort_out)
+{
+    g_autoptr(GError) error = NULL;
+    g_assert_true(
+        g_subprocess_communicate_utf8(sw->abort_job, NULL, NULL, abort_out, NULL, &error));
     g_assert_no_error(error);
+    *abort_rc = g_subprocess_get_exit_status(sw->abort_job);
+    int rc = lv_migrate_finish(sw->migration, err);
+    g_test_message("virsh migrate: exit %d %s; domjobabort: exit %d %s; cancel held: %d", rc, *err,
+                   *abort_rc, *abort_out, sw->held);
+    g_clear_object(&sw->migration);
+    g_clear_object(&sw->abort_job);
+    g_free(sw->dir);
+    return rc;
+}
+
+/* The next migration from `from` works (where a source QEMU 7.2 once died in
+ * bdrv_inactivate_recurse after an abort around the switchover). */
+static void assert_migrates_again(Vm *vm, LvHost from)
+{
     g_autofree char *err = NULL;
-    int rc = lv_migrate_finish(migration, &err);
-    g_test_message("virsh migrate: exit %d %s; domjobabort: exit %d %s; cancel held: %d", rc, err,
-                   g_subprocess_get_exit_status(abort_job), abort_out, held);
-    g_assert_cmpint(g_subprocess_get_exit_status(abort_job), !=, 0);
+    int rc = lv_migrate(from, vm->name, NULL, &err);
+    g_test_message("next virsh migrate: exit %d %s", rc, err);
+    g_assert_cmpint(rc, ==, 0);
+    assert_healthy(vm, from == LV_A ? LV_B : LV_A);
+}
+
+/* `virsh domjobabort` while QEMU switches over (once switching, never cancel): the filter
+ * holds libvirt's migrate_cancel, never sends it, and refuses it with its message once QEMU
+ * reports completed; the migration completes when the destination runs again, and the
+ * domain runs on B only. Before, QEMU 7.2 took the cancel after the device state had gone
+ * out: the migration ended "canceled by client", the abort "succeeded". */
+static void test_domjobabort_switching(void)
+{
+    if (skip_without_gate())
+        return;
+    Vm vm;
+    Switching sw;
+    switching_start(&vm, &sw);
+    g_assert_cmpint(kill(sw.dest, SIGCONT), ==, 0);
+    g_autofree char *err = NULL, *abort_out = NULL;
+    int abort_rc;
+    int rc = switching_finish(&sw, &err, &abort_rc, &abort_out);
+    g_assert_cmpint(abort_rc, !=, 0);
     g_assert_nonnull(strstr(abort_out, "safe-migrate"));
     g_assert_nonnull(strstr(abort_out, "switching over"));
-    g_assert_true(held);
+    g_assert_true(sw.held);
     g_assert_cmpint(rc, ==, 0);
     assert_healthy(&vm, LV_B);
     g_autofree char *log = lv_qemu_log(LV_A, vm.name);
     g_assert_null(strstr(log ? log : "", "Assertion"));
-    g_clear_pointer(&err, g_free);
-    rc = lv_migrate(LV_B, vm.name, NULL, &err);
-    g_test_message("next virsh migrate: exit %d %s", rc, err);
-    g_assert_cmpint(rc, ==, 0);
+    assert_migrates_again(&vm, LV_B);
+    vm_stop(&vm);
+}
+
+/* The same, but the destination QEMU dies mid-switchover: QEMU's migration fails by itself
+ * and resumes the source; the held cancel then goes to QEMU (nothing left to cancel, QEMU
+ * says so with success), virsh migrate fails, and the domain runs on A, unpaused, its data
+ * intact — never left paused by the refusal, never lost — and migrates again. */
+static void test_domjobabort_switching_dest_dies(void)
+{
+    if (skip_without_gate())
+        return;
+    Vm vm;
+    Switching sw;
+    switching_start(&vm, &sw);
+    g_assert_cmpint(kill(sw.dest, SIGKILL), ==, 0);
+    g_autofree char *err = NULL, *abort_out = NULL;
+    int abort_rc;
+    int rc = switching_finish(&sw, &err, &abort_rc, &abort_out);
+    g_assert_true(sw.held);
+    g_assert_cmpint(abort_rc, ==, 0);
+    g_assert_cmpint(rc, !=, 0);
     assert_healthy(&vm, LV_A);
+    assert_migrates_again(&vm, LV_A);
     vm_stop(&vm);
 }
 
@@ -485,6 +544,8 @@ int main(int argc, char **argv)
                          test_domjobabort_held);
     g_test_add_data_func("/libvirt/gate/domjobabort-held/idle", GINT_TO_POINTER(FALSE),
                          test_domjobabort_held);
-    g_test_add_func("/libvirt/gate/domjobabort-switching", test_domjobabort_switching);
+    g_test_add_func("/libvirt/gate/domjobabort-switching/completed", test_domjobabort_switching);
+    g_test_add_func("/libvirt/gate/domjobabort-switching/dest-dies",
+                    test_domjobabort_switching_dest_dies);
     return g_test_run();
 }
