@@ -246,10 +246,11 @@ int main(int argc, char **argv)
            rounds, warmup, n > 1 ? ", two VMs, one per filter, in the same rounds" : "");
     for (guint k = 0; k < n; k++)
         print_setup(&setups[k]);
-    if (n > 1)
+    double m1 = n > 1 ? median(setups[1].s.added) : 0,
+           p1 = n > 1 ? percentile(setups[1].s.added, 99) : 0;
+    if (m1 > 0 && p1 > 0) /* a ratio against nothing (a negative median under load) means nothing */
         printf("ratio of the added cost (first / second filter): median %.2f, p99 %.2f\n",
-               median(setups[0].s.added) / median(setups[1].s.added),
-               percentile(setups[0].s.added, 99) / percentile(setups[1].s.added, 99));
+               median(setups[0].s.added) / m1, percentile(setups[0].s.added, 99) / p1);
     for (guint k = 0; k < n; k++)
         setup_stop(&setups[k]);
     g_free(paths[0]);

@@ -60,6 +60,11 @@ GPtrArray *sm_discover_devices(QmpClient *qmp, const SmRegistry *registry, GErro
 /* sm_discover_devices, then every device's probe gathers its facts (fix state...) with
  * read-only queries; the device state is not captured. */
 GPtrArray *sm_inspect_devices(QmpClient *qmp, const SmRegistry *registry, GError **error);
+/* FALSE with SM_PROBE_ERROR_LAYOUT naming the first inspected device the gate cannot judge in
+ * its present layout (SM_FACT_UNSUPPORTED, or no dev_path to find its section by), and why:
+ * holding cannot change that, so a gate refuses such a VM before its migration starts. From
+ * discovery facts alone: a running VM is never captured for it. */
+gboolean sm_check_layouts(GPtrArray *devices, GError **error);
 
 typedef struct {
     char *qemu_version; /* "7.2.22" */
@@ -72,6 +77,12 @@ typedef struct {
 /* Offline: judge devices against a captured stream. */
 SmReport *sm_report_from_stream(GBytes *state, GPtrArray *devices, const SmRegistry *registry,
                                 const char *qemu_version);
+/* The same for a capture taken after the devices were discovered (the gate's split capture:
+ * devices read while the guest ran, the state at switchover): a state section of a probed
+ * kind that no device claims (one the discovery did not see) makes an unknown verdict of its
+ * own, never "no device, so idle". */
+SmReport *sm_report_from_split_capture(GBytes *state, GPtrArray *devices,
+                                       const SmRegistry *registry, const char *qemu_version);
 /* The whole thing, as the sidecar calls it: discovery and inspection, then the capture. The
  * guest never sees a capture of its running self: a running VM is stopped with an ordinary
  * `stop`, captured and resumed (only if that stop is what stopped it, on every outcome), and

@@ -324,3 +324,24 @@ GPtrArray *sm_inspect_devices(QmpClient *qmp, const SmRegistry *registry, GError
     }
     return g_steal_pointer(&devices);
 }
+
+gboolean sm_check_layouts(GPtrArray *devices, GError **error)
+{
+    for (guint i = 0; i < devices->len; i++) {
+        const SmDevice *d = g_ptr_array_index(devices, i);
+        const char *why = sm_device_get_fact(d, SM_FACT_UNSUPPORTED);
+        if (!why && !d->dev_path) {
+            why = "its device path (and so its state section) cannot be determined; "
+                  "QEMU names sections by it (full-path=off on the USB bus?)";
+        }
+        if (why) {
+            g_set_error(error, SM_PROBE_ERROR, SM_PROBE_ERROR_LAYOUT,
+                        "%s (%s): unknown: layout not understood: %s; the gate cannot judge it, "
+                        "so it will not migrate this VM: detach the device (or change its "
+                        "layout) before migrating",
+                        d->id ? d->id : d->qom_path, d->type, why);
+            return FALSE;
+        }
+    }
+    return TRUE;
+}

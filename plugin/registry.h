@@ -16,6 +16,7 @@ typedef enum {
     SM_PROBE_ERROR_CAPTURE,     /* QEMU refused or failed to write its device state */
     SM_PROBE_ERROR_PLUGIN,      /* a plugin module could not be loaded */
     SM_PROBE_ERROR_MIGRATING,   /* a migration owns the VM's device state now */
+    SM_PROBE_ERROR_LAYOUT,      /* a device's layout is not understood: it cannot be judged */
 } SmProbeErrorCode;
 
 typedef struct SmRegistry SmRegistry;

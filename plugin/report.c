@@ -5,6 +5,8 @@
 
 #include "probe-private.h"
 
+#include <string.h>
+
 SmReport *sm_report_from_stream(GBytes *state, GPtrArray *devices, const SmRegistry *registry,
                                 const char *qemu_version)
 {
@@ -29,6 +31,44 @@ SmReport *sm_report_from_stream(GBytes *state, GPtrArray *devices, const SmRegis
         g_ptr_array_add(rep->devices, v);
     }
     return rep;
+}
+
+/* A state section of a probed kind that no discovered device claims makes an unknown verdict
+ * of its own (see sm_report_from_split_capture). */
+static void claim_sections(SmReport *report, GBytes *state, const SmRegistry *registry)
+{
+    g_autoptr(SmStream) stream = sm_stream_parse(state);
+    for (guint i = 0; i < sm_stream_get_n_sections(stream); i++) {
+        const SmSection *sec = sm_stream_get_section(stream, i);
+        const char *name = sec->idstr ? strrchr(sec->idstr, '/') : NULL;
+        gboolean probed = FALSE, claimed = FALSE;
+        for (guint p = 0; name && p < sm_registry_get_n_probes(registry); p++) {
+            const SmProbe *probe = sm_registry_get_probe(registry, p);
+            probed = probed || (probe->section_names && probe->section_names[0] &&
+                                g_str_equal(name + 1, probe->section_names[0]));
+        }
+        for (guint d = 0; probed && d < report->devices->len; d++) {
+            const SmDeviceVerdict *v = g_ptr_array_index(report->devices, d);
+            claimed = claimed || g_strcmp0(v->section, sec->idstr) == 0;
+        }
+        if (probed && !claimed) {
+            SmDevice *ghost = sm_device_new(sec->idstr, NULL, name + 1, NULL);
+            g_ptr_array_add(report->devices,
+                            sm_verdict_set_unknown(sm_verdict_new(ghost, NULL),
+                                                   "state section %s belongs to no discovered "
+                                                   "device",
+                                                   sec->idstr));
+            sm_device_free(ghost);
+        }
+    }
+}
+
+SmReport *sm_report_from_split_capture(GBytes *state, GPtrArray *devices,
+                                       const SmRegistry *registry, const char *qemu_version)
+{
+    SmReport *report = sm_report_from_stream(state, devices, registry, qemu_version);
+    claim_sections(report, state, registry);
+    return report;
 }
 
 void sm_report_free(SmReport *report)

@@ -717,36 +717,6 @@ static SmReport *probe_source(SmMigration *m, GError **error)
     return report;
 }
 
-/* A state section of a probed kind that no discovered device claims (a device the discovery
- * did not see) makes an unknown verdict of its own: never "no device, so idle". */
-static void claim_sections(SmMigration *m, SmReport *report, GBytes *state)
-{
-    g_autoptr(SmStream) stream = sm_stream_parse(state);
-    for (guint i = 0; i < sm_stream_get_n_sections(stream); i++) {
-        const SmSection *sec = sm_stream_get_section(stream, i);
-        const char *name = sec->idstr ? strrchr(sec->idstr, '/') : NULL;
-        gboolean probed = FALSE, claimed = FALSE;
-        for (guint p = 0; name && p < sm_registry_get_n_probes(m->registry); p++) {
-            const SmProbe *probe = sm_registry_get_probe(m->registry, p);
-            probed = probed || (probe->section_names && probe->section_names[0] &&
-                                g_str_equal(name + 1, probe->section_names[0]));
-        }
-        for (guint d = 0; probed && d < report->devices->len; d++) {
-            const SmDeviceVerdict *v = g_ptr_array_index(report->devices, d);
-            claimed = claimed || g_strcmp0(v->section, sec->idstr) == 0;
-        }
-        if (probed && !claimed) {
-            SmDevice *ghost = sm_device_new(sec->idstr, NULL, name + 1, NULL);
-            g_ptr_array_add(report->devices,
-                            sm_verdict_set_unknown(sm_verdict_new(ghost, NULL),
-                                                   "state section %s belongs to no discovered "
-                                                   "device",
-                                                   sec->idstr));
-            sm_device_free(ghost);
-        }
-    }
-}
-
 /* At pre-switchover, the guest stopped: the save into the prepared fd is the only command.
  * Judged against the devices read before the switchover. */
 static SmReport *probe_at_switchover(SmMigration *m, gint64 *wait_us, GError **error)
@@ -763,34 +733,21 @@ static SmReport *probe_at_switchover(SmMigration *m, gint64 *wait_us, GError **e
         qmp_client_set_default_timeout(m->src, QMP_COMMAND_TIMEOUT_MS);
     if (!state)
         return NULL;
-    SmReport *report =
-        sm_report_from_stream(state, m->devices, m->registry, qmp_client_get_version(m->src));
+    SmReport *report = sm_report_from_split_capture(state, m->devices, m->registry,
+                                                    qmp_client_get_version(m->src));
     report->capture_us = t1 - t0;
-    claim_sections(m, report, state);
     return report;
 }
 
-/* A device whose state this gate cannot read in its present layout: holding cannot change
- * that, so the migration is refused before anything starts. From discovery facts alone, so
- * that a running VM is never captured. */
+/* A device whose state this gate cannot read in its present layout (sm_check_layouts): holding
+ * cannot change that, so the migration is refused before anything starts. */
 static gboolean check_layouts(GPtrArray *devices, GError **error)
 {
-    for (guint i = 0; i < devices->len; i++) {
-        SmDevice *d = g_ptr_array_index(devices, i);
-        const char *why = sm_device_get_fact(d, SM_FACT_UNSUPPORTED);
-        if (!why && !d->dev_path)
-            why = "its device path (and so its state section) cannot be determined; "
-                  "QEMU names sections by it (full-path=off on the USB bus?)";
-        if (why) {
-            g_set_error(error, SM_ENGINE_ERROR, SM_ENGINE_ERROR_HELD_OUT,
-                        "%s (%s): unknown: layout not understood: %s; the gate cannot judge it, "
-                        "so it will not migrate this VM: detach the device (or change its "
-                        "layout) before migrating",
-                        device_key(d->id, d->qom_path), d->type, why);
-            return FALSE;
-        }
-    }
-    return TRUE;
+    g_autoptr(GError) e = NULL;
+    if (sm_check_layouts(devices, &e))
+        return TRUE;
+    g_set_error_literal(error, SM_ENGINE_ERROR, SM_ENGINE_ERROR_HELD_OUT, e->message);
+    return FALSE;
 }
 
 /* A paused source's verdict is final (its guest cannot move on): an unsafe device refuses

@@ -34,8 +34,9 @@
  * side's words (qmp_line_may_hold: the word among its bytes, or an escape); any other line
  * goes from the read buffer to the other side untouched, with no copy, parse or allocation.
  * A line the filter is to act on must therefore name one of these: libvirt's commands held
- * for the gate (migrate, migrate-continue); QEMU's greeting, events (STOP/RESUME hidden, all
- * copied to the gate's client) and replies to our commands (ids with OUR_ID_PREFIX). */
+ * for the gate (migrate, migrate-continue) or while switching (migrate_cancel); QEMU's
+ * greeting, events (STOP/RESUME hidden, MIGRATION watched, all copied to the gate's client)
+ * and replies to our commands (ids with OUR_ID_PREFIX). */
 static const char *const libvirt_words[] = {"migrate", NULL};
 static const char *const qemu_words[] = {"QMP", "event", OUR_ID_PREFIX, NULL};
 
@@ -79,7 +80,8 @@ typedef struct {
     gboolean switch_asked; /* that query-migrate is queued or in flight */
     GBytes *greeting;
     SmReport *paused_report;
-    char *paused_unread; /* PRE_MIGRATE found the VM paused and could not probe it: why */
+    char *paused_unread;        /* PRE_MIGRATE found the VM paused and could not probe it: why */
+    gboolean at_pre_switchover; /* QEMU's last MIGRATION event said so */
     SmGate *gate;
     guint our_seq;
 } Filter;
@@ -409,6 +411,7 @@ static void hold(Filter *f, Line *line, json_object *cmd, SmGateJobKind kind)
     if (kind == SM_GATE_JOB_SWITCHOVER) {
         job->paused_report = g_steal_pointer(&f->paused_report);
         job->paused_unread = g_steal_pointer(&f->paused_unread);
+        job->at_pre_switchover = f->at_pre_switchover;
     }
     g_info("holding libvirt's %s for the gate",
            kind == SM_GATE_JOB_SWITCHOVER ? "migrate-continue" : "migrate");
@@ -479,6 +482,10 @@ static void on_gate_done(SmGateJob *job, gpointer data)
         sm_gate_job_free(job);
         return;
     }
+    if (job->kind == SM_GATE_JOB_RELEASE) {
+        sm_gate_job_free(job);
+        return;
+    }
     g_return_if_fail(f->held);
     if (job->kind == SM_GATE_JOB_PRE_MIGRATE) {
         f->paused_report = g_steal_pointer(&job->paused_report);
@@ -505,6 +512,23 @@ static void on_gate_done(SmGateJob *job, gpointer data)
 }
 
 /* ---- QEMU -> libvirt ---------------------------------------------------------------------- */
+
+/* QEMU's MIGRATION events: the gate then knows a migration waits at pre-switchover without a
+ * query while the guest is stopped, and gives the capture's fd back when one ends without
+ * its switchover (libvirt's abort, a failure). */
+static void on_migration_event(Filter *f, json_object *msg)
+{
+    const char *s = qmp_message_inner_string(msg, "data", "status");
+    if (!s)
+        return;
+    f->at_pre_switchover = g_str_equal(s, "pre-switchover");
+    if (f->gate && (g_str_equal(s, "cancelled") || g_str_equal(s, "failed"))) {
+        SmGateJob *job = g_new0(SmGateJob, 1);
+        job->kind = SM_GATE_JOB_RELEASE;
+        job->client_fd = -1;
+        sm_gate_submit(f->gate, job);
+    }
+}
 
 /* Our reply: back to the worker under its own id. Replies to a previous incarnation's
  * commands (it was killed mid-command) are dropped: libvirt must never see our ids. */
@@ -553,6 +577,8 @@ static void from_qemu(Filter *f, Line *line)
             g_info("hiding %s (caused by the gate's own capture)", name);
             return;
         }
+        if (name && g_str_equal(name, "MIGRATION"))
+            on_migration_event(f, msg);
         if (name && g_str_equal(name, "RESUME")) { /* a verdict never outlives a RESUME */
             g_clear_pointer(&f->paused_report, sm_report_free);
             g_clear_pointer(&f->paused_unread, g_free);
@@ -645,7 +671,13 @@ static void send_bytes(Peer *to, const guint8 *data, gsize len)
         g_warning("write to %s: %s", to->name, g_strerror(errno));
 }
 
-/* The fast path: the next line of `p` (len bytes), when the filter has nothing to do with it
+/* What a relayed command costs past this is the two extra wakeups (one per direction), on
+ * purpose: no busy-polling or spinning for the reply (CPU taken from the QEMU and libvirt it
+ * waits for, on hosts where they share cores), no raised priority (a sidecar must not
+ * outrank the VM it serves; under contention its peers wait as long); unix sockets deliver
+ * at once (nothing like TCP_NODELAY or SO_BUSY_POLL applies). bench/README.md has figures.
+ *
+ * The fast path: the next line of `p` (len bytes), when the filter has nothing to do with it
  * but pass it on, goes from the read buffer to the other side as it is. FALSE leaves it to
  * from_libvirt / from_qemu, whose decisions it must equal for such a line: libvirt's command
  * goes to QEMU when nothing is in the way (no command of ours or held one, nothing deferred)

@@ -10,9 +10,12 @@
 #include "sm-libvirt.h"
 
 typedef enum {
-    SM_GATE_JOB_PRE_MIGRATE, /* libvirt sent `migrate`: a paused VM is probed now */
+    SM_GATE_JOB_PRE_MIGRATE, /* libvirt sent `migrate`: devices read, capture prepared (or
+                              * refused); a paused VM is probed now */
     SM_GATE_JOB_SWITCHOVER,  /* libvirt sent `migrate-continue`: continue or cancel */
     SM_GATE_JOB_STATUS,      /* a control-socket client asks for the devices' state */
+    SM_GATE_JOB_RELEASE,     /* the migration ended without our switchover: give the fd back
+                              * (nothing is held; done is called, nothing to answer) */
 } SmGateJobKind;
 
 typedef enum {
@@ -26,6 +29,8 @@ typedef struct {
     /* in: why PRE_MIGRATE could not probe the VM it found paused (owned), or NULL: then a
      * SWITCHOVER must not capture it (see switchover in gate.c) */
     char *paused_unread;
+    /* SWITCHOVER, in: QEMU's last MIGRATION event said "pre-switchover" (no query needed) */
+    gboolean at_pre_switchover;
     int client_fd; /* STATUS: the control client, answered by the main thread */
     /* Results. */
     SmGateAction action;

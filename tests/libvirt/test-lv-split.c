@@ -1,0 +1,316 @@
+/* SPDX-License-Identifier: GPL-2.0-or-later */
+/* The filter's split capture under libvirt (issue 15): between QEMU's pre-switchover event and
+ * migrate-continue the gate sends QEMU only the save into an fd it added before `migrate`
+ * (seen in QEMU's own trace of its QMP input); a device the gate cannot judge (EHCI, xHCI on
+ * 7.2) makes libvirt's `migrate` fail at once, nothing started; after a held attempt QEMU 7.2
+ * keeps none of the gate's fds; and the refusal says truly where a paused domain is. */
+#include "lv.h"
+
+#include <glib/gstdio.h>
+#include <json-c/json.h>
+#include <string.h>
+#include <unistd.h>
+
+static gboolean skip_without_gate(void)
+{
+    g_autofree char *why = NULL;
+    if (!lv_rig_dir(&why)) {
+        g_test_skip(why);
+        return TRUE;
+    }
+    if (!g_getenv("SM_LV_HOOKS")) {
+        g_test_skip("no safe-migrate hook in the rig (SM_LV_HOOKS unset)");
+        return TRUE;
+    }
+    return FALSE;
+}
+
+static char *unique_name(const char *prefix)
+{
+    static guint counter;
+    return g_strdup_printf("%s%u-%u", prefix, (guint)getpid(), ++counter);
+}
+
+/* The libvirt-form domain (usb-storage on controller 1, QEMU 7.2) on host A, each
+ * {from, to} pair of `edits` applied to its XML; waits for its filter. */
+static void create_domain(const char *name, const char *const (*edits)[2], guint n_edits)
+{
+    LvDomainConfig config = {.name = name, .form = LV_FORM_LIBVIRT, .qemu = RIG_QEMU_72};
+    g_autofree char *xml = lv_domain_xml(&config);
+    GString *text = g_string_new(xml);
+    for (guint i = 0; i < n_edits; i++)
+        g_assert_cmpuint(g_string_replace(text, edits[i][0], edits[i][1], 1), ==, 1);
+    g_autofree char *file = g_strdup_printf("%s/lv-%s.xml", rig_tmpdir(), name);
+    g_autoptr(GError) error = NULL;
+    g_autofree char *body = g_string_free(text, FALSE);
+    g_assert_true(g_file_set_contents(file, body, -1, &error));
+    g_assert_no_error(error);
+    g_autofree char *err = NULL;
+    if (lv_virsh(LV_A, NULL, &err, "create", file, NULL) != 0)
+        g_error("virsh create %s: %s", name, err);
+    g_assert_cmpint(lv_wait_filter(LV_A, name, 0, 5000), >, 0);
+}
+
+static void destroy_domain(const char *name)
+{
+    lv_domain_destroy(LV_A, name);
+    lv_domain_destroy(LV_B, name);
+}
+
+/* What a query returns on host A (through libvirt, hence through the filter), plain JSON. */
+static char *qmp_return(const char *name, const char *command)
+{
+    g_autofree char *cmd = g_strdup_printf("{\"execute\":\"%s\"}", command);
+    g_autofree char *out = NULL;
+    g_assert_cmpint(lv_virsh(LV_A, &out, NULL, "qemu-monitor-command", name, cmd, NULL), ==, 0);
+    g_autoptr(json_object) reply = json_tokener_parse(out);
+    json_object *ret;
+    g_assert_true(json_object_object_get_ex(reply, "return", &ret));
+    return g_strdup(json_object_to_json_string_ext(ret, JSON_C_TO_STRING_PLAIN));
+}
+
+/* The migration settings and fd sets of the domain on A, one text to compare. */
+static char *settings(const char *name)
+{
+    static const char *const queries[] = {"query-migrate-parameters", "query-migrate-capabilities",
+                                          "query-fdsets"};
+    GString *all = g_string_new(NULL);
+    for (guint i = 0; i < G_N_ELEMENTS(queries); i++) {
+        g_autofree char *ret = qmp_return(name, queries[i]);
+        g_string_append_printf(all, "%s %s\n", queries[i], ret);
+    }
+    return g_string_free(all, FALSE);
+}
+
+/* How many fds QEMU holds in fd sets tagged as the gate's captures. */
+static guint probe_fds(const char *name)
+{
+    g_autofree char *sets = qmp_return(name, "query-fdsets");
+    guint n = 0;
+    for (const char *p = sets; (p = strstr(p, "\"safe-migrate probe\"")); p++)
+        n++;
+    return n;
+}
+
+static void assert_gone_from_b(const char *name)
+{
+    for (int i = 0; i < 100 && lv_domain_running(LV_B, name); i++)
+        g_usleep(50000); /* libvirt tears a cancelled destination down asynchronously */
+    g_assert_false(lv_domain_running(LV_B, name));
+}
+
+static RigGuest *guest_with_pending(const char *name, guint8 capacity[8])
+{
+    RigGuest *guest = lv_guest_new(LV_A, name);
+    lv_guest_settle(guest, rig_cmd_read_capacity(), capacity, 8);
+    g_autoptr(GError) error = NULL;
+    RigCommand cmd = rig_cmd_read_capacity();
+    g_assert_true(rig_guest_send_cbw(guest, 0, &cmd, NULL, &error));
+    g_assert_no_error(error);
+    return guest;
+}
+
+static void finish_pending(RigGuest *guest, const guint8 capacity[8])
+{
+    g_autoptr(GError) error = NULL;
+    guint8 buf[8], status = 0xff;
+    g_assert_cmpint(rig_guest_data_in(guest, 0, buf, sizeof buf, &error), ==, sizeof buf);
+    g_assert_no_error(error);
+    g_assert_true(rig_guest_read_csw(guest, 0, &status, NULL, &error));
+    g_assert_no_error(error);
+    g_assert_cmpuint(status, ==, 0);
+    g_assert_cmpmem(buf, sizeof buf, capacity, 8);
+}
+
+/* ---- Only the capture between pre-switchover and migrate-continue --------------------- */
+
+/* One line of QEMU's trace (log backend, `PID@TIME:EVENT ...`): the JSON after `marker` if
+ * the line is that event, else NULL. */
+static json_object *trace_json(const char *line, const char *event, const char *marker)
+{
+    const char *ev = strchr(line, ':');
+    if (!ev || !g_str_has_prefix(ev + 1, event))
+        return NULL;
+    const char *json = strstr(ev, marker);
+    return json ? json_tokener_parse(json + strlen(marker)) : NULL;
+}
+
+static const char *member(json_object *obj, const char *key)
+{
+    json_object *v;
+    return json_object_object_get_ex(obj, key, &v) && json_object_is_type(v, json_type_string)
+               ? json_object_get_string(v)
+               : NULL;
+}
+
+/* The gate's commands (ids sm-filter-...) QEMU received before the pre-switchover event
+ * (`before`) and between it and migrate-continue (`window`), one "execute" name each; libvirt's
+ * commands of the window in `libvirt`. FALSE if the trace holds no pre-switchover event or no
+ * migrate-continue after it. */
+static gboolean split_trace(const char *trace, GString *before, GString *window, GString *libvirt)
+{
+    g_auto(GStrv) lines = g_strsplit(trace, "\n", -1);
+    gboolean in_window = FALSE;
+    for (guint i = 0; lines[i]; i++) {
+        g_autoptr(json_object) resp = trace_json(lines[i], "monitor_qmp_respond", "resp: ");
+        json_object *data;
+        if (resp && g_strcmp0(member(resp, "event"), "MIGRATION") == 0 &&
+            json_object_object_get_ex(resp, "data", &data) &&
+            g_strcmp0(member(data, "status"), "pre-switchover") == 0)
+            in_window = TRUE;
+        g_autoptr(json_object) req = trace_json(lines[i], "handle_qmp_command", "req: ");
+        const char *exec = req ? member(req, "execute") : NULL;
+        if (!exec)
+            continue;
+        if (in_window && g_str_equal(exec, "migrate-continue"))
+            return TRUE;
+        gboolean ours = g_str_has_prefix(member(req, "id") ? member(req, "id") : "", "sm-filter-");
+        GString *to = ours ? (in_window ? window : before) : in_window ? libvirt : NULL;
+        if (to)
+            g_string_append_printf(to, "%s ", exec);
+    }
+    return FALSE;
+}
+
+/* QEMU traces every QMP command it receives (handle_qmp_command) and every reply and event it
+ * sends (monitor_qmp_respond) into a file (`-trace ... -D FILE` through <qemu:commandline>).
+ * After an idle migration: the gate's add-fd came before the pre-switchover event, and its one
+ * command after it, up to libvirt's migrate-continue, is xen-save-devices-state. Fails before
+ * the change: the filter discovered the devices and added and removed the fd there. */
+static void test_only_capture(void)
+{
+    if (skip_without_gate())
+        return;
+    g_autofree char *name = unique_name("trc");
+    g_autofree char *qtest = lv_qtest_path(LV_A, name);
+    g_autofree char *dir = g_path_get_dirname(qtest);
+    g_autofree char *trace_path = g_strdup_printf("%s/%s.trace", dir, name);
+    g_autofree char *guest_path = g_strdup_printf("/var/lib/libvirt/qtest/%s.trace", name);
+    g_autofree char *args =
+        g_strdup_printf("<qemu:arg value='-trace'/><qemu:arg value='handle_qmp_command'/>"
+                        "<qemu:arg value='-trace'/><qemu:arg value='monitor_qmp_respond'/>"
+                        "<qemu:arg value='-D'/><qemu:arg value='%s'/></qemu:commandline>",
+                        guest_path);
+    const char *const edits[][2] = {{"</qemu:commandline>", args}};
+    create_domain(name, edits, G_N_ELEMENTS(edits));
+    g_autofree char *err = NULL;
+    int rc = lv_migrate(LV_A, name, NULL, &err);
+    g_test_message("virsh migrate: exit %d %s", rc, err);
+    g_assert_cmpint(rc, ==, 0);
+    g_autofree char *trace = NULL;
+    g_assert_true(g_file_get_contents(trace_path, &trace, NULL, NULL));
+    g_autoptr(GString) before = g_string_new(NULL), window = g_string_new(NULL),
+                       libvirt = g_string_new(NULL);
+    gboolean found = split_trace(trace, before, window, libvirt);
+    g_test_message("gate before pre-switchover: %s", before->str);
+    g_test_message("gate between pre-switchover and migrate-continue: %s", window->str);
+    g_test_message("libvirt between them: %s", libvirt->str);
+    g_assert_true(found);
+    g_assert_nonnull(strstr(before->str, "add-fd "));
+    g_assert_cmpstr(window->str, ==, "xen-save-devices-state ");
+    destroy_domain(name);
+    g_unlink(trace_path);
+}
+
+/* ---- A device the gate cannot judge: libvirt's `migrate` refused, nothing started ------- */
+
+typedef struct {
+    const char *model; /* libvirt's USB controller model for the CD-ROM's controller */
+    const char *why;   /* in the refusal */
+} Layout;
+
+/* Fails before the change: the migration ran, was held at switchover ("state unknown"), and
+ * query-migrate on the source showed it cancelled after its RAM went over. */
+static void test_refused_early(gconstpointer data)
+{
+    const Layout *layout = data;
+    if (skip_without_gate())
+        return;
+    g_autofree char *name = unique_name("lay");
+    g_autofree char *model =
+        g_strdup_printf("<controller type='usb' index='1' model='%s'>", layout->model);
+    const char *const edits[][2] = {
+        {"<controller type='usb' index='1' model='piix3-uhci'>", model}};
+    create_domain(name, edits, G_N_ELEMENTS(edits));
+    g_autofree char *before = settings(name);
+    g_autofree char *err = NULL;
+    int rc = lv_migrate(LV_A, name, NULL, &err);
+    g_test_message("virsh migrate: exit %d %s", rc, err);
+    g_assert_cmpint(rc, !=, 0);
+    g_assert_nonnull(strstr(err, "safe-migrate: migration refused: usb-disk0"));
+    g_assert_nonnull(strstr(err, layout->why));
+    g_assert_nonnull(strstr(err, "nothing was started and the domain keeps running"));
+    g_autofree char *status = lv_query_status(LV_A, name);
+    g_assert_cmpstr(status, ==, "running");
+    assert_gone_from_b(name);
+    g_autofree char *migration = qmp_return(name, "query-migrate");
+    g_assert_cmpstr(migration, ==, "{}"); /* QEMU never started one: no RAM went over */
+    g_autofree char *after = settings(name);
+    g_assert_cmpstr(after, ==, before);
+    destroy_domain(name);
+}
+
+/* ---- Held attempts: the fd given back; the refusal says where the domain is -------------- */
+
+/* QEMU 7.2 closes a removed fd only while the VM runs: the filter gives its fd set back once
+ * the cancelled source runs again. Fails before: the capture's fd, removed while the VM was
+ * stopped at pre-switchover, stayed in query-fdsets. */
+static void test_no_lingering_fd(void)
+{
+    if (skip_without_gate())
+        return;
+    g_autofree char *name = unique_name("fd");
+    create_domain(name, NULL, 0);
+    guint8 capacity[8];
+    g_autoptr(RigGuest) guest = guest_with_pending(name, capacity);
+    g_autofree char *err = NULL;
+    int rc = lv_migrate(LV_A, name, NULL, &err);
+    g_test_message("virsh migrate (pending): exit %d %s", rc, err);
+    g_assert_cmpint(rc, !=, 0);
+    g_assert_nonnull(strstr(err, "safe-migrate: switchover held: usb-disk0 is busy"));
+    g_assert_nonnull(strstr(err, "the domain keeps running on the source"));
+    g_autofree char *status = lv_query_status(LV_A, name);
+    g_assert_cmpstr(status, ==, "running");
+    g_assert_cmpuint(probe_fds(name), ==, 0);
+    finish_pending(guest, capacity);
+    destroy_domain(name);
+}
+
+/* A paused domain with a result pending is held at switchover and left stopped on the source
+ * (7.2: postmigrate): the refusal must not say it keeps running. Fails before: it did. */
+static void test_paused_held_text(void)
+{
+    if (skip_without_gate())
+        return;
+    g_autofree char *name = unique_name("pau");
+    create_domain(name, NULL, 0);
+    guint8 capacity[8];
+    g_autoptr(RigGuest) guest = guest_with_pending(name, capacity);
+    g_assert_cmpint(lv_virsh(LV_A, NULL, NULL, "suspend", name, NULL), ==, 0);
+    g_autofree char *err = NULL;
+    int rc = lv_migrate(LV_A, name, NULL, &err);
+    g_test_message("virsh migrate (paused, pending): exit %d %s", rc, err);
+    g_assert_cmpint(rc, !=, 0);
+    g_assert_nonnull(strstr(err, "safe-migrate: switchover held: usb-disk0 is busy"));
+    g_assert_null(strstr(err, "keeps running"));
+    g_autofree char *status = lv_query_status(LV_A, name);
+    g_autofree char *expected = g_strdup_printf("not running (QEMU: %s)", status);
+    g_assert_nonnull(strstr(err, expected));
+    assert_gone_from_b(name);
+    g_assert_cmpint(lv_virsh(LV_A, NULL, NULL, "resume", name, NULL), ==, 0);
+    finish_pending(guest, capacity);
+    destroy_domain(name);
+}
+
+int main(int argc, char **argv)
+{
+    g_test_init(&argc, &argv, NULL);
+    static const Layout ehci = {"ehci", "on an EHCI controller"};
+    static const Layout xhci = {"qemu-xhci", "on an xHCI controller of QEMU older than 10.0"};
+    g_test_add_func("/libvirt/split/only-capture-at-switchover", test_only_capture);
+    g_test_add_data_func("/libvirt/split/refused-early/ehci", &ehci, test_refused_early);
+    g_test_add_data_func("/libvirt/split/refused-early/xhci-7.2", &xhci, test_refused_early);
+    g_test_add_func("/libvirt/split/no-lingering-fd", test_no_lingering_fd);
+    g_test_add_func("/libvirt/split/paused-held-text", test_paused_held_text);
+    return g_test_run();
+}
