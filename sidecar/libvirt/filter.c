@@ -29,7 +29,6 @@
 #define MAX_LINE (16u * 1024u * 1024u)
 #define PARSE_LIMIT (64u * 1024u) /* longer QEMU lines are replies: libvirt's, never ours */
 #define OUR_ID_PREFIX "sm-filter-"
-#define SWITCH_POLL_ID OUR_ID_PREFIX "switch" /* our own query-migrate while a cancel waits */
 
 /* The relay's fast path (relay_plain): a line is parsed only when it may hold one of its
  * side's words (qmp_line_may_hold: the word among its bytes, or an escape); any other line
@@ -321,6 +320,15 @@ static void set_switching(Filter *f, gboolean on)
         unlink(SM_LV_SWITCHING);
 }
 
+/* The id of our own query-migrate: this process's (a dead filter's reply is dropped). */
+static const char *switch_poll_id(void)
+{
+    static char id[64];
+    if (!id[0])
+        g_snprintf(id, sizeof id, OUR_ID_PREFIX "switch-%d", (int)getpid());
+    return id;
+}
+
 static gboolean poll_switch(gpointer data)
 {
     Filter *f = data;
@@ -330,7 +338,7 @@ static gboolean poll_switch(gpointer data)
         return G_SOURCE_REMOVE;
     }
     if (!f->switch_asked) {
-        g_autofree char *query = qmp_command_line("query-migrate", NULL, SWITCH_POLL_ID);
+        g_autofree char *query = qmp_command_line("query-migrate", NULL, switch_poll_id());
         g_queue_push_tail(&f->ours, line_new(query, strlen(query), NULL));
         f->switch_asked = TRUE;
         pump(f);
@@ -530,7 +538,7 @@ static void our_reply(Filter *f, json_object *reply, const char *id)
     }
     g_clear_pointer(&f->our_id, g_free);
     f->hide_events = FALSE;
-    if (g_str_equal(id, SWITCH_POLL_ID)) { /* ours alone: the worker never sees it */
+    if (g_str_equal(id, switch_poll_id())) { /* ours alone: the worker never sees it */
         f->switch_asked = FALSE;
         const char *status = qmp_message_inner_string(reply, "return", "status");
         if (!status && json_object_object_get_ex(reply, "return", NULL))
