@@ -117,6 +117,44 @@ static void probe_paused(SmGate *g, QmpClient *qmp, SmGateJob *job)
     }
 }
 
+/* What a device the gate will not call idle has: "DEV is busy with X pending (why)" or "DEV:
+ * state unknown, ..." (the CLI's libvirt form reads these words). */
+static char *unsafe_why(const SmDeviceVerdict *busy)
+{
+    const char *device = busy->id ? busy->id : busy->qom_path;
+    const char *reason = busy->reason ? busy->reason : "";
+    return busy->state == SM_STATE_UNKNOWN
+               ? g_strdup_printf("%s: state unknown, never called idle (%s)", device, reason)
+               : g_strdup_printf("%s is busy with %s pending (%s)", device,
+                                 sm_verdict_pending_name(busy), reason);
+}
+
+/* A paused guest cannot finish a transfer, so holding its switchover changes nothing; and a
+ * held switchover leaves QEMU 7.2 "postmigrate", whose next `migrate` QEMU refuses ("Can't
+ * migrate the vm that was paused due to previous migration") until someone resumes it. So a
+ * paused VM the gate would hold is refused before anything starts: it stays "paused". */
+static gboolean refuse_paused(SmGateJob *job, QmpClient *qmp)
+{
+    const SmDeviceVerdict *busy =
+        job->paused_report ? sm_report_first_unsafe(job->paused_report) : NULL;
+    g_autofree char *what = NULL;
+    if (job->paused_unread)
+        what = g_strdup_printf("the paused VM's state could not be read before the migration (%s)",
+                               job->paused_unread);
+    else if (busy)
+        what = unsafe_why(busy);
+    else
+        return FALSE;
+    g_autofree char *why = g_strdup_printf("the switchover would be held: %s; the domain is "
+                                           "paused, its guest cannot change that: resume it and "
+                                           "retry",
+                                           what);
+    g_clear_pointer(&job->paused_report, sm_report_free);
+    g_clear_pointer(&job->paused_unread, g_free);
+    refuse_migrate(job, qmp, why);
+    return TRUE;
+}
+
 /* Before libvirt's `migrate`, while the guest runs: the devices and their facts, a device the
  * gate cannot judge refused now (holding could not change it), and the capture's fd handed
  * to QEMU, so that at pre-switchover the save is the only command. Fails closed: what cannot
@@ -146,8 +184,7 @@ static void pre_migrate(SmGate *g, SmGateJob *job)
         sm_release_probe_fds(qmp); /* what an earlier filter left (closed: the VM runs) */
     else
         probe_paused(g, qmp, job);
-    /* A paused VM whose state could not be read is never captured (see switchover): no fd. */
-    if (job->paused_unread)
+    if (!running && refuse_paused(job, qmp))
         return;
     if ((!g->capture && !(g->capture = sm_capture_new(&error))) ||
         !sm_capture_prepare(g->capture, qmp, &error)) {
@@ -289,13 +326,7 @@ static void switchover(SmGate *g, SmGateJob *job)
         g_info("switchover: %u device(s) idle, continuing", report->devices->len);
         return;
     }
-    const char *device = busy->id ? busy->id : busy->qom_path;
-    const char *reason = busy->reason ? busy->reason : "";
-    g_autofree char *why =
-        busy->state == SM_STATE_UNKNOWN
-            ? g_strdup_printf("%s: state unknown, never called idle (%s)", device, reason)
-            : g_strdup_printf("%s is busy with %s pending (%s)", device,
-                              sm_verdict_pending_name(busy), reason);
+    g_autofree char *why = unsafe_why(busy);
     refuse(g, job, qmp, why);
 }
 

@@ -519,7 +519,7 @@ static void test_paused_unreadable(void)
     g_autofree char *err = NULL;
     g_assert_cmpint(lv_migrate(LV_A, s.name, NULL, &err), !=, 0);
     g_test_message("virsh migrate: %s", err);
-    g_assert_nonnull(strstr(err, "safe-migrate: switchover held: the paused VM's state could "
+    g_assert_nonnull(strstr(err, "the switchover would be held: the paused VM's state could "
                                  "not be read before the migration (QEMU keeps"));
     assert_gone_from_b(s.name);
     /* Stopped on the source: QEMU 7.2 leaves a VM that was not running before a migration

@@ -389,6 +389,45 @@ static gboolean wait_file_text(const char *dir, const char *name, const char *te
     return FALSE;
 }
 
+/* A suspended domain (virsh suspend) with a result pending: its guest cannot finish the
+ * transfer, so the gate refuses libvirt's `migrate` before anything starts, every time, and
+ * QEMU stays "paused". Before, the switchover was held: QEMU 7.2 ended the cancelled
+ * migration of the stopped VM in "postmigrate", and refused the next `migrate` itself ("Can't
+ * migrate the vm that was paused due to previous migration") until the domain was resumed.
+ * `virsh resume` runs it, the guest fetches the right bytes, the next migration works. */
+static void test_refused_paused(void)
+{
+    if (skip_without_gate())
+        return;
+    Vm vm;
+    vm_start(&vm, "rpau", LV_FORM_LIBVIRT, RIG_QEMU_72);
+    leave_pending(&vm);
+    g_assert_cmpint(lv_virsh(LV_A, NULL, NULL, "suspend", vm.name, NULL), ==, 0);
+    for (int attempt = 0; attempt < 2; attempt++) {
+        g_autofree char *err = NULL, *state = NULL;
+        int rc = lv_migrate(LV_A, vm.name, NULL, &err);
+        g_assert_cmpint(lv_virsh(LV_A, &state, NULL, "domstate", "--reason", vm.name, NULL), ==, 0);
+        g_autofree char *status = lv_query_status(LV_A, vm.name);
+        g_test_message("virsh migrate (paused, pending): exit %d %s; domstate %s; QEMU %s", rc, err,
+                       g_strstrip(state), status);
+        g_assert_cmpint(rc, !=, 0);
+        g_assert_nonnull(strstr(err, "safe-migrate: migration refused"));
+        g_assert_nonnull(strstr(err, "usb-disk0 is busy with READ CAPACITY(10) pending"));
+        g_assert_true(g_str_has_prefix(state, "paused"));
+        g_assert_cmpstr(status, ==, "paused");
+        g_assert_false(lv_domain_running(LV_B, vm.name));
+    }
+    g_assert_cmpint(lv_virsh(LV_A, NULL, NULL, "resume", vm.name, NULL), ==, 0);
+    finish_pending(&vm);
+    assert_healthy(&vm, LV_A);
+    g_autofree char *err = NULL;
+    int rc = lv_migrate(LV_A, vm.name, NULL, &err);
+    g_test_message("virsh migrate (resumed): exit %d %s", rc, err);
+    g_assert_cmpint(rc, ==, 0);
+    assert_healthy(&vm, LV_B);
+    vm_stop(&vm);
+}
+
 /* A migration whose switchover is held open, and a `virsh domjobabort` issued into it. */
 typedef struct {
     char *dir;   /* the source's domain directory */
@@ -571,6 +610,7 @@ int main(int argc, char **argv)
                          test_domjobabort_held);
     g_test_add_data_func("/libvirt/gate/domjobabort-held/idle", GINT_TO_POINTER(FALSE),
                          test_domjobabort_held);
+    g_test_add_func("/libvirt/gate/refused-paused/7.2/scsi-hd", test_refused_paused);
     g_test_add_func("/libvirt/gate/domjobabort-switching/completed", test_domjobabort_switching);
     g_test_add_func("/libvirt/gate/domjobabort-switching/dest-dies",
                     test_domjobabort_switching_dest_dies);

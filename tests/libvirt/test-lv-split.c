@@ -281,8 +281,9 @@ static void test_no_lingering_fd(void)
     destroy_domain(name);
 }
 
-/* A paused domain with a result pending is held at switchover and left stopped on the source
- * (7.2: postmigrate): the refusal must not say it keeps running. Fails before: it did. */
+/* A paused domain with a result pending is refused (at libvirt's migrate: its guest cannot
+ * finish the transfer) and left stopped on the source: the refusal must not say it keeps
+ * running. Fails before: it did. */
 static void test_paused_held_text(void)
 {
     if (skip_without_gate())
@@ -296,7 +297,8 @@ static void test_paused_held_text(void)
     int rc = lv_migrate(LV_A, name, NULL, &err);
     g_test_message("virsh migrate (paused, pending): exit %d %s", rc, err);
     g_assert_cmpint(rc, !=, 0);
-    g_assert_nonnull(strstr(err, "safe-migrate: switchover held: usb-disk0 is busy"));
+    g_assert_nonnull(strstr(err, "safe-migrate: migration refused: the switchover would be "
+                                 "held: usb-disk0 is busy"));
     g_assert_null(strstr(err, "keeps running"));
     g_autofree char *status = lv_query_status(LV_A, name);
     g_autofree char *expected = g_strdup_printf("not running (QEMU: %s)", status);
