@@ -310,6 +310,60 @@ static void test_paused_held_text(void)
     destroy_domain(name);
 }
 
+/* Waits until libvirt's migration job of the domain on A has sent RAM (QEMU migrates: the
+ * gate's work at libvirt's migrate is done). */
+static gboolean wait_transferring(const char *name, GSubprocess *migration)
+{
+    static const char key[] = "Memory processed:";
+    for (int i = 0; i < 600 && g_subprocess_get_identifier(migration); i++) {
+        g_autofree char *out = NULL;
+        const char *line =
+            lv_virsh(LV_A, &out, NULL, "domjobinfo", name, NULL) == 0 ? strstr(out, key) : NULL;
+        if (line && g_ascii_strtod(line + strlen(key), NULL) > 0)
+            return TRUE;
+        g_usleep(20000);
+    }
+    return FALSE;
+}
+
+/* A running domain with a result pending, suspended by its user while its migration
+ * transfers RAM (16 MiB written, 8 MiB/s): held at switchover, the cancel leaves QEMU 7.2
+ * "postmigrate" (it was not running when the switchover began), and the refusal must say so,
+ * not that it keeps running (libvirt's error path then resumes it: its own doing). Fails
+ * before: it said "keeps running on the source". */
+static void test_suspended_mid_migration_text(void)
+{
+    if (skip_without_gate())
+        return;
+    g_autofree char *name = unique_name("sus");
+    GPid filter = create_domain(name, NULL, 0);
+    guint8 capacity[8];
+    g_autoptr(RigGuest) guest = guest_with_pending(name, capacity);
+    g_autoptr(GError) error = NULL;
+    g_assert_true(rig_guest_fill_ram(guest, 0x100000, 16 << 20, 0x5a, &error));
+    g_assert_no_error(error);
+    const char *slow[] = {"--bandwidth", "8", NULL};
+    g_autoptr(GSubprocess) migration = lv_migrate_start(LV_A, name, slow);
+    g_assert_true(wait_transferring(name, migration));
+    g_assert_cmpint(lv_virsh(LV_A, NULL, NULL, "suspend", name, NULL), ==, 0);
+    g_autofree char *err = NULL;
+    int rc = lv_migrate_finish(migration, &err);
+    g_test_message("virsh migrate (suspended during it, pending): exit %d %s", rc, err);
+    g_assert_cmpint(rc, !=, 0);
+    g_assert_nonnull(strstr(err, "safe-migrate: switchover held: usb-disk0 is busy"));
+    g_assert_null(strstr(err, "keeps running"));
+    /* What QEMU said at the refusal (libvirt's error path may resume the domain after). */
+    g_assert_nonnull(strstr(err, "not running (QEMU: postmigrate)"));
+    assert_gone_from_b(name);
+    g_assert_cmpint(lv_filter_pid(LV_A, name), ==, filter);
+    g_autofree char *status = lv_query_status(LV_A, name);
+    g_test_message("after virsh migrate: %s", status);
+    if (g_strcmp0(status, "running") != 0)
+        g_assert_cmpint(lv_virsh(LV_A, NULL, NULL, "resume", name, NULL), ==, 0);
+    finish_pending(guest, capacity);
+    destroy_domain(name);
+}
+
 int main(int argc, char **argv)
 {
     g_test_init(&argc, &argv, NULL);
@@ -320,5 +374,7 @@ int main(int argc, char **argv)
     g_test_add_data_func("/libvirt/split/refused-early/xhci-7.2", &xhci, test_refused_early);
     g_test_add_func("/libvirt/split/no-lingering-fd", test_no_lingering_fd);
     g_test_add_func("/libvirt/split/paused-held-text", test_paused_held_text);
+    g_test_add_func("/libvirt/split/suspended-mid-migration-text",
+                    test_suspended_mid_migration_text);
     return g_test_run();
 }
