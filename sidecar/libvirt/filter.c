@@ -493,18 +493,16 @@ static void on_gate_done(SmGateJob *job, gpointer data)
         f->paused_unread = g_steal_pointer(&job->paused_unread);
     }
     Line *line = g_steal_pointer(&f->held);
-    g_clear_pointer(&f->held_id, json_object_put);
     if (job->action == SM_GATE_PROCEED) {
         if (job->kind == SM_GATE_JOB_SWITCHOVER)
             set_switching(f, TRUE); /* before it goes: QEMU may answer at once */
         f->libvirt_inflight++;
         send_line(f, &f->qemu, line);
     } else {
-        f->held = line; /* refuse_held reads its id */
         g_warning("%s", job->message);
-        refuse_held(f, job->message);
-        f->held = NULL;
+        refuse_held(f, job->message); /* with the held command's id, cleared only after */
     }
+    g_clear_pointer(&f->held_id, json_object_put);
     line_free(line);
     save_held(f);
     sm_gate_job_free(job);

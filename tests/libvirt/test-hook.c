@@ -344,6 +344,53 @@ static void test_not_one_command_refused(void)
     host_clear(&h);
 }
 
+/* Discovery fails before libvirt's migrate (this QEMU answers query-status, refuses every
+ * other command of the gate's, qom-list included): the gate cannot judge the devices at
+ * switchover either, so the filter answers the migrate itself, with an error naming why, and
+ * QEMU never sees it (fail closed; issue 15). Fails before: the migrate went to QEMU. */
+static void test_discovery_fails_migrate_refused(void)
+{
+    Host h;
+    host_init(&h);
+    int lv, qemu;
+    hooked(&h, &lv, &qemu);
+    static const char migrate[] = "{\"execute\":\"migrate\",\"arguments\":{\"uri\":"
+                                  "\"tcp:127.0.0.1:1\"},\"id\":\"libvirt-7\"}\r\n";
+    send_fd(lv, migrate, -1);
+    g_autofree char *reply = NULL;
+    guint answered = 0;
+    while (!reply) {
+        struct pollfd p[2] = {{.fd = qemu, .events = POLLIN}, {.fd = lv, .events = POLLIN}};
+        g_assert_cmpint(poll(p, 2, 30000), >, 0);
+        if (p[1].revents) {
+            reply = read_line_from(lv);
+            break;
+        }
+        g_autofree char *line = read_line_from(qemu);
+        g_assert_null(strstr(line, "libvirt-7")); /* the migrate never reaches QEMU */
+        json_object *cmd = json_tokener_parse(line), *id, *exec;
+        g_assert_true(json_object_object_get_ex(cmd, "id", &id));
+        g_assert_true(json_object_object_get_ex(cmd, "execute", &exec));
+        const char *ans = g_str_equal(json_object_get_string(exec), "query-status")
+                              ? "{\"return\": {\"status\": \"running\", \"running\": true, "
+                                "\"singlestep\": false}, \"id\": %s}\r\n"
+                              : "{\"error\": {\"class\": \"GenericError\", \"desc\": "
+                                "\"refused by the test\"}, \"id\": %s}\r\n";
+        g_autofree char *text = g_strdup_printf(ans, json_object_to_json_string(id));
+        json_object_put(cmd);
+        send_fd(qemu, text, -1);
+        answered++;
+    }
+    g_test_message("%u command(s) of the gate answered; libvirt got: %s", answered, reply);
+    g_assert_nonnull(strstr(reply, "\"libvirt-7\""));
+    g_assert_nonnull(strstr(reply, "\"error\""));
+    g_assert_nonnull(strstr(reply, "safe-migrate: migration refused: cannot read the domain's "
+                                   "devices (qom-list"));
+    g_assert_nonnull(strstr(reply, "nothing was started"));
+    close(qemu), close(lv);
+    host_clear(&h);
+}
+
 /* A filter that cannot run (here: one that exits at once, next to a copy of the hook and the
  * holder): the holder gives up on it and relays by itself, fds included; libvirt keeps its
  * monitor. */
@@ -409,6 +456,8 @@ int main(int argc, char **argv)
                          test_malformed_reply_to_gate);
     g_test_add_func("/libvirt/hook/escaped-migrate-held", test_escaped_migrate_held);
     g_test_add_func("/libvirt/hook/not-one-command-refused", test_not_one_command_refused);
+    g_test_add_func("/libvirt/hook/discovery-fails-migrate-refused",
+                    test_discovery_fails_migrate_refused);
     g_test_add_data_func("/libvirt/hook/policy-refused/ungated", GINT_TO_POINTER(FALSE),
                          test_refused);
     g_test_add_data_func("/libvirt/hook/policy-refused/require-gate", GINT_TO_POINTER(TRUE),

@@ -32,8 +32,9 @@ static char *unique_name(const char *prefix)
 }
 
 /* The libvirt-form domain (usb-storage on controller 1, QEMU 7.2) on host A, each
- * {from, to} pair of `edits` applied to its XML; waits for its filter. */
-static void create_domain(const char *name, const char *const (*edits)[2], guint n_edits)
+ * {from, to} pair of `edits` applied to its XML; returns its filter's pid (the cases that
+ * leave the domain on A check the same filter still runs: it did not die on the way). */
+static GPid create_domain(const char *name, const char *const (*edits)[2], guint n_edits)
 {
     LvDomainConfig config = {.name = name, .form = LV_FORM_LIBVIRT, .qemu = RIG_QEMU_72};
     g_autofree char *xml = lv_domain_xml(&config);
@@ -48,7 +49,9 @@ static void create_domain(const char *name, const char *const (*edits)[2], guint
     g_autofree char *err = NULL;
     if (lv_virsh(LV_A, NULL, &err, "create", file, NULL) != 0)
         g_error("virsh create %s: %s", name, err);
-    g_assert_cmpint(lv_wait_filter(LV_A, name, 0, 5000), >, 0);
+    GPid filter = lv_wait_filter(LV_A, name, 0, 5000);
+    g_assert_cmpint(filter, >, 0);
+    return filter;
 }
 
 static void destroy_domain(const char *name)
@@ -231,7 +234,7 @@ static void test_refused_early(gconstpointer data)
         g_strdup_printf("<controller type='usb' index='1' model='%s'>", layout->model);
     const char *const edits[][2] = {
         {"<controller type='usb' index='1' model='piix3-uhci'>", model}};
-    create_domain(name, edits, G_N_ELEMENTS(edits));
+    GPid filter = create_domain(name, edits, G_N_ELEMENTS(edits));
     g_autofree char *before = settings(name);
     g_autofree char *err = NULL;
     int rc = lv_migrate(LV_A, name, NULL, &err);
@@ -247,6 +250,7 @@ static void test_refused_early(gconstpointer data)
     g_assert_cmpstr(migration, ==, "{}"); /* QEMU never started one: no RAM went over */
     g_autofree char *after = settings(name);
     g_assert_cmpstr(after, ==, before);
+    g_assert_cmpint(lv_filter_pid(LV_A, name), ==, filter);
     destroy_domain(name);
 }
 
@@ -260,7 +264,7 @@ static void test_no_lingering_fd(void)
     if (skip_without_gate())
         return;
     g_autofree char *name = unique_name("fd");
-    create_domain(name, NULL, 0);
+    GPid filter = create_domain(name, NULL, 0);
     guint8 capacity[8];
     g_autoptr(RigGuest) guest = guest_with_pending(name, capacity);
     g_autofree char *err = NULL;
@@ -272,6 +276,7 @@ static void test_no_lingering_fd(void)
     g_autofree char *status = lv_query_status(LV_A, name);
     g_assert_cmpstr(status, ==, "running");
     g_assert_cmpuint(probe_fds(name), ==, 0);
+    g_assert_cmpint(lv_filter_pid(LV_A, name), ==, filter);
     finish_pending(guest, capacity);
     destroy_domain(name);
 }
@@ -284,7 +289,7 @@ static void test_paused_held_text(void)
     if (skip_without_gate())
         return;
     g_autofree char *name = unique_name("pau");
-    create_domain(name, NULL, 0);
+    GPid filter = create_domain(name, NULL, 0);
     guint8 capacity[8];
     g_autoptr(RigGuest) guest = guest_with_pending(name, capacity);
     g_assert_cmpint(lv_virsh(LV_A, NULL, NULL, "suspend", name, NULL), ==, 0);
@@ -299,6 +304,7 @@ static void test_paused_held_text(void)
     g_autofree char *expected = g_strdup_printf("not running (QEMU: %s)", status);
     g_assert_nonnull(strstr(err, expected));
     assert_gone_from_b(name);
+    g_assert_cmpint(lv_filter_pid(LV_A, name), ==, filter);
     g_assert_cmpint(lv_virsh(LV_A, NULL, NULL, "resume", name, NULL), ==, 0);
     finish_pending(guest, capacity);
     destroy_domain(name);
