@@ -443,6 +443,11 @@ static int after_failure(LvMigration *m, gint64 *hold_started_us)
                    : result(m, SM_EXIT_UNCERTAIN, "uncertain", NULL, -1, m->error);
     if (!running_on_source(m))
         return result(m, SM_EXIT_UNCERTAIN, "uncertain", NULL, -1, m->error);
+    /* The filter answered libvirt's migrate itself: a device it cannot judge, or a paused
+     * guest that cannot finish what it has pending. No retry changes that: refused, as the
+     * QMP form's preflight refuses (exit 4, nothing started). */
+    if (strstr(m->error, "safe-migrate: migration refused"))
+        return result(m, SM_EXIT_HELD_OUT, "refused", NULL, -1, m->error);
     if (!strstr(m->error, "safe-migrate") || !strstr(m->error, "held"))
         return result(m, SM_EXIT_FAILED, "failed", NULL, -1, m->error);
     g_autofree char *device = NULL, *pending = NULL;

@@ -169,11 +169,11 @@ static gboolean scenario_start(Scenario *s, const char *prefix, RigCommand cmd, 
     if (flags & SCENARIO_HEAVY)
         g_assert_true(rig_guest_fill_ram(s->guest, 0x100000, 16 << 20, 0x5a, &error));
     g_assert_no_error(error);
-    if (flags & SCENARIO_PAUSED)
-        g_assert_cmpint(lv_virsh(LV_A, NULL, NULL, "suspend", s->name, NULL), ==, 0);
-    if (flags & SCENARIO_PENDING)
+    if (flags & SCENARIO_PENDING) /* before a suspend: a paused guest sends nothing */
         g_assert_true(rig_guest_send_cbw(s->guest, 0, &s->cmd, NULL, &error));
     g_assert_no_error(error);
+    if (flags & SCENARIO_PAUSED)
+        g_assert_cmpint(lv_virsh(LV_A, NULL, NULL, "suspend", s->name, NULL), ==, 0);
     return TRUE;
 }
 
@@ -292,6 +292,31 @@ static void test_never_fetches(gconstpointer data)
     g_autoptr(json_object) res = cli_expect_exit(cli, 4);
     g_assert_cmpint(int_member(res, "holds"), >=, 1);
     assert_on_source_only(s.name);
+    finish_on_a(&s);
+    scenario_clear(&s);
+}
+
+/* A paused domain with a command pending: the filter refuses libvirt's migrate itself (its
+ * guest cannot finish the command while paused), and the CLI takes that as final: exit 4,
+ * "refused", one attempt, no hold, the domain paused on the source only and its command still
+ * answered right once resumed. Fails before: the CLI retried each refusal as a hold until its
+ * budget ran out ("aborted"). */
+static void test_refused_at_migrate(void)
+{
+    Scenario s;
+    if (!scenario_start(&s, "clr", rig_cmd_read_capacity(), SCENARIO_PAUSED | SCENARIO_PENDING))
+        return;
+    const char *extra[] = {"--max-hold", "5s", "--backoff", "200ms", "--max-attempts", "3", NULL};
+    g_autoptr(Cli) cli = cli_start(s.name, extra);
+    g_autoptr(json_object) res = cli_expect_exit(cli, 4);
+    g_assert_cmpstr(json_object_get_string(json_object_object_get(res, "result")), ==, "refused");
+    g_assert_cmpint(int_member(res, "attempts"), ==, 1);
+    g_assert_cmpint(int_member(res, "holds"), ==, 0);
+    assert_gone_from_b(s.name);
+    g_autofree char *state = NULL;
+    g_assert_cmpint(lv_virsh(LV_A, &state, NULL, "domstate", s.name, NULL), ==, 0);
+    g_assert_cmpstr(g_strstrip(state), ==, "paused");
+    g_assert_cmpint(lv_virsh(LV_A, NULL, NULL, "resume", s.name, NULL), ==, 0);
     finish_on_a(&s);
     scenario_clear(&s);
 }
@@ -630,5 +655,6 @@ int main(int argc, char **argv)
     g_test_add_data_func("/libvirt/cli/status-while-migrating/paused", GINT_TO_POINTER(TRUE),
                          test_status_while_migrating);
     g_test_add_func("/libvirt/cli/paused-unreadable", test_paused_unreadable);
+    g_test_add_func("/libvirt/cli/refused-at-migrate", test_refused_at_migrate);
     return g_test_run();
 }
