@@ -9,6 +9,7 @@
 #include <string.h>
 
 #include <glib/gstdio.h>
+#include <json-c/json.h>
 
 static gboolean process_gone(GPid pid);
 
@@ -405,4 +406,66 @@ RigGuest *lv_guest_new(LvHost host, const char *name)
         g_assert_true(rig_guest_transact(guest, 0, &tur, NULL, NULL, NULL, &error));
     g_assert_no_error(error);
     return guest;
+}
+
+gboolean lv_skip_without_gate(void)
+{
+    g_autofree char *why = NULL;
+    if (!lv_rig_dir(&why)) {
+        g_test_skip(why);
+        return TRUE;
+    }
+    if (!g_getenv("SM_LV_HOOKS")) {
+        g_test_skip("no safe-migrate hook in the rig (SM_LV_HOOKS unset)");
+        return TRUE;
+    }
+    return FALSE;
+}
+
+char *lv_qmp_return(LvHost host, const char *name, const char *command)
+{
+    g_autofree char *cmd = g_strdup_printf("{\"execute\":\"%s\"}", command);
+    g_autofree char *out = NULL;
+    g_assert_cmpint(lv_virsh(host, &out, NULL, "qemu-monitor-command", name, cmd, NULL), ==, 0);
+    json_object *reply = json_tokener_parse(out);
+    json_object *ret;
+    g_assert_true(json_object_object_get_ex(reply, "return", &ret));
+    char *text = g_strdup(json_object_to_json_string_ext(ret, JSON_C_TO_STRING_PLAIN));
+    json_object_put(reply);
+    return text;
+}
+
+char *lv_migration_settings(LvHost host, const char *name, gboolean with_fdsets)
+{
+    static const char *const queries[] = {"query-migrate-parameters", "query-migrate-capabilities",
+                                          "query-fdsets"};
+    g_autoptr(GString) all = g_string_new(NULL);
+    for (guint i = 0; i < G_N_ELEMENTS(queries) - !with_fdsets; i++) {
+        g_autofree char *ret = lv_qmp_return(host, name, queries[i]);
+        g_string_append_printf(all, "%s %s\n", queries[i], ret);
+    }
+    return g_string_free(g_steal_pointer(&all), FALSE);
+}
+
+guint lv_probe_fds(LvHost host, const char *name)
+{
+    g_autofree char *sets = lv_qmp_return(host, name, "query-fdsets");
+    guint n = 0;
+    for (const char *p = sets; (p = strstr(p, "\"safe-migrate probe\"")); p++)
+        n++;
+    return n;
+}
+
+gboolean lv_wait_job_transferring(const char *name, GSubprocess *migration)
+{
+    static const char key[] = "Memory processed:";
+    for (int i = 0; i < 600 && (!migration || g_subprocess_get_identifier(migration)); i++) {
+        g_autofree char *out = NULL;
+        const char *line =
+            lv_virsh(LV_A, &out, NULL, "domjobinfo", name, NULL) == 0 ? strstr(out, key) : NULL;
+        if (line && g_ascii_strtod(line + strlen(key), NULL) > 0)
+            return TRUE;
+        g_usleep(50000);
+    }
+    return FALSE;
 }

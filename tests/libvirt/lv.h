@@ -71,6 +71,20 @@ char *lv_query_status(LvHost host, const char *name);
 gboolean lv_wait_gone(GPid pid, guint timeout_ms);
 /* The host's QEMU log of the domain (command line, QEMU's stderr, libvirt's notes). */
 char *lv_qemu_log(LvHost host, const char *name);
+/* TRUE (the test skipped) without the rig, or without the build tree's hook linked in it. */
+gboolean lv_skip_without_gate(void);
+/* The plain JSON of what a query command returns on `host` (through virsh, so through the
+ * filter when there is one). */
+char *lv_qmp_return(LvHost host, const char *name, const char *command);
+/* QEMU's migration settings on `host`, one text to compare: parameters, capabilities and
+ * (with_fdsets) fd sets (what libvirt and the gate may set for a migration and must leave as
+ * they were). */
+char *lv_migration_settings(LvHost host, const char *name, gboolean with_fdsets);
+/* How many fds QEMU holds in fd sets tagged as the gate's captures. */
+guint lv_probe_fds(LvHost host, const char *name);
+/* Waits until libvirt's migration job of the domain on A has sent RAM ("Memory processed"
+ * above 0 in domjobinfo); FALSE after 30 s, or as soon as `migration` (if not NULL) ended. */
+gboolean lv_wait_job_transferring(const char *name, GSubprocess *migration);
 
 /* `virsh migrate --live NAME DEST` from `from` to the other host over loopback TCP;
  * `extra` (NULL-terminated or NULL) goes before the domain name, e.g. "--p2p". Returns

@@ -338,33 +338,6 @@ static void test_interrupted(void)
     scenario_clear(&s);
 }
 
-/* The plain JSON of what a query command returns on `host` (through virsh). */
-static char *qmp_return(LvHost host, const char *name, const char *command)
-{
-    g_autofree char *cmd = g_strdup_printf("{\"execute\":\"%s\"}", command);
-    g_autofree char *out = NULL;
-    g_assert_cmpint(lv_virsh(host, &out, NULL, "qemu-monitor-command", name, cmd, NULL), ==, 0);
-    g_autoptr(json_object) reply = json_tokener_parse(out);
-    json_object *ret;
-    g_assert_true(json_object_object_get_ex(reply, "return", &ret));
-    return g_strdup(json_object_to_json_string_ext(ret, JSON_C_TO_STRING_PLAIN));
-}
-
-/* What QEMU's migration settings are on `host`, one JSON text: parameters, capabilities and
- * (with_fdsets) fd sets (what libvirt and the gate may set for a migration and must leave as
- * they were). */
-static char *settings(LvHost host, const char *name, gboolean with_fdsets)
-{
-    static const char *const queries[] = {"query-migrate-parameters", "query-migrate-capabilities",
-                                          "query-fdsets"};
-    g_autoptr(GString) all = g_string_new(NULL);
-    for (guint i = 0; i < G_N_ELEMENTS(queries) - !with_fdsets; i++) {
-        g_autofree char *ret = qmp_return(host, name, queries[i]);
-        g_string_append_printf(all, "%s %s\n", queries[i], ret);
-    }
-    return g_string_free(g_steal_pointer(&all), FALSE);
-}
-
 /* The progress events of the CLI until one says RAM is being transferred: libvirt's job is
  * running (job stats, VIR_DOMAIN_JOB_MEMORY_PROCESSED > 0). FALSE if the CLI ended first. */
 static gboolean wait_transferring(GDataInputStream *in)
@@ -400,7 +373,7 @@ static void test_interrupted_while_migrating(gconstpointer data)
         return;
     /* The filter's probe of a paused VM before `migrate` keeps its fd set on QEMU 7.2 (no
      * remove-fd while stopped): the fd sets of a paused domain are not compared. */
-    g_autofree char *before = settings(LV_A, s.name, !paused);
+    g_autofree char *before = lv_migration_settings(LV_A, s.name, !paused);
     const char *extra[] = {signum == SIGINT ? "--live" : "--p2p", "--bandwidth", "1", NULL};
     g_autoptr(Cli) cli = cli_start(s.name, extra);
     g_assert_true(wait_transferring(cli->in));
@@ -413,7 +386,7 @@ static void test_interrupted_while_migrating(gconstpointer data)
     } else {
         assert_on_source_only(s.name);
     }
-    g_autofree char *after = settings(LV_A, s.name, !paused);
+    g_autofree char *after = lv_migration_settings(LV_A, s.name, !paused);
     g_test_message("settings before:\n%safter:\n%s", before, after);
     g_assert_cmpstr(after, ==, before);
     if (paused)
@@ -444,22 +417,6 @@ static int run_status(const char *name, char **out, char **err)
     return WIFEXITED(status) ? WEXITSTATUS(status) : -1;
 }
 
-/* Waits until libvirt's migration job of the domain on A transfers RAM (`virsh domjobinfo`:
- * "Memory processed" above 0); FALSE if it does not within 30 s. */
-static gboolean wait_job_transferring(const char *name)
-{
-    static const char key[] = "Memory processed:";
-    for (int i = 0; i < 600; i++) {
-        g_autofree char *out = NULL;
-        const char *line =
-            lv_virsh(LV_A, &out, NULL, "domjobinfo", name, NULL) == 0 ? strstr(out, key) : NULL;
-        if (line && g_ascii_strtod(line + strlen(key), NULL) > 0)
-            return TRUE;
-        g_usleep(50000);
-    }
-    return FALSE;
-}
-
 /* `safe-migrate status -c URI DOMAIN` while libvirt's job migrates the domain (16 MiB of
  * written RAM at 1 MiB/s), running or suspended: the filter does not probe under a migration
  * (a capture stores "running" as the run state the destination resumes with, and QEMU 7.2
@@ -478,16 +435,16 @@ static void test_status_while_migrating(gconstpointer data)
     /* The filter's own probe of a paused VM before `migrate` (its PRE_MIGRATE job, not the
      * status) leaves its fd set on QEMU 7.2, whose remove-fd closes nothing while the VM is
      * stopped: for a paused domain the fd sets are compared from the migration on. */
-    g_autofree char *before = settings(LV_A, s.name, !paused);
+    g_autofree char *before = lv_migration_settings(LV_A, s.name, !paused);
     const char *slow[] = {"--bandwidth", "1", NULL};
     g_autoptr(GSubprocess) migration = lv_migrate_start(LV_A, s.name, slow);
-    g_assert_true(wait_job_transferring(s.name));
-    g_autofree char *fds = qmp_return(LV_A, s.name, "query-fdsets");
+    g_assert_true(lv_wait_job_transferring(s.name, NULL));
+    g_autofree char *fds = lv_qmp_return(LV_A, s.name, "query-fdsets");
     g_autofree char *out = NULL, *err = NULL;
     g_assert_cmpint(run_status(s.name, &out, &err), ==, 1);
     g_assert_cmpstr(out, ==, "");
     g_assert_nonnull(strstr(err, "a migration is in progress (active): not probing under it"));
-    g_autofree char *fds_after = qmp_return(LV_A, s.name, "query-fdsets");
+    g_autofree char *fds_after = lv_qmp_return(LV_A, s.name, "query-fdsets");
     g_assert_cmpstr(fds_after, ==, fds);
     g_assert_cmpint(lv_virsh(LV_A, NULL, NULL, "domjobabort", s.name, NULL), ==, 0);
     g_autofree char *merr = NULL;
@@ -496,13 +453,13 @@ static void test_status_while_migrating(gconstpointer data)
     assert_gone_from_b(s.name);
     g_autofree char *status_a = lv_query_status(LV_A, s.name);
     g_assert_cmpstr(status_a, ==, state);
-    g_autofree char *after = settings(LV_A, s.name, !paused);
+    g_autofree char *after = lv_migration_settings(LV_A, s.name, !paused);
     g_test_message("settings before:\n%safter:\n%s", before, after);
     g_assert_cmpstr(after, ==, before);
     /* Running: the gate's capture fd (added at `migrate`, issue 15) is given back once the
      * aborted source runs again: the fd sets are as before (compared above). Paused: 7.2
      * keeps listing a stopped VM's removed fds, so they stay as during the migration. */
-    g_autofree char *fds_end = qmp_return(LV_A, s.name, "query-fdsets");
+    g_autofree char *fds_end = lv_qmp_return(LV_A, s.name, "query-fdsets");
     if (paused)
         g_assert_cmpstr(fds_end, ==, fds);
     g_autofree char *merr2 = NULL;
@@ -513,16 +470,6 @@ static void test_status_while_migrating(gconstpointer data)
         g_assert_cmpint(lv_virsh(LV_B, NULL, NULL, "resume", s.name, NULL), ==, 0);
     answers_on_b(&s);
     scenario_clear(&s);
-}
-
-/* How many fds QEMU holds for our probes on `host` (query-fdsets, through virsh). */
-static guint probe_fds(LvHost host, const char *name)
-{
-    g_autofree char *sets = qmp_return(host, name, "query-fdsets");
-    guint n = 0;
-    for (const char *p = sets; (p = strstr(p, "\"safe-migrate probe\"")); p++)
-        n++;
-    return n;
 }
 
 /* A suspended domain whose state the filter cannot read before `virsh migrate` (QEMU 7.2
@@ -540,7 +487,7 @@ static void test_paused_unreadable(void)
         g_autofree char *out = NULL, *err = NULL;
         g_assert_cmpint(run_status(s.name, &out, &err), ==, 0);
     }
-    g_assert_cmpuint(probe_fds(LV_A, s.name), ==, SM_PROBE_STOPPED_FD_CAP);
+    g_assert_cmpuint(lv_probe_fds(LV_A, s.name), ==, SM_PROBE_STOPPED_FD_CAP);
     g_autofree char *err = NULL;
     g_assert_cmpint(lv_migrate(LV_A, s.name, NULL, &err), !=, 0);
     g_test_message("virsh migrate: %s", err);
@@ -554,12 +501,12 @@ static void test_paused_unreadable(void)
     g_assert_true(g_str_equal(status_a, "paused") || g_str_equal(status_a, "postmigrate"));
     g_assert_cmpint(lv_virsh(LV_A, &state_a, NULL, "domstate", s.name, NULL), ==, 0);
     g_assert_cmpstr(g_strstrip(state_a), ==, "paused");
-    g_assert_cmpuint(probe_fds(LV_A, s.name), ==, SM_PROBE_STOPPED_FD_CAP);
+    g_assert_cmpuint(lv_probe_fds(LV_A, s.name), ==, SM_PROBE_STOPPED_FD_CAP);
     /* Once it runs, one probe releases them all. */
     g_assert_cmpint(lv_virsh(LV_A, NULL, NULL, "resume", s.name, NULL), ==, 0);
     g_autofree char *out = NULL, *err2 = NULL;
     g_assert_cmpint(run_status(s.name, &out, &err2), ==, 0);
-    g_assert_cmpuint(probe_fds(LV_A, s.name), ==, 0);
+    g_assert_cmpuint(lv_probe_fds(LV_A, s.name), ==, 0);
     scenario_clear(&s);
 }
 

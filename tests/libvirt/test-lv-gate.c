@@ -29,20 +29,6 @@ typedef struct {
     LvHost on; /* where the guest is attached */
 } Vm;
 
-static gboolean skip_without_gate(void)
-{
-    g_autofree char *why = NULL;
-    if (!lv_rig_dir(&why)) {
-        g_test_skip(why);
-        return TRUE;
-    }
-    if (!g_getenv("SM_LV_HOOKS")) {
-        g_test_skip("no safe-migrate hook in the rig (SM_LV_HOOKS unset)");
-        return TRUE;
-    }
-    return FALSE;
-}
-
 /* memory_mb 0: the template's default. */
 static void vm_start_sized(Vm *vm, const char *prefix, LvForm form, RigQemu qemu, guint memory_mb)
 {
@@ -149,7 +135,7 @@ static void assert_held_message(const char *err)
 static void test_idle(gconstpointer data)
 {
     const GateCase *c = data;
-    if (skip_without_gate())
+    if (lv_skip_without_gate())
         return;
     Vm vm;
     vm_start(&vm, "idle", c->form, c->qemu);
@@ -165,7 +151,7 @@ static void test_idle(gconstpointer data)
 static void test_held(gconstpointer data)
 {
     const GateCase *c = data;
-    if (skip_without_gate())
+    if (lv_skip_without_gate())
         return;
     Vm vm;
     vm_start(&vm, "held", c->form, c->qemu);
@@ -205,7 +191,7 @@ static void restart_libvirtd(LvHost host)
 /* libvirtd restarts while the filter runs: libvirt reconnects through it, the gate holds. */
 static void test_libvirtd_restart(void)
 {
-    if (skip_without_gate())
+    if (lv_skip_without_gate())
         return;
     Vm vm;
     vm_start(&vm, "rst", LV_FORM_LIBVIRT, RIG_QEMU_72);
@@ -255,7 +241,7 @@ static gboolean wait_job(LvHost host, const char *name, GSubprocess *migration)
 static void test_kill_mid_migration(gconstpointer data)
 {
     gboolean pending = GPOINTER_TO_INT(data);
-    if (skip_without_gate())
+    if (lv_skip_without_gate())
         return;
     Vm vm;
     vm_start(&vm, "kmid", LV_FORM_LIBVIRT, RIG_QEMU_72);
@@ -290,7 +276,7 @@ static void test_kill_mid_migration(gconstpointer data)
  * stays on A unpaused with the guest's data intact, and a retry migrates. */
 static void test_domjobabort(void)
 {
-    if (skip_without_gate())
+    if (lv_skip_without_gate())
         return;
     Vm vm;
     vm_start(&vm, "abrt", LV_FORM_LIBVIRT, RIG_QEMU_72);
@@ -322,7 +308,7 @@ static void test_domjobabort(void)
 static void test_domjobabort_held(gconstpointer data)
 {
     gboolean pending = GPOINTER_TO_INT(data);
-    if (skip_without_gate())
+    if (lv_skip_without_gate())
         return;
     Vm vm;
     vm_start(&vm, "abh", LV_FORM_LIBVIRT, RIG_QEMU_72);
@@ -397,7 +383,7 @@ static gboolean wait_file_text(const char *dir, const char *name, const char *te
  * `virsh resume` runs it, the guest fetches the right bytes, the next migration works. */
 static void test_refused_paused(void)
 {
-    if (skip_without_gate())
+    if (lv_skip_without_gate())
         return;
     Vm vm;
     vm_start(&vm, "rpau", LV_FORM_LIBVIRT, RIG_QEMU_72);
@@ -505,6 +491,27 @@ static void assert_migrates_again(Vm *vm, LvHost from)
     assert_healthy(vm, from == LV_A ? LV_B : LV_A);
 }
 
+/* The destination let go: the abort held mid-switchover is refused ("switching over"), the
+ * migration completes, the domain runs on B only, its source QEMU hit no assertion, and it
+ * migrates back. */
+static void expect_abort_refused(Vm *vm, Switching *sw)
+{
+    g_assert_cmpint(kill(sw->dest, SIGCONT), ==, 0);
+    g_autofree char *err = NULL, *abort_out = NULL;
+    int abort_rc;
+    int rc = switching_finish(sw, &err, &abort_rc, &abort_out);
+    g_assert_cmpint(abort_rc, !=, 0);
+    g_assert_nonnull(strstr(abort_out, "safe-migrate"));
+    g_assert_nonnull(strstr(abort_out, "switching over"));
+    g_assert_true(sw->held);
+    g_assert_cmpint(rc, ==, 0);
+    assert_healthy(vm, LV_B);
+    g_autofree char *log = lv_qemu_log(LV_A, vm->name);
+    g_assert_null(strstr(log ? log : "", "Assertion"));
+    assert_migrates_again(vm, LV_B);
+    vm_stop(vm);
+}
+
 /* `virsh domjobabort` while QEMU switches over (once switching, never cancel): the filter
  * holds libvirt's migrate_cancel, never sends it, and refuses it with its message once QEMU
  * reports completed; the migration completes when the destination runs again, and the
@@ -512,25 +519,12 @@ static void assert_migrates_again(Vm *vm, LvHost from)
  * "succeeded" (QEMU 7.2 cancels after its device state has gone out). */
 static void test_domjobabort_switching(void)
 {
-    if (skip_without_gate())
+    if (lv_skip_without_gate())
         return;
     Vm vm;
     Switching sw;
     switching_start(&vm, &sw);
-    g_assert_cmpint(kill(sw.dest, SIGCONT), ==, 0);
-    g_autofree char *err = NULL, *abort_out = NULL;
-    int abort_rc;
-    int rc = switching_finish(&sw, &err, &abort_rc, &abort_out);
-    g_assert_cmpint(abort_rc, !=, 0);
-    g_assert_nonnull(strstr(abort_out, "safe-migrate"));
-    g_assert_nonnull(strstr(abort_out, "switching over"));
-    g_assert_true(sw.held);
-    g_assert_cmpint(rc, ==, 0);
-    assert_healthy(&vm, LV_B);
-    g_autofree char *log = lv_qemu_log(LV_A, vm.name);
-    g_assert_null(strstr(log ? log : "", "Assertion"));
-    assert_migrates_again(&vm, LV_B);
-    vm_stop(&vm);
+    expect_abort_refused(&vm, &sw);
 }
 
 /* The filter killed (-9) while it holds libvirt's cancel mid-switchover: the holder starts
@@ -539,7 +533,7 @@ static void test_domjobabort_switching(void)
  * (its own query-migrate, or the event): the migration completes, the domain runs on B. */
 static void test_domjobabort_switching_filter_killed(void)
 {
-    if (skip_without_gate())
+    if (lv_skip_without_gate())
         return;
     Vm vm;
     Switching sw;
@@ -548,17 +542,7 @@ static void test_domjobabort_switching_filter_killed(void)
     g_assert_cmpint(kill(sw.filter, SIGKILL), ==, 0);
     g_assert_cmpint(lv_wait_filter(LV_A, vm.name, sw.filter, 10000), >, 0);
     g_usleep(1500000); /* the new filter takes the cancel up (no file tells it apart) */
-    g_assert_cmpint(kill(sw.dest, SIGCONT), ==, 0);
-    g_autofree char *err = NULL, *abort_out = NULL;
-    int abort_rc;
-    int rc = switching_finish(&sw, &err, &abort_rc, &abort_out);
-    g_assert_cmpint(abort_rc, !=, 0);
-    g_assert_nonnull(strstr(abort_out, "safe-migrate"));
-    g_assert_nonnull(strstr(abort_out, "switching over"));
-    g_assert_cmpint(rc, ==, 0);
-    assert_healthy(&vm, LV_B);
-    assert_migrates_again(&vm, LV_B);
-    vm_stop(&vm);
+    expect_abort_refused(&vm, &sw);
 }
 
 /* The same, but the destination QEMU dies mid-switchover: QEMU's migration fails by itself
@@ -567,7 +551,7 @@ static void test_domjobabort_switching_filter_killed(void)
  * intact — never left paused by the refusal, never lost — and migrates again. */
 static void test_domjobabort_switching_dest_dies(void)
 {
-    if (skip_without_gate())
+    if (lv_skip_without_gate())
         return;
     Vm vm;
     Switching sw;

@@ -11,20 +11,6 @@
 #include <string.h>
 #include <unistd.h>
 
-static gboolean skip_without_gate(void)
-{
-    g_autofree char *why = NULL;
-    if (!lv_rig_dir(&why)) {
-        g_test_skip(why);
-        return TRUE;
-    }
-    if (!g_getenv("SM_LV_HOOKS")) {
-        g_test_skip("no safe-migrate hook in the rig (SM_LV_HOOKS unset)");
-        return TRUE;
-    }
-    return FALSE;
-}
-
 static char *unique_name(const char *prefix)
 {
     static guint counter;
@@ -58,41 +44,6 @@ static void destroy_domain(const char *name)
 {
     lv_domain_destroy(LV_A, name);
     lv_domain_destroy(LV_B, name);
-}
-
-/* What a query returns on host A (through libvirt, hence through the filter), plain JSON. */
-static char *qmp_return(const char *name, const char *command)
-{
-    g_autofree char *cmd = g_strdup_printf("{\"execute\":\"%s\"}", command);
-    g_autofree char *out = NULL;
-    g_assert_cmpint(lv_virsh(LV_A, &out, NULL, "qemu-monitor-command", name, cmd, NULL), ==, 0);
-    g_autoptr(json_object) reply = json_tokener_parse(out);
-    json_object *ret;
-    g_assert_true(json_object_object_get_ex(reply, "return", &ret));
-    return g_strdup(json_object_to_json_string_ext(ret, JSON_C_TO_STRING_PLAIN));
-}
-
-/* The migration settings and fd sets of the domain on A, one text to compare. */
-static char *settings(const char *name)
-{
-    static const char *const queries[] = {"query-migrate-parameters", "query-migrate-capabilities",
-                                          "query-fdsets"};
-    GString *all = g_string_new(NULL);
-    for (guint i = 0; i < G_N_ELEMENTS(queries); i++) {
-        g_autofree char *ret = qmp_return(name, queries[i]);
-        g_string_append_printf(all, "%s %s\n", queries[i], ret);
-    }
-    return g_string_free(all, FALSE);
-}
-
-/* How many fds QEMU holds in fd sets tagged as the gate's captures. */
-static guint probe_fds(const char *name)
-{
-    g_autofree char *sets = qmp_return(name, "query-fdsets");
-    guint n = 0;
-    for (const char *p = sets; (p = strstr(p, "\"safe-migrate probe\"")); p++)
-        n++;
-    return n;
 }
 
 static void assert_gone_from_b(const char *name)
@@ -182,7 +133,7 @@ static gboolean split_trace(const char *trace, GString *before, GString *window,
  * the change: the filter discovered the devices and added and removed the fd there. */
 static void test_only_capture(void)
 {
-    if (skip_without_gate())
+    if (lv_skip_without_gate())
         return;
     g_autofree char *name = unique_name("trc");
     g_autofree char *qtest = lv_qtest_path(LV_A, name);
@@ -227,7 +178,7 @@ typedef struct {
 static void test_refused_early(gconstpointer data)
 {
     const Layout *layout = data;
-    if (skip_without_gate())
+    if (lv_skip_without_gate())
         return;
     g_autofree char *name = unique_name("lay");
     g_autofree char *model =
@@ -235,7 +186,7 @@ static void test_refused_early(gconstpointer data)
     const char *const edits[][2] = {
         {"<controller type='usb' index='1' model='piix3-uhci'>", model}};
     GPid filter = create_domain(name, edits, G_N_ELEMENTS(edits));
-    g_autofree char *before = settings(name);
+    g_autofree char *before = lv_migration_settings(LV_A, name, TRUE);
     g_autofree char *err = NULL;
     int rc = lv_migrate(LV_A, name, NULL, &err);
     g_test_message("virsh migrate: exit %d %s", rc, err);
@@ -246,9 +197,9 @@ static void test_refused_early(gconstpointer data)
     g_autofree char *status = lv_query_status(LV_A, name);
     g_assert_cmpstr(status, ==, "running");
     assert_gone_from_b(name);
-    g_autofree char *migration = qmp_return(name, "query-migrate");
+    g_autofree char *migration = lv_qmp_return(LV_A, name, "query-migrate");
     g_assert_cmpstr(migration, ==, "{}"); /* QEMU never started one: no RAM went over */
-    g_autofree char *after = settings(name);
+    g_autofree char *after = lv_migration_settings(LV_A, name, TRUE);
     g_assert_cmpstr(after, ==, before);
     g_assert_cmpint(lv_filter_pid(LV_A, name), ==, filter);
     destroy_domain(name);
@@ -261,7 +212,7 @@ static void test_refused_early(gconstpointer data)
  * stopped at pre-switchover, stayed in query-fdsets. */
 static void test_no_lingering_fd(void)
 {
-    if (skip_without_gate())
+    if (lv_skip_without_gate())
         return;
     g_autofree char *name = unique_name("fd");
     GPid filter = create_domain(name, NULL, 0);
@@ -275,7 +226,7 @@ static void test_no_lingering_fd(void)
     g_assert_nonnull(strstr(err, "the domain keeps running on the source"));
     g_autofree char *status = lv_query_status(LV_A, name);
     g_assert_cmpstr(status, ==, "running");
-    g_assert_cmpuint(probe_fds(name), ==, 0);
+    g_assert_cmpuint(lv_probe_fds(LV_A, name), ==, 0);
     g_assert_cmpint(lv_filter_pid(LV_A, name), ==, filter);
     finish_pending(guest, capacity);
     destroy_domain(name);
@@ -286,7 +237,7 @@ static void test_no_lingering_fd(void)
  * running. Fails before: it did. */
 static void test_paused_held_text(void)
 {
-    if (skip_without_gate())
+    if (lv_skip_without_gate())
         return;
     g_autofree char *name = unique_name("pau");
     GPid filter = create_domain(name, NULL, 0);
@@ -310,22 +261,6 @@ static void test_paused_held_text(void)
     destroy_domain(name);
 }
 
-/* Waits until libvirt's migration job of the domain on A has sent RAM (QEMU migrates: the
- * gate's work at libvirt's migrate is done). */
-static gboolean wait_transferring(const char *name, GSubprocess *migration)
-{
-    static const char key[] = "Memory processed:";
-    for (int i = 0; i < 600 && g_subprocess_get_identifier(migration); i++) {
-        g_autofree char *out = NULL;
-        const char *line =
-            lv_virsh(LV_A, &out, NULL, "domjobinfo", name, NULL) == 0 ? strstr(out, key) : NULL;
-        if (line && g_ascii_strtod(line + strlen(key), NULL) > 0)
-            return TRUE;
-        g_usleep(20000);
-    }
-    return FALSE;
-}
-
 /* A running domain with a result pending, suspended by its user while its migration
  * transfers RAM (16 MiB written, 8 MiB/s): held at switchover, the cancel leaves QEMU 7.2
  * "postmigrate" (it was not running when the switchover began), and the refusal must say so,
@@ -333,7 +268,7 @@ static gboolean wait_transferring(const char *name, GSubprocess *migration)
  * before: it said "keeps running on the source". */
 static void test_suspended_mid_migration_text(void)
 {
-    if (skip_without_gate())
+    if (lv_skip_without_gate())
         return;
     g_autofree char *name = unique_name("sus");
     GPid filter = create_domain(name, NULL, 0);
@@ -344,7 +279,7 @@ static void test_suspended_mid_migration_text(void)
     g_assert_no_error(error);
     const char *slow[] = {"--bandwidth", "8", NULL};
     g_autoptr(GSubprocess) migration = lv_migrate_start(LV_A, name, slow);
-    g_assert_true(wait_transferring(name, migration));
+    g_assert_true(lv_wait_job_transferring(name, migration));
     g_assert_cmpint(lv_virsh(LV_A, NULL, NULL, "suspend", name, NULL), ==, 0);
     g_autofree char *err = NULL;
     int rc = lv_migrate_finish(migration, &err);
