@@ -7,14 +7,14 @@
 
 #include <string.h>
 
-SmReport *sm_report_from_stream(GBytes *state, GPtrArray *devices, const SmRegistry *registry,
-                                const char *qemu_version)
+/* Every device judged against the parsed stream. */
+static SmReport *judge(GBytes *state, const SmStream *stream, GPtrArray *devices,
+                       const SmRegistry *registry, const char *qemu_version)
 {
     SmReport *rep = g_new0(SmReport, 1);
     rep->qemu_version = g_strdup(qemu_version);
     rep->devices = g_ptr_array_new_with_free_func((GDestroyNotify)sm_verdict_free);
     rep->stream_bytes = g_bytes_get_size(state);
-    g_autoptr(SmStream) stream = sm_stream_parse(state);
     rep->stream_error = g_strdup(sm_stream_get_error(stream));
     sm_resolve_by_elimination(devices, stream, registry);
     for (guint i = 0; i < devices->len; i++) {
@@ -33,11 +33,17 @@ SmReport *sm_report_from_stream(GBytes *state, GPtrArray *devices, const SmRegis
     return rep;
 }
 
-/* A state section of a probed kind that no discovered device claims makes an unknown verdict
- * of its own (see sm_report_from_split_capture). */
-static void claim_sections(SmReport *report, GBytes *state, const SmRegistry *registry)
+SmReport *sm_report_from_stream(GBytes *state, GPtrArray *devices, const SmRegistry *registry,
+                                const char *qemu_version)
 {
     g_autoptr(SmStream) stream = sm_stream_parse(state);
+    return judge(state, stream, devices, registry, qemu_version);
+}
+
+/* A state section of a probed kind that no discovered device claims makes an unknown verdict
+ * of its own (see sm_report_from_split_capture). */
+static void claim_sections(SmReport *report, const SmStream *stream, const SmRegistry *registry)
+{
     for (guint i = 0; i < sm_stream_get_n_sections(stream); i++) {
         const SmSection *sec = sm_stream_get_section(stream, i);
         const char *name = sec->idstr ? strrchr(sec->idstr, '/') : NULL;
@@ -66,8 +72,9 @@ static void claim_sections(SmReport *report, GBytes *state, const SmRegistry *re
 SmReport *sm_report_from_split_capture(GBytes *state, GPtrArray *devices,
                                        const SmRegistry *registry, const char *qemu_version)
 {
-    SmReport *report = sm_report_from_stream(state, devices, registry, qemu_version);
-    claim_sections(report, state, registry);
+    g_autoptr(SmStream) stream = sm_stream_parse(state); /* once: the guest is stopped */
+    SmReport *report = judge(state, stream, devices, registry, qemu_version);
+    claim_sections(report, stream, registry);
     return report;
 }
 

@@ -513,12 +513,13 @@ static void on_gate_done(SmGateJob *job, gpointer data)
 
 /* QEMU's MIGRATION events: the gate then knows a migration waits at pre-switchover without a
  * query while the guest is stopped, and gives the capture's fd back when one ends without
- * its switchover (libvirt's abort, a failure). */
-static void on_migration_event(Filter *f, json_object *msg)
+ * its switchover (libvirt's abort, a failure). Returns the status that ended a switchover in
+ * progress (borrowed from msg), else NULL. */
+static const char *on_migration_event(Filter *f, json_object *msg)
 {
     const char *s = qmp_message_inner_string(msg, "data", "status");
     if (!s)
-        return;
+        return NULL;
     f->at_pre_switchover = g_str_equal(s, "pre-switchover");
     if (f->gate && (g_str_equal(s, "cancelled") || g_str_equal(s, "failed"))) {
         SmGateJob *job = g_new0(SmGateJob, 1);
@@ -526,6 +527,7 @@ static void on_migration_event(Filter *f, json_object *msg)
         job->client_fd = -1;
         sm_gate_submit(f->gate, job);
     }
+    return f->switching && switch_ended(s) ? s : NULL;
 }
 
 /* Our reply: back to the worker under its own id. Replies to a previous incarnation's
@@ -576,16 +578,11 @@ static void from_qemu(Filter *f, Line *line)
             return;
         }
         if (name && g_str_equal(name, "MIGRATION"))
-            on_migration_event(f, msg);
+            ended = on_migration_event(f, msg);
         if (name && g_str_equal(name, "RESUME")) { /* a verdict never outlives a RESUME */
             g_clear_pointer(&f->paused_report, sm_report_free);
             g_clear_pointer(&f->paused_unread, g_free);
         }
-        const char *status = f->switching && name && g_str_equal(name, "MIGRATION")
-                                 ? qmp_message_inner_string(msg, "data", "status")
-                                 : NULL;
-        if (switch_ended(status))
-            ended = status;
     } else { /* a reply (QEMU sends no commands), well-formed or not: whoever's id it bears
               * gets it, so that ours never reach libvirt and our client is never left
               * waiting (its typed layer refuses a malformed one) */
