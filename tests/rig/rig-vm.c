@@ -391,6 +391,14 @@ static const char *hlt_bios(GError **error)
     return path;
 }
 
+char *rig_memory_arg(RigQemu qemu, const char *accel, guint mb, gboolean exact)
+{
+    gboolean tcg = !accel || g_str_equal(accel, "tcg");
+    if (exact || qemu != RIG_QEMU_72 || !tcg)
+        return g_strdup_printf("%u", mb);
+    return g_strdup_printf("%uK", mb * 1024 + 8);
+}
+
 const char *rig_qemu_name(RigQemu qemu)
 {
     return qemu == RIG_QEMU_72 ? "7.2" : "10.0";
@@ -446,7 +454,7 @@ static gboolean wait_for_socket(RigVm *vm, const char *path, GError **error)
 RigVm *rig_vm_start(const RigVmConfig *config, GError **error)
 {
     const char *iso = config->iso ? config->iso : rig_default_iso(error);
-    const char *bios = config->kernel ? "" : hlt_bios(error);
+    const char *bios = config->kernel ? "" : config->bios ? config->bios : hlt_bios(error);
     const char *disk = config->disk ? config->disk : rig_default_disk(error);
     if (!iso || !bios || !disk)
         return NULL;
@@ -480,7 +488,9 @@ RigVm *rig_vm_start(const RigVmConfig *config, GError **error)
     g_ptr_array_add(argv, g_strdup(config->accel ? config->accel : "tcg"));
     g_ptr_array_add(argv, g_strdup("-m"));
     if (config->kernel) {
-        g_ptr_array_add(argv, g_strdup_printf("%u", config->memory_mb ? config->memory_mb : 256));
+        g_ptr_array_add(argv, rig_memory_arg(config->qemu, config->accel,
+                                             config->memory_mb ? config->memory_mb : 256,
+                                             config->exact_memory));
         const char *linux_args[] = {"-kernel", config->kernel, "-initrd",   config->initrd,
                                     "-append", config->append, "-no-reboot"};
         for (guint i = 0; i < G_N_ELEMENTS(linux_args); i++)
@@ -491,7 +501,9 @@ RigVm *rig_vm_start(const RigVmConfig *config, GError **error)
         g_ptr_array_add(argv, g_strdup("-serial"));
         g_ptr_array_add(argv, g_strdup("chardev:console"));
     } else {
-        g_ptr_array_add(argv, g_strdup_printf("%u", config->memory_mb ? config->memory_mb : 16));
+        g_ptr_array_add(argv, rig_memory_arg(config->qemu, config->accel,
+                                             config->memory_mb ? config->memory_mb : 16,
+                                             config->exact_memory));
         const char *qtest_args[] = {"-serial", "none", "-bios", bios};
         for (guint i = 0; i < G_N_ELEMENTS(qtest_args); i++)
             g_ptr_array_add(argv, g_strdup(qtest_args[i]));

@@ -1,7 +1,9 @@
 /* SPDX-License-Identifier: GPL-2.0-or-later */
 /* Tests of the rig itself: the qtest guest enumerates the usb-storage CD-ROM and its Bulk-Only
- * transactions return exactly what the device and the ISO hold, on both QEMU versions; and no
- * QEMU a test started outlives it, however the test ends. */
+ * transactions return exactly what the device and the ISO hold, on both QEMU versions; a
+ * migration of the rig's VMs carries every store their CPU made (QEMU 7.2 under TCG loses
+ * some unless the rig sizes its RAM, rig_memory_arg()); and no QEMU a test started outlives
+ * it, however the test ends. */
 #include "rig.h"
 
 #include <glib/gstdio.h>
@@ -209,6 +211,123 @@ static void test_strays_forked_exit(void)
     g_assert_true(g_file_test(rig_vm_qmp_path(vm), G_FILE_TEST_EXISTS));
 }
 
+/* ---- Does a migration carry every store of a TCG guest? --------------------------------- */
+
+/* A 64 KiB BIOS whose CPU writes a pass counter into the first word of each 4 KiB page of
+ * 0x10000..0x9ffff, pass after pass, with interrupts off (16-bit real mode, hand-assembled):
+ *   cli; xor ax,ax
+ *   outer: inc ax; mov bx,0x1000
+ *   inner: mov es,bx; mov [es:0],ax; add bx,0x100; cmp bx,0xa000; jb inner; jmp outer
+ * and at the reset vector F000:FFF0, jmp F000:0000. */
+#define STORES_BASE 0x10000
+#define STORES_SIZE 0x90000
+static const char *stores_bios(void)
+{
+    static char *path;
+    if (path)
+        return path;
+    static const guint8 loop[] = {0xfa, 0x31, 0xc0, 0x40, 0xbb, 0x00, 0x10, 0x8e, 0xc3,
+                                  0x26, 0xa3, 0x00, 0x00, 0x81, 0xc3, 0x00, 0x01, 0x81,
+                                  0xfb, 0x00, 0xa0, 0x72, 0xf0, 0xeb, 0xea};
+    static const guint8 reset[] = {0xea, 0x00, 0x00, 0x00, 0xf0};
+    g_autofree guint8 *image = g_malloc(65536);
+    memset(image, 0xf4, 65536);
+    memcpy(image, loop, sizeof(loop));
+    memcpy(image + 0xfff0, reset, sizeof(reset));
+    g_autofree char *p = g_build_filename(rig_tmpdir(), "stores.bin", NULL);
+    g_autoptr(GError) error = NULL;
+    g_assert_true(g_file_set_contents(p, (const char *)image, 65536, &error));
+    path = g_steal_pointer(&p);
+    return path;
+}
+
+static GBytes *save_stores(RigVm *vm, const char *name)
+{
+    g_autofree char *file = g_build_filename(rig_tmpdir(), name, NULL);
+    g_autofree char *args = g_strdup_printf("{\"val\":%d,\"size\":%d,\"filename\":\"%s\"}",
+                                            STORES_BASE, STORES_SIZE, file);
+    g_autoptr(GError) error = NULL;
+    g_autoptr(json_object) r = qmp_client_execute_json(rig_vm_qmp(vm), "pmemsave", args, &error);
+    g_assert_no_error(error);
+    gchar *bytes = NULL;
+    gsize len = 0;
+    g_assert_true(g_file_get_contents(file, &bytes, &len, &error));
+    g_assert_cmpuint(len, ==, STORES_SIZE);
+    return g_bytes_new_take(bytes, len);
+}
+
+/* Migrates a VM whose CPU keeps storing, then compares the stopped source's RAM with the
+ * destination's: the pages that differ are stores the migration lost. */
+static guint lost_pages(RigQemu qemu, gboolean exact_memory)
+{
+    g_autoptr(GError) error = NULL;
+    RigVmConfig config = {
+        .qemu = qemu, .bios = stores_bios(), .exact_memory = exact_memory, .name = "stores"};
+    g_autoptr(RigVm) src = rig_vm_start(&config, &error);
+    g_assert_no_error(error);
+    /* -S: the destination stays paused when the migration ends, its RAM as it arrived. */
+    static const char *const paused[] = {"-S", NULL};
+    config.incoming = TRUE;
+    config.extra_args = paused;
+    g_autoptr(RigVm) dst = rig_vm_start(&config, &error);
+    g_assert_no_error(error);
+    /* The loss needs dirty-bitmap syncs while the guest runs, after its TLB entries were
+     * made writable: 1 MiB/s and 10 ms keep the 576 KiB the loop dirties per round from
+     * converging for a second (several syncs), then 2 s of downtime lets it end. */
+    g_autofree char *uri = rig_migration_uri();
+    g_autofree char *incoming = g_strdup_printf("{\"uri\":\"%s\"}", uri);
+    g_autoptr(json_object) r0 =
+        qmp_client_execute_json(rig_vm_qmp(src), "migrate-set-parameters",
+                                "{\"max-bandwidth\":1048576,\"downtime-limit\":10}", &error);
+    g_assert_no_error(error);
+    g_autoptr(json_object) r1 =
+        qmp_client_execute_json(rig_vm_qmp(dst), "migrate-incoming", incoming, &error);
+    g_assert_no_error(error);
+    g_autoptr(json_object) r2 =
+        qmp_client_execute_json(rig_vm_qmp(src), "migrate", incoming, &error);
+    g_assert_no_error(error);
+    g_usleep(G_USEC_PER_SEC);
+    g_autoptr(json_object) r3 = qmp_client_execute_json(rig_vm_qmp(src), "migrate-set-parameters",
+                                                        "{\"downtime-limit\":2000}", &error);
+    g_assert_no_error(error);
+    static const char *const ends[] = {"completed", "failed", "cancelled", NULL};
+    g_autofree char *status = rig_wait_migration_status(src, ends, 60000, &error);
+    g_assert_no_error(error);
+    g_assert_cmpstr(status, ==, "completed");
+    g_autoptr(json_object) info =
+        qmp_client_execute(rig_vm_qmp(src), "query-migrate", NULL, &error);
+    g_assert_no_error(error);
+    json_object *ram = json_object_object_get(info, "ram");
+    g_test_message("dirty-sync-count %s",
+                   json_object_to_json_string(json_object_object_get(ram, "dirty-sync-count")));
+    g_autoptr(GBytes) a = save_stores(src, "stores-src.bin");
+    g_autoptr(GBytes) b = save_stores(dst, "stores-dst.bin");
+    const guint8 *pa = g_bytes_get_data(a, NULL), *pb = g_bytes_get_data(b, NULL);
+    guint lost = 0;
+    guint16 first = 0;
+    memcpy(&first, pa, 2);
+    g_assert_cmpuint(first, >, 1); /* the loop ran */
+    for (guint off = 0; off < STORES_SIZE; off += 4096)
+        lost += memcmp(pa + off, pb + off, 4096) != 0;
+    g_test_message("QEMU %s, -m %s: %u of %u pages differ after the migration", rig_qemu_name(qemu),
+                   exact_memory ? "16" : "as the rig gives it", lost, STORES_SIZE / 4096);
+    return lost;
+}
+
+/* The rig's VMs (and so every guest of the suites) migrate every store, on both QEMUs. */
+static void test_tcg_stores(gconstpointer data)
+{
+    g_assert_cmpuint(lost_pages(GPOINTER_TO_INT(data), FALSE), ==, 0);
+}
+
+/* Why the rig sizes 7.2's RAM 8 KiB off (rig_memory_arg()): with 16 MiB exactly, QEMU 7.2
+ * under TCG loses stores. Should a Debian update fix it, this fails and the workaround can
+ * go. */
+static void test_tcg_stores_lost_72(void)
+{
+    g_assert_cmpuint(lost_pages(RIG_QEMU_72, TRUE), >, 0);
+}
+
 int main(int argc, char **argv)
 {
     if (argc == 2 && g_str_has_prefix(argv[1], "--strays-child="))
@@ -219,11 +338,14 @@ int main(int argc, char **argv)
     g_test_add_func("/rig/strays/abort", test_strays_abort);
     g_test_add_func("/rig/strays/forked-exit", test_strays_forked_exit);
     g_test_add_func("/rig/iso", test_iso_has_volume_descriptor);
+    g_test_add_func("/rig/tcg-stores/7.2-exact-ram-loses", test_tcg_stores_lost_72);
     for (int q = RIG_QEMU_72; q <= RIG_QEMU_10; q++) {
         g_autofree char *p1 = g_strdup_printf("/rig/%s/enumerate-and-read", rig_qemu_name(q));
         g_autofree char *p2 = g_strdup_printf("/rig/%s/no-data-command", rig_qemu_name(q));
         g_test_add_data_func(p1, GINT_TO_POINTER(q), test_enumerate_and_read);
         g_test_add_data_func(p2, GINT_TO_POINTER(q), test_no_data_command);
+        g_autofree char *p3 = g_strdup_printf("/rig/%s/tcg-stores", rig_qemu_name(q));
+        g_test_add_data_func(p3, GINT_TO_POINTER(q), test_tcg_stores);
     }
     return g_test_run();
 }
