@@ -500,6 +500,28 @@ void qmp_migration_info_clear(QmpMigrationInfo *info)
     g_clear_pointer(&info->status, g_free);
 }
 
+gboolean qmp_query_kvm_enabled(QmpClient *client, gboolean *enabled, GError **error)
+{
+    g_autoptr(json_object) r =
+        qmp_command_execute(client, "query-kvm", NULL, NULL, 0, 0, json_type_object, error);
+    json_object *v = r ? get_member("query-kvm", r, "enabled", json_type_boolean, error) : NULL;
+    if (v)
+        *enabled = json_object_get_boolean(v);
+    return v != NULL;
+}
+
+gboolean qmp_query_memory_size(QmpClient *client, gint64 *base, gint64 *plugged, GError **error)
+{
+    const char *cmd = "query-memory-size-summary";
+    g_autoptr(json_object) r =
+        qmp_command_execute(client, cmd, NULL, NULL, 0, 0, json_type_object, error);
+    if (!r || !qmp_reply_get_int(cmd, r, "base-memory", base, error) ||
+        !opt_int(cmd, r, "plugged-memory", plugged, error))
+        return FALSE;
+    *plugged = MAX(*plugged, 0);
+    return TRUE;
+}
+
 char *qmp_query_machine_type(QmpClient *client, GError **error)
 {
     g_autofree char *t = qmp_qom_get_string(client, "/machine", "type", error);

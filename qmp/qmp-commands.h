@@ -103,6 +103,10 @@ typedef struct {
 } QmpMigrationInfo;
 gboolean qmp_query_migrate_info(QmpClient *client, QmpMigrationInfo *info, GError **error);
 void qmp_migration_info_clear(QmpMigrationInfo *info);
+/* query-kvm "enabled": FALSE under TCG. */
+gboolean qmp_query_kvm_enabled(QmpClient *client, gboolean *enabled, GError **error);
+/* query-memory-size-summary: the boot RAM and the hotplugged RAM (0 without any), in bytes. */
+gboolean qmp_query_memory_size(QmpClient *client, gint64 *base, gint64 *plugged, GError **error);
 /* qom-get /machine type, without QEMU's "-machine" suffix: "pc-i440fx-9.0". */
 char *qmp_query_machine_type(QmpClient *client, GError **error);
 

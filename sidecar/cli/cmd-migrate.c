@@ -74,6 +74,14 @@ static void on_event(json_object *event, gpointer data)
             qmp_json_string(event, "status"), total > 0 ? (int)MIN(100, done * 100 / total) : 0,
             rate, int_field(event, "attempt", 1), int_field(event, "max_attempts", 1));
         show_progress(out, text);
+    } else if (g_str_equal(name, SM_EVENT_PREFLIGHT)) {
+        json_object *warnings = NULL;
+        json_object_object_get_ex(event, "warnings", &warnings);
+        for (size_t i = 0; warnings && i < json_object_array_length(warnings); i++) {
+            g_autofree char *line = g_strdup_printf(
+                "warning: %s", json_object_get_string(json_object_array_get_idx(warnings, i)));
+            show_line(out, line);
+        }
     } else if (g_str_equal(name, SM_EVENT_ATTEMPT)) {
         text = g_strdup_printf("migrating: attempt %" G_GINT64_FORMAT " of %" G_GINT64_FORMAT,
                                int_field(event, "attempt", 1), int_field(event, "max_attempts", 1));

@@ -49,6 +49,9 @@ static const SmEventMember preflight[] = {
      "a paused source's verdicts (probe objects), else the devices found {id, qom_path, type, "
      "fix}"},
     {"dest_fix", OBJ, 0, "device -> state of QEMU's fix on the destination"},
+    {"warnings", ARR, OPT,
+     "what may go wrong that the gate cannot prevent (strings): QEMU before 9.0 under TCG "
+     "loses guest memory writes in a migration of RAM sized in 256 KiB multiples"},
     END,
 };
 

@@ -23,14 +23,17 @@ void rig_pair_start(RigPair *p, const RigPairConfig *c)
     g_autofree char *dst_name = c->name ? g_strconcat(c->name, "-dst", NULL) : g_strdup("dst");
     p->src = rig_vm_start(&(RigVmConfig){.qemu = c->src_qemu,
                                          .machine = c->machine,
-                                         .name = c->name ? c->name : "src"},
+                                         .name = c->name ? c->name : "src",
+                                         .exact_memory = c->exact_memory},
                           &error);
     g_assert_no_error(error);
     if (!c->no_dest) {
-        p->dst = rig_vm_start(
-            &(RigVmConfig){
-                .qemu = c->dst_qemu, .machine = c->machine, .name = dst_name, .incoming = TRUE},
-            &error);
+        p->dst = rig_vm_start(&(RigVmConfig){.qemu = c->dst_qemu,
+                                             .machine = c->machine,
+                                             .name = dst_name,
+                                             .incoming = TRUE,
+                                             .exact_memory = c->exact_memory},
+                              &error);
         g_assert_no_error(error);
         p->prepare = rig_vm_prepare_script(p->dst, TRUE, &error);
         g_assert_no_error(error);

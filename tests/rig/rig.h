@@ -224,9 +224,10 @@ void rig_guest_answer8(RigGuest *guest, RigCommand cmd, guint8 out[8]);
 
 typedef struct {
     RigQemu src_qemu, dst_qemu;
-    const char *machine; /* NULL = "pc" */
-    const char *name;    /* VM names are NAME and NAME-dst; NULL = "src" / "dst" */
-    gboolean no_dest;    /* only the source */
+    const char *machine;   /* NULL = "pc" */
+    const char *name;      /* VM names are NAME and NAME-dst; NULL = "src" / "dst" */
+    gboolean no_dest;      /* only the source */
+    gboolean exact_memory; /* RigVmConfig's: no 7.2 TCG RAM workaround */
 } RigPairConfig;
 
 typedef struct {
