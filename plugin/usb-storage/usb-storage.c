@@ -295,19 +295,13 @@ static gboolean same_requests(const Disk *a, const Disk *b)
  * migration (hw/usb/hcd-ehci.c, usb_ehci_vm_state_change). Through the gate, with no capture
  * of the running VM, the real Linux guest's kernel memory was corrupted after 3 of 52 EHCI
  * migrations (a jump to 0x1 from the timer path; list corruption freeing an SG_IO page), each
- * after a switchover judged idle; the stream carries nothing that tells when it is safe. */
+ * after a switchover judged idle; the stream carries nothing that tells when it is safe.
+ * Those campaigns ran under TCG on QEMU 7.2, which loses guest stores in migration on its own
+ * (tests/rig /rig/tcg-stores): the refusal stands until EHCI is measured without that. (xHCI
+ * on 7.2 was refused on such evidence too, and is gated since it was measured clean.) */
 #define EHCI_REASON                                                                                \
     "on an EHCI controller: QEMU does not migrate EHCI's transfer queues and a migrated guest "    \
     "can have its memory corrupted (attach the device to qemu-xhci or UHCI)"
-
-/* xHCI on QEMU before 10.0: the long real-guest campaign (bench/README, issue 14) saw the
- * guest's kernel memory corrupted right after 3 of 39 gated 7.2 migrations that had held an
- * attempt (migrate_cancel at pre-switchover, source resumed), 0 of 67 that had not, and 2 of
- * 40 plain migrations after one forced cancel: the cancel itself, which every hold needs, is
- * what hurts there. 10.0's xHCI held 34 times with no harm. No version between was tested. */
-#define XHCI_OLD_REASON                                                                            \
-    "on an xHCI controller of QEMU older than 10.0: a held attempt (migrate_cancel) can corrupt "  \
-    "the guest's memory there (attach the device to UHCI, or run QEMU 10.0 or newer)"
 
 /* One SCSI device on the storage device's bus, from the facts. */
 typedef struct {
@@ -1025,12 +1019,6 @@ static gboolean inspect(const SmProbe *probe, QmpClient *qmp, SmDevice *device, 
     const char *ctrl = sm_device_get_fact(device, SM_FACT_USB_CONTROLLER_TYPE);
     if (ctrl && strstr(ctrl, "ehci")) {
         sm_device_set_fact(device, SM_FACT_UNSUPPORTED, EHCI_REASON);
-        return TRUE;
-    }
-    int major = 0;
-    qmp_client_get_version_numbers(qmp, &major, NULL, NULL);
-    if (ctrl && strstr(ctrl, "xhci") && major < 10) { /* an unknown version (0) is old */
-        sm_device_set_fact(device, SM_FACT_UNSUPPORTED, XHCI_OLD_REASON);
         return TRUE;
     }
     g_autofree char *bus = NULL;

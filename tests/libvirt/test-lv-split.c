@@ -303,10 +303,9 @@ int main(int argc, char **argv)
 {
     g_test_init(&argc, &argv, NULL);
     static const Layout ehci = {"ehci", "on an EHCI controller"};
-    static const Layout xhci = {"qemu-xhci", "on an xHCI controller of QEMU older than 10.0"};
+
     g_test_add_func("/libvirt/split/only-capture-at-switchover", test_only_capture);
     g_test_add_data_func("/libvirt/split/refused-early/ehci", &ehci, test_refused_early);
-    g_test_add_data_func("/libvirt/split/refused-early/xhci-7.2", &xhci, test_refused_early);
     g_test_add_func("/libvirt/split/no-lingering-fd", test_no_lingering_fd);
     g_test_add_func("/libvirt/split/paused-held-text", test_paused_held_text);
     g_test_add_func("/libvirt/split/suspended-mid-migration-text",

@@ -121,13 +121,6 @@ static void test_discovery(gconstpointer data)
             g_assert_nonnull(strstr(v->reason, "EHCI"));
             continue;
         }
-        if (g_str_has_prefix(want[i].section, "0000:00:05.0/") && !c->q10) {
-            /* On 7.2's xHCI: refused (a held attempt's cancel corrupted guests there). */
-            g_assert_cmpint(v->state, ==, SM_STATE_UNKNOWN);
-            g_assert_true(v->final);
-            g_assert_nonnull(strstr(v->reason, "xHCI controller of QEMU older than 10.0"));
-            continue;
-        }
         g_assert_cmpstr(v->section, ==, want[i].section);
         g_assert_cmpint(v->state, ==, SM_STATE_IDLE);
         g_assert_cmpstr(sm_fix_to_string(v->fix), ==, c->fix);
@@ -137,8 +130,7 @@ static void test_discovery(gconstpointer data)
     for (guint i = 0; i < devices->len; i++) {
         const SmDevice *d = devices->pdata[i];
         const char *ctrl = sm_device_get_fact(d, SM_FACT_USB_CONTROLLER_TYPE);
-        gboolean refused =
-            g_str_equal(ctrl, "ich9-usb-ehci1") || (g_str_equal(ctrl, "qemu-xhci") && !c->q10);
+        gboolean refused = g_str_equal(ctrl, "ich9-usb-ehci1");
         g_assert_true(!refused == !sm_device_get_fact(d, SM_FACT_UNSUPPORTED));
     }
     g_assert_null(find(r, "/machine/peripheral-anon/device[0]")->id);
