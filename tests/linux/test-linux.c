@@ -828,7 +828,7 @@ static const Config configs[] = {
 };
 
 /* The shapes users run (issue 14), plain and gated: 7.2 with every controller and form
- * (the UHCI CD-ROM is above; gated EHCI and 7.2 xHCI expect the refusal), ich9 EHCI with UHCI
+ * (the UHCI CD-ROM is above; gated EHCI expects the refusal), ich9 EHCI with UHCI
  * companions, and xHCI on 10.0. All in
  * --long; CI runs one of the gated ones, a different one each day. */
 static GArray *shape_configs(void)
