@@ -249,6 +249,7 @@ static GBytes *save_stores(RigVm *vm, const char *name)
     g_autoptr(GError) error = NULL;
     g_autoptr(json_object) r = qmp_client_execute_json(rig_vm_qmp(vm), "pmemsave", args, &error);
     g_assert_no_error(error);
+    g_assert_nonnull(r);
     gchar *bytes = NULL;
     gsize len = 0;
     g_assert_true(g_file_get_contents(file, &bytes, &len, &error));
@@ -280,16 +281,20 @@ static guint lost_pages(RigQemu qemu, gboolean exact_memory)
         qmp_client_execute_json(rig_vm_qmp(src), "migrate-set-parameters",
                                 "{\"max-bandwidth\":1048576,\"downtime-limit\":10}", &error);
     g_assert_no_error(error);
+    g_assert_nonnull(r0);
     g_autoptr(json_object) r1 =
         qmp_client_execute_json(rig_vm_qmp(dst), "migrate-incoming", incoming, &error);
     g_assert_no_error(error);
+    g_assert_nonnull(r1);
     g_autoptr(json_object) r2 =
         qmp_client_execute_json(rig_vm_qmp(src), "migrate", incoming, &error);
     g_assert_no_error(error);
+    g_assert_nonnull(r2);
     g_usleep(G_USEC_PER_SEC);
     g_autoptr(json_object) r3 = qmp_client_execute_json(rig_vm_qmp(src), "migrate-set-parameters",
                                                         "{\"downtime-limit\":2000}", &error);
     g_assert_no_error(error);
+    g_assert_nonnull(r3);
     static const char *const ends[] = {"completed", "failed", "cancelled", NULL};
     g_autofree char *status = rig_wait_migration_status(src, ends, 60000, &error);
     g_assert_no_error(error);
