@@ -393,8 +393,9 @@ static const char *hlt_bios(GError **error)
 
 char *rig_memory_arg(RigQemu qemu, const char *accel, guint mb, gboolean exact)
 {
+    (void)qemu; /* both versions alike: a 7.2 VM migrates to 10.0 only with the same RAM */
     gboolean tcg = !accel || g_str_equal(accel, "tcg");
-    if (exact || qemu != RIG_QEMU_72 || !tcg)
+    if (exact || !tcg)
         return g_strdup_printf("%u", mb);
     return g_strdup_printf("%uK", mb * 1024 + 8);
 }

@@ -325,12 +325,17 @@ static void test_tcg_stores(gconstpointer data)
     g_assert_cmpuint(lost_pages(GPOINTER_TO_INT(data), FALSE), ==, 0);
 }
 
-/* Why the rig sizes 7.2's RAM 8 KiB off (rig_memory_arg()): with 16 MiB exactly, QEMU 7.2
- * under TCG loses stores. Should a Debian update fix it, this fails and the workaround can
- * go. */
+/* Why the rig sizes RAM 8 KiB off (rig_memory_arg()): with 16 MiB exactly, QEMU 7.2 under
+ * TCG loses stores. Should a Debian update fix it, this fails and the workaround can go. */
 static void test_tcg_stores_lost_72(void)
 {
     g_assert_cmpuint(lost_pages(RIG_QEMU_72, TRUE), >, 0);
+}
+
+/* And 10.0 (upstream's fix, 9.0) does not, whatever the RAM size. */
+static void test_tcg_stores_kept_10(void)
+{
+    g_assert_cmpuint(lost_pages(RIG_QEMU_10, TRUE), ==, 0);
 }
 
 int main(int argc, char **argv)
@@ -344,6 +349,7 @@ int main(int argc, char **argv)
     g_test_add_func("/rig/strays/forked-exit", test_strays_forked_exit);
     g_test_add_func("/rig/iso", test_iso_has_volume_descriptor);
     g_test_add_func("/rig/tcg-stores/7.2-exact-ram-loses", test_tcg_stores_lost_72);
+    g_test_add_func("/rig/tcg-stores/10.0-exact-ram-keeps", test_tcg_stores_kept_10);
     for (int q = RIG_QEMU_72; q <= RIG_QEMU_10; q++) {
         g_autofree char *p1 = g_strdup_printf("/rig/%s/enumerate-and-read", rig_qemu_name(q));
         g_autofree char *p2 = g_strdup_printf("/rig/%s/no-data-command", rig_qemu_name(q));
