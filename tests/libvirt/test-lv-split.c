@@ -303,7 +303,6 @@ int main(int argc, char **argv)
 {
     g_test_init(&argc, &argv, NULL);
     static const Layout ehci = {"ehci", "on an EHCI controller"};
-
     g_test_add_func("/libvirt/split/only-capture-at-switchover", test_only_capture);
     g_test_add_data_func("/libvirt/split/refused-early/ehci", &ehci, test_refused_early);
     g_test_add_func("/libvirt/split/no-lingering-fd", test_no_lingering_fd);

@@ -64,7 +64,7 @@ typedef struct {
     /* Without a kernel: this BIOS image instead of the HLT one. */
     const char *bios;
     /* QEMU 7.2 under TCG loses guest stores across a migration when its RAM is a multiple of
-     * 256 KiB (rig_memory_arg()); the rig adds 8 KiB to avoid it. TRUE: exactly memory_mb,
+     * 256 KiB (rig-vm.c, memory_arg()); the rig adds 8 KiB to avoid it. TRUE: exactly memory_mb,
      * for the tests that show why. */
     gboolean exact_memory;
 } RigVmConfig;
@@ -99,16 +99,6 @@ void rig_expected_read_capacity(guint8 out[8]);
 const char *rig_qemu_name(RigQemu qemu);
 
 RigVm *rig_vm_start(const RigVmConfig *config, GError **error);
-/* The -m argument for `mb` MiB on `qemu` with `accel` (NULL = tcg). QEMU before 9.0 under TCG
- * loses guest stores during a migration: its dirty-bitmap sync for a RAM block whose size is a
- * multiple of 256 KiB clears dirty bits 64 pages at a time without invalidating the TCG TLB,
- * so later stores through cached entries mark nothing dirty and those pages are never sent
- * again (upstream "physmem: Fix migration dirty bitmap coherency with TCG memory access",
- * QEMU 9.0; not in Debian's 7.2.22). Guests came up corrupted on the destination (bench/README).
- * Under TCG this is 8 KiB more than `mb` MiB, which makes 7.2 take its page-by-page sync,
- * which invalidates the TLB (10.0 gets the same, so that a 7.2 VM can migrate to it); `exact`
- * gives `mb` MiB as asked. KVM tracks dirty pages itself and is unaffected. */
-char *rig_memory_arg(RigQemu qemu, const char *accel, guint mb, gboolean exact);
 /* Kills (SIGKILL) if still running, and every process that names its directory (a QEMU its
  * prepare script started), and removes its files. */
 void rig_vm_free(RigVm *vm);

@@ -2,7 +2,7 @@
 /* Tests of the rig itself: the qtest guest enumerates the usb-storage CD-ROM and its Bulk-Only
  * transactions return exactly what the device and the ISO hold, on both QEMU versions; a
  * migration of the rig's VMs carries every store their CPU made (QEMU 7.2 under TCG loses
- * some unless the rig sizes its RAM, rig_memory_arg()); and no QEMU a test started outlives
+ * some unless the rig sizes its RAM, memory_arg() in rig-vm.c); and no QEMU a test started outlives
  * it, however the test ends. */
 #include "rig.h"
 
@@ -325,7 +325,7 @@ static void test_tcg_stores(gconstpointer data)
     g_assert_cmpuint(lost_pages(GPOINTER_TO_INT(data), FALSE), ==, 0);
 }
 
-/* Why the rig sizes RAM 8 KiB off (rig_memory_arg()): with 16 MiB exactly, QEMU 7.2 under
+/* Why the rig sizes RAM 8 KiB off (memory_arg() in rig-vm.c): with 16 MiB exactly, QEMU 7.2 under
  * TCG loses stores. Should a Debian update fix it, this fails and the workaround can go. */
 static void test_tcg_stores_lost_72(void)
 {
