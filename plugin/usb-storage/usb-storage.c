@@ -290,19 +290,6 @@ static gboolean same_requests(const Disk *a, const Disk *b)
     "usb-uas is not migratable: QEMU marks its state unmigratable and refuses to migrate the "     \
     "VM while it is plugged in (unplug it, or attach the disk as usb-storage or usb-bot)"
 
-/* EHCI does not migrate its queues: the destination rebuilds them from guest memory, and QEMU
- * flushes the source's (catching unlinks the guest made) only for savevm, not for a live
- * migration (hw/usb/hcd-ehci.c, usb_ehci_vm_state_change). Through the gate, with no capture
- * of the running VM, the real Linux guest's kernel memory was corrupted after 3 of 52 EHCI
- * migrations (a jump to 0x1 from the timer path; list corruption freeing an SG_IO page), each
- * after a switchover judged idle; the stream carries nothing that tells when it is safe.
- * Those campaigns ran under TCG on QEMU 7.2, which loses guest stores in migration on its own
- * (tests/rig /rig/tcg-stores): the refusal stands until EHCI is measured without that. (xHCI
- * on 7.2 was refused on such evidence too, and is gated since it was measured clean.) */
-#define EHCI_REASON                                                                                \
-    "on an EHCI controller: QEMU does not migrate EHCI's transfer queues and a migrated guest "    \
-    "can have its memory corrupted (attach the device to qemu-xhci or UHCI)"
-
 /* One SCSI device on the storage device's bus, from the facts. */
 typedef struct {
     guint index;
@@ -1014,11 +1001,6 @@ static gboolean inspect(const SmProbe *probe, QmpClient *qmp, SmDevice *device, 
     (void)probe;
     if (g_str_equal(sm_device_get_type(device), "usb-uas")) {
         sm_device_set_fact(device, SM_FACT_UNSUPPORTED, UAS_REASON);
-        return TRUE;
-    }
-    const char *ctrl = sm_device_get_fact(device, SM_FACT_USB_CONTROLLER_TYPE);
-    if (ctrl && strstr(ctrl, "ehci")) {
-        sm_device_set_fact(device, SM_FACT_UNSUPPORTED, EHCI_REASON);
         return TRUE;
     }
     g_autofree char *bus = NULL;
