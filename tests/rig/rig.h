@@ -217,7 +217,7 @@ typedef struct {
     const char *machine;   /* NULL = "pc" */
     const char *name;      /* VM names are NAME and NAME-dst; NULL = "src" / "dst" */
     gboolean no_dest;      /* only the source */
-    gboolean exact_memory; /* RigVmConfig's: no 7.2 TCG RAM workaround */
+    gboolean exact_memory; /* RigVmConfig's: no TCG RAM workaround */
 } RigPairConfig;
 
 typedef struct {

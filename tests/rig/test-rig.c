@@ -241,15 +241,22 @@ static const char *stores_bios(void)
     return path;
 }
 
+/* A command with JSON arguments through the test's monitor, which must succeed. */
+static void qmp_must(RigVm *vm, const char *command, const char *args)
+{
+    g_autoptr(GError) error = NULL;
+    g_autoptr(json_object) r = qmp_client_execute_json(rig_vm_qmp(vm), command, args, &error);
+    g_assert_no_error(error);
+    g_assert_nonnull(r);
+}
+
 static GBytes *save_stores(RigVm *vm, const char *name)
 {
     g_autofree char *file = g_build_filename(rig_tmpdir(), name, NULL);
     g_autofree char *args = g_strdup_printf("{\"val\":%d,\"size\":%d,\"filename\":\"%s\"}",
                                             STORES_BASE, STORES_SIZE, file);
+    qmp_must(vm, "pmemsave", args);
     g_autoptr(GError) error = NULL;
-    g_autoptr(json_object) r = qmp_client_execute_json(rig_vm_qmp(vm), "pmemsave", args, &error);
-    g_assert_no_error(error);
-    g_assert_nonnull(r);
     gchar *bytes = NULL;
     gsize len = 0;
     g_assert_true(g_file_get_contents(file, &bytes, &len, &error));
@@ -276,25 +283,12 @@ static guint lost_pages(RigQemu qemu, gboolean exact_memory)
      * made writable: 1 MiB/s and 10 ms keep the 576 KiB the loop dirties per round from
      * converging for a second (several syncs), then 2 s of downtime lets it end. */
     g_autofree char *uri = rig_migration_uri();
-    g_autofree char *incoming = g_strdup_printf("{\"uri\":\"%s\"}", uri);
-    g_autoptr(json_object) r0 =
-        qmp_client_execute_json(rig_vm_qmp(src), "migrate-set-parameters",
-                                "{\"max-bandwidth\":1048576,\"downtime-limit\":10}", &error);
-    g_assert_no_error(error);
-    g_assert_nonnull(r0);
-    g_autoptr(json_object) r1 =
-        qmp_client_execute_json(rig_vm_qmp(dst), "migrate-incoming", incoming, &error);
-    g_assert_no_error(error);
-    g_assert_nonnull(r1);
-    g_autoptr(json_object) r2 =
-        qmp_client_execute_json(rig_vm_qmp(src), "migrate", incoming, &error);
-    g_assert_no_error(error);
-    g_assert_nonnull(r2);
+    g_autofree char *uri_args = g_strdup_printf("{\"uri\":\"%s\"}", uri);
+    qmp_must(src, "migrate-set-parameters", "{\"max-bandwidth\":1048576,\"downtime-limit\":10}");
+    qmp_must(dst, "migrate-incoming", uri_args);
+    qmp_must(src, "migrate", uri_args);
     g_usleep(G_USEC_PER_SEC);
-    g_autoptr(json_object) r3 = qmp_client_execute_json(rig_vm_qmp(src), "migrate-set-parameters",
-                                                        "{\"downtime-limit\":2000}", &error);
-    g_assert_no_error(error);
-    g_assert_nonnull(r3);
+    qmp_must(src, "migrate-set-parameters", "{\"downtime-limit\":2000}");
     static const char *const ends[] = {"completed", "failed", "cancelled", NULL};
     g_autofree char *status = rig_wait_migration_status(src, ends, 60000, &error);
     g_assert_no_error(error);

@@ -521,7 +521,7 @@ static void test_human_output(void)
 
 /* QEMU 7.2 under TCG with RAM in 256 KiB multiples loses guest stores in any migration
  * (tests/rig /rig/tcg-stores): the gate says so at preflight, and still migrates. Not with the
- * RAM off that multiple (the rig's default for 7.2), nor on 10.0. */
+ * RAM off that multiple (the rig's default under TCG), nor on 10.0. */
 typedef struct {
     RigQemu qemu;
     gboolean exact_memory, warns;
