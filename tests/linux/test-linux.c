@@ -802,6 +802,11 @@ static const Config configs[] = {
  * (the UHCI CD-ROM is above), ich9 EHCI with UHCI
  * companions, and xHCI on 10.0. All in
  * --long; CI runs one of the gated ones, a different one each day. */
+static gboolean in_ci_rotation(const Config *cfg)
+{
+    return cfg->controller == RIG_CTRL_UHCI || cfg->qemu == RIG_QEMU_10;
+}
+
 static GArray *shape_configs(void)
 {
     GArray *out = g_array_new(FALSE, FALSE, sizeof(Config));
@@ -861,10 +866,18 @@ int main(int argc, char **argv)
     }
     GArray *shapes = shape_configs(); /* lives as long as the tests */
     guint today = (guint)(g_get_real_time() / G_USEC_PER_SEC / 86400);
-    guint gated = 0;
+    /* CI's daily shape comes from UHCI and 10.0's xHCI. The 7.2 xHCI and EHCI shapes (gated
+     * since 26 Nov 2026) run in --long only: under the ASan build's load their device is busy
+     * at a dozen switchovers in a row and a migration spends its hold budget (held out, the
+     * guest unharmed on the source, but the campaign asserts completion): bench/README. */
+    guint n_rotating = 0, gated = 0;
     for (guint i = 0; i < shapes->len; i++) {
         const Config *cfg = &g_array_index(shapes, Config, i);
-        gboolean rotating = cfg->safe && gated++ == today % (shapes->len / 2);
+        n_rotating += cfg->safe && in_ci_rotation(cfg);
+    }
+    for (guint i = 0; i < shapes->len; i++) {
+        const Config *cfg = &g_array_index(shapes, Config, i);
+        gboolean rotating = cfg->safe && in_ci_rotation(cfg) && gated++ == today % n_rotating;
         if (!long_run && !rotating)
             continue;
         if (!long_run && !guest_supports(cfg)) {
