@@ -469,9 +469,9 @@ static int after_failure(LvMigration *m, gint64 *hold_started_us)
     json_object_object_add(f, "pending", json_object_new_string(pending));
     json_object_object_add(f, "waiting_for", json_object_new_string(waiting));
     json_object_object_add(f, "held_ms", json_object_new_int64(held_ms));
+    gint64 wait = sm_policy_hold_wait(p, m->holds, held_ms);
+    json_object_object_add(f, "retry_in_ms", json_object_new_int64(wait));
     emit(m, "hold", f);
-    gint64 wait = p->backoff_ms << MIN(m->holds - 1, 10u);
-    wait = MIN(wait, MAX(p->max_hold_ms - held_ms, (gint64)0) + p->backoff_ms);
     if (!backoff(m, wait))
         return after_failure(m, hold_started_us);
     json_object *r = json_object_new_object();
@@ -507,6 +507,7 @@ static gboolean load_policy(SmPolicy *p, const char *domain, GError **error)
     } flags[] = {{"max-attempts", sm_gate_flags.max_attempts},
                  {"max-hold", sm_gate_flags.max_hold},
                  {"backoff", sm_gate_flags.backoff},
+                 {"max-backoff", sm_gate_flags.max_backoff},
                  {"on-unquiesceable", sm_gate_flags.on_unquiesceable}};
     const char *config_dir =
         sm_gate_flags.config_dir ? sm_gate_flags.config_dir : SM_DEFAULT_CONFIG_DIR;

@@ -91,7 +91,9 @@ static void on_event(json_object *event, gpointer data)
                                int_field(event, "attempt", 1));
         show_progress(out, text);
     } else if (g_str_equal(name, SM_EVENT_HOLD)) {
-        text = g_strdup_printf("holding: %s", qmp_json_string(event, "waiting_for"));
+        text = g_strdup_printf("holding: %s; next attempt in %.1f s",
+                               qmp_json_string(event, "waiting_for"),
+                               (double)int_field(event, "retry_in_ms", 0) / 1000.0);
         show_progress(out, text);
     } else if (g_str_equal(name, SM_EVENT_DEST_PREPARE)) {
         show_progress(out, "preparing a fresh destination");
@@ -267,6 +269,7 @@ static gboolean collect_settings(GArray *out, GError **error)
                  {"max-attempts", "--max-attempts", sm_gate_flags.max_attempts},
                  {"max-hold", "--max-hold", sm_gate_flags.max_hold},
                  {"backoff", "--backoff", sm_gate_flags.backoff},
+                 {"max-backoff", "--max-backoff", sm_gate_flags.max_backoff},
                  {"on-unquiesceable", "--on-unquiesceable", sm_gate_flags.on_unquiesceable},
                  {"probe-timeout", "--probe-timeout", opt_probe_timeout},
                  {"plugin-dir", "--plugin-dir", opt_plugin_dir}};

@@ -27,11 +27,11 @@ int sm_daemon_migrate(const char *vm, json_object *options, SmEventFunc func, gp
  * given" is visible and the policy file's value stays. */
 typedef struct {
     char *policy, *config_dir;
-    char *max_attempts, *max_hold, *backoff, *on_unquiesceable;
+    char *max_attempts, *max_hold, *backoff, *max_backoff, *on_unquiesceable;
     gboolean json, quiet;
 } SmGateFlags;
 extern SmGateFlags sm_gate_flags;
-#define SM_GATE_ENTRIES 8
+#define SM_GATE_ENTRIES 9
 /* The option rows for sm_gate_flags (NULL-terminated); only --on-unquiesceable's help differs
  * between the forms. */
 void sm_gate_entries(GOptionEntry entries[SM_GATE_ENTRIES + 1], const char *on_unquiesceable_help);

@@ -15,6 +15,8 @@ static const GOptionEntry gate_entries[SM_GATE_ENTRIES + 1] = {
      "DURATION"},
     {"backoff", 0, 0, G_OPTION_ARG_STRING, &sm_gate_flags.backoff, "First wait between attempts",
      "DURATION"},
+    {"max-backoff", 0, 0, G_OPTION_ARG_STRING, &sm_gate_flags.max_backoff,
+     "Longest wait between attempts", "DURATION"},
     {"on-unquiesceable", 0, 0, G_OPTION_ARG_STRING, &sm_gate_flags.on_unquiesceable,
      NULL /* the form's */, "POLICY"},
     {"json", 0, 0, G_OPTION_ARG_NONE, &sm_gate_flags.json, "JSON lines on stdout, one per event",

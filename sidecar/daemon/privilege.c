@@ -17,14 +17,9 @@
 
 /* Keys a member may set, each bounded by the VM's policy (checked in within_policy). */
 static const char *const member_keys[] = {
-    "max-hold",
-    "max-attempts",
-    "backoff",
-    "probe-timeout",
-    "downtime-limit",
-    "timeout",
-    "dest-prepare-timeout",
-    "on-unquiesceable",
+    "max-hold",    "max-attempts",         "backoff",
+    "max-backoff", "probe-timeout",        "downtime-limit",
+    "timeout",     "dest-prepare-timeout", "on-unquiesceable",
     NULL,
 };
 
@@ -40,7 +35,7 @@ static gboolean denied(GError **error)
 {
     g_set_error_literal(error, G_IO_ERROR, G_IO_ERROR_PERMISSION_DENIED,
                         "members of the socket's group may only shorten or tighten a "
-                        "migration (max-hold, max-attempts, backoff, probe-timeout, "
+                        "migration (max-hold, max-attempts, backoff, max-backoff, probe-timeout, "
                         "downtime-limit, timeout, dest-prepare-timeout, on-unquiesceable); "
                         "anything else needs root or the daemon's user, or the VM's policy file");
     return FALSE;
@@ -66,6 +61,8 @@ static gboolean within_policy(const SmPolicy *base, const SmPolicy *p, GError **
         return too_high(error, "max-attempts", "fewer attempts only");
     if (p->backoff_ms > base->backoff_ms)
         return too_high(error, "backoff", "a shorter backoff only");
+    if (p->max_backoff_ms > base->max_backoff_ms)
+        return too_high(error, "max-backoff", "a shorter backoff only");
     if (p->probe_timeout_ms > base->probe_timeout_ms)
         return too_high(error, "probe-timeout", "a shorter timeout only");
     if (p->dest_prepare_timeout_ms > base->dest_prepare_timeout_ms)

@@ -1397,18 +1397,6 @@ static void exit_iterating(SmMigration *m, const GError *error)
 
 /* ---- PRE_SWITCHOVER: the VM stopped, its device state final: look before leaping -------- */
 
-/* Doubles `backoff` per hold without overflowing, capped so that it never overshoots the
- * hold budget by much. */
-static gint64 backoff_for(const SmPolicy *p, guint holds, gint64 held_ms)
-{
-    gint64 backoff = MAX(p->backoff_ms, (gint64)0);
-    for (guint i = 1; i < holds && i <= 10 && backoff <= G_MAXINT64 / 2; i++)
-        backoff *= 2;
-    gint64 left = MAX(p->max_hold_ms - MIN(held_ms, p->max_hold_ms), (gint64)0);
-    gint64 cap = left > G_MAXINT64 - backoff ? G_MAXINT64 : left + MAX(p->backoff_ms, (gint64)0);
-    return MIN(backoff, cap);
-}
-
 /* A busy device and budget left: call the attempt off (the guest finishes its transfer on
  * the source) and move to HOLDING. A call-off that fails with the source still connected
  * leaves the VM's state in doubt: the error says so (SM_ENGINE_ERROR_UNCERTAIN). */
@@ -1416,14 +1404,15 @@ static gboolean start_hold(SmMigration *m, const SmDeviceVerdict *busy, gint64 h
                            GError **error)
 {
     m->holds++;
-    m->hold_backoff_ms = backoff_for(&m->policy, m->holds, held_ms);
+    m->hold_backoff_ms = sm_policy_hold_wait(&m->policy, m->holds, held_ms);
     const char *name = device_key(busy->id, busy->qom_path);
     g_autofree char *waiting =
         g_strdup_printf("%s has %s pending", name, sm_verdict_pending_name(busy));
     emit(m, SM_EVENT_HOLD,
          fields_new("device", jstr(name), "state", jstr(sm_state_to_string(busy->state)), "pending",
                     jstr(sm_verdict_pending_name(busy)), "waiting_for", jstr(waiting), "held_ms",
-                    json_object_new_int64(held_ms), FIELDS_END));
+                    json_object_new_int64(held_ms), "retry_in_ms",
+                    json_object_new_int64(m->hold_backoff_ms), FIELDS_END));
     GError *local = NULL;
     if (cancel_attempt(m, &local) && source_resumed(m, &local)) {
         set_phase(m, PHASE_HOLDING);

@@ -92,6 +92,9 @@ static const SmEventMember hold[] = {
     {"pending", STR, 0, "what it has pending: a SCSI command's name or a transfer mode"},
     {"waiting_for", STR, 0, "a sentence for humans"},
     {"held_ms", INT, 0, "milliseconds held so far"},
+    {"retry_in_ms", INT, 0,
+     "milliseconds until the next attempt starts: backoff doubling per hold up to max-backoff, "
+     "drawn from the upper half of that"},
     END,
 };
 

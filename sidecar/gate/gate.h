@@ -38,7 +38,8 @@ typedef struct {
     gint64 dest_prepare_timeout_ms; /* dest-prepare is killed and the migration fails after it */
     guint max_attempts;
     gint64 max_hold_ms;
-    gint64 backoff_ms;
+    gint64 backoff_ms;     /* the first hold's wait; doubles per hold */
+    gint64 max_backoff_ms; /* ... up to this */
     SmFallback on_unquiesceable;
     gint64 probe_timeout_ms;
     gint64 downtime_limit_ms; /* -1: leave QEMU's */
@@ -55,6 +56,10 @@ void sm_policy_init(SmPolicy *policy);
 void sm_policy_clear(SmPolicy *policy);
 /* A deep copy of `src` into `dst` (uninitialised or cleared; sm_policy_clear it after). */
 void sm_policy_copy(SmPolicy *dst, const SmPolicy *src);
+/* The wait after hold number `holds` (from 1), `held_ms` into the hold budget: `backoff`
+ * doubling per hold up to `max-backoff`, drawn from the upper half of that (jitter), and never
+ * far past the budget's end. */
+gint64 sm_policy_hold_wait(const SmPolicy *policy, guint holds, gint64 held_ms);
 /* Loads CONFIG_DIR/defaults.conf (if present) then CONFIG_DIR/vms.d/VM_NAME.conf (required
  * when vm_name is not NULL) on top of what `policy` holds. Errors name file, line and key. */
 gboolean sm_policy_load(SmPolicy *policy, const char *config_dir, const char *vm_name,

@@ -56,6 +56,7 @@ static const KeySpec keys[] = {
     {"gate", "max-attempts", KEY_COUNT, FIELD(max_attempts)},
     {"gate", "max-hold", KEY_DURATION, FIELD(max_hold_ms)},
     {"gate", "backoff", KEY_DURATION, FIELD(backoff_ms)},
+    {"gate", "max-backoff", KEY_DURATION, FIELD(max_backoff_ms)},
     {"gate", "on-unquiesceable", KEY_FALLBACK, FIELD(on_unquiesceable)},
     {"gate", "probe-timeout", KEY_DURATION, FIELD(probe_timeout_ms)},
     {"gate", "plugin-dir", KEY_STRING, FIELD(plugin_dir)},
@@ -75,6 +76,7 @@ void sm_policy_init(SmPolicy *policy)
     policy->dest_prepare_timeout_ms = 120000;
     policy->max_hold_ms = 60000;
     policy->backoff_ms = 200;
+    policy->max_backoff_ms = 10000;
     policy->on_unquiesceable = SM_FALLBACK_ABORT;
     policy->probe_timeout_ms = 5000;
     policy->downtime_limit_ms = -1;
@@ -104,6 +106,23 @@ void sm_policy_copy(SmPolicy *dst, const SmPolicy *src)
     dst->uri = g_strdup(src->uri);
     dst->dest_prepare = g_strdup(src->dest_prepare);
     dst->plugin_dir = g_strdup(src->plugin_dir);
+}
+
+/* Why capped, and why jittered: a device is busy for milliseconds (a command between its CBW
+ * and its data), so an attempt's odds do not improve with a longer wait, while the attempts
+ * left do shrink: doubling without a cap spent a 300 s budget in 12 attempts. Each attempt
+ * copies the guest's RAM again, so the wait still grows, to a bound. The jitter keeps the
+ * attempts out of step with a guest's periodic I/O (media polling every 2 s). */
+gint64 sm_policy_hold_wait(const SmPolicy *policy, guint holds, gint64 held_ms)
+{
+    gint64 first = MAX(policy->backoff_ms, (gint64)0);
+    gint64 cap = MAX(policy->max_backoff_ms, first);
+    gint64 wait = first;
+    for (guint i = 1; i < holds && wait < cap; i++)
+        wait = wait > cap / 2 ? cap : wait * 2;
+    wait -= (gint64)(g_random_double() * (double)(wait / 2));
+    gint64 left = MAX(policy->max_hold_ms - MIN(held_ms, policy->max_hold_ms), (gint64)0);
+    return left > G_MAXINT64 - first ? wait : MIN(wait, left + first);
 }
 
 const char *sm_fallback_to_string(SmFallback fallback)

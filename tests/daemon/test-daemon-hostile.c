@@ -190,6 +190,7 @@ static void test_privilege(void)
     const char *const too_far[] = {
         "{\"op\":\"migrate\",\"vm\":\"vm1\",\"options\":{\"max-hold\":\"1h\"}}",
         "{\"op\":\"migrate\",\"vm\":\"vm1\",\"options\":{\"max-attempts\":4}}",
+        "{\"op\":\"migrate\",\"vm\":\"vm1\",\"options\":{\"max-backoff\":\"1min\"}}",
         "{\"op\":\"migrate\",\"vm\":\"vm1\",\"options\":{\"on-unquiesceable\":\"use-fix\"}}",
     };
     for (guint i = 0; i < G_N_ELEMENTS(too_far); i++) {
@@ -202,7 +203,8 @@ static void test_privilege(void)
 
     g_autoptr(Client) m = member_client(d);
     client_send(m, "{\"op\":\"migrate\",\"vm\":\"vm1\",\"options\":{\"max-hold\":\"2s\","
-                   "\"max-attempts\":1,\"on-unquiesceable\":\"abort\",\"backoff\":\"100ms\"}}");
+                   "\"max-attempts\":1,\"on-unquiesceable\":\"abort\",\"backoff\":\"100ms\","
+                   "\"max-backoff\":\"1s\"}}");
     g_autoptr(json_object) ok = client_next(m);
     g_assert_true(json_object_get_boolean(member(ok, "ok")));
     g_autoptr(json_object) start = until_event(m, "start", NULL);

@@ -257,6 +257,9 @@ static void test_held_then_migrated(gconstpointer data)
     g_autoptr(Cli) cli = cli_start(s.name, extra);
     g_autoptr(json_object) hold = next_event(cli->in, "hold");
     g_assert_nonnull(hold);
+    /* The first hold waits --backoff, jittered within its upper half. */
+    g_assert_cmpint(int_member(hold, "retry_in_ms"), >=, 150);
+    g_assert_cmpint(int_member(hold, "retry_in_ms"), <=, 300);
     g_assert_true(lv_domain_running(LV_A, s.name));
     /* The guest finishes on the source while the CLI backs off; the retry migrates. */
     finish_on_a(&s);

@@ -136,6 +136,47 @@ static void test_never_fetched(gconstpointer data)
     rig_pair_clear(&p);
 }
 
+static gint64 event_int(json_object *event, const char *key)
+{
+    json_object *v = NULL;
+    g_assert_true(json_object_object_get_ex(event, key, &v));
+    g_assert_true(json_object_is_type(v, json_type_int));
+    return json_object_get_int64(v);
+}
+
+/* A device that stays busy: each hold's wait doubles from --backoff up to --max-backoff,
+ * jittered within its upper half, said in the hold event and waited in full before the
+ * retry. Before the cap the doubling ran to 1024 x backoff and a 300 s budget allowed a dozen
+ * attempts (a real guest held out in CI). */
+static void test_backoff_capped(void)
+{
+    RigPair p;
+    rig_pair_start(&p, &(RigPairConfig){.src_qemu = RIG_QEMU_72, .dst_qemu = RIG_QEMU_72});
+    leave_pending(&p, rig_cmd_gesn());
+    g_autoptr(Gate) g =
+        gate_start("migrate", "--source", p.src_addr, "--dest", p.dst_addr, "--uri", p.uri,
+                   "--dest-prepare", p.prepare, "--backoff", "50ms", "--max-backoff", "200ms",
+                   "--max-attempts", "7", "--max-hold", "1min", "--json", NULL);
+    for (guint holds = 1; holds <= 6; holds++) {
+        g_autoptr(json_object) hold = gate_until(g, "hold");
+        g_assert_nonnull(hold);
+        gint64 full = MIN((gint64)50 << (holds - 1), (gint64)200);
+        gint64 wait = event_int(hold, "retry_in_ms");
+        g_assert_cmpint(wait, >=, full - full / 2);
+        g_assert_cmpint(wait, <=, full);
+        g_autoptr(json_object) retry = gate_until(g, "retry");
+        g_assert_nonnull(retry);
+        g_assert_cmpint(event_int(retry, "t_ms") - event_int(hold, "t_ms"), >=, wait);
+    }
+    g_assert_cmpint(gate_wait(g), ==, 4);
+    g_assert_cmpint(result_int(g, "attempts"), ==, 7);
+    g_assert_cmpint(result_int(g, "holds"), ==, 6);
+    assert_runstate(p.src, "running");
+    rig_pair_finish_pending(&p, p.gesn);
+    rig_pair_assert_healthy(&p);
+    rig_pair_clear(&p);
+}
+
 typedef struct {
     Setup setup;
     const char *policy;
@@ -659,6 +700,7 @@ int main(int argc, char **argv)
                                                 sigabbrev_np(c->signum), c->after_event);
         g_test_add_data_func(path, c, test_interrupt);
     }
+    g_test_add_func("/gate/backoff-capped", test_backoff_capped);
     g_test_add_func("/gate/dest-prepare-fails", test_dest_prepare_fails);
     g_test_add_func("/gate/dest-dies-mid-stream", test_dest_dies_mid_stream);
     g_test_add_func("/gate/recover-after-dead-gate", test_recover_after_dead_gate);

@@ -20,6 +20,7 @@ static void test_shipped_examples(void)
     g_assert_cmpuint(p.max_attempts, ==, 5); /* the VM's file wins */
     g_assert_cmpint(p.max_hold_ms, ==, 30000);
     g_assert_cmpint(p.backoff_ms, ==, 200); /* from defaults.conf */
+    g_assert_cmpint(p.max_backoff_ms, ==, 10000);
     g_assert_cmpint(p.on_unquiesceable, ==, SM_FALLBACK_USE_FIX_IF_BENIGN);
     g_assert_cmpint(p.downtime_limit_ms, ==, -1); /* commented out: QEMU's own */
     g_assert_false(p.multifd);
@@ -223,6 +224,53 @@ static void test_probe_timeout_zero(void)
     sm_policy_clear(&p);
 }
 
+/* The wait between attempts: doubling from backoff, never above max-backoff, jittered within
+ * the upper half; a cap below backoff means backoff; near the budget's end, cut short. The
+ * defect it pins: the doubling ran to 1024 x backoff, so a 300 s budget allowed 12 attempts
+ * of a guest whose device is busy at most switchovers. */
+static void test_hold_wait(void)
+{
+    SmPolicy p;
+    sm_policy_init(&p);
+    g_autoptr(GError) error = NULL;
+    g_assert_true(sm_policy_apply(&p, "backoff", "100ms", &error));
+    g_assert_true(sm_policy_apply(&p, "max-backoff", "2s", &error));
+    g_assert_true(sm_policy_apply(&p, "max-hold", "300s", &error));
+    g_assert_no_error(error);
+    gint64 total = 0;
+    for (guint holds = 1; holds <= 40; holds++) {
+        gint64 full = MIN((gint64)100 << MIN(holds - 1, 20u), (gint64)2000);
+        gint64 wait = sm_policy_hold_wait(&p, holds, total);
+        g_assert_cmpint(wait, >=, full - full / 2);
+        g_assert_cmpint(wait, <=, full);
+        total += wait;
+    }
+    /* 40 holds fit in the 300 s budget, with room for the attempts themselves. */
+    g_assert_cmpint(total, <, 80000);
+    /* Jitter: the waits at the cap are not all alike. */
+    gint64 first = sm_policy_hold_wait(&p, 30, 0);
+    gboolean differ = FALSE;
+    for (guint i = 0; i < 50 && !differ; i++)
+        differ = sm_policy_hold_wait(&p, 30, 0) != first;
+    g_assert_true(differ);
+    /* The budget's end: no wait beyond what is left of it plus one backoff. */
+    g_assert_cmpint(sm_policy_hold_wait(&p, 30, 299950), <=, 150);
+    g_assert_cmpint(sm_policy_hold_wait(&p, 30, 400000), <=, 100);
+    /* A cap below the first wait: every wait is the first one's. */
+    g_assert_true(sm_policy_apply(&p, "max-backoff", "10ms", &error));
+    for (guint holds = 1; holds <= 5; holds++)
+        g_assert_cmpint(sm_policy_hold_wait(&p, holds, 0), >=, 50);
+    /* A huge backoff does not overflow. */
+    g_assert_true(sm_policy_apply(&p, "backoff", "7d", &error));
+    g_assert_true(sm_policy_apply(&p, "max-backoff", "7d", &error));
+    g_assert_true(sm_policy_apply(&p, "max-hold", "7d", &error));
+    g_assert_no_error(error);
+    g_assert_cmpint(sm_policy_hold_wait(&p, 1000, 0), >=, (gint64)7 * 86400000 / 2);
+    g_assert_false(sm_policy_apply(&p, "max-backoff", "soon", &error));
+    g_assert_nonnull(strstr(error->message, "max-backoff"));
+    sm_policy_clear(&p);
+}
+
 static void test_missing_required(void)
 {
     g_autofree char *dir = g_dir_make_tmp("smpolicy-XXXXXX", NULL);
@@ -281,5 +329,6 @@ int main(int argc, char **argv)
     g_test_add_func("/policy/loader-edges", test_loader_edges);
     g_test_add_func("/policy/missing-required", test_missing_required);
     g_test_add_func("/policy/probe-timeout-zero", test_probe_timeout_zero);
+    g_test_add_func("/policy/hold-wait", test_hold_wait);
     return g_test_run();
 }
