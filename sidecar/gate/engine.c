@@ -803,23 +803,30 @@ static json_object *devices_json(GPtrArray *devices)
  * (upstream "physmem: Fix migration dirty bitmap coherency with TCG memory access", 9.0;
  * tests/rig/test-rig.c /rig/tcg-stores). No gate prevents that, so it is said up front.
  * Hotplugged RAM comes in such blocks. Best effort: a query QEMU refuses says nothing. */
-static json_object *tcg_warnings(SmMigration *m)
+char *sm_tcg_warning(QmpClient *qmp)
 {
     int major = 0;
     gboolean kvm = TRUE;
     gint64 base = 0, plugged = 0;
-    qmp_client_get_version_numbers(m->src, &major, NULL, NULL);
-    if (major == 0 || major >= 9 || !qmp_query_kvm_enabled(m->src, &kvm, NULL) || kvm ||
-        !qmp_query_memory_size(m->src, &base, &plugged, NULL) ||
+    qmp_client_get_version_numbers(qmp, &major, NULL, NULL);
+    if (major == 0 || major >= 9 || !qmp_query_kvm_enabled(qmp, &kvm, NULL) || kvm ||
+        !qmp_query_memory_size(qmp, &base, &plugged, NULL) ||
         (base % (256 * 1024) != 0 && plugged == 0))
         return NULL;
-    g_autofree char *text = g_strdup_printf(
+    return g_strdup_printf(
         "QEMU %s runs this VM without KVM (TCG), and QEMU before 9.0 can lose guest memory "
         "writes in any TCG migration of RAM sized in multiples of 256 KiB (%" G_GINT64_FORMAT
         " bytes here): the guest may come up corrupted on the destination whatever its USB "
         "devices do. Use KVM or QEMU 9.0 or newer, or size the RAM off a 256 KiB multiple "
         "(QEMU then tracks it page by page)",
-        qmp_client_get_version(m->src), base + plugged);
+        qmp_client_get_version(qmp), base + plugged);
+}
+
+static json_object *tcg_warnings(SmMigration *m)
+{
+    g_autofree char *text = sm_tcg_warning(m->src);
+    if (!text)
+        return NULL;
     json_object *list = json_object_new_array();
     json_object_array_add(list, json_object_new_string(text));
     return list;

@@ -199,6 +199,12 @@ int sm_migration_run(SmMigration *migration);
  * QEMU's outcome; a second request then leaves it, reporting both sides' states (exit 6). */
 void sm_migration_request_cancel(SmMigration *migration, int signum);
 
+typedef struct QmpClient QmpClient;
+/* Why a migration of this VM may corrupt its guest whatever the gate decides, or NULL: QEMU
+ * before 9.0 under TCG with RAM in 256 KiB multiples loses guest stores in migration (its
+ * fast dirty sync leaves TCG's TLB stale; fixed upstream in 9.0). KVM is unaffected. */
+char *sm_tcg_warning(QmpClient *qmp);
+
 /* Brings a VM left behind by a dead gate back to a clean state: cancels a migration that is
  * in progress or paused at pre-switchover, turns pause-before-switchover off, and checks
  * where the VM runs from both sides' run states (dest_qmp may be NULL: the summary then

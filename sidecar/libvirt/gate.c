@@ -179,6 +179,9 @@ static void pre_migrate(SmGate *g, SmGateJob *job)
         refuse_migrate(job, qmp, why);
         return;
     }
+    g_autofree char *tcg = sm_tcg_warning(qmp);
+    if (tcg) /* not a refusal: no USB gate can prevent it, but the administrator should know */
+        g_warning("%s", tcg);
     gboolean running = g_str_equal(status, "running");
     if (running)
         sm_release_probe_fds(qmp); /* what an earlier filter left (closed: the VM runs) */

@@ -71,6 +71,8 @@ char *lv_query_status(LvHost host, const char *name);
 gboolean lv_wait_gone(GPid pid, guint timeout_ms);
 /* The host's QEMU log of the domain (command line, QEMU's stderr, libvirt's notes). */
 char *lv_qemu_log(LvHost host, const char *name);
+/* The filter's log of the domain on that host (LOG_DIR/NAME.safe-migrate.log). */
+char *lv_filter_log(LvHost host, const char *name);
 /* TRUE (the test skipped) without the rig, or without the build tree's hook linked in it. */
 gboolean lv_skip_without_gate(void);
 /* The plain JSON of what a query command returns on `host` (through virsh, so through the

@@ -144,6 +144,11 @@ static void test_idle(gconstpointer data)
     g_test_message("virsh migrate: exit %d %s", rc, err);
     g_assert_cmpint(rc, ==, 0);
     assert_healthy(&vm, LV_B);
+    /* Its 32 MiB under TCG: QEMU 7.2's dirty tracking may lose guest stores in this migration,
+     * which the filter says in its log (the gate's preflight event, in the CLI); 10.0 is
+     * fixed. */
+    g_autofree char *log = lv_filter_log(LV_A, vm.name);
+    g_assert_true((strstr(log, "without KVM (TCG)") != NULL) == (c->qemu == RIG_QEMU_72));
     vm_stop(&vm);
 }
 
