@@ -140,15 +140,8 @@ static const char *qemu10_wrapper(void)
  * block is a multiple of 256 KiB (its fast dirty sync leaves TCG's TLB stale; fixed in 9.0),
  * and libvirt rounds <memory> to whole MiB, so the wrapper rewrites the size libvirt passes,
  * in -m and in the main RAM's memory backend alike. Both hosts run it, so the sizes agree. */
-static const char *qemu72_tcg_wrapper(guint mb)
+static char *qemu72_tcg_wrapper(guint mb)
 {
-    static char *paths[2];
-    static guint sizes[2];
-    for (guint i = 0; i < G_N_ELEMENTS(paths); i++)
-        if (paths[i] && sizes[i] == mb)
-            return paths[i];
-    guint slot = paths[0] ? 1 : 0;
-    g_assert_null(paths[slot]);
     guint64 bytes = (guint64)mb << 20;
     g_autofree char *script = g_strdup_printf(
         "#!/bin/sh\n"
@@ -164,12 +157,12 @@ static const char *qemu72_tcg_wrapper(guint mb)
         "done\n"
         "exec '%s' \"$@\"\n",
         mb, mb * 1024, mb * 1024 + 8, bytes, bytes + 8192, g_getenv("SM_QEMU72"));
-    paths[slot] = g_strdup_printf("%s/lv-qemu72-tcg-%u", rig_tmpdir(), mb);
-    sizes[slot] = mb;
+    /* Rewritten whole per domain (atomically: a QEMU being started keeps the old file). */
+    char *path = g_strdup_printf("%s/lv-qemu72-tcg-%u", rig_tmpdir(), mb);
     g_autoptr(GError) error = NULL;
-    g_assert_true(g_file_set_contents(paths[slot], script, -1, &error));
-    g_assert_cmpint(g_chmod(paths[slot], 0755), ==, 0);
-    return paths[slot];
+    g_assert_true(g_file_set_contents(path, script, -1, &error));
+    g_assert_cmpint(g_chmod(path, 0755), ==, 0);
+    return path;
 }
 
 char *lv_domain_xml(const LvDomainConfig *c)
@@ -184,10 +177,11 @@ char *lv_domain_xml(const LvDomainConfig *c)
     const char *iso = c->iso ? c->iso : rig_default_iso(&error);
     g_assert_no_error(error);
     guint mb = c->memory_mb ? c->memory_mb : 32;
+    g_autofree char *tcg_wrapper = NULL;
     const char *emulator = c->qemu == RIG_QEMU_10 ? qemu10_wrapper()
                            : c->form != LV_FORM_LINUX || g_strcmp0(c->type, "kvm") == 0
                                ? g_getenv("SM_QEMU72")
-                               : qemu72_tcg_wrapper(mb);
+                               : (tcg_wrapper = qemu72_tcg_wrapper(mb));
     g_autofree char *memory = g_strdup_printf("%u", mb);
     const char *linux_only = "";
     const char *subst[][2] = {
