@@ -345,20 +345,23 @@ char *lv_query_status(LvHost host, const char *name)
     return g_regex_match(re, out, 0, &match) ? g_match_info_fetch(match, 1) : NULL;
 }
 
-char *lv_qemu_log(LvHost host, const char *name)
+/* A log of the domain in the host's /var/log/libvirt/qemu (NAME.SUFFIX), or "". */
+static char *domain_log(LvHost host, const char *name, const char *suffix)
 {
     g_autofree char *path =
-        g_strdup_printf("%s/%s/log/qemu/%s.log", rig_dir(), lv_host_name(host), name);
+        g_strdup_printf("%s/%s/log/qemu/%s.%s", rig_dir(), lv_host_name(host), name, suffix);
     char *text = NULL;
     return g_file_get_contents(path, &text, NULL, NULL) ? text : g_strdup("");
 }
 
+char *lv_qemu_log(LvHost host, const char *name)
+{
+    return domain_log(host, name, "log");
+}
+
 char *lv_filter_log(LvHost host, const char *name)
 {
-    g_autofree char *path =
-        g_strdup_printf("%s/%s/log/qemu/%s.safe-migrate.log", rig_dir(), lv_host_name(host), name);
-    char *text = NULL;
-    return g_file_get_contents(path, &text, NULL, NULL) ? text : g_strdup("");
+    return domain_log(host, name, "safe-migrate.log");
 }
 
 static GPtrArray *migrate_argv(LvHost from, const char *name, const char *const *extra)
